@@ -1,0 +1,79 @@
+# Slidewise: install, test, demo, package.
+#   make install   Debian packages (QGIS, PyQGIS, GDAL), the engine environment, the plugin link
+#   make test      everything above if missing, then the engine and plugin test suites
+#   make demo      the main jobs through qgis_process on the data in tests/data
+#   make package   the plugin zip (no tests, caches or dev files)
+#   make lint      ruff (lint + format check)
+
+SHELL := /bin/bash
+SYSTEM_PYTHON ?= /usr/bin/python3
+ENGINE_ENV ?= $(HOME)/.local/share/slidewise/engine-venv
+ENGINE_PY := $(ENGINE_ENV)/bin/python
+# The CPU build on this kind of machine; use e.g. TORCH_SPEC="torch==2.13.0" with a CUDA index elsewhere.
+TORCH_SPEC ?= torch==2.13.0
+QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+PLUGIN_LINK := $(QGIS_PROFILE)/python/plugins/slidewise
+QGIS_PROCESS ?= qgis_process.bin
+DEMO_OUT ?= $(CURDIR)/demo_output
+APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-venv python3-pytest
+PYTEST_ARGS ?=
+
+export QT_QPA_PLATFORM ?= offscreen
+export SLIDEWISE_PYTHON ?= $(ENGINE_PY)
+
+.PHONY: install system-deps engine link test test-engine test-plugin demo package lint format typecheck bench clean
+
+install: system-deps engine link
+
+system-deps:
+	@if command -v $(QGIS_PROCESS) >/dev/null && $(SYSTEM_PYTHON) -c "import qgis.core, pytest" 2>/dev/null \
+	   && command -v gdaldem >/dev/null && $(SYSTEM_PYTHON) -c "import ensurepip" 2>/dev/null; then \
+	  echo "system packages: present"; \
+	else \
+	  echo "system packages: installing $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+engine: $(ENGINE_ENV)/.slidewise-installed
+
+$(ENGINE_ENV)/.slidewise-installed: pyproject.toml
+	test -x $(ENGINE_PY) || $(SYSTEM_PYTHON) -m venv $(ENGINE_ENV)
+	$(ENGINE_PY) -m pip install -q "$(TORCH_SPEC)"
+	$(ENGINE_PY) -m pip install -q -e ".[dev]"
+	$(ENGINE_PY) -m slidewise.engine.cli jobs >/dev/null
+	touch $@
+
+link:
+	mkdir -p $(dir $(PLUGIN_LINK))
+	ln -sfn $(CURDIR) $(PLUGIN_LINK)
+	$(QGIS_PROCESS) plugins enable slidewise >/dev/null 2>&1 || true
+	@echo "plugin linked at $(PLUGIN_LINK) and enabled; engine Python: $(ENGINE_PY)"
+
+test: install test-engine test-plugin
+
+test-engine:
+	cd $(CURDIR) && $(ENGINE_PY) -m pytest tests/engine -p no:cacheprovider $(PYTEST_ARGS)
+
+test-plugin:
+	cd $(CURDIR) && $(SYSTEM_PYTHON) -m pytest tests/plugin -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: install
+	bash scripts/demo.sh "$(DEMO_OUT)"
+
+package:
+	bash scripts/package.sh
+
+lint:
+	$(ENGINE_PY) -m ruff check .
+	$(ENGINE_PY) -m ruff format --check .
+
+format:
+	$(ENGINE_PY) -m ruff check --fix .
+	$(ENGINE_PY) -m ruff format .
+
+typecheck:
+	$(ENGINE_PY) -m mypy engine
+
+clean:
+	rm -rf build dist demo_output .pytest_cache .ruff_cache .mypy_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

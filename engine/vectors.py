@@ -1,0 +1,165 @@
+"""Vector input and output (points and polygons) with pyogrio and shapely.
+
+Inventories arrive as vector files (GeoPackage, Shapefile, GeoJSON...) or as
+CSV tables with coordinate columns; outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slidewise.engine.errors import InputError
+from slidewise.engine.outputs import atomic_output
+
+
+@dataclass
+class VectorData:
+    """Geometries with their attributes.
+
+    Attributes:
+        geometries: shapely geometries (object array).
+        fields: Attribute name -> values (arrays of equal length).
+        crs: CRS as WKT or "EPSG:N" (``None`` when unknown).
+        geometry_type: OGR geometry type name (``Point``, ``Polygon``, ...).
+    """
+
+    geometries: np.ndarray
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
+    crs: str | None = None
+    geometry_type: str = "Unknown"
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+    @property
+    def is_points(self) -> bool:
+        """True when every geometry is a point."""
+        import shapely
+
+        kinds = shapely.get_type_id(self.geometries)
+        return bool(len(kinds) and np.all(kinds == 0))
+
+
+def read_vector(
+    path: str | os.PathLike[str], what: str = "vector layer", layer: str | int | None = None
+) -> VectorData:
+    """Read a vector file (any OGR format) into shapely geometries.
+
+    Raises:
+        InputError: missing file, unreadable file, or no features.
+    """
+    import pyogrio
+    import shapely
+
+    p = Path(path)
+    if not str(path) or not p.exists():
+        raise InputError(f"The {what} '{p}' does not exist: check the path.")
+    try:
+        meta, _, geometry, field_data = pyogrio.raw.read(str(p), layer=layer)
+    except Exception as exc:
+        raise InputError(
+            f"The {what} '{p.name}' could not be read as a vector layer ({exc}): "
+            "choose a GeoPackage, Shapefile or GeoJSON file."
+        ) from None
+    if geometry is None:
+        raise InputError(f"The {what} '{p.name}' has no geometries: choose a layer with features.")
+    geoms = shapely.from_wkb(geometry)
+    keep = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    if not np.any(keep):
+        raise InputError(f"The {what} '{p.name}' has no features: choose a non-empty layer.")
+    fields = {
+        str(name): np.asarray(values)[keep]
+        for name, values in zip(meta["fields"], field_data, strict=True)
+    }
+    return VectorData(
+        geometries=geoms[keep],
+        fields=fields,
+        crs=meta.get("crs"),
+        geometry_type=str(meta.get("geometry_type", "Unknown")),
+    )
+
+
+def points_from_table(
+    path: str | os.PathLike[str], x: str, y: str, crs: str | None = None
+) -> VectorData:
+    """Read points from a CSV table with coordinate columns ``x`` and ``y``."""
+    import shapely
+
+    from slidewise.engine.tables import read_table
+
+    table = read_table(path)
+    for col in (x, y):
+        if col not in table:
+            raise InputError(
+                f"The table '{Path(path).name}' has no column '{col}': "
+                f"its columns are {', '.join(table)}."
+            )
+    xs = np.asarray(table[x], dtype=float)
+    ys = np.asarray(table[y], dtype=float)
+    geoms = shapely.points(xs, ys)
+    fields = {k: v for k, v in table.items() if k not in (x, y)}
+    return VectorData(geometries=geoms, fields=fields, crs=crs, geometry_type="Point")
+
+
+def same_crs(a: str | None, b: Any) -> bool:
+    """True when two CRS definitions (WKT, EPSG code, rasterio CRS) are equal."""
+    from rasterio.crs import CRS
+
+    if a is None or b is None:
+        return True
+    try:
+        return bool(CRS.from_user_input(a) == CRS.from_user_input(b))
+    except Exception:
+        return False
+
+
+def write_vector(
+    path: str | os.PathLike[str],
+    geometries: Sequence[Any] | np.ndarray,
+    fields: dict[str, np.ndarray],
+    crs: Any,
+    geometry_type: str = "Polygon",
+    layer: str | None = None,
+) -> Path:
+    """Write geometries and attributes atomically (driver from the extension).
+
+    Args:
+        path: ``.gpkg`` (recommended), ``.shp``, ``.geojson``...
+        geometries: shapely geometries.
+        fields: Attribute name -> values.
+        crs: CRS (anything rasterio's CRS accepts; written as WKT).
+        geometry_type: OGR geometry type (``Polygon``, ``MultiPolygon``, ``Point``).
+        layer: Layer name (defaults to the file stem).
+    """
+    import pyogrio
+    import shapely
+    from rasterio.crs import CRS
+
+    final = Path(path)
+    drivers = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+    driver = drivers.get(final.suffix.lower())
+    if driver is None:
+        raise InputError(f"Unsupported vector output '{final.name}': use .gpkg, .shp or .geojson.")
+    wkb = np.array(shapely.to_wkb(np.asarray(geometries, dtype=object)), dtype=object)
+    names = list(fields)
+    values = [np.asarray(fields[n]) for n in names]
+    crs_wkt = CRS.from_user_input(crs).to_wkt() if crs is not None else None
+    with atomic_output(final) as tmp:
+        pyogrio.raw.write(
+            str(tmp),
+            geometry=wkb,
+            field_data=values,
+            fields=names,
+            geometry_type=geometry_type,
+            crs=crs_wkt,
+            driver=driver,
+            layer=layer or final.stem,
+            promote_to_multi=False,
+        )
+    return final

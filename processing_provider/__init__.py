@@ -1,0 +1,1 @@
+"""The Slidewise Processing provider and its algorithms."""

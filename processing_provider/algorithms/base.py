@@ -1,0 +1,298 @@
+"""Common base of the Slidewise Processing algorithms.
+
+Every algorithm is thin: it turns its parameters into an engine job, runs the
+job in the engine worker (:mod:`..engine_client`), relays progress and log
+lines to the feedback, and hands the outputs back to Processing, which loads
+them with the style from ``resources/styles``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsSettings,
+    QgsVectorFileWriter,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from slidewise.processing_provider import engine_client
+
+PLUGIN_DIR = Path(__file__).resolve().parents[2]
+ICONS = PLUGIN_DIR / "resources" / "icons"
+STYLES = PLUGIN_DIR / "resources" / "styles"
+
+GROUPS = {
+    "preparation": "Data preparation",
+    "susceptibility": "Susceptibility",
+    "mapping": "Mapping",
+    "detection": "Detection",
+    "engine": "Engine",
+}
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+def tr(text: str) -> str:
+    """Translate a user-facing string in the Slidewise context."""
+    return QCoreApplication.translate("Slidewise", text)
+
+
+class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Applies a QML style to an output layer once Processing has loaded it."""
+
+    def __init__(self, qml: Path) -> None:
+        super().__init__()
+        self.qml = qml
+
+    def postProcessLayer(self, layer, context, feedback) -> None:
+        if layer is not None and layer.isValid() and self.qml.is_file():
+            layer.loadNamedStyle(str(self.qml))
+            layer.triggerRepaint()
+
+
+class SlidewiseAlgorithm(QgsProcessingAlgorithm):
+    """Base class: metadata helpers, parameter help, and the engine call.
+
+    Subclasses set ``ALG_ID``, ``DISPLAY_NAME``, ``GROUP`` (a key of
+    :data:`GROUPS`), ``ICON``, ``SHORT_HELP`` and ``JOB`` (engine job name),
+    and implement :meth:`initAlgorithm` and :meth:`job_parameters`.
+    """
+
+    ALG_ID = ""
+    DISPLAY_NAME = ""
+    GROUP = "engine"
+    ICON = "slidewise.svg"
+    SHORT_HELP = ""
+    JOB = ""
+    RUNTIME_PARAMETERS = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._post_processors: list[StylePostProcessor] = []
+
+    # --- metadata -------------------------------------------------------
+    def name(self) -> str:
+        return self.ALG_ID
+
+    def displayName(self) -> str:
+        return tr(self.DISPLAY_NAME)
+
+    def group(self) -> str:
+        return tr(GROUPS[self.GROUP])
+
+    def groupId(self) -> str:
+        return self.GROUP
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICONS / self.ICON))
+
+    def createInstance(self) -> SlidewiseAlgorithm:
+        return type(self)()
+
+    def tr(self, text: str) -> str:
+        return tr(text)
+
+    def shortHelpString(self) -> str:
+        """The algorithm's help with one entry per parameter."""
+        lines = [tr(self.SHORT_HELP), "", "<b>" + tr("Parameters") + "</b>", "<ul>"]
+        for definition in self.parameterDefinitions():
+            text = definition.help() or ""
+            lines.append(
+                f"<li><b>{definition.description()}</b> ({definition.name()}): {text}</li>"
+            )
+        for definition in self.outputDefinitions():
+            if self.parameterDefinition(definition.name()) is None:
+                lines.append(f"<li><b>{definition.description()}</b> ({definition.name()})</li>")
+        lines.append("</ul>")
+        return "\n".join(lines)
+
+    # --- parameter helpers --------------------------------------------------
+    def add(
+        self, parameter: QgsProcessingParameterDefinition, help_text: str, advanced: bool = False
+    ) -> None:
+        """Add a parameter with its help text (shown as tooltip and in the help)."""
+        parameter.setHelp(tr(help_text))
+        if advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(parameter)
+
+    def add_runtime_parameters(self) -> None:
+        """Device and seed, shared by every torch-based algorithm (advanced)."""
+        self.add(
+            QgsProcessingParameterEnum("DEVICE", tr("Device"), options=DEVICES, defaultValue=0),
+            "Where the engine computes: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
+            advanced=True,
+        )
+        self.add(
+            QgsProcessingParameterNumber(
+                "SEED", tr("Random seed"), QgsProcessingParameterNumber.Integer, defaultValue=0
+            ),
+            "Seed for every random generator, so a run can be repeated exactly.",
+            advanced=True,
+        )
+        self.add(
+            QgsProcessingParameterBoolean(
+                "DETERMINISTIC", tr("Deterministic kernels"), defaultValue=False
+            ),
+            "Ask PyTorch for deterministic kernels (repeatable on GPU, slower).",
+            advanced=True,
+        )
+
+    def runtime_options(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict:
+        """Runtime options from the shared advanced parameters."""
+        if not self.RUNTIME_PARAMETERS:
+            return {}
+        return {
+            "device": DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            "seed": self.parameterAsInt(parameters, "SEED", context),
+            "deterministic": self.parameterAsBool(parameters, "DETERMINISTIC", context),
+        }
+
+    def raster_path(
+        self, parameters: dict[str, Any], name: str, context: QgsProcessingContext, what: str
+    ) -> str:
+        """File path of a raster layer parameter, with a clear error if unusable."""
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            raw = parameters.get(name)
+            raise QgsProcessingException(
+                tr(
+                    "The {what} '{raw}' could not be opened as a raster: check the path "
+                    "and that the file is a raster GDAL can read."
+                ).format(what=what, raw=raw)
+            )
+        return layer.source().split("|")[0]
+
+    def vector_path(
+        self, parameters: dict[str, Any], name: str, context: QgsProcessingContext
+    ) -> str:
+        """A file the engine can read for a vector parameter ('' when unset).
+
+        A plain OGR file is passed as it is; anything else (a layer inside a
+        multi-layer file, a subset, a memory or delimited-text layer) is saved
+        to a temporary GeoPackage first.
+        """
+        layer = self.parameterAsVectorLayer(parameters, name, context)
+        if layer is None:
+            if parameters.get(name):
+                raise QgsProcessingException(
+                    tr(
+                        "The layer '{raw}' given for {name} could not be opened as a vector "
+                        "layer: check the path."
+                    ).format(raw=parameters.get(name), name=name)
+                )
+            return ""
+        parts = layer.source().split("|")
+        if layer.providerType() == "ogr" and Path(parts[0]).is_file() and len(parts) == 1:
+            return parts[0]
+        out = QgsProcessingUtils.generateTempFilename(f"{name.lower()}.gpkg")
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        result = QgsVectorFileWriter.writeAsVectorFormatV2(
+            layer, out, context.transformContext(), options
+        )
+        error = result[0] if isinstance(result, tuple) else result
+        if error != QgsVectorFileWriter.NoError:
+            raise QgsProcessingException(
+                tr("Could not prepare layer '{layer}' for the engine: {msg}").format(
+                    layer=layer.name(), msg=result[1] if isinstance(result, tuple) else error
+                )
+            )
+        return out
+
+    def style_output(self, path: str, qml_name: str, context: QgsProcessingContext) -> None:
+        """Attach the QML style to an output if Processing loads it."""
+        if path and context.willLoadLayerOnCompletion(path):
+            processor = StylePostProcessor(STYLES / qml_name)
+            self._post_processors.append(processor)
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
+
+    # --- engine call -----------------------------------------------------
+    def job_parameters(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Engine job parameters and the output paths (for clean-up on cancel)."""
+        raise NotImplementedError
+
+    def run_engine(
+        self,
+        params: dict[str, Any],
+        options: dict[str, Any],
+        outputs: list[str],
+        feedback: QgsProcessingFeedback,
+    ) -> engine_client.JobOutcome:
+        """Run the engine job, relaying progress and logs; errors become Processing errors."""
+        setting = QgsSettings().value(engine_client.SETTINGS_KEY, "", type=str)
+        python, origin = engine_client.engine_python(setting)
+
+        def on_log(message: str, level: str) -> None:
+            if level == "warning":
+                feedback.pushWarning(message)
+            elif level == "debug":
+                feedback.pushDebugInfo(message)
+            else:
+                feedback.pushInfo(message)
+
+        try:
+            return engine_client.run_job(
+                self.JOB,
+                params,
+                options,
+                python=python,
+                origin=origin,
+                on_progress=feedback.setProgress,
+                on_log=on_log,
+                is_cancelled=feedback.isCanceled,
+                outputs=outputs,
+            )
+        except engine_client.EngineJobCancelled as exc:
+            feedback.reportError(str(exc))
+            raise QgsProcessingException(tr("Cancelled: no output was written.")) from None
+        except engine_client.EngineJobError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+    def processAlgorithm(self, parameters, context, feedback):
+        """Run the job and return its outputs (plus its figures, where scalar)."""
+        params, outputs = self.job_parameters(parameters, context, feedback)
+        outcome = self.run_engine(
+            params, self.runtime_options(parameters, context), outputs, feedback
+        )
+        results: dict[str, Any] = dict(outcome.outputs)
+        for key, value in outcome.figures.items():
+            if isinstance(value, (int, float, str, bool)) and key.upper() not in results:
+                results[key.upper()] = value
+        if outcome.manifest:
+            results["MANIFEST"] = outcome.manifest
+            feedback.pushInfo(tr("Run manifest: {path}").format(path=outcome.manifest))
+        self.style_outputs(results, context)
+        return results
+
+    def style_outputs(self, results: dict[str, Any], context: QgsProcessingContext) -> None:
+        """Attach styles to loaded outputs; subclasses override."""
+
+
+__all__ = [
+    "GROUPS",
+    "QgsProcessing",
+    "QgsProcessingParameterString",
+    "SlidewiseAlgorithm",
+    "tr",
+]

@@ -1,0 +1,66 @@
+"""slidewise:checkengine — what the engine environment can do."""
+
+from __future__ import annotations
+
+import json
+
+from qgis.core import QgsProcessingOutputString, QgsProcessingParameterFileDestination
+
+from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
+
+
+class CheckEngineAlgorithm(SlidewiseAlgorithm):
+    """Reports the engine's Python, package versions, device and GPU."""
+
+    ALG_ID = "checkengine"
+    DISPLAY_NAME = "Check the engine"
+    GROUP = "engine"
+    ICON = "engine.svg"
+    JOB = "checkengine"
+    SHORT_HELP = (
+        "Starts the Slidewise engine worker and reports its Python interpreter, the versions "
+        "of its packages, the torch device it will use (cuda, mps or cpu), the GPU name and "
+        "memory, and whether torchvision's compiled operators or the pure-PyTorch fallbacks "
+        "are used. Run it first when something does not work. The engine Python comes from "
+        "the SLIDEWISE_PYTHON environment variable, then Settings > Slidewise, then the "
+        "environment created by 'make install'."
+    )
+
+    def initAlgorithm(self, config=None) -> None:
+        self.add(
+            QgsProcessingParameterFileDestination(
+                "OUTPUT",
+                tr("Report (JSON)"),
+                fileFilter="JSON (*.json)",
+                optional=True,
+                createByDefault=False,
+            ),
+            "Optional file to save the full report to, as JSON.",
+        )
+        self.addOutput(QgsProcessingOutputString("DEVICE", tr("Device")))
+        self.addOutput(QgsProcessingOutputString("PYTHON", tr("Engine Python")))
+
+    def job_parameters(self, parameters, context, feedback):
+        return {}, []
+
+    def processAlgorithm(self, parameters, context, feedback):
+        """Run the check and return its figures."""
+        outcome = self.run_engine({}, {}, [], feedback)
+        report = outcome.figures
+        results = {
+            "DEVICE": report.get("device"),
+            "PYTHON": report.get("python"),
+            "GPU_NAME": report.get("gpu_name") or "",
+            "GPU_MEMORY_GB": report.get("gpu_memory_gb") or 0,
+            "TORCHVISION_OPS": report.get("torchvision_ops"),
+            "PACKAGES": json.dumps(report.get("packages", {})),
+        }
+        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        if output:
+            from pathlib import Path
+
+            tmp = Path(output).with_name("." + Path(output).name + ".partial")
+            tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+            tmp.replace(output)
+            results["OUTPUT"] = output
+        return results

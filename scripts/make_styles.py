@@ -1,0 +1,131 @@
+"""Regenerate the QML styles in resources/styles with PyQGIS (a developer tool).
+
+Run with Debian's Python: ``QT_QPA_PLATFORM=offscreen /usr/bin/python3 scripts/make_styles.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (
+    QgsApplication,
+    QgsColorRampShader,
+    QgsFillSymbol,
+    QgsPalettedRasterRenderer,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+    QgsSingleSymbolRenderer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+STYLES = Path(__file__).resolve().parents[1] / "resources" / "styles"
+
+
+def _raster() -> QgsRasterLayer:
+    import numpy as np
+    from osgeo import gdal
+
+    path = Path(tempfile.mkdtemp()) / "r.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 4, 4, 8, gdal.GDT_Float32)
+    ds.SetGeoTransform([0, 1, 0, 4, 0, -1])
+    for i in range(8):
+        ds.GetRasterBand(i + 1).WriteArray(np.zeros((4, 4), dtype="float32"))
+    ds = None
+    return QgsRasterLayer(str(path), "r")
+
+
+def pseudocolor(name: str, band: int, stops: list[tuple[float, str, str]]) -> None:
+    layer = _raster()
+    ramp = QgsColorRampShader(stops[0][0], stops[-1][0])
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampItemList(
+        [QgsColorRampShader.ColorRampItem(v, QColor(c), label) for v, c, label in stops]
+    )
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
+    renderer.setClassificationMin(stops[0][0])
+    renderer.setClassificationMax(stops[-1][0])
+    layer.setRenderer(renderer)
+    layer.saveNamedStyle(str(STYLES / name))
+
+
+def paletted(name: str, classes: list[tuple[int, str, str]]) -> None:
+    layer = _raster()
+    items = [QgsPalettedRasterRenderer.Class(v, QColor(c), label) for v, c, label in classes]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, items))
+    layer.saveNamedStyle(str(STYLES / name))
+
+
+def polygons(name: str, fill: str, outline: str, width: str = "0.5") -> None:
+    layer = QgsVectorLayer("Polygon?crs=EPSG:3857", "p", "memory")
+    symbol = QgsFillSymbol.createSimple(
+        {"color": fill, "outline_color": outline, "outline_width": width}
+    )
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    layer.saveNamedStyle(str(STYLES / name))
+
+
+def main() -> int:
+    app = QgsApplication([], False)
+    app.initQgis()
+    STYLES.mkdir(parents=True, exist_ok=True)
+    pseudocolor(
+        "terrain_factors.qml",
+        1,
+        [
+            (0, "#1a9850", "0° flat"),
+            (15, "#91cf60", "15°"),
+            (30, "#fee08b", "30°"),
+            (45, "#fc8d59", "45°"),
+            (60, "#d73027", "60° and steeper"),
+        ],
+    )
+    pseudocolor(
+        "susceptibility_probability.qml",
+        1,
+        [
+            (0.0, "#1a9641", "0 (very unlikely)"),
+            (0.25, "#a6d96a", "0.25"),
+            (0.5, "#ffffbf", "0.5"),
+            (0.75, "#fdae61", "0.75"),
+            (1.0, "#d7191c", "1 (very likely)"),
+        ],
+    )
+    paletted(
+        "susceptibility_classes.qml",
+        [
+            (1, "#1a9641", "Very low"),
+            (2, "#a6d96a", "Low"),
+            (3, "#ffffbf", "Moderate"),
+            (4, "#fdae61", "High"),
+            (5, "#d7191c", "Very high"),
+        ],
+    )
+    pseudocolor(
+        "landslide_probability.qml",
+        1,
+        [
+            (0.0, "#00000000", "0"),
+            (0.3, "#ffffb280", "0.3"),
+            (0.5, "#fd8d3c", "0.5"),
+            (1.0, "#bd0026", "1"),
+        ],
+    )
+    paletted("landslide_mask.qml", [(0, "#00000000", "Not landslide"), (1, "#e31a1c", "Landslide")])
+    polygons("landslide_polygons.qml", "227,26,28,90", "#b10026", "0.6")
+    polygons("blocks.qml", "0,0,0,0", "#37474f", "0.4")
+    polygons("detection_boxes.qml", "0,0,0,0", "#ff00ff", "0.8")
+    app.exitQgis()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

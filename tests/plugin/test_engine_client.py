@@ -1,0 +1,144 @@
+"""The worker round trip from the plugin side: progress, cancel, crashes, bad engines."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from slidewise.processing_provider import engine_client
+
+
+def test_progress_and_result(engine_python: str, tmp_path: Path) -> None:
+    seen: list[float] = []
+    out = tmp_path / "slow.txt"
+    outcome = engine_client.run_job(
+        "sleep",
+        {"OUTPUT": str(out), "SECONDS": 0.5},
+        python=engine_python,
+        on_progress=seen.append,
+    )
+    assert outcome.outputs == {"OUTPUT": str(out)}
+    assert out.is_file()
+    assert seen and seen[-1] == 100.0
+    assert seen == sorted(seen)
+
+
+def test_cancel_ends_worker_within_two_seconds_and_leaves_nothing(
+    engine_python: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "slow.txt"
+    started: list[float] = []
+
+    def cancelled() -> bool:
+        return bool(started) and time.monotonic() - started[0] > 0.0
+
+    def on_progress(value: float) -> None:
+        if value > 5 and not started:
+            started.append(time.monotonic())
+
+    with pytest.raises(engine_client.EngineJobCancelled):
+        engine_client.run_job(
+            "sleep",
+            {"OUTPUT": str(out), "SECONDS": 60},
+            python=engine_python,
+            on_progress=on_progress,
+            is_cancelled=cancelled,
+            outputs=[str(out)],
+        )
+    assert time.monotonic() - started[0] < 2.0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_worker_becomes_clear_error_and_partials_are_removed(
+    engine_python: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "slow.txt"
+    pids: list[int] = []
+
+    def on_progress(value: float) -> None:
+        if value > 5 and not pids:
+            # Kill this test's own worker (a child of this process), as the OOM killer would.
+            import subprocess
+
+            found = subprocess.run(
+                ["pgrep", "-P", str(os.getpid()), "-f", "slidewise.engine.worker"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            for pid in found:
+                pids.append(int(pid))
+                os.kill(int(pid), 9)
+
+    with pytest.raises(engine_client.EngineJobError) as info:
+        engine_client.run_job(
+            "sleep",
+            {"OUTPUT": str(out), "SECONDS": 30},
+            python=engine_python,
+            on_progress=on_progress,
+            outputs=[str(out)],
+        )
+    assert "killed by signal 9" in str(info.value)
+    assert "Nothing was written" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_engine_python_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(engine_client.EngineUnavailableError) as info:
+        engine_client.run_job(
+            "checkengine", {}, python=str(tmp_path / "nope" / "python"), origin="test"
+        )
+    message = str(info.value)
+    assert "was not found" in message and "make install" in message
+
+
+def test_broken_engine_python_is_a_clear_error(tmp_path: Path) -> None:
+    """An interpreter without the engine's packages (Debian's python3 has no torch)."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nexec /usr/bin/python3 -I -S "$@"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    with pytest.raises(engine_client.EngineJobError) as info:
+        engine_client.run_job("checkengine", {}, python=str(fake), origin="test")
+    message = str(info.value)
+    assert "make install" in message
+    assert "Traceback" not in message
+
+
+def test_engine_user_error_is_relayed(engine_python: str, tmp_path: Path) -> None:
+    with pytest.raises(engine_client.EngineJobError) as info:
+        engine_client.run_job(
+            "terrainfactors",
+            {"INPUT": str(tmp_path / "missing.tif"), "OUTPUT": str(tmp_path / "out.tif")},
+            python=engine_python,
+        )
+    assert "does not exist" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resolution_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(engine_client.ENV_VAR, "/env/python")
+    assert engine_client.engine_python("/setting/python") == (
+        "/env/python",
+        f"environment variable {engine_client.ENV_VAR}",
+    )
+    monkeypatch.delenv(engine_client.ENV_VAR)
+    assert engine_client.engine_python("/setting/python")[0] == "/setting/python"
+    assert engine_client.engine_python("")[0] == str(engine_client.default_engine_python())
+
+
+def test_many_log_lines_do_not_deadlock(engine_python: str) -> None:
+    """stdout and stderr are drained concurrently."""
+    done = threading.Event()
+
+    def run() -> None:
+        engine_client.run_job("checkengine", {}, python=engine_python)
+        done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(120)
+    assert done.is_set()

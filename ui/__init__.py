@@ -1,0 +1,1 @@
+"""Slidewise dialogs (they gather parameters; algorithms do the work)."""
