@@ -152,7 +152,13 @@ def read_masked(
     idx = list(range(1, src.count + 1)) if indexes is None else indexes
     if isinstance(idx, int):
         idx = [idx]
-    data = src.read(idx, window=window, boundless=boundless, masked=True)
+    try:
+        data = src.read(idx, window=window, boundless=boundless, masked=True)
+    except RasterioIOError as exc:
+        raise InputError(
+            f"The raster '{Path(src.name).name}' could not be read ({exc}): the file is damaged "
+            "or truncated; export or download it again."
+        ) from None
     arr = np.ma.filled(data.astype(np.float32), np.nan)
     valid = np.all(np.isfinite(arr), axis=0)
     arr[:, ~valid] = np.nan

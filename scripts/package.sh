@@ -8,7 +8,7 @@ trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE/slidewise" "$REPO/dist"
 cd "$REPO"
 git ls-files -z --cached --others --exclude-standard \
-  | grep -zvE '^(tests/|\.ci/|\.github/|scripts/|docs/|bench/|Makefile$|\.gitignore$|\.pre-commit|demo_output/|dist/|build/)' \
+  | grep -zvE '^(tests/|\.ci/|\.github/|scripts/|docs/|Makefile$|\.gitignore$|\.pre-commit|demo_output/|dist/|build/)' \
   | grep -zvE '(__pycache__|\.pyc$|\.pytest_cache|\.ruff_cache|\.mypy_cache)' \
   | xargs -0 -I{} cp --parents {} "$STAGE/slidewise/"
 OUTZIP="$REPO/dist/slidewise-$VERSION.zip"

@@ -102,3 +102,18 @@ def test_engine_package_is_importable_without_qgis(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={"PYTHONPATH": str(PLUGINS_DIR), "PATH": "/usr/bin:/bin"},
     )
+
+
+def test_package_zip_has_plugin_without_dev_files(tmp_path: Path) -> None:
+    import subprocess
+    import zipfile
+
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "package.sh")], capture_output=True, text=True, check=True
+    ).stdout.strip().splitlines()[-1]
+    names = zipfile.ZipFile(out).namelist()
+    assert "slidewise/metadata.txt" in names
+    assert "slidewise/engine/worker.py" in names
+    assert "slidewise/resources/styles/terrain_factors.qml" in names
+    assert not [n for n in names if n.startswith("slidewise/tests/") or "__pycache__" in n]
+    assert not [n for n in names if n.startswith(("slidewise/.ci", "slidewise/scripts"))]
