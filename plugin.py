@@ -8,7 +8,8 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from slidewise.processing_provider.algorithms.base import tr
+from slidewise.processing_provider.algorithms import ALGORITHMS
+from slidewise.processing_provider.algorithms.base import GROUPS, tr
 from slidewise.processing_provider.provider import SlidewiseProvider
 
 ICONS = Path(__file__).resolve().parent / "resources" / "icons"
@@ -16,8 +17,11 @@ MENU = "&Slidewise"
 
 
 class SlidewisePlugin:
-    """Registers the provider in ``initProcessing`` (so qgis_process sees it headless)
-    and adds a menu whose entries open the same Processing algorithms as dialogs."""
+    """Registers the provider in ``initProcessing`` (so qgis_process sees it headless).
+
+    The menu has one entry per algorithm; each opens that Processing algorithm's
+    dialog, so the desktop, the Toolbox and qgis_process share one code path.
+    """
 
     def __init__(self, iface) -> None:
         self.iface = iface
@@ -35,13 +39,11 @@ class SlidewisePlugin:
         self.initProcessing()
         if self.iface is None:
             return
-        entries = [
-            ("terrainfactors", "terrain.svg", tr("Terrain factors from a DEM…")),
-            ("checkengine", "engine.svg", tr("Check the engine…")),
-        ]
-        for alg_id, icon, text in entries:
-            action = QAction(QIcon(str(ICONS / icon)), text, self.iface.mainWindow())
-            action.triggered.connect(lambda _=False, a=alg_id: self.open_algorithm(a))
+        for algorithm_class in ALGORITHMS:
+            alg = algorithm_class
+            text = f"{tr(GROUPS[alg.GROUP])} › {tr(alg.DISPLAY_NAME)}…"
+            action = QAction(QIcon(str(ICONS / alg.ICON)), text, self.iface.mainWindow())
+            action.triggered.connect(lambda _=False, a=alg.ALG_ID: self.open_algorithm(a))
             self.iface.addPluginToMenu(MENU, action)
             self.actions.append(action)
         settings = QAction(

@@ -28,6 +28,10 @@ TRACKED_PACKAGES = (
     "scikit-image",
     "scipy",
     "matplotlib",
+    "pyflwdir",
+    "numba",
+    "pyogrio",
+    "shapely",
 )
 
 

@@ -190,6 +190,7 @@ def output_profile(
         "dtype": dtype,
         "nodata": nodata,
         "compress": "deflate",
+        "zlevel": 1,
         "predictor": 3 if np.issubdtype(np.dtype(dtype), np.floating) else 2,
         "BIGTIFF": "IF_SAFER",
         **base,

@@ -1,9 +1,25 @@
 """Slidewise Processing algorithms, one module each."""
 
 from slidewise.processing_provider.algorithms.check_engine import CheckEngineAlgorithm
+from slidewise.processing_provider.algorithms.evaluate_susceptibility import (
+    EvaluateSusceptibilityAlgorithm,
+)
+from slidewise.processing_provider.algorithms.predict_susceptibility import (
+    PredictSusceptibilityAlgorithm,
+)
+from slidewise.processing_provider.algorithms.sample_factors import SampleFactorsAlgorithm
+from slidewise.processing_provider.algorithms.segment_blocks import SegmentBlocksAlgorithm
 from slidewise.processing_provider.algorithms.terrain_factors import TerrainFactorsAlgorithm
+from slidewise.processing_provider.algorithms.train_susceptibility import (
+    TrainSusceptibilityAlgorithm,
+)
 
 ALGORITHMS = [
-    CheckEngineAlgorithm,
     TerrainFactorsAlgorithm,
+    SampleFactorsAlgorithm,
+    SegmentBlocksAlgorithm,
+    TrainSusceptibilityAlgorithm,
+    PredictSusceptibilityAlgorithm,
+    EvaluateSusceptibilityAlgorithm,
+    CheckEngineAlgorithm,
 ]

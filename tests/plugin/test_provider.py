@@ -9,7 +9,15 @@ from plugin_helpers import REPO
 
 _KEEP: list = []
 
-EXPECTED_GROUPS = {"checkengine": "engine", "terrainfactors": "preparation"}
+EXPECTED_GROUPS = {
+    "checkengine": "engine",
+    "terrainfactors": "preparation",
+    "samplefactors": "preparation",
+    "segmentblocks": "susceptibility",
+    "trainsusceptibility": "susceptibility",
+    "predictsusceptibility": "susceptibility",
+    "evaluatesusceptibility": "susceptibility",
+}
 
 
 def test_metadata_follows_plugin_conventions() -> None:
