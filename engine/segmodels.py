@@ -61,11 +61,21 @@ def _smp() -> Any:
     return smp
 
 
+#: Architectures whose decoder has one block per encoder stage (``decoder_channels``).
+_PER_STAGE_DECODERS = ("unet", "unetplusplus", "manet")
+_DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+
+
 def build_model(config: SegModelConfig) -> nn.Module:
     """Build an untrained model from ``config`` (no weights are downloaded).
 
+    For smp architectures, ``config.extra`` holds extra keyword arguments of the
+    smp model (for example ``decoder_channels``, ``decoder_attention_type``).
+    U-Net, U-Net++ and MAnet get ``decoder_channels`` to match ``encoder_depth``
+    when it is not given.
+
     Raises:
-        InputError: unknown architecture or encoder.
+        InputError: unknown architecture or encoder, or options smp rejects.
     """
     arch = config.architecture.lower()
     if arch == "resunet":
@@ -77,6 +87,13 @@ def build_model(config: SegModelConfig) -> nn.Module:
             f"Unknown architecture '{config.architecture}': use resunet or one of "
             f"{', '.join(SMP_ARCHITECTURES)}."
         )
+    if not 3 <= int(config.encoder_depth) <= 5:
+        raise InputError(
+            f"Encoder depth {config.encoder_depth} is out of range: use 3, 4 or 5."
+        )
+    kwargs = dict(config.extra or {})
+    if arch in _PER_STAGE_DECODERS and "decoder_channels" not in kwargs:
+        kwargs["decoder_channels"] = _DEFAULT_DECODER_CHANNELS[: int(config.encoder_depth)]
     smp = _smp()
     try:
         return smp.create_model(
@@ -86,13 +103,97 @@ def build_model(config: SegModelConfig) -> nn.Module:
             encoder_depth=config.encoder_depth,
             in_channels=config.in_channels,
             classes=1,
+            **kwargs,
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+        detail = str(exc).strip("'\"")
+        if isinstance(exc, KeyError) and "encoder name" in detail:
+            detail = f"unknown encoder '{config.encoder}'"
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
         raise InputError(
-            f"Could not build {config.architecture} with encoder '{config.encoder}' ({exc}): "
+            f"Could not build {config.architecture} with encoder '{config.encoder}' ({detail}): "
             "choose an encoder that segmentation-models-pytorch provides, e.g. resnet18, "
-            "resnet34, efficientnet-b0 or mit_b0."
+            "resnet34, efficientnet-b0 or mit_b0, and options that the architecture accepts."
         ) from None
+
+
+def main_logits(output: torch.Tensor | tuple[torch.Tensor, Any]) -> torch.Tensor:
+    """The main logits of a model output.
+
+    ``resunet`` with deep supervision returns ``(main, [aux, ...])`` in train
+    mode; every other model (and ``resunet`` in eval mode) returns the logits.
+    """
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def load_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> int:
+    """Load local encoder weights (a safetensors file) with strict key checking.
+
+    The file holds the encoder's state dict, with or without an ``encoder.``
+    prefix on every key (so a whole-model file of the same architecture works
+    too: only its ``encoder.`` tensors are used). Nothing is downloaded.
+
+    Args:
+        model: A model from :func:`build_model` (smp models and ``resunet`` have
+            an ``encoder`` submodule).
+        path: The ``.safetensors`` file.
+
+    Returns:
+        The number of tensors loaded.
+
+    Raises:
+        InputError: the file is missing or unreadable, keys are missing or
+            unexpected, or tensor shapes differ (for example another band count).
+    """
+    from safetensors.torch import load_file
+
+    p = os.fspath(path)
+    if not p or not os.path.isfile(p):
+        raise InputError(f"The encoder weights file '{p}' does not exist: check the path.")
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        raise InputError("This architecture has no encoder to load weights into.")
+    try:
+        tensors = load_file(p)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise InputError(
+            f"The encoder weights file '{os.path.basename(p)}' is not a safetensors file "
+            f"({exc}): convert the weights to .safetensors."
+        ) from None
+    if any(k.startswith("encoder.") for k in tensors):
+        tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(
+        k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape)
+    )
+    if missing or unexpected or wrong:
+
+        def show(keys: list[str]) -> str:
+            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+            return ", ".join(keys[:5]) + more
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {show(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {show(unexpected)}")
+        if wrong:
+            shapes = [
+                f"{k} {tuple(tensors[k].shape)} instead of {tuple(expected[k].shape)}"
+                for k in wrong[:3]
+            ]
+            parts.append(f"{len(wrong)} tensor(s) with another shape: {'; '.join(shapes)}")
+        raise InputError(
+            f"The encoder weights in '{os.path.basename(p)}' do not fit this encoder ("
+            + "; ".join(parts)
+            + "): use weights saved from the same encoder with the same number of input "
+            "bands, or leave ENCODER_WEIGHTS empty."
+        )
+    encoder.load_state_dict(tensors, strict=True)
+    return len(tensors)
 
 
 def normalise(x: torch.Tensor, normalisation: dict[str, Any]) -> torch.Tensor:

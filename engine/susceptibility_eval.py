@@ -342,8 +342,8 @@ def _find_label(fields: dict[str, np.ndarray], params: EvalParams, source: str) 
     if params.label_given:
         raise InputError(
             f"The inventory '{source}' has no label column '{params.label}': its columns are "
-            f"{', '.join(fields) or '(none)'}. Give the right LABEL_FIELD, or leave LABEL_FIELD empty to "
-            "treat every feature as a landslide."
+            f"{', '.join(fields) or '(none)'}. Give the right LABEL_FIELD, or leave "
+            "LABEL_FIELD empty to treat every feature as a landslide."
         )
     for alias in LABEL_ALIASES:
         if alias in lower:
@@ -980,8 +980,8 @@ def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
         Y_FIELD (str, default "y"): y (northing) column of a CSV/XLSX inventory. Table
             coordinates are taken to be in the raster's CRS; vector inventories in another
             CRS are reprojected.
-        TRAINING (str, optional): training inventory (same formats, LABEL_FIELD, X_FIELD, Y_FIELD); its
-            landslides give the success-rate curve.
+        TRAINING (str, optional): training inventory (same formats, LABEL_FIELD, X_FIELD,
+            Y_FIELD); its landslides give the success-rate curve.
         CLASSED (str, optional): classed susceptibility raster (classes 1..N, 0/nodata =
             none) on the grid of INPUT; used instead of computing class breaks.
         CLASSIFICATION (str, default "quantile"): class breaks when CLASSED is not

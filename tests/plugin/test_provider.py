@@ -116,9 +116,16 @@ def test_package_zip_has_plugin_without_dev_files(tmp_path: Path) -> None:
     import subprocess
     import zipfile
 
-    out = subprocess.run(
-        ["bash", str(REPO / "scripts" / "package.sh")], capture_output=True, text=True, check=True
-    ).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "package.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     names = zipfile.ZipFile(out).namelist()
     assert "slidewise/metadata.txt" in names
     assert "slidewise/engine/worker.py" in names
