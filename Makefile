@@ -39,7 +39,9 @@ engine: $(ENGINE_ENV)/.slidewise-installed
 $(ENGINE_ENV)/.slidewise-installed: pyproject.toml
 	test -x $(ENGINE_PY) || $(SYSTEM_PYTHON) -m venv $(ENGINE_ENV)
 	$(ENGINE_PY) -m pip install -q "$(TORCH_SPEC)"
-	$(ENGINE_PY) -m pip install -q -e ".[dev]"
+	# Name torch again so the resolver keeps it and picks the matching torchvision.
+	$(ENGINE_PY) -m pip install -q -e ".[dev]" "$(TORCH_SPEC)"
+	$(ENGINE_PY) -c "from importlib.metadata import version as v; print('engine: torch', v('torch'), 'torchvision', v('torchvision'))"
 	$(ENGINE_PY) -m slidewise.engine.cli jobs >/dev/null
 	touch $@
 
