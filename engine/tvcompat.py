@@ -1,17 +1,24 @@
 """Keep torchvision importable and its detection operators usable.
 
-torchvision ships a compiled library (``torchvision/_C``) that registers the
-``torchvision::*`` operators (``nms``, ``roi_align`` ...). It only loads into the
-PyTorch build it was compiled against: a CUDA torchvision wheel next to a CPU
-torch, or versions that do not match, make ``torch.ops.load_library`` fail, and
-recent torchvision releases then fail on ``import torchvision`` itself
-(``RuntimeError: operator torchvision::nms does not exist``).
+torchvision ships a compiled library that registers the ``torchvision::*``
+operators (``nms``, ``roi_align`` ...): ``torchvision/_C`` up to 0.28,
+``torchvision/_C_stable`` (built against torch's stable ABI) from 0.29, with an
+extension suffix such as ``.so``, ``.cpython-311-x86_64-linux-gnu.so`` or
+``.pyd``. It only loads into a PyTorch build it is compatible with: a CUDA
+torchvision wheel next to a CPU torch, or versions that do not match, make
+``torch.ops.load_library`` fail, and recent torchvision releases then fail on
+``import torchvision`` itself (``RuntimeError: operator torchvision::nms does
+not exist``).
 
 :func:`ensure_torchvision_ops` repairs that before torchvision is imported:
 
-1. It finds the compiled library without importing torchvision and tries to load
-   it (:func:`_load_native_ops`). If the real operators load and work, nothing
-   else happens and the mode is ``"native"``.
+1. It finds, without importing torchvision, the compiled libraries that
+   torchvision's loader (``torchvision/extension.py``) loads, and loads them
+   the same way (:func:`_load_native_ops`). If any ``torchvision::*`` operator
+   then exists, the native library wins entirely: the mode is ``"native"``
+   when ``torchvision::nms`` works, and :class:`TorchvisionUnavailableError`
+   is raised when it does not (fallback operators are never mixed with native
+   ones).
 2. Otherwise it defines the ``torchvision::*`` operator schemas itself with
    :class:`torch.library.Library` and registers pure-PyTorch kernels
    (``CompositeExplicitAutograd``, so CPU, CUDA and MPS tensors all work):
@@ -19,11 +26,16 @@ recent torchvision releases then fail on ``import torchvision`` itself
    of the last two. The remaining operators (``ps_roi_align``, ``ps_roi_pool``,
    ``deform_conv2d``, ``qnms``, ``qroi_align``, ``box_iou_rotated``) raise
    :class:`NotImplementedError` saying that the native operators are missing.
-3. It imports torchvision while its loader is told that ``_C`` is already
-   loaded, so that torchvision believes its operators are present and registers
-   its own fake (meta), autograd and autocast formulas on top of the fallback
-   kernels, exactly as it does for the native library. The mode is
-   ``"fallback"``.
+3. It imports torchvision while ``torch.ops.load_library`` skips every
+   operator library of torchvision (whatever its name), so that torchvision
+   believes its operators are present and registers its own fake (meta),
+   autograd and autocast formulas on top of the fallback kernels, exactly as it
+   does for the native library. The mode is ``"fallback"``.
+
+A compiled library that defines an operator schema which already exists
+aborts the whole process (the error is thrown from a C++ static initializer),
+so step 2 only runs when the native libraries failed to load, and step 3 never
+lets one of them load after the fallback schemas are defined.
 
 Only the :class:`torch.library.Library` objects that hold the registrations are
 kept at module level; torch.library removes the registrations when they are
@@ -32,6 +44,7 @@ garbage collected.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.machinery
@@ -55,7 +68,7 @@ FALLBACK = "fallback"
 _NAMESPACE = "torchvision"
 
 # Schemas of the operators that torchvision's compiled library defines
-# (torchvision/csrc/ops/*.cpp, checked against torchvision 0.28). torchvision's
+# (torchvision/csrc/ops/*.cpp, checked against torchvision 0.28 and 0.29). torchvision's
 # Python code (_meta_registrations, _autograd_registrations, ops/, extension)
 # looks all of them up when it believes the library is loaded.
 _SCHEMAS: dict[str, str] = {
@@ -161,7 +174,9 @@ def ensure_torchvision_ops() -> str:
 
     In fallback mode this function imports torchvision itself, so that
     torchvision registers its autograd, autocast and fake-tensor formulas on
-    top of the fallback kernels.
+    top of the fallback kernels. In native mode it only loads the compiled
+    library (as torchvision's own import would) and leaves the import to the
+    caller.
 
     Returns:
         ``"native"`` when torchvision's compiled operators load and work,
@@ -169,11 +184,12 @@ def ensure_torchvision_ops() -> str:
 
     Raises:
         TorchvisionUnavailableError: torchvision is not installed, was imported
-            without its operators before this call, or fails to import.
+            without its operators before this call, fails to import, or its
+            compiled library loads but its operators do not work.
     """
     with _LOCK:
         if _FALLBACK_LIBRARIES:
-            _import_with_fallback(_find_native_libraries())
+            _import_with_fallback()
             return FALLBACK
         imported = sys.modules.get("torchvision")
         if imported is not None:
@@ -185,11 +201,10 @@ def ensure_torchvision_ops() -> str:
                 "torchvision, or install a torchvision build that matches torch "
                 f"{torch.__version__}."
             )
-        libraries = _find_native_libraries()
-        if _load_native_ops(libraries):
+        if _load_native_ops(_find_native_libraries()):
             return NATIVE
         _install_fallback()
-        _import_with_fallback(libraries)
+        _import_with_fallback()
         return FALLBACK
 
 
@@ -219,16 +234,18 @@ def torchvision_status() -> str:
 
 
 # --------------------------------------------------------------------------
-# Native library detection and the fallback installation
+# Finding torchvision's compiled operator libraries (without importing it)
 # --------------------------------------------------------------------------
 
+# Suffixes of compiled libraries on any platform, besides the interpreter's own
+# extension suffixes.
+_LIBRARY_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
+# Functions of torchvision's loader that receive an operator library's name.
+_LOADER_CALLS = frozenset({"_load_library", "_get_extension_path"})
 
-def _find_native_libraries() -> list[Path]:
-    """Find torchvision's compiled operator library without importing torchvision.
 
-    Returns:
-        Paths of the ``_C`` extension files (usually one; empty when torchvision
-        was installed without it).
+def _torchvision_directories() -> list[Path]:
+    """The directories of the torchvision package (usually one).
 
     Raises:
         TorchvisionUnavailableError: torchvision is not installed.
@@ -242,47 +259,194 @@ def _find_native_libraries() -> list[Path]:
             "torchvision is not installed; install the torchvision release that matches "
             f"torch {torch.__version__}."
         )
+    return [Path(location) for location in spec.submodule_search_locations]
+
+
+def _library_stem(name: str) -> str:
+    """``_C_stable`` for ``_C_stable.cpython-311-x86_64-linux-gnu.so``."""
+    return name.split(".", 1)[0]
+
+
+def _is_compiled_library(path: Path) -> bool:
+    """Whether a file name looks like a compiled library (``.so``, ``.pyd`` ...)."""
+    name = path.name
+    suffixes = (*importlib.machinery.EXTENSION_SUFFIXES, *_LIBRARY_SUFFIXES)
+    return "." in name and any(name.endswith(suffix) for suffix in suffixes)
+
+
+def _is_c_stem(stem: str) -> bool:
+    """Whether a library name is one of torchvision's ``_C`` family (``_C``, ``_C_stable``)."""
+    return stem == "_C" or stem.startswith("_C_")
+
+
+def _loader_library_names(directory: Path) -> list[str]:
+    """Names of the operator libraries that torchvision's ``extension.py`` loads.
+
+    torchvision loads them with ``_load_library("<name>")`` (0.16+) or
+    ``_get_extension_path("<name>")`` (older releases); the names are read
+    from the source without executing it.
+
+    Args:
+        directory: A torchvision package directory.
+
+    Returns:
+        The names in the order torchvision loads them; empty when the loader
+        cannot be read.
+    """
+    try:
+        tree = ast.parse((directory / "extension.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        func = node.func
+        called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        first = node.args[0]
+        if (
+            called in _LOADER_CALLS
+            and isinstance(first, ast.Constant)
+            and isinstance(first.value, str)
+            and first.value not in names
+        ):
+            names.append(first.value)
+    return names
+
+
+def _c_family_files(directory: Path) -> list[Path]:
+    """Every ``_C*`` compiled library in a torchvision directory, sorted by name."""
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return []
+    return [
+        entry
+        for entry in entries
+        if _is_c_stem(_library_stem(entry.name)) and _is_compiled_library(entry)
+    ]
+
+
+def _find_native_libraries() -> list[Path]:
+    """Find the compiled operator libraries that torchvision loads, without importing it.
+
+    The names come from torchvision's loader (``_C`` up to 0.28, ``_C_stable``
+    from 0.29) and are resolved to files with the same lookup as torchvision's
+    ``_get_extension_path`` (the interpreter's extension suffixes). When the
+    loader cannot be read, the single ``_C*`` library of the package is used.
+
+    Returns:
+        Paths of the libraries in the order torchvision loads them (usually
+        one; empty when torchvision was installed without them).
+
+    Raises:
+        TorchvisionUnavailableError: torchvision is not installed, or it holds
+            several ``_C*`` libraries and its loader does not say which one it
+            uses (loading the wrong one would abort the process later).
+    """
     loader_details = (
         importlib.machinery.ExtensionFileLoader,
         importlib.machinery.EXTENSION_SUFFIXES,
     )
     found: list[Path] = []
-    for location in spec.submodule_search_locations:
+    for directory in _torchvision_directories():
+        names = _loader_library_names(directory)
+        if not names:
+            files = _c_family_files(directory)
+            stems = sorted({_library_stem(path.name) for path in files})
+            if len(stems) > 1:
+                raise TorchvisionUnavailableError(
+                    f"torchvision in {directory} holds several compiled operator libraries "
+                    f"({', '.join(path.name for path in files)}) and its loader does not say "
+                    "which one it uses; remove the stale ones or reinstall torchvision."
+                )
+            names = stems
         # The same lookup as torchvision's own _get_extension_path().
-        finder = importlib.machinery.FileFinder(location, loader_details)
-        library = finder.find_spec("_C")
-        if library is not None and library.origin:
-            found.append(Path(library.origin))
+        finder = importlib.machinery.FileFinder(str(directory), loader_details)
+        for name in names:
+            library = finder.find_spec(name)
+            if library is not None and library.origin:
+                found.append(Path(library.origin))
     return found
 
 
+def _is_ops_library(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is one of torchvision's operator libraries (any of its names).
+
+    Those are the ``_C*`` libraries and the libraries named by torchvision's
+    loader, inside a torchvision package directory.
+    """
+    try:
+        directories = _torchvision_directories()
+    except TorchvisionUnavailableError:
+        return False
+    target = Path(os.path.realpath(path))
+    stem = _library_stem(target.name)
+    for directory in directories:
+        if os.path.normcase(os.path.realpath(directory)) != os.path.normcase(str(target.parent)):
+            continue
+        if _is_c_stem(stem) or stem in _loader_library_names(directory):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------
+# The native step
+# --------------------------------------------------------------------------
+
+
 def _load_native_ops(libraries: Sequence[Path]) -> bool:
-    """Try torchvision's compiled operators (the "native" step).
+    """Load torchvision's compiled operators (the "native" step).
+
+    Every library is loaded as torchvision's loader does; one that fails is
+    skipped. If any ``torchvision::*`` operator exists afterwards, the native
+    operators are used entirely: the fallback must never define a schema
+    next to (or before) a native library.
 
     Args:
         libraries: The files found by :func:`_find_native_libraries`.
 
     Returns:
-        True when the libraries loaded and ``torchvision::nms`` works.
+        True when ``torchvision::*`` operators exist and ``torchvision::nms``
+        works; False when there are none (the fallback may stand in).
+
+    Raises:
+        TorchvisionUnavailableError: ``torchvision::*`` operators exist but
+            ``torchvision::nms`` does not work; the fallback cannot replace
+            operators that a native library already defined.
     """
-    if not libraries:
-        return False
-    try:
-        for library in libraries:
+    failures: list[str] = []
+    for library in libraries:
+        try:
             with _dll_directory(library.parent):
                 torch.ops.load_library(str(library))
-    except (OSError, RuntimeError, ImportError):
+        except (OSError, RuntimeError, ImportError) as exc:
+            failures.append(f"{library.name}: {type(exc).__name__}: {exc}")
+    defined = _defined_ops()
+    if not defined:
         return False
-    return _native_ops_work()
+    error = _native_ops_error()
+    if error is None:
+        return True
+    loaded = ", ".join(path.name for path in libraries) or "another library"
+    detail = f" (load failures: {'; '.join(failures)})" if failures else ""
+    raise TorchvisionUnavailableError(
+        f"torchvision's compiled operators were registered (by {loaded}) but "
+        f"torchvision::nms does not work: {error}{detail}. The pure-PyTorch fallback cannot "
+        "replace operators that a compiled library already defined; install the torchvision "
+        f"build that matches torch {torch.__version__}."
+    )
 
 
-def _native_ops_work() -> bool:
-    """Run ``torchvision::nms`` on one box to see that the operators are usable."""
+def _native_ops_error() -> str | None:
+    """Run ``torchvision::nms`` on one box; ``None`` when it works, else the problem."""
     try:
         keep = torch.ops.torchvision.nms(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.ones(1), 0.5)
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
-    return bool(keep.tolist() == [0])
+    except (AttributeError, RuntimeError, NotImplementedError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if keep.tolist() != [0]:
+        return f"nms of one box returned {keep.tolist()} instead of [0]"
+    return None
 
 
 @contextlib.contextmanager
@@ -296,7 +460,7 @@ def _dll_directory(directory: Path) -> Iterator[None]:
 
 
 def _op_exists(name: str) -> bool:
-    """Whether ``torchvision::<name>`` is already defined."""
+    """Whether ``torchvision::<name>`` is already defined (has a schema)."""
     try:
         getattr(torch.ops.torchvision, name)
     except (AttributeError, RuntimeError):
@@ -304,8 +468,39 @@ def _op_exists(name: str) -> bool:
     return True
 
 
+def _defined_ops() -> list[str]:
+    """The ``torchvision::*`` operators that are defined (with a schema) right now."""
+    names = set(_SCHEMAS)
+    all_names = getattr(torch._C, "_dispatch_get_all_op_names", None)
+    if callable(all_names):
+        prefix = f"{_NAMESPACE}::"
+        names.update(
+            name[len(prefix) :].split(".", 1)[0] for name in all_names() if name.startswith(prefix)
+        )
+    return sorted(name for name in names if _op_exists(name))
+
+
+# --------------------------------------------------------------------------
+# The fallback step
+# --------------------------------------------------------------------------
+
+
 def _install_fallback() -> None:
-    """Define the missing ``torchvision::*`` operators with pure-PyTorch kernels."""
+    """Define the ``torchvision::*`` operators with pure-PyTorch kernels.
+
+    Raises:
+        TorchvisionUnavailableError: Some ``torchvision::*`` operator is already
+            defined (native and fallback operators are never mixed), or the
+            registration fails.
+    """
+    defined = _defined_ops()
+    if defined:
+        raise TorchvisionUnavailableError(
+            f"torchvision operators are already defined ({', '.join(defined)}) but "
+            "torchvision's compiled library is not usable; the pure-PyTorch fallback cannot "
+            "be mixed with them. Install the torchvision build that matches torch "
+            f"{torch.__version__}."
+        )
     kernels: dict[str, Callable[..., Any]] = {
         "nms": nms,
         "roi_align": roi_align,
@@ -317,8 +512,6 @@ def _install_fallback() -> None:
     library = torch.library.Library(_NAMESPACE, "FRAGMENT")
     try:
         for name, schema in _SCHEMAS.items():
-            if _op_exists(name):
-                continue
             library.define(schema)
             kernel = kernels.get(name) or _missing_kernel(name)
             library.impl(name, kernel, "CompositeExplicitAutograd")
@@ -350,21 +543,23 @@ def _missing_kernel(name: str) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _native_load_skipped(libraries: Sequence[Path]) -> Iterator[None]:
-    """Make ``torch.ops.load_library`` a no-op for torchvision's ``_C`` for a while.
+def _native_load_skipped() -> Iterator[None]:
+    """Make ``torch.ops.load_library`` a no-op for torchvision's operator libraries.
 
     torchvision decides once, when ``torchvision.extension`` is imported, whether
-    its operators exist (by loading ``_C``); the fallback operators stand in for
-    that library, so its load is skipped while torchvision is imported. Other
-    libraries (torchvision's ``image`` extension ...) load as usual.
+    its operators exist (by loading its operator library, ``_C`` or
+    ``_C_stable`` ...); the fallback operators stand in for that library, so
+    every load of one of them (see :func:`_is_ops_library`) is skipped while
+    torchvision is imported: a library that defined the same schemas would
+    abort the process. Other libraries (torchvision's ``image`` extension ...)
+    load as usual.
     """
-    targets = {os.path.normcase(os.path.realpath(path)) for path in libraries}
     ops = torch.ops
     own = vars(ops).get("load_library")
     original = ops.load_library
 
     def load_library(path: str) -> None:
-        if os.path.normcase(os.path.realpath(path)) in targets:
+        if _is_ops_library(path):
             return
         original(path)
 
@@ -401,13 +596,13 @@ def _imported_has_ops(module: ModuleType) -> bool:
         return False
 
 
-def _import_with_fallback(libraries: Sequence[Path]) -> ModuleType:
+def _import_with_fallback() -> ModuleType:
     """Import torchvision over the fallback operators and check the result."""
     module = sys.modules.get("torchvision")
     if module is None:
         _forget_failed_import()
         try:
-            with _native_load_skipped(libraries):
+            with _native_load_skipped():
                 module = importlib.import_module("torchvision")
         except Exception as exc:
             raise TorchvisionUnavailableError(
@@ -416,7 +611,7 @@ def _import_with_fallback(libraries: Sequence[Path]) -> ModuleType:
             ) from exc
     if not _imported_has_ops(module):
         raise TorchvisionUnavailableError(
-            "torchvision was imported without its operators (it has no compiled '_C' "
+            "torchvision was imported without its operators (it has no compiled operator "
             "library to stand in for); install the torchvision build that matches torch "
             f"{torch.__version__}."
         )

@@ -5,15 +5,21 @@ written here from torchvision's documented algorithms (greedy NMS, RoI Align
 bilinear sampling with its boundary rules, RoI max pooling). When torchvision's
 native operators load, the comparisons through ``torchvision.ops`` compare the
 native kernels with the fallback functions.
+
+Set ``SLIDEWISE_STABLE_TV_PYTHON`` to an interpreter whose torchvision loads its
+stable-ABI library (``_C_stable``, torchvision >= 0.29) to check the native
+path there; ``/tmp/venv-torch215/bin/python`` is used when it exists.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -672,3 +678,187 @@ def test_failed_torchvision_import_before_ensure_is_recovered() -> None:
         """
     )
     assert out.strip().endswith("ok")
+
+
+# --------------------------------------------------------------------------
+# (f) torchvision's operator library, whatever its name
+# --------------------------------------------------------------------------
+
+
+def _fake_torchvision(
+    directory: Path, files: list[str], extension_source: str | None = None
+) -> Path:
+    directory.mkdir(parents=True)
+    for name in files:
+        (directory / name).write_bytes(b"")
+    if extension_source is not None:
+        (directory / "extension.py").write_text(textwrap.dedent(extension_source))
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("files", "extension_source", "expected"),
+    [
+        (["_C.so", "image.so"], 'if _load_library("_C"):\n    pass\n', ["_C.so"]),
+        (
+            ["_C_stable.so", "image_stable.so"],
+            'if _load_library("_C_stable"):\n    pass\n',
+            ["_C_stable.so"],
+        ),
+        (["_C.so"], "lib_path = _get_extension_path('_C')\n", ["_C.so"]),  # torchvision < 0.16
+        (["_C.so", "_C_stable.so"], '_load_library("_C_stable")\n', ["_C_stable.so"]),  # stale _C
+        (["_vision_ops.so", "image.so"], '_load_library("_vision_ops")\n', ["_vision_ops.so"]),
+        (["_C_stable.abi3.so"], None, ["_C_stable.abi3.so"]),  # loader unreadable: the one _C*
+        (["image.so"], '_load_library("_C")\n', []),  # installed without operators
+    ],
+)
+def test_native_libraries_are_the_ones_torchvision_loads(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: list[str],
+    extension_source: str | None,
+    expected: list[str],
+) -> None:
+    package = _fake_torchvision(tmp_path / "torchvision", files, extension_source)
+    monkeypatch.setattr(tvcompat, "_torchvision_directories", lambda: [package])
+    assert [path.name for path in tvcompat._find_native_libraries()] == expected
+
+
+def test_ambiguous_native_libraries_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = _fake_torchvision(tmp_path / "torchvision", ["_C.so", "_C_stable.so"])
+    monkeypatch.setattr(tvcompat, "_torchvision_directories", lambda: [package])
+    with pytest.raises(tvcompat.TorchvisionUnavailableError, match="several compiled operator"):
+        tvcompat._find_native_libraries()
+
+
+def test_every_name_of_the_operator_library_is_skipped_in_fallback_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = _fake_torchvision(tmp_path / "torchvision", [], '_load_library("_vision_ops")\n')
+    monkeypatch.setattr(tvcompat, "_torchvision_directories", lambda: [package])
+    for name in (
+        "_C.so",
+        "_C.cpython-311-x86_64-linux-gnu.so",
+        "_C.cp311-win_amd64.pyd",
+        "_C.pyd",
+        "_C_stable.so",
+        "_C_stable.abi3.so",
+        "_C_stable.pyd",
+        "_vision_ops.so",  # named by the loader
+    ):
+        assert tvcompat._is_ops_library(package / name), name
+    for name in ("image.so", "image_stable.so", "video_reader.so", "_Cx.so"):
+        assert not tvcompat._is_ops_library(package / name), name
+    assert not tvcompat._is_ops_library(tmp_path / "elsewhere" / "_C_stable.so")
+
+
+def test_defined_operators_are_never_mixed_with_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever defined torchvision::* first wins; the fallback never defines next to it."""
+    assert "nms" in tvcompat._defined_ops()  # native or fallback, defined by now
+    missing = [tmp_path / "_C_stable.so"]  # a library that fails to load is tolerated
+    assert tvcompat._load_native_ops(missing) is True
+    count = len(tvcompat._FALLBACK_LIBRARIES)
+    with pytest.raises(tvcompat.TorchvisionUnavailableError, match="cannot be mixed"):
+        tvcompat._install_fallback()
+    assert len(tvcompat._FALLBACK_LIBRARIES) == count
+    monkeypatch.setattr(tvcompat, "_native_ops_error", lambda: "RuntimeError: no CPU kernel")
+    with pytest.raises(
+        tvcompat.TorchvisionUnavailableError, match="does not work: RuntimeError: no CPU kernel"
+    ):
+        tvcompat._load_native_ops(missing)
+
+
+def _stable_abi_python() -> str | None:
+    configured = os.environ.get("SLIDEWISE_STABLE_TV_PYTHON", "/tmp/venv-torch215/bin/python")
+    return configured if os.path.exists(configured) else None
+
+
+_STABLE_NATIVE_SCRIPT = """
+    import torch
+    from slidewise.engine import tvcompat
+
+    assert tvcompat.ensure_torchvision_ops() == "native"
+    assert tvcompat.ensure_torchvision_ops() == "native"
+    assert not tvcompat._FALLBACK_LIBRARIES
+    assert [p.name.split(".")[0] for p in tvcompat._find_native_libraries()] == ["_C_stable"]
+    import torchvision
+    assert torchvision.extension._has_ops()
+    for op in ("nms", "roi_align"):  # the compiled CPU kernels run, not the fallback
+        dump = torch._C._dispatch_dump(f"torchvision::{op}")
+        cpu = [line for line in dump.splitlines() if line.startswith("CPU:")]
+        assert cpu and "csrc" in cpu[0] and "tvcompat" not in dump, dump
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        xy = torch.rand(1000, 2, generator=g, dtype=torch.float64) * 200
+        wh = torch.rand(1000, 2, generator=g, dtype=torch.float64) * 60 + 1
+        boxes = torch.cat([xy, xy + wh], 1).to(dtype)
+        scores = torch.rand(1000, generator=g, dtype=torch.float64).to(dtype)
+        for t in (0.2, 0.5, 0.7):
+            native = torchvision.ops.nms(boxes, scores, t)
+            assert torch.equal(native, tvcompat.nms(boxes, scores, t)), (dtype, t)
+    x = torch.randn(2, 4, 16, 20, generator=g)
+    rois = torch.cat([torch.tensor([[0.0], [1.0], [1.0]]), boxes[:3].float() / 8], 1)
+    for ratio, aligned in ((-1, False), (2, True)):
+        native = torchvision.ops.roi_align(x, rois, (3, 4), 0.5, ratio, aligned)
+        ours = tvcompat.roi_align(x, rois, 0.5, 3, 4, ratio, aligned)
+        assert torch.allclose(native, ours, atol=1e-5)
+    import segmentation_models_pytorch as smp
+    model = smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=2).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+    print(torchvision.__version__, "ok")
+"""
+
+_STABLE_FALLBACK_SCRIPT = """
+    import torch
+    from slidewise.engine import tvcompat
+
+    # As if the compiled library's name were unknown: it must still never load
+    # over the fallback schemas (the process would abort).
+    tvcompat._find_native_libraries = lambda: []
+    assert tvcompat.ensure_torchvision_ops() == "fallback"
+    import torchvision
+    assert "load_library" not in vars(torch.ops)
+    assert "csrc" not in torch._C._dispatch_dump("torchvision::nms")
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]])
+    assert torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0]
+    print("ok")
+"""
+
+
+@pytest.mark.skipif(
+    _stable_abi_python() is None,
+    reason="no interpreter with a stable-ABI torchvision (/tmp/venv-torch215 or "
+    "SLIDEWISE_STABLE_TV_PYTHON)",
+)
+def test_stable_abi_torchvision_native_and_fallback(tmp_path: Path) -> None:
+    """torchvision >= 0.29 (``_C_stable``) is native; its fallback never aborts."""
+    python = _stable_abi_python()
+    assert python is not None
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    try:
+        (shim / "slidewise").symlink_to(Path(tvcompat.__file__).resolve().parents[1])
+    except OSError as exc:  # pragma: no cover - e.g. Windows without symlink rights
+        pytest.skip(f"cannot link the package for the other interpreter: {exc}")
+    env = {**os.environ, "PYTHONPATH": str(shim)}
+    runs = {
+        name: subprocess.Popen(
+            [python, "-c", textwrap.dedent(script)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, script in (
+            ("native", _STABLE_NATIVE_SCRIPT),
+            ("fallback", _STABLE_FALLBACK_SCRIPT),
+        )
+    }
+    for name, run in runs.items():
+        output, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, f"{name} (rc {run.returncode}):\n{output[-4000:]}"
+        assert output.strip().endswith("ok"), output
