@@ -31,6 +31,11 @@ JOBS: dict[str, str] = {
     "trainmapping": "slidewise.engine.mapping_train:run_train",
     "maplandslides": "slidewise.engine.mapping:run_map",
     "evaluatemapping": "slidewise.engine.mapping_eval:run_evaluate",
+    # Continual per-region decoders and detection (issue: TSMU and detection)
+    "addregion": "slidewise.engine.multiregion:run_add_region",
+    "pretrainencoder": "slidewise.engine.pretrain:run_pretrain",
+    "traindetection": "slidewise.engine.detection_train:run_train",
+    "detectlandslides": "slidewise.engine.detection:run_detect",
 }
 
 
