@@ -274,18 +274,9 @@ def read_inventory(
 
 
 def _reproject(geoms: np.ndarray, src_crs: Any, dst_crs: Any) -> np.ndarray:
-    import shapely
-    from rasterio.crs import CRS
-    from rasterio.warp import transform_geom
+    from slidewise.engine.vectors import reproject_geometries
 
-    try:
-        src, dst = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs)
-    except Exception as exc:
-        raise InputError(f"The inventory CRS could not be read ({exc}): set a valid CRS.") from None
-    out = [
-        shapely.geometry.shape(transform_geom(src, dst, shapely.geometry.mapping(g))) for g in geoms
-    ]
-    return np.asarray(out, dtype=object)
+    return reproject_geometries(geoms, src_crs, dst_crs, what="inventory")
 
 
 @dataclass

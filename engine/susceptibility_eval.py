@@ -388,15 +388,11 @@ def _read_features(
             notes.append(f"{what} has no CRS: taken to be in the prediction raster's CRS.")
         elif info.crs is not None and not same_crs(crs, info.crs):
             from rasterio.crs import CRS
-            from rasterio.warp import transform as warp_transform
+
+            from slidewise.engine.vectors import reproject_geometries
 
             src_crs = CRS.from_user_input(crs)
-
-            def reproject(coords: np.ndarray) -> np.ndarray:
-                xs, ys = warp_transform(src_crs, info.crs, coords[:, 0], coords[:, 1])
-                return np.column_stack([xs, ys])
-
-            geoms = shapely.transform(geoms, reproject)
+            geoms = reproject_geometries(geoms, src_crs, info.crs, what=what)
             name = src_crs.to_string() if src_crs.to_epsg() is None else f"EPSG:{src_crs.to_epsg()}"
             notes.append(
                 f"{what} is in {name}, the raster in {info.crs.to_string()}: "

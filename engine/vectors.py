@@ -163,3 +163,43 @@ def write_vector(
             promote_to_multi=False,
         )
     return final
+
+
+def reproject_geometries(
+    geometries: np.ndarray | Sequence[Any], src_crs: Any, dst_crs: Any, what: str = "layer"
+) -> np.ndarray:
+    """Transform shapely geometries between CRS, with a clear error when PROJ refuses.
+
+    Args:
+        geometries: shapely geometries.
+        src_crs: Their CRS (anything rasterio's CRS accepts).
+        dst_crs: The target CRS.
+        what: How messages name the layer (for example "inventory").
+
+    Returns:
+        The transformed geometries (object array); unchanged when the CRS are equal.
+
+    Raises:
+        InputError: a CRS cannot be read, or the coordinates cannot be transformed
+            (typically a layer whose CRS is set wrongly).
+    """
+    import shapely
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_geom
+
+    geoms = np.asarray(geometries, dtype=object)
+    try:
+        src, dst = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs)
+    except Exception as exc:
+        raise InputError(f"The {what}'s CRS could not be read ({exc}): set a valid CRS.") from None
+    if src == dst or len(geoms) == 0:
+        return geoms
+    try:
+        mapped = transform_geom(src, dst, [shapely.geometry.mapping(g) for g in geoms])
+    except Exception as exc:
+        raise InputError(
+            f"The {what} could not be transformed from its CRS ({src.to_string()}) to "
+            f"{dst.to_string()}: {exc}. Its coordinates are probably outside the area of its "
+            "CRS: check that the layer's CRS is set correctly."
+        ) from None
+    return np.asarray([shapely.geometry.shape(m) for m in mapped], dtype=object)

@@ -251,6 +251,9 @@ def run_job(
     finally:
         if proc.poll() is None:
             _stop(proc)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
         os.unlink(job_file)
 
     if cancelled:

@@ -52,6 +52,18 @@ def tr(text: str) -> str:
     return QCoreApplication.translate("Slidewise", text)
 
 
+def flatten_figures(figures: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
+    """Scalar figures as Processing results: ``{"cv": {"auc": 0.8}}`` -> ``CV_AUC``."""
+    flat: dict[str, Any] = {}
+    for key, value in figures.items():
+        name = f"{prefix}{key}".upper()
+        if isinstance(value, bool | int | float | str):
+            flat[name] = value
+        elif isinstance(value, dict) and depth > 1:
+            flat.update(flatten_figures(value, prefix=f"{name}_", depth=depth - 1))
+    return flat
+
+
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Applies a QML style to an output layer once Processing has loaded it."""
 
@@ -276,9 +288,8 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
             params, self.runtime_options(parameters, context), outputs, feedback
         )
         results: dict[str, Any] = dict(outcome.outputs)
-        for key, value in outcome.figures.items():
-            if isinstance(value, (int, float, str, bool)) and key.upper() not in results:
-                results[key.upper()] = value
+        for key, value in flatten_figures(outcome.figures).items():
+            results.setdefault(key, value)
         if outcome.manifest:
             results["MANIFEST"] = outcome.manifest
             feedback.pushInfo(tr("Run manifest: {path}").format(path=outcome.manifest))
