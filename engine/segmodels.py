@@ -5,6 +5,17 @@ encoder, any number of input bands, no downloaded weights). A model predicts
 one logit per pixel: the landslide class (1 = landslide) after a sigmoid.
 Model files hold the weights, the architecture config, the band names and the
 fitted normalisation, so inference re-applies exactly what training used.
+
+Models written by the ``trainmapping`` job also store, in ``metadata.extra``:
+``band_indices`` (1-based bands of the source images, in model order),
+``threshold`` (landslide probability threshold chosen on validation),
+``best_epoch``, ``pos_weight`` and ``label_mapping``; ``metadata.tile_size`` is
+the training chip side and ``metadata.pixel_size`` the GeoTIFF pixel size.
+
+``resunet`` (:mod:`slidewise.engine.resunet`) returns ``(main, [aux, ...])`` in
+train mode; :func:`main_logits` picks the main logits from any model output.
+:func:`load_encoder_weights` loads local encoder weights (safetensors) with
+strict key checking.
 """
 
 from __future__ import annotations
@@ -88,9 +99,7 @@ def build_model(config: SegModelConfig) -> nn.Module:
             f"{', '.join(SMP_ARCHITECTURES)}."
         )
     if not 3 <= int(config.encoder_depth) <= 5:
-        raise InputError(
-            f"Encoder depth {config.encoder_depth} is out of range: use 3, 4 or 5."
-        )
+        raise InputError(f"Encoder depth {config.encoder_depth} is out of range: use 3, 4 or 5.")
     kwargs = dict(config.extra or {})
     if arch in _PER_STAGE_DECODERS and "decoder_channels" not in kwargs:
         kwargs["decoder_channels"] = _DEFAULT_DECODER_CHANNELS[: int(config.encoder_depth)]
@@ -156,7 +165,7 @@ def load_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> int:
         raise InputError("This architecture has no encoder to load weights into.")
     try:
         tensors = load_file(p)
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+    except Exception as exc:
         raise InputError(
             f"The encoder weights file '{os.path.basename(p)}' is not a safetensors file "
             f"({exc}): convert the weights to .safetensors."
@@ -167,7 +176,9 @@ def load_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> int:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(
-        k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape)
+        k
+        for k in set(expected) & set(tensors)
+        if tuple(expected[k].shape) != tuple(tensors[k].shape)
     )
     if missing or unexpected or wrong:
 

@@ -1,0 +1,405 @@
+"""Throughput, seam error and memory of tiled landslide mapping.
+
+Usage::
+
+    python -m slidewise.bench.mapping_throughput --size N --json OUT [--rss-check]
+
+One fixed, randomly initialised U-Net (ResNet-18 encoder, 14 input bands,
+``torch.manual_seed(0)``) maps a synthetic N x N, 14-band uint16 GeoTIFF two
+ways in one run:
+
+* ``seed``: the loop of Prakash et al. (2021): the image read into memory,
+  224 px tiles at 50 % overlap (stride 112), batch 1, keeping only the central
+  112 px of each tile (so a 56 px border is never predicted).
+* ``engine``: :func:`slidewise.engine.tiling.predict_raster` with its defaults.
+
+Throughput is raster pixels per second (N² / wall time, reading included),
+the best of ``--repeats`` runs after one warm-up run each, the two methods
+alternating so that load from other processes hits both alike. The seam error
+is the largest absolute probability difference between a tiled prediction and
+a prediction of the whole raster at once (on an S x S raster, S = min(N,
+``--seam-size``), mirrored by the engine's border margin like the engine's
+own edge tiles), over the pixels the method predicts. The engine's peak
+resident memory is measured in a separate process running the
+``maplandslides`` job (probability and mask GeoTIFFs) on the same raster.
+``--rss-check`` also maps an 8,000 x 8,000 x 14 raster in such a process.
+
+Writes the JSON figures (``seed_px_per_s``, ``engine_px_per_s``, ``ratio``,
+``engine_peak_rss_mb``, ``seam_max_abs_diff`` and more) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BANDS = 14
+SEED_TILE = 224
+SEED_KEEP = 112
+RSS_CHECK_SIZE = 8000
+DN_MEAN = 2000.0
+DN_STD = 800.0
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (VmHWM, else getrusage)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def build_bench_model() -> Any:
+    """The fixed benchmark model: U-Net / ResNet-18, 14 bands, seed 0, eval mode."""
+    import torch
+
+    from slidewise.engine.segmodels import SegModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = SegModelConfig(architecture="unet", encoder="resnet18", in_channels=BANDS)
+    return build_model(config).eval(), config
+
+
+def normalisation() -> dict[str, Any]:
+    """Per-band mean and std of the synthetic digital numbers."""
+    return {"kind": "bench", "mean": [DN_MEAN] * BANDS, "std": [DN_STD] * BANDS}
+
+
+def write_synthetic_raster(path: Path, size: int, seed: int = 0, rows: int = 512) -> Path:
+    """Write a size x size x 14 uint16 GeoTIFF (UTM, 10 m) strip by strip.
+
+    Each band is a sum of two plane waves (periods 50-500 px) plus Gaussian
+    noise, scaled like Sentinel-2 reflectance numbers.
+    """
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(seed)
+    freq = rng.uniform(1 / 500, 1 / 50, size=(BANDS, 2, 2)) * rng.choice([-1, 1], (BANDS, 2, 2))
+    phase = rng.uniform(0, 2 * np.pi, size=(BANDS, 2))
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": BANDS,
+        "dtype": "uint16",
+        "crs": "EPSG:32645",
+        "transform": from_origin(400000.0, 2500000.0, 10.0, 10.0),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
+    }
+    cols = np.arange(size, dtype=np.float32)[None, :]
+    with rasterio.open(path, "w", **profile) as dst:
+        for top in range(0, size, rows):
+            h = min(rows, size - top)
+            r = np.arange(top, top + h, dtype=np.float32)[:, None]
+            noise = np.random.default_rng([seed, top])
+            block = np.empty((BANDS, h, size), dtype=np.uint16)
+            for b in range(BANDS):
+                wave = sum(
+                    np.sin(2 * np.pi * (freq[b, k, 0] * r + freq[b, k, 1] * cols) + phase[b, k])
+                    for k in range(2)
+                )
+                value = DN_MEAN + DN_STD * (0.5 * wave + 0.5 * noise.standard_normal((h, size)))
+                block[b] = np.clip(value, 0, 65535).astype(np.uint16)
+            dst.write(block, window=Window(0, top, size, h))
+            for b in range(1, BANDS + 1):
+                dst.set_band_description(b, f"B{b}")
+    return path
+
+
+def seed_predict(model: Any, path: Path, norm: dict[str, Any]) -> np.ndarray:
+    """The seed's loop: 224 px tiles, stride 112, batch 1, keep the central 112 px."""
+    import rasterio
+    import torch
+
+    from slidewise.engine.segmodels import normalise
+
+    with rasterio.open(path) as src:
+        image = torch.from_numpy(src.read().astype(np.float32))[None]
+    image = normalise(image, norm)
+    _, _, height, width = image.shape
+    out = np.full((height, width), np.nan, dtype=np.float32)
+    lo, hi = (SEED_TILE - SEED_KEEP) // 2, (SEED_TILE + SEED_KEEP) // 2
+    with torch.inference_mode():
+        for y in range(0, height - SEED_TILE + 1, SEED_KEEP):
+            for x in range(0, width - SEED_TILE + 1, SEED_KEEP):
+                tile = image[:, :, y : y + SEED_TILE, x : x + SEED_TILE]
+                prob = torch.sigmoid(model(tile))[0, 0].numpy()
+                out[y + lo : y + hi, x + lo : x + hi] = prob[lo:hi, lo:hi]
+    return out
+
+
+def engine_predict(model: Any, path: Path, norm: dict[str, Any], args: argparse.Namespace) -> Any:
+    """The engine with its defaults (or the --tile/--overlap/--batch-size overrides)."""
+    from slidewise.engine.tiling import PredictionStats, predict_raster
+
+    kwargs: dict[str, Any] = {}
+    for name in ("tile", "overlap", "batch_size"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    stats = PredictionStats()
+    prob = predict_raster(model, str(path), normalisation=norm, stats=stats, **kwargs)
+    return prob, stats
+
+
+def _timed(func: Any, *a: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = func(*a)
+    return time.perf_counter() - start, out
+
+
+def run_job_child(
+    raster: str, model_path: str, out_dir: str, threads: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the maplandslides job in this (child) process; report time and peak RSS."""
+    import io
+
+    from slidewise.engine.jobs import JobContext
+    from slidewise.engine.mapping import run_map
+    from slidewise.engine.protocol import Reporter
+    from slidewise.engine.runtime import RuntimeOptions
+
+    import_rss = _rss_mb()
+    ctx = JobContext(
+        name="maplandslides",
+        options=RuntimeOptions(device="cpu", threads=threads),
+        reporter=Reporter(io.StringIO()),
+    )
+    params = {
+        "INPUT": raster,
+        "MODEL": model_path,
+        "OUTPUT_PROBABILITY": str(Path(out_dir) / "probability.tif"),
+        "OUTPUT_MASK": str(Path(out_dir) / "mask.tif"),
+        **extra,
+    }
+    start = time.perf_counter()
+    result = run_map(params, ctx)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_after_imports_mb": import_rss,
+        "tiles": result.figures.get("tiles"),
+        "tile_size": result.figures.get("tile_size"),
+    }
+
+
+def measure_child(
+    raster: Path, model_path: Path, out_dir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Run :func:`run_job_child` in a fresh interpreter and return its figures."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "slidewise.bench.mapping_throughput",
+        "--child-job",
+        str(raster),
+        str(model_path),
+        str(out_dir),
+        "--threads",
+        str(args.threads),
+    ]
+    for flag, value in (("--tile", args.tile), ("--overlap", args.overlap)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.batch_size is not None:
+        cmd += ["--batch-size", str(args.batch_size)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"engine child failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=1024, help="raster side N (pixels)")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per method")
+    parser.add_argument("--seam-size", type=int, default=1024, help="largest seam raster side")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--tile", type=int, default=None, help="engine tile (default: engine's)")
+    parser.add_argument("--overlap", type=int, default=None, help="engine overlap")
+    parser.add_argument("--batch-size", type=int, default=None, help="engine batch size")
+    parser.add_argument(
+        "--rss-check", action="store_true", help="also map 8000 x 8000 x 14 in a child process"
+    )
+    parser.add_argument("--rss-size", type=int, default=RSS_CHECK_SIZE, help=argparse.SUPPRESS)
+    parser.add_argument("--child-job", nargs=3, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.child_job is not None:
+        extra = {
+            key: value
+            for key, value in (
+                ("TILE_SIZE", args.tile),
+                ("OVERLAP", args.overlap),
+                ("BATCH_SIZE", args.batch_size),
+            )
+            if value is not None
+        }
+        raster, model_file, out_dir = args.child_job
+        print(json.dumps(run_job_child(raster, model_file, out_dir, args.threads, extra)))
+        return 0
+
+    from slidewise.engine.segmodels import save_mapping_model
+    from slidewise.engine.tiling import default_batch_size, predict_whole_image, seam_error
+
+    model, config = build_bench_model()
+    norm = normalisation()
+    seed_model = copy.deepcopy(model)  # plain layout, as the seed ran it
+    figures: dict[str, Any] = {"size": args.size}
+    with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
+        work = Path(tmp)
+        raster = write_synthetic_raster(work / "synthetic.tif", args.size)
+        model_path = work / "bench-unet.safetensors"
+        save_mapping_model(model_path, model, config, [f"B{b}" for b in range(1, BANDS + 1)], norm)
+        # Warm-up on a small raster (first calls build kernels), then alternate.
+        small = write_synthetic_raster(work / "warmup.tif", 448, seed=1)
+        seed_predict(seed_model, small, norm)
+        engine_predict(model, small, norm, args)
+        seed_times, engine_times = [], []
+        seed_out = engine_out = stats = None
+        for _ in range(max(1, args.repeats)):
+            t, seed_out = _timed(seed_predict, seed_model, raster, norm)
+            seed_times.append(t)
+            t, (engine_out, stats) = _timed(engine_predict, model, raster, norm, args)
+            engine_times.append(t)
+        assert stats is not None and seed_out is not None and engine_out is not None
+        pixels = args.size * args.size
+        seed_px = pixels / min(seed_times)
+        seed_predicted = int(np.count_nonzero(np.isfinite(seed_out)))
+        engine_px = pixels / min(engine_times)
+
+        # Seam error against one whole-raster prediction.
+        seam = min(args.size, args.seam_size)
+        if seam != args.size:
+            seam_raster = write_synthetic_raster(work / "seam.tif", seam)
+            seed_out = seed_predict(seed_model, seam_raster, norm)
+            engine_out, _ = engine_predict(model, seam_raster, norm, args)
+        else:
+            seam_raster = raster
+        import rasterio
+
+        with rasterio.open(seam_raster) as src:
+            image = src.read().astype(np.float32)
+        pad = stats.margin
+        whole = predict_whole_image(model, image, normalisation=norm, pad=pad)
+        engine_seam = seam_error(engine_out, whole)
+        seed_seam = seam_error(seed_out, whole)
+        whole0 = predict_whole_image(model, image, normalisation=norm, pad=0)
+        seed_seam0 = seam_error(seed_out, whole0)
+
+        child = measure_child(raster, model_path, work / "child", args)
+        figures.update(
+            {
+                "seed_px_per_s": round(seed_px, 1),
+                "engine_px_per_s": round(engine_px, 1),
+                "ratio": round(engine_px / seed_px, 3),
+                "engine_peak_rss_mb": round(child["peak_rss_mb"], 1),
+                "seam_max_abs_diff": round(engine_seam, 6),
+                "seed_seam_max_abs_diff": round(seed_seam, 6),
+                "seed_seam_max_abs_diff_zero_pad_reference": round(seed_seam0, 6),
+                "seam_size": seam,
+                "seam_reference_pad": pad,
+                "seed_seconds": [round(t, 3) for t in seed_times],
+                "engine_seconds": [round(t, 3) for t in engine_times],
+                "engine_tile": stats.tile,
+                "engine_overlap": stats.overlap,
+                "engine_batch_size": args.batch_size or default_batch_size("cpu"),
+                "engine_tiles": stats.tiles_run,
+                "engine_redundancy": round(stats.tiles_run * stats.tile**2 / pixels, 3),
+                "seed_tiles": ((args.size - SEED_TILE) // SEED_KEEP + 1) ** 2,
+                "seed_predicted_px_per_s": round(seed_predicted / min(seed_times), 1),
+                "ratio_predicted_pixels": round(engine_px / (seed_predicted / min(seed_times)), 3),
+                "seed_unpredicted_fraction": round(1 - seed_predicted / pixels, 4),
+                "engine_job_seconds": round(child["seconds"], 3),
+                "engine_job_px_per_s": round(pixels / child["seconds"], 1),
+                "engine_rss_after_imports_mb": round(child["rss_after_imports_mb"], 1),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            }
+        )
+        if args.rss_check:
+            big = write_synthetic_raster(work / "rss_check.tif", args.rss_size, seed=2)
+            started = time.perf_counter()
+            big_child = measure_child(big, model_path, work / "rss_child", args)
+            figures.update(
+                {
+                    "rss_check_size": args.rss_size,
+                    "rss_check_peak_rss_mb": round(big_child["peak_rss_mb"], 1),
+                    "rss_check_seconds": round(big_child["seconds"], 1),
+                    "rss_check_px_per_s": round(args.rss_size**2 / big_child["seconds"], 1),
+                    "rss_check_wall_seconds": round(time.perf_counter() - started, 1),
+                    "rss_check_within_2gb": big_child["peak_rss_mb"] <= 2048,
+                }
+            )
+    _print_table(figures)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _print_table(f: dict[str, Any]) -> None:
+    print(f"mapping throughput, {f['size']} x {f['size']} x {BANDS}, {f['threads']} thread(s)")
+    print(f"{'method':<34}{'px/s':>12}{'seam max|diff|':>16}")
+    print(
+        f"{'seed (224/112 centre, batch 1)':<34}{f['seed_px_per_s']:>12.0f}"
+        f"{f['seed_seam_max_abs_diff']:>16.4f}"
+    )
+    name = f"engine ({f['engine_tile']}/{f['engine_overlap']} blend)"
+    print(f"{name:<34}{f['engine_px_per_s']:>12.0f}{f['seam_max_abs_diff']:>16.4f}")
+    print(
+        f"ratio engine/seed: {f['ratio']:.2f}x; "
+        f"engine job peak RSS {f['engine_peak_rss_mb']:.0f} MB"
+    )
+    if "rss_check_size" in f:
+        n = f["rss_check_size"]
+        print(
+            f"rss check {n} x {n} x {BANDS}: peak RSS {f['rss_check_peak_rss_mb']:.0f} MB, "
+            f"{f['rss_check_seconds']:.0f} s ({f['rss_check_px_per_s']:.0f} px/s)"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
