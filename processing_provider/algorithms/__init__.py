@@ -1,15 +1,18 @@
 """Slidewise Processing algorithms, one module each."""
 
 from slidewise.processing_provider.algorithms.check_engine import CheckEngineAlgorithm
+from slidewise.processing_provider.algorithms.evaluate_mapping import EvaluateMappingAlgorithm
 from slidewise.processing_provider.algorithms.evaluate_susceptibility import (
     EvaluateSusceptibilityAlgorithm,
 )
+from slidewise.processing_provider.algorithms.map_landslides import MapLandslidesAlgorithm
 from slidewise.processing_provider.algorithms.predict_susceptibility import (
     PredictSusceptibilityAlgorithm,
 )
 from slidewise.processing_provider.algorithms.sample_factors import SampleFactorsAlgorithm
 from slidewise.processing_provider.algorithms.segment_blocks import SegmentBlocksAlgorithm
 from slidewise.processing_provider.algorithms.terrain_factors import TerrainFactorsAlgorithm
+from slidewise.processing_provider.algorithms.train_mapping import TrainMappingAlgorithm
 from slidewise.processing_provider.algorithms.train_susceptibility import (
     TrainSusceptibilityAlgorithm,
 )
@@ -21,5 +24,8 @@ ALGORITHMS = [
     TrainSusceptibilityAlgorithm,
     PredictSusceptibilityAlgorithm,
     EvaluateSusceptibilityAlgorithm,
+    TrainMappingAlgorithm,
+    MapLandslidesAlgorithm,
+    EvaluateMappingAlgorithm,
     CheckEngineAlgorithm,
 ]

@@ -17,6 +17,9 @@ EXPECTED_GROUPS = {
     "trainsusceptibility": "susceptibility",
     "predictsusceptibility": "susceptibility",
     "evaluatesusceptibility": "susceptibility",
+    "trainmapping": "mapping",
+    "maplandslides": "mapping",
+    "evaluatemapping": "mapping",
 }
 
 

@@ -1,0 +1,170 @@
+"""The mapping algorithms through PyQGIS and qgis_process, on the shipped Bijie pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from plugin_helpers import SHARED, TEST_DATA, run_qgis_process
+
+BIJIE = TEST_DATA / "bijie"
+TEST_IMAGE = BIJIE / "test" / "images" / "10105.png"
+TEST_MASK = BIJIE / "test" / "masks" / "10105.png"
+
+
+@pytest.fixture(scope="module")
+def trained(qgis_app, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small model trained on the real pairs (1 epoch: mechanics, not accuracy)."""
+    import processing
+
+    out = tmp_path_factory.mktemp("mapping")
+    result = processing.run(
+        "slidewise:trainmapping",
+        {
+            "DATASET_TYPE": 0,
+            "TRAIN_IMAGES": str(BIJIE / "train" / "images"),
+            "TRAIN_MASKS": str(BIJIE / "train" / "masks"),
+            "MASK_COLOR": "255,255,0",
+            "ENCODER": "resnet18",
+            "ENCODER_DEPTH": 3,
+            "EPOCHS": 1,
+            "CHIP_SIZE": 128,
+            "BATCH_SIZE": 4,
+            "OUTPUT": str(out / "model.safetensors"),
+        },
+    )
+    return {"out": out, "result": result}
+
+
+def test_train_writes_model_with_validation_metrics(trained) -> None:
+    result = trained["result"]
+    assert Path(result["OUTPUT"]).is_file()
+    assert Path(result["MANIFEST"]).is_file()
+    metric_keys = [k for k in result if "F1" in k]
+    assert metric_keys, sorted(result)
+
+
+def test_map_then_evaluate(trained, qgis_app) -> None:
+    import processing
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    out = trained["out"]
+    mapped = processing.run(
+        "slidewise:maplandslides",
+        {
+            "INPUT": str(TEST_IMAGE),
+            "MODEL": trained["result"]["OUTPUT"],
+            "OUTPUT_PROBABILITY": str(out / "prob.tif"),
+            "OUTPUT_MASK": str(out / "mask.tif"),
+            "OUTPUT_POLYGONS": str(out / "polygons.gpkg"),
+        },
+    )
+    probability = QgsRasterLayer(mapped["OUTPUT_PROBABILITY"])
+    assert probability.isValid()
+    assert probability.width() == QgsRasterLayer(str(TEST_IMAGE)).width()
+    stats = probability.dataProvider().bandStatistics(1)
+    assert 0.0 <= stats.minimumValue <= stats.maximumValue <= 1.0
+    assert QgsRasterLayer(mapped["OUTPUT_MASK"]).isValid()
+    polygons = QgsVectorLayer(mapped["OUTPUT_POLYGONS"])
+    assert polygons.isValid()
+    assert {"area_m2", "mean_probability"} <= set(polygons.fields().names())
+
+    evaluated = processing.run(
+        "slidewise:evaluatemapping",
+        {
+            "INPUT": mapped["OUTPUT_PROBABILITY"],
+            "REFERENCE": str(TEST_MASK),
+            "LANDSLIDE_VALUES": "255",
+            "OUTPUT": str(out / "eval.json"),
+            "OUTPUT_HTML": str(out / "eval.html"),
+        },
+    )
+    figures = json.loads(Path(evaluated["OUTPUT"]).read_text())
+    assert figures
+    assert 0.0 <= evaluated["F1"] <= 1.0
+    assert Path(evaluated["OUTPUT_HTML"]).is_file()
+
+
+def _fails(alg: str, params: dict, needle: str, folder: Path) -> None:
+    import processing
+    from qgis.core import QgsProcessingException
+
+    before = set(folder.iterdir())
+    with pytest.raises(QgsProcessingException) as info:
+        processing.run(alg, params)
+    assert needle.lower() in str(info.value).lower(), str(info.value)
+    assert "Traceback" not in str(info.value)
+    assert set(folder.iterdir()) == before
+
+
+def test_band_count_mismatch_names_expected_bands(trained, tmp_path: Path) -> None:
+    tiles = sorted((SHARED / "mapping" / "chattogram_s2" / "images").glob("*.tif"))
+    if not tiles:
+        pytest.skip("shared data not available")
+    _fails(
+        "slidewise:maplandslides",
+        {
+            "INPUT": str(tiles[0]),
+            "MODEL": trained["result"]["OUTPUT"],
+            "OUTPUT_PROBABILITY": str(tmp_path / "p.tif"),
+        },
+        "band",
+        tmp_path,
+    )
+
+
+def test_model_of_another_task_is_refused(trained, qgis_app, tmp_path: Path) -> None:
+    import processing
+
+    susceptibility = processing.run(
+        "slidewise:trainsusceptibility",
+        {
+            "INPUT": str(TEST_DATA / "ecuador" / "ta.tif"),
+            "TABLE": str(TEST_DATA / "ecuador" / "lsl.csv"),
+            "LABEL_FIELD": "lslpts",
+            "METHOD": 2,
+            "CV_FOLDS": 0,
+            "OUTPUT": str(tmp_path / "lr.safetensors"),
+        },
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    _fails(
+        "slidewise:maplandslides",
+        {
+            "INPUT": str(TEST_IMAGE),
+            "MODEL": susceptibility["OUTPUT"],
+            "OUTPUT_PROBABILITY": str(work / "p.tif"),
+        },
+        "susceptibility",
+        work,
+    )
+
+
+def test_no_output_chosen(trained, tmp_path: Path) -> None:
+    _fails(
+        "slidewise:maplandslides",
+        {"INPUT": str(TEST_IMAGE), "MODEL": trained["result"]["OUTPUT"]},
+        "at least one output",
+        tmp_path,
+    )
+
+
+@pytest.mark.slow
+def test_qgis_process_map(trained, qgis_process_env, tmp_path: Path) -> None:
+    proc = run_qgis_process(
+        qgis_process_env,
+        "--json",
+        "run",
+        "slidewise:maplandslides",
+        "--",
+        f"INPUT={TEST_IMAGE}",
+        f"MODEL={trained['result']['OUTPUT']}",
+        f"OUTPUT_PROBABILITY={tmp_path / 'p.tif'}",
+        f"OUTPUT_POLYGONS={tmp_path / 'p.gpkg'}",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
+    assert Path(results["OUTPUT_PROBABILITY"]).is_file()
+    assert Path(results["MANIFEST"]).is_file()
