@@ -25,7 +25,7 @@ doc = json.loads(text[text.index("{"):])
 value = doc
 for key in sys.argv[2].split("."):
     value = value[key]
-print(value)
+print(f"{value:.3f}" if isinstance(value, float) else value)
 PY
 }
 
