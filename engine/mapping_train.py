@@ -562,6 +562,8 @@ def train_model(
         start_epoch = int(meta["epoch"])
         history = list(meta.get("history", []))
         best = dict(meta.get("best", best))
+        if best.get("score") is None:  # -inf is stored as null
+            best["score"] = -math.inf
         stale = int(meta.get("stale", 0))
         log(f"Resumed from '{Path(settings.checkpoint).name}' after epoch {start_epoch}.")
     elif settings.checkpoint and Path(settings.checkpoint).exists():

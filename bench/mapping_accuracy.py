@@ -1,0 +1,226 @@
+"""Landslide-mapping accuracy: the L4S baseline recipe against the engine default.
+
+Usage::
+
+    python -m slidewise.bench.mapping_accuracy --train-images DIR --train-masks DIR \\
+        --test-images DIR --test-masks DIR --json OUT [--epochs E] [--seed S]
+
+Both recipes (:data:`slidewise.engine.mapping_train.RECIPES`) are trained on the
+same image/mask pairs (Bijie format: RGB images, masks 0/1, 0/255 or coloured)
+with the ``trainmapping`` job. Each job splits its validation images off the
+training folders (whole images, :func:`slidewise.engine.datasets.spatial_split`)
+for epoch and threshold selection; the test folders are only used for the
+final scores. The JSON holds the landslide-class figures on the test pairs::
+
+    {"recipes": {"l4s_baseline": {"f1", "precision", "recall", "iou"},
+                 "default": {...}}}
+
+To fit a 2-core CPU in 15 minutes, images are downscaled by :data:`SCALE`
+(area averaging; masks: nearest after decoding) before training, each recipe
+trains :data:`DEFAULT_EPOCHS` epochs of :data:`CHIPS_PER_EPOCH` chips of
+:data:`CHIP_SIZE` pixels, and test predictions are made at that scale and
+upsampled (bilinear probabilities) to the original mask size, where the pixels
+are counted. Everything else is each recipe's own setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Default training epochs of each recipe.
+DEFAULT_EPOCHS = 10
+#: Chips drawn per epoch (of about 30 from 14 training images at half scale).
+CHIPS_PER_EPOCH = 24
+#: Downscaling factor applied to the pairs before training and prediction.
+SCALE = 0.5
+#: Training chip side (pixels, after downscaling).
+CHIP_SIZE = 256
+#: Chips per batch (both recipes).
+BATCH_SIZE = 8
+
+
+def _write_scaled(pairs: list[tuple[Path, Path]], out: Path, scale: float) -> tuple[Path, Path]:
+    """Write downscaled images and 0/255 masks (decoded first) to ``out``."""
+    from PIL import Image
+
+    from slidewise.engine.datasets import IGNORE, LabelMapping, _read_picture, decode_mask
+
+    img_dir, msk_dir = out / "images", out / "masks"
+    img_dir.mkdir(parents=True)
+    msk_dir.mkdir(parents=True)
+    for image, mask in pairs:
+        with Image.open(image) as im:
+            rgb = im.convert("RGB")
+            size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+            rgb.resize(size, Image.Resampling.BOX).save(img_dir / f"{image.stem}.png")
+        labels = decode_mask(_read_picture(mask, "mask"), LabelMapping(), f"mask '{mask.name}'")
+        if np.any(labels == IGNORE):
+            raise SystemExit(f"{mask.name}: masks with ignored pixels are not supported here")
+        small = Image.fromarray((labels * 255).astype(np.uint8)).resize(
+            size, Image.Resampling.NEAREST
+        )
+        small.save(msk_dir / f"{image.stem}.png")
+    return img_dir, msk_dir
+
+
+class _LogStream:
+    """Protocol stream that prints log lines (with a prefix) and drops progress."""
+
+    def __init__(self, prefix: str, verbose: bool) -> None:
+        self.prefix, self.verbose = prefix, verbose
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            msg = json.loads(line)
+            if msg.get("type") == "log" and self.verbose:
+                print(f"[{self.prefix}] {msg['message']}", file=sys.stderr, flush=True)
+
+    def flush(self) -> None:
+        pass
+
+
+def evaluate_pairs(
+    model_path: Path, pairs: list[tuple[Path, Path]], scale: float
+) -> dict[str, float]:
+    """Landslide-class figures of a model on full-resolution test pairs."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+    from PIL import Image
+
+    from slidewise.engine.datasets import (
+        IGNORE,
+        LabelMapping,
+        PairScene,
+        _read_picture,
+        decode_mask,
+    )
+    from slidewise.engine.mapping_train import predict_scene
+    from slidewise.engine.segmetrics import Confusion
+    from slidewise.engine.segmodels import load_mapping_model
+
+    model, meta = load_mapping_model(model_path)
+    bands = [b - 1 for b in meta.extra.get("band_indices", [1, 2, 3])]
+    threshold = float(meta.extra.get("threshold", 0.5))
+    total = Confusion()
+    with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
+        for image, mask in pairs:
+            truth = decode_mask(_read_picture(mask, "mask"), LabelMapping(), mask.name)
+            with Image.open(image) as im:
+                rgb = im.convert("RGB")
+                size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+                small = Path(tmp) / f"{image.stem}.png"
+                rgb.resize(size, Image.Resampling.BOX).save(small)
+            prob = predict_scene(
+                model, PairScene(small, None, LabelMapping()), bands, meta.normalisation
+            )
+            full = F.interpolate(
+                torch.from_numpy(np.nan_to_num(prob))[None, None],
+                size=truth.shape,
+                mode="bilinear",
+                align_corners=False,
+            )[0, 0].numpy()
+            total.update(full >= threshold, truth == 1, truth != IGNORE)
+    return {"f1": total.f1, "precision": total.precision, "recall": total.recall, "iou": total.iou}
+
+
+def run_benchmark(
+    train_images: str,
+    train_masks: str,
+    test_images: str,
+    test_masks: str,
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    scale: float = SCALE,
+    chip_size: int = CHIP_SIZE,
+    batch_size: int = BATCH_SIZE,
+    chips_per_epoch: int = CHIPS_PER_EPOCH,
+    recipes: tuple[str, ...] = ("l4s_baseline", "default"),
+    overrides: dict[str, dict[str, Any]] | None = None,
+    verbose: bool = True,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Train every recipe on the training pairs and score it on the test pairs.
+
+    Returns:
+        ``({"recipes": {name: figures}}, {name: training seconds})``.
+    """
+    from slidewise.engine.datasets import discover_pairs
+    from slidewise.engine.jobs import JobContext
+    from slidewise.engine.mapping_train import run_train
+    from slidewise.engine.protocol import Reporter
+    from slidewise.engine.runtime import RuntimeOptions
+
+    train_pairs = discover_pairs(train_images, train_masks)
+    test_pairs = discover_pairs(test_images, test_masks)
+    results: dict[str, Any] = {"recipes": {}}
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
+        img_dir, msk_dir = _write_scaled(train_pairs, Path(tmp) / "train", scale)
+        for name in recipes:
+            t0 = time.time()
+            params: dict[str, Any] = {
+                "DATASET_TYPE": "pairs",
+                "TRAIN_IMAGES": str(img_dir),
+                "TRAIN_MASKS": str(msk_dir),
+                "RECIPE": name,
+                "EPOCHS": epochs,
+                "BATCH_SIZE": batch_size,
+                "CHIPS_PER_EPOCH": chips_per_epoch,
+                "CHIP_SIZE": chip_size,
+                "SEED": seed,
+                "OUTPUT": str(Path(tmp) / f"{name}.safetensors"),
+            }
+            params.update((overrides or {}).get(name, {}))
+            ctx = JobContext(
+                name="trainmapping",
+                options=RuntimeOptions(device="cpu", seed=seed),
+                reporter=Reporter(_LogStream(name, verbose)),  # type: ignore[arg-type]
+            )
+            run_train(params, ctx)
+            results["recipes"][name] = evaluate_pairs(Path(params["OUTPUT"]), test_pairs, scale)
+            seconds[name] = time.time() - t0
+    return results, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train-images", required=True)
+    parser.add_argument("--train-masks", required=True)
+    parser.add_argument("--test-images", required=True)
+    parser.add_argument("--test-masks", required=True)
+    parser.add_argument("--json", required=True, help="output JSON file")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    started = time.time()
+    results, seconds = run_benchmark(
+        args.train_images,
+        args.train_masks,
+        args.test_images,
+        args.test_masks,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{'recipe':<14} {'precision':>9} {'recall':>7} {'F1':>7} {'IoU':>7} {'seconds':>8}")
+    for name, fig in results["recipes"].items():
+        print(
+            f"{name:<14} {fig['precision']:9.4f} {fig['recall']:7.4f} {fig['f1']:7.4f} "
+            f"{fig['iou']:7.4f} {seconds[name]:8.1f}"
+        )
+    print(f"total wall time {time.time() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
