@@ -1,6 +1,10 @@
 """Run engine jobs in a separate Python process and relay what they report.
 
-This module needs neither QGIS nor the engine's packages: the Processing
+This module needs neither QGIS nor the engine's packages, and it does not import
+``slidewise.engine`` (importing the engine configures GDAL for the engine's own
+process), so it keeps small copies of the protocol parser and of the
+partial-file naming rule; ``tests/plugin/test_engine_client.py`` checks both
+against the engine. The Processing
 algorithms call :func:`run_job` with callbacks that forward progress and log
 lines to ``QgsProcessingFeedback``, and tests can call it directly.
 """
