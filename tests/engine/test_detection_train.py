@@ -59,7 +59,7 @@ def test_encoder_weights_are_loaded_strictly(tmp_path: Path) -> None:
     save_file({f"encoder.{k}": v for k, v in body.items()}, str(tmp_path / "ok.safetensors"))
     info = load_backbone_weights(model, tmp_path / "ok.safetensors")
     assert info["prefix"] == "encoder." and info["tensors"] == len(body)
-    assert float(model.backbone.body.conv1.weight.mean()) == 0.5
+    assert float(model.backbone.body.conv1.weight.detach().mean()) == 0.5
     broken = dict(body)
     del broken["layer4.1.bn2.running_var"]
     broken["fc.weight"] = torch.zeros(2, 512)

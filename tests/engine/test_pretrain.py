@@ -112,6 +112,21 @@ def test_encoder_file_loads_strictly_into_smp_and_torchvision(tmp_path: Path) ->
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (64, 64, 3)).astype(np.uint8) for _ in range(2)]
     state = pretrain_encoder(images, "resnet18", 3, epochs=1, seed=0, batch_size=2, device="cpu")
+
+    class Boxes(torch.utils.data.Dataset):
+        """A detection-style dataset: (image tensor (C, H, W) in [0, 1], target)."""
+
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+            return torch.from_numpy(images[i]).permute(2, 0, 1) / 255.0, {"boxes": []}
+
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    from_dataset = pretrain_encoder(
+        Boxes(), epochs=1, batch_size=2, normalisation=imagenet, device="cpu"
+    )
+    assert set(from_dataset) == set(state)
     path = save_encoder(tmp_path / "enc.safetensors", state, "resnet18", 3, ["r", "g", "b"])
     meta = read_metadata(path)
     assert meta.task == "encoder" and meta.config["key_prefix"] == "encoder."
