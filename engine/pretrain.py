@@ -556,8 +556,9 @@ def mae_eval_loss(
     model.eval()
     total, weight = 0.0, 0
     with torch.no_grad():
-        for start in range(0, min(count, len(dataset)), settings.batch_size):
-            items = [dataset[i] for i in range(start, min(count, start + settings.batch_size))]
+        limit = min(count, len(dataset))
+        for start in range(0, limit, settings.batch_size):
+            items = [dataset[i] for i in range(start, min(limit, start + settings.batch_size))]
             x = torch.stack([a for a, _ in items]).to(device)
             valid = torch.stack([b for _, b in items]).to(device) != IGNORE
             mask = random_patch_mask(

@@ -246,3 +246,11 @@ def test_job_mae_and_teacher_distillation(tmp_path: Path) -> None:
         run_pretrain({**common, "BACKBONE": "resnet9", "OUTPUT": str(out)}, _ctx())
     with pytest.raises(InputError, match="multiple of 32"):
         run_pretrain({**common, "CHIP_SIZE": 48, "OUTPUT": str(out)}, _ctx())
+
+
+def test_pretraining_on_fewer_chips_than_the_evaluation_count() -> None:
+    """Fewer chips than EVAL_CHIPS (32) used to raise IndexError in mae_eval_loss."""
+    images = _bijie(3, 64)
+    settings = PretrainSettings(epochs=1, batch_size=2, lr=1e-3, patch=16, seed=0)
+    result = _pretrain_in_memory(images, settings, 3, 64, "fit", lambda _: None, None)
+    assert np.isfinite(result.metrics["eval_loss_after"])
