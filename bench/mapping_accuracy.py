@@ -120,8 +120,14 @@ def evaluate_pairs(
                 size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
                 small = Path(tmp) / f"{image.stem}.png"
                 rgb.resize(size, Image.Resampling.BOX).save(small)
+            window = int(meta.tile_size or 256)
             prob = predict_scene(
-                model, PairScene(small, None, LabelMapping()), bands, meta.normalisation
+                model,
+                PairScene(small, None, LabelMapping()),
+                bands,
+                meta.normalisation,
+                window=window,
+                overlap=window // 2,
             )
             full = F.interpolate(
                 torch.from_numpy(np.nan_to_num(prob))[None, None],

@@ -377,14 +377,27 @@ def _metrics_at(vp: _ValidationPass, threshold: float) -> dict[str, Any]:
     return out
 
 
+#: Thresholds within this much of the best validation score count as equally good.
+THRESHOLD_TOLERANCE = 0.01
+
+
 def _choose_threshold(vp: _ValidationPass, setting: str, metric: str) -> float:
+    """The threshold for ``setting`` ("auto" = tuned on the validation pass).
+
+    Tuning takes, among the thresholds of :data:`THRESHOLD_GRID` whose score is
+    within :data:`THRESHOLD_TOLERANCE` of the best, the one closest to 0.5: a
+    few validation images should not pull the threshold far for a tiny gain.
+    """
     if str(setting).strip().lower() != "auto":
         return float(setting)
     scores = [getattr(vp.confusion(t), metric) for t in THRESHOLD_GRID]
     best = max(scores)
-    # Among equally good thresholds take the one closest to 0.5.
-    ties = [t for t, s in zip(THRESHOLD_GRID, scores, strict=True) if s >= best - 1e-12]
-    return min(ties, key=lambda t: abs(t - 0.5))
+    near = [
+        t
+        for t, s in zip(THRESHOLD_GRID, scores, strict=True)
+        if s >= best - THRESHOLD_TOLERANCE - 1e-12
+    ]
+    return min(near, key=lambda t: abs(t - 0.5))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -690,12 +703,15 @@ def predict_scene(
     normalisation: dict[str, Any],
     device: str | torch.device = "cpu",
     window: int = 1024,
+    overlap: int = 0,
 ) -> np.ndarray:
     """Landslide probability of a whole (small) scene, window by window.
 
-    Windows do not overlap (for evaluation of small images; the seam-free
-    mapping of large rasters lives in the mapping job). Each window is padded
-    to a multiple of 32 by reflection.
+    For evaluating small images (the seam-free mapping of large rasters lives
+    in the mapping job). Use the training chip size as ``window`` (the model
+    file's ``tile_size``): a network trained on small chips can behave
+    differently on much larger inputs. Overlapping windows are averaged; each
+    window is padded to a multiple of 32 by reflection.
 
     Args:
         model: Trained model.
@@ -704,16 +720,21 @@ def predict_scene(
         normalisation: Stored normalisation.
         device: Torch device.
         window: Window side in pixels.
+        overlap: Overlap of neighbouring windows in pixels (``< window``).
 
     Returns:
         Probabilities (H, W) float32; NaN where the image has nodata.
     """
     from slidewise.engine.datasets import Chip, chip_grid
 
+    if not 0 <= overlap < window:
+        raise ValueError("overlap must be in [0, window)")
     model.eval()
-    out = np.full((scene.height, scene.width), np.nan, np.float32)
+    total = np.zeros((scene.height, scene.width), np.float32)
+    count = np.zeros((scene.height, scene.width), np.float32)
+    nodata = np.zeros((scene.height, scene.width), bool)
     with torch.no_grad():
-        for r, c, h, w in chip_grid(scene.height, scene.width, window, window):
+        for r, c, h, w in chip_grid(scene.height, scene.width, window, window - overlap):
             a = scene.read_image(Chip(0, r, c, h, w), bands)
             bad = ~np.all(np.isfinite(a), axis=0)
             x = normalise(torch.from_numpy(a)[None], normalisation)
@@ -723,9 +744,11 @@ def predict_scene(
                 mode = "reflect" if h > ph and w > pw else "replicate"
                 x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
             logits = main_logits(model(x.to(device))).float()[0, 0, :h, :w].cpu()
-            prob = torch.sigmoid(logits).numpy()
-            prob[bad] = np.nan
-            out[r : r + h, c : c + w] = prob
+            total[r : r + h, c : c + w] += torch.sigmoid(logits).numpy()
+            count[r : r + h, c : c + w] += 1
+            nodata[r : r + h, c : c + w] |= bad
+    out = total / np.maximum(count, 1)
+    out[nodata] = np.nan
     return out
 
 
