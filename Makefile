@@ -54,6 +54,9 @@ link:
 test: install test-engine test-plugin
 
 test-engine:
+	@# The editable install may point at another checkout: point it at this one.
+	@cd /tmp && $(ENGINE_PY) -c "import slidewise, sys; sys.exit(not slidewise.__file__.startswith('$(CURDIR)/'))" \
+	  || $(ENGINE_PY) -m pip install -q --no-deps -e $(CURDIR)
 	cd $(CURDIR) && $(ENGINE_PY) -m pytest tests/engine -p no:cacheprovider $(PYTEST_ARGS)
 
 test-plugin:
