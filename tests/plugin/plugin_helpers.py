@@ -6,6 +6,7 @@ PyQGIS); the engine runs in the environment named by ``SLIDEWISE_PYTHON``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -27,13 +28,18 @@ def _plugin_parent(root: Path) -> Path:
         return REPO.parent
     root.mkdir(parents=True, exist_ok=True)
     link = root / "slidewise"
+    if link.is_symlink() and link.resolve() != REPO.resolve():
+        link.unlink()  # left by another checkout
     if not link.exists():
         link.symlink_to(REPO, target_is_directory=True)
     return root
 
 
+_CHECKOUT = hashlib.sha1(str(REPO.resolve()).encode()).hexdigest()[:10]
 PLUGINS_DIR = _plugin_parent(
-    Path(os.environ.get("TMPDIR", "/tmp")) / f"slidewise-tests-{os.getuid()}" / "plugins"
+    Path(os.environ.get("TMPDIR", "/tmp"))
+    / f"slidewise-tests-{os.getuid()}-{_CHECKOUT}"
+    / "plugins"
 )
 sys.path.insert(0, str(PLUGINS_DIR))
 os.environ.setdefault("SLIDEWISE_PYTHON", str(DEFAULT_ENGINE_PY))
