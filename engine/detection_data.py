@@ -592,7 +592,7 @@ def read_coco(
     negatives.
 
     Args:
-        path: The ``.json`` file.
+        path: The ``.json`` file, or a folder holding exactly one.
         image_dir: Folder of the images (optional).
         box_frame: ``auto``, ``image`` or ``annotation`` (stated ``width``/``height``).
         min_size: Boxes thinner than this (pixels, after clipping) are dropped.
@@ -603,6 +603,14 @@ def read_coco(
         InputError: missing or unreadable JSON, no images, missing images, bad boxes.
     """
     p = Path(path)
+    if str(path) and p.is_dir():
+        found = sorted(p.glob("*.json"))
+        if len(found) != 1:
+            raise InputError(
+                f"The folder '{p}' holds {len(found)} .json files: give the COCO annotation "
+                "file itself, or a folder with exactly one."
+            )
+        p = found[0]
     if not str(path) or not p.is_file():
         raise InputError(f"The COCO annotation file '{p}' does not exist: check the path.")
     if p.stat().st_size == 0:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from rasterio.windows import transform as window_transform
 
 from slidewise.engine.errors import InputError
 from slidewise.engine.jobs import JobContext, JobResult, check_known, require
+from slidewise.engine.modelfile import read_metadata
 from slidewise.engine.outputs import check_writable
 from slidewise.engine.raster import RasterInfo, create_raster, open_raster, output_profile
 
@@ -40,6 +42,9 @@ PARAMS = {
     "BATCH_SIZE",
     "TTA",
     "BANDS",
+    "REGION",
+    "REGION_POLYGONS",
+    "REGION_FIELD",
 }
 MASK_NODATA = 255
 """Nodata value of the mask output (0 = not landslide, 1 = landslide)."""
@@ -403,6 +408,20 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
             the model's order: 1-based numbers or band descriptions separated by
             commas (e.g. ``4,3,2,8``). Empty: the raster's bands as they are,
             checked against the model's band names.
+        REGION (str, optional, default ""): Multi-region models (``addregion``):
+            the region whose decoder maps the raster, or the pixels outside
+            REGION_POLYGONS. May be empty for a one-region model, or when
+            REGION_POLYGONS covers what should be mapped.
+        REGION_POLYGONS (str, optional vector path, default ""): Multi-region
+            models: polygons with a region attribute; each pixel inside is
+            mapped by its polygon's region decoder (overlaps: the first region
+            in the model's order wins). Pixels outside every polygon use REGION,
+            or are nodata when REGION is empty.
+        REGION_FIELD (str, default "region"): The attribute of REGION_POLYGONS
+            holding region names.
+
+    With a multi-region model and no THRESHOLD, each pixel is thresholded at
+    the stored threshold of the region that predicted it.
     """
     from slidewise.engine.runtime import apply, select_device
     from slidewise.engine.segmodels import load_mapping_model
@@ -451,18 +470,71 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     apply(ctx.options)
     device = select_device(ctx.options.device)
-    model, meta = load_mapping_model(str(params["MODEL"]), device=device)
-    in_channels = int((meta.config or {}).get("in_channels", len(meta.bands)) or 0)
-    model_bands = list(meta.bands) or [f"band_{i + 1}" for i in range(in_channels)]
-    choice = match_bands(info, model_bands, params.get("BANDS"), meta.extra.get("band_indices"))
+    model_path = str(params["MODEL"])
+    region = str(params.get("REGION") or "").strip()
+    region_layer = str(params.get("REGION_POLYGONS") or "").strip()
+    region_field = str(params.get("REGION_FIELD") or "").strip() or "region"
+    multi: Any = None
+    if read_metadata(model_path).task == "multiregion":
+        from slidewise.engine.multiregion import load_multiregion
+
+        multi, meta = load_multiregion(model_path, device=device)
+        if region:
+            multi.require(region)
+        elif not region_layer and len(multi.regions) != 1:
+            raise InputError(
+                f"The model has regions {', '.join(multi.regions)}: choose the REGION whose "
+                "decoder maps this raster, or give REGION_POLYGONS with a region attribute."
+            )
+        records = {r: multi.record(r) for r in multi.regions}
+        reference = records[region or multi.regions[0]]
+        model_bands = list(reference.get("bands") or meta.bands)
+        trained_indexes = reference.get("band_indices")
+        stored_thresholds = {r: float(rec.get("threshold", 0.5)) for r, rec in records.items()}
+        trained_tile = max(int(rec.get("tile_size") or 0) for rec in records.values())
+        default_tile = default_tile_size(dc_replace(meta, tile_size=trained_tile))
+        multiple = int(multi.output_stride)
+        described = f"{meta.architecture} with region decoders {', '.join(multi.regions)}"
+    else:
+        if region or region_layer:
+            raise InputError(
+                f"REGION and REGION_POLYGONS choose decoders of a multi-region model, but "
+                f"'{Path(model_path).name}' has a single decoder: leave them empty, or use a "
+                "model from the addregion algorithm."
+            )
+        model, meta = load_mapping_model(model_path, device=device)
+        in_channels = int((meta.config or {}).get("in_channels", len(meta.bands)) or 0)
+        model_bands = list(meta.bands) or [f"band_{i + 1}" for i in range(in_channels)]
+        trained_indexes = meta.extra.get("band_indices")
+        stored = (meta.extra or {}).get("threshold")
+        stored_thresholds = {}
+        if isinstance(stored, (int, float)) and 0 <= stored <= 1:
+            stored_thresholds[""] = float(stored)
+        default_tile = default_tile_size(meta)
+        multiple = _alignment(meta)
+        described = str(meta.architecture)
+    choice = match_bands(info, model_bands, params.get("BANDS"), trained_indexes)
     if choice.warning:
         ctx.warn(choice.warning)
-    stored = (meta.extra or {}).get("threshold")
-    if not threshold_given and isinstance(stored, (int, float)) and 0 <= stored <= 1:
-        threshold = float(stored)
-        ctx.log(f"THRESHOLD {threshold:g}: the threshold stored in the model (tuned in training).")
-    tile = _number(params, "TILE_SIZE", default_tile_size(meta), 32, integer=True)
-    multiple = _alignment(meta)
+    # Thresholds per region index (multi-region) or one for all.
+    lookup = np.full(256, threshold, dtype=np.float64)
+    if not threshold_given and stored_thresholds:
+        if multi is None:
+            threshold = stored_thresholds[""]
+            lookup[:] = threshold
+            ctx.log(
+                f"THRESHOLD {threshold:g}: the threshold stored in the model (tuned in training)."
+            )
+        else:
+            for k, r in enumerate(multi.regions):
+                lookup[k] = stored_thresholds[r]
+            threshold = stored_thresholds[region or multi.regions[0]]
+            ctx.log(
+                "THRESHOLD: each region's stored threshold ("
+                + ", ".join(f"{r} {t:g}" for r, t in stored_thresholds.items())
+                + ")."
+            )
+    tile = _number(params, "TILE_SIZE", default_tile, 32, integer=True)
     tile = -(-tile // multiple) * multiple
     overlap = -(-overlap // multiple) * multiple
     if overlap >= tile:
@@ -472,7 +544,7 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
         )
     batch = batch_size or default_batch_size(device)
     ctx.log(
-        f"Mapping {info.width} x {info.height} px with {meta.architecture} on {device}: "
+        f"Mapping {info.width} x {info.height} px with {described} on {device}: "
         f"bands {choice.indexes}, tile {tile}, overlap {overlap}, batch {batch}, "
         f"TTA {'on' if tta else 'off'}."
     )
@@ -484,31 +556,63 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
         )
     started = time.perf_counter()
     stats = PredictionStats()
+    region_stats: dict[str, Any] = {}
     figures: dict[str, Any] = {}
     with ExitStack() as stack:
         output_mask = None
         if str(params.get("AOI") or "").strip():
             output_mask = aoi_mask(str(params["AOI"]).strip(), info, stack)
-        sinks = _open_outputs(outputs, info, min_area, threshold, stack)
         reader = stack.enter_context(_open_reader(info.path))
-        strips = iter_predictions(
-            model,
-            reader,
-            bands=choice.indexes,
-            normalisation=meta.normalisation,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch,
-            tta=tta,
-            device=device,
-            progress=ctx.stage(0, 95),
-            output_mask=output_mask,
-            multiple=multiple,
-            stats=stats,
-        )
-        for window, prob in rechunk(strips):
-            sinks.add(window, prob)
+        options: dict[str, Any] = {
+            "bands": choice.indexes,
+            "tile": tile,
+            "overlap": overlap,
+            "batch_size": batch,
+            "tta": tta,
+            "device": device,
+            "progress": ctx.stage(0, 95),
+            "output_mask": output_mask,
+        }
+        if multi is None:
+            strips = iter_predictions(
+                model,
+                reader,
+                normalisation=meta.normalisation,
+                multiple=multiple,
+                stats=stats,
+                **options,
+            )
+            sinks = _open_outputs(outputs, info, min_area, threshold, stack)
+            for window, prob in rechunk(strips):
+                sinks.add(window, prob)
+        else:
+            from slidewise.engine.multiregion import iter_region_predictions
+
+            region_strips = iter_region_predictions(
+                multi,
+                reader,
+                region or None,
+                region_layer or None,
+                region_field,
+                stats=region_stats,
+                **options,
+            )
+            sinks = _open_outputs(outputs, info, min_area, threshold, stack)
+            # Probability and per-pixel threshold travel together through rechunk.
+            pairs = (
+                (window, np.stack([prob, lookup[index]], axis=-1))
+                for window, prob, index in region_strips
+            )
+            for window, both in rechunk(pairs):
+                sinks.add(window, both[..., 0], both[..., 1])
         figures.update(sinks.finish(ctx))
+    if multi is not None:
+        used = list(region_stats.get("regions", []))
+        figures["regions"] = ", ".join(used)
+        figures["region_thresholds"] = {r: float(lookup[multi.regions.index(r)]) for r in used}
+        stats = region_stats[used[0]]
+        stats.tiles_total = sum(region_stats[r].tiles_total for r in used)
+        stats.tiles_skipped = sum(region_stats[r].tiles_skipped for r in used)
     seconds = time.perf_counter() - started
     figures.update(
         {
@@ -539,8 +643,9 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     return JobResult(
         outputs=written,
         figures=figures,
-        inputs=[info.path, str(params["MODEL"])]
-        + ([str(params["AOI"])] if str(params.get("AOI") or "").strip() else []),
+        inputs=[info.path, model_path]
+        + ([str(params["AOI"])] if str(params.get("AOI") or "").strip() else [])
+        + ([region_layer] if region_layer else []),
         device=device.type,
     )
 
@@ -564,12 +669,13 @@ class _Sinks:
         self.valid = 0
         self.area = 0.0
 
-    def add(self, window: Window, prob: np.ndarray) -> None:
+    def add(self, window: Window, prob: np.ndarray, threshold: np.ndarray | None = None) -> None:
+        """Write a strip; ``threshold`` (same shape) overrides the threshold per pixel."""
         from slidewise.engine.polygons import pixel_areas
 
         valid = np.isfinite(prob)
         with np.errstate(invalid="ignore"):
-            slide = valid & (prob >= self.threshold)
+            slide = valid & (prob >= (self.threshold if threshold is None else threshold))
         self.valid += int(np.count_nonzero(valid))
         self.landslide += int(np.count_nonzero(slide))
         rows = int(window.row_off), int(window.height)

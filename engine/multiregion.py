@@ -110,6 +110,8 @@ ARCHITECTURE = "unet"
 REGION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,63}$")
 #: The name given to the region of a converted single-region mapping model.
 DEFAULT_BASE_REGION = "base"
+#: Region index of pixels no decoder predicted (see :func:`iter_region_predictions`).
+NO_REGION = 255
 #: Decoder channels of new models (the trainmapping default recipe's light decoder).
 DEFAULT_DECODER_CHANNELS = [128, 64, 32, 16, 8]
 
@@ -1633,7 +1635,7 @@ class _RegionAreas:
         return np.zeros(shape, dtype=bool)
 
 
-def predict_regions(
+def iter_region_predictions(
     model: MultiRegionModel,
     raster: Any,
     region: str | None = None,
@@ -1642,7 +1644,6 @@ def predict_regions(
     *,
     bands: Sequence[int] | None = None,
     output_mask: Callable[[Any], np.ndarray] | None = None,
-    sink: Callable[[Any, np.ndarray], None] | None = None,
     tile: int | None = None,
     overlap: int | None = None,
     batch_size: int | None = None,
@@ -1650,8 +1651,8 @@ def predict_regions(
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
     stats: dict[str, Any] | None = None,
-) -> np.ndarray | None:
-    """Map landslide probabilities with one region's decoder, or per area.
+) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+    """Landslide probabilities strip by strip, each pixel with its region's decoder.
 
     Without ``regions_polygons`` every pixel is predicted with ``region``'s
     decoder (``None`` is allowed for a one-region model). With it, pixels
@@ -1663,6 +1664,9 @@ def predict_regions(
     strips are merged as they come, so memory stays bounded by one tile row
     per region used.
 
+    The plan (regions, polygons) is checked when this function is called, so
+    bad input is refused before any output is opened.
+
     Args:
         model: The multi-region model (:func:`load_multiregion`).
         raster: Raster path or open rasterio dataset (an array only without polygons).
@@ -1673,8 +1677,6 @@ def predict_regions(
         bands: 1-based raster bands feeding the model, in the model's band order
             (all bands when ``None``).
         output_mask: Extra ``f(window) -> bool`` (e.g. an AOI): pixels outside are NaN.
-        sink: Receives ``(window, probability)`` strips; when ``None`` the whole
-            array is returned (small rasters only).
         tile: Tile side (default: the largest region training tile, at least 576).
         overlap: Tile overlap (default :data:`slidewise.engine.tiling.DEFAULT_OVERLAP`).
         batch_size: Tiles per forward pass.
@@ -1684,8 +1686,10 @@ def predict_regions(
         stats: Filled with ``region -> PredictionStats`` and ``"regions"`` (those used).
 
     Returns:
-        Probabilities (rows, cols) float32 with NaN where not predicted, or
-        ``None`` when ``sink`` took the strips.
+        An iterator of ``(window, probability, region_index)`` full-width row
+        strips: probability float32 with NaN where not predicted, and the
+        index in ``model.regions`` of the decoder that predicted each pixel
+        (uint8, :data:`NO_REGION` where not predicted).
 
     Raises:
         InputError: unknown region (listing the model's regions), no region
@@ -1719,11 +1723,7 @@ def predict_regions(
 
         if isinstance(raster, np.ndarray):
             raise InputError("Region polygons need a georeferenced raster, not an array.")
-        if isinstance(raster, (str, os.PathLike)):
-            info = open_raster(raster)
-            to_close = src = rasterio.open(raster)
-        else:
-            info = open_raster(raster.name)
+        info = open_raster(raster if isinstance(raster, (str, os.PathLike)) else raster.name)
         areas = _RegionAreas(regions_polygons, region_field, info, model.regions)
 
         def area_mask(r: str | None) -> Callable[[Any], np.ndarray]:
@@ -1736,16 +1736,23 @@ def predict_regions(
         plan = [(r, area_mask(r)) for r in areas.order]
         if region is not None:
             plan.append((region, area_mask(None)))
+        if isinstance(raster, (str, os.PathLike)):
+            to_close = src = rasterio.open(raster)
     else:
         assert region is not None
         plan = [(region, output_mask)]
     if not plan:
-        raise InputError("No region polygon overlaps the model's regions and REGION is empty.")
+        raise InputError(
+            "No polygon of the region layer names one of the model's regions "
+            f"({', '.join(model.regions)}) and no REGION was given for the rest: fix the "
+            "layer's region values or choose a REGION."
+        )
 
     trained = max(int(model.record(r).get("tile_size") or 0) for r, _ in plan)
     tile = int(tile or max(trained, DEFAULT_TILE))
     overlap = DEFAULT_OVERLAP if overlap is None else int(overlap)
     fractions = [0.0] * len(plan)
+    codes = [model.regions.index(r) for r, _ in plan]
 
     def stage(k: int) -> ProgressFn:
         def report(fraction: float) -> None:
@@ -1756,42 +1763,85 @@ def predict_regions(
         return report
 
     run_stats = {r: PredictionStats() for r, _ in plan}
+
+    def generate() -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+        try:
+            # One GDAL environment for all regions: the region streams run interleaved.
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                streams: list[Iterator[tuple[Any, np.ndarray]]] = [
+                    iter_predictions(
+                        model.view(r),
+                        src,
+                        bands=bands,
+                        normalisation=model.record(r).get("normalisation") or {},
+                        tile=tile,
+                        overlap=overlap,
+                        batch_size=batch_size,
+                        tta=tta,
+                        device=device,
+                        progress=stage(k),
+                        output_mask=mask,
+                        multiple=model.output_stride,
+                        stats=run_stats[r],
+                        gdal_cache_mb=None,
+                    )
+                    for k, (r, mask) in enumerate(plan)
+                ]
+                # Every stream yields the same strips (same raster, tile and overlap).
+                for parts in zip(*streams, strict=True):
+                    window, merged = parts[0]
+                    index = np.where(np.isfinite(merged), codes[0], NO_REGION).astype(np.uint8)
+                    for code, (_, prob) in zip(codes[1:], parts[1:], strict=True):
+                        have = np.isfinite(prob)
+                        merged = np.where(have, prob, merged)
+                        index[have] = code
+                    yield window, merged, index
+        finally:
+            if to_close is not None:
+                to_close.close()
+        if stats is not None:
+            stats.update(run_stats)
+            stats["regions"] = [r for r, _ in plan]
+
+    return generate()
+
+
+def predict_regions(
+    model: MultiRegionModel,
+    raster: Any,
+    region: str | None = None,
+    regions_polygons: Any = None,
+    region_field: str = "region",
+    *,
+    sink: Callable[[Any, np.ndarray], None] | None = None,
+    **options: Any,
+) -> np.ndarray | None:
+    """Map landslide probabilities with one region's decoder, or per area.
+
+    Args:
+        model: The multi-region model (:func:`load_multiregion`).
+        raster: Raster path or open rasterio dataset (an array only without polygons).
+        region: Region for the whole raster, or for pixels outside the polygons.
+        regions_polygons: Polygon layer with a region attribute.
+        region_field: Attribute holding region names.
+        sink: Receives ``(window, probability)`` strips; when ``None`` the whole
+            array is returned (small rasters only).
+        **options: Keyword options of :func:`iter_region_predictions` (bands,
+            output_mask, tile, overlap, batch_size, tta, device, progress, stats).
+
+    Returns:
+        Probabilities (rows, cols) float32 with NaN where not predicted, or
+        ``None`` when ``sink`` took the strips.
+
+    Raises:
+        InputError: as :func:`iter_region_predictions`.
+    """
     strips: list[np.ndarray] = []
-    try:
-        # One GDAL environment for all regions: the region streams run interleaved.
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            streams: list[Iterator[tuple[Any, np.ndarray]]] = [
-                iter_predictions(
-                    model.view(r),
-                    src,
-                    bands=bands,
-                    normalisation=model.record(r).get("normalisation") or {},
-                    tile=tile,
-                    overlap=overlap,
-                    batch_size=batch_size,
-                    tta=tta,
-                    device=device,
-                    progress=stage(k),
-                    output_mask=mask,
-                    multiple=model.output_stride,
-                    stats=run_stats[r],
-                    gdal_cache_mb=None,
-                )
-                for k, (r, mask) in enumerate(plan)
-            ]
-            # Every stream yields the same strips (same raster, tile and overlap).
-            for parts in zip(*streams, strict=True):
-                window, merged = parts[0]
-                for _, prob in parts[1:]:
-                    merged = np.where(np.isfinite(prob), prob, merged)
-                if sink is not None:
-                    sink(window, merged)
-                else:
-                    strips.append(merged)
-    finally:
-        if to_close is not None:
-            to_close.close()
-    if stats is not None:
-        stats.update(run_stats)
-        stats["regions"] = [r for r, _ in plan]
+    for window, prob, _ in iter_region_predictions(
+        model, raster, region, regions_polygons, region_field, **options
+    ):
+        if sink is not None:
+            sink(window, prob)
+        else:
+            strips.append(prob)
     return None if sink is not None else np.concatenate(strips, axis=0)

@@ -153,7 +153,11 @@ def test_coco_reader(tmp_path: Path) -> None:
     np.testing.assert_allclose(data.samples[0].boxes, [[5, 6, 15, 14]])
     assert data.n_negatives == 1
     assert any("crowd" in n for n in data.notes)
+    # A folder holding exactly one .json stands for it (the Processing folder picker).
+    np.testing.assert_allclose(read_coco(tmp_path).samples[0].boxes, [[5, 6, 15, 14]])
     (tmp_path / "bad.json").write_text("")
+    with pytest.raises(InputError, match=r"holds 2 \.json files"):
+        read_coco(tmp_path)
     with pytest.raises(InputError, match="is empty"):
         read_coco(tmp_path / "bad.json")
     doc["images"].append({"id": 3, "file_name": "gone.jpg"})

@@ -202,6 +202,49 @@ def test_round_trip_two_regions_and_region_mapping(
     with pytest.raises(InputError, match=r"region\(s\) x that the model does not have"):
         predict_regions(loaded, str(raster), None, bad)
 
+    # The maplandslides job picks decoders the same way, with each region's threshold.
+    from slidewise.engine.mapping import run_map
+
+    ctx = JobContext("maplandslides", RuntimeOptions(device="cpu"), Reporter(io.StringIO()))
+    loaded.records["a"]["threshold"], loaded.records["b"]["threshold"] = 0.2, 0.9
+    save_multiregion(path, loaded)
+    prob_tif, mask_tif = tmp_path / "prob.tif", tmp_path / "mask.tif"
+    job = {
+        "INPUT": str(raster),
+        "MODEL": str(path),
+        "REGION_POLYGONS": str(polygons),
+        "REGION_FIELD": "REGION",
+        "TILE_SIZE": 64,
+        "OVERLAP": 32,
+        "OUTPUT_PROBABILITY": str(prob_tif),
+        "OUTPUT_MASK": str(mask_tif),
+    }
+    result = run_map(job, ctx)
+    assert result.figures["regions"] == "a, b"
+    assert result.figures["region_thresholds"] == {"a": pytest.approx(0.2), "b": 0.9}
+    with rasterio.open(prob_tif) as src:
+        np.testing.assert_allclose(src.read(1), mixed, atol=1e-6)
+    with rasterio.open(mask_tif) as src:
+        written = src.read(1)
+    np.testing.assert_array_equal(written[:, :48], (mixed[:, :48] >= 0.2).astype(np.uint8))
+    np.testing.assert_array_equal(written[:, 64:], (mixed[:, 64:] >= 0.9).astype(np.uint8))
+    assert (written[:, 48:64] == 255).all()
+    one = run_map({**job, "REGION": "b", "REGION_POLYGONS": "", "THRESHOLD": 0.5}, ctx)
+    assert one.figures["regions"] == "b"
+    with rasterio.open(prob_tif) as src:
+        np.testing.assert_allclose(src.read(1), whole["b"], atol=1e-6)
+    with rasterio.open(mask_tif) as src:
+        np.testing.assert_array_equal(src.read(1), (whole["b"] >= 0.5).astype(np.uint8))
+    with pytest.raises(InputError, match="choose the REGION"):
+        run_map({**job, "REGION_POLYGONS": ""}, ctx)
+    with pytest.raises(InputError, match="no region 'c'"):
+        run_map({**job, "REGION": "c"}, ctx)
+    single = tmp_path / "single.safetensors"
+    unet = build_model(TINY)
+    save_mapping_model(single, unet, TINY, ["red", "green", "blue"], {"kind": "none"})
+    with pytest.raises(InputError, match="has a single decoder"):
+        run_map({**job, "MODEL": str(single), "REGION": "a"}, ctx)
+
 
 def test_region_errors_and_other_tasks(tmp_path: Path, regions: dict[str, MappingData]) -> None:
     model = MultiRegionModel(TINY, ["a"])
