@@ -1,6 +1,8 @@
 """Slidewise Processing algorithms, one module each."""
 
+from slidewise.processing_provider.algorithms.add_region import AddRegionAlgorithm
 from slidewise.processing_provider.algorithms.check_engine import CheckEngineAlgorithm
+from slidewise.processing_provider.algorithms.detect_landslides import DetectLandslidesAlgorithm
 from slidewise.processing_provider.algorithms.evaluate_mapping import EvaluateMappingAlgorithm
 from slidewise.processing_provider.algorithms.evaluate_susceptibility import (
     EvaluateSusceptibilityAlgorithm,
@@ -9,9 +11,11 @@ from slidewise.processing_provider.algorithms.map_landslides import MapLandslide
 from slidewise.processing_provider.algorithms.predict_susceptibility import (
     PredictSusceptibilityAlgorithm,
 )
+from slidewise.processing_provider.algorithms.pretrain_encoder import PretrainEncoderAlgorithm
 from slidewise.processing_provider.algorithms.sample_factors import SampleFactorsAlgorithm
 from slidewise.processing_provider.algorithms.segment_blocks import SegmentBlocksAlgorithm
 from slidewise.processing_provider.algorithms.terrain_factors import TerrainFactorsAlgorithm
+from slidewise.processing_provider.algorithms.train_detection import TrainDetectionAlgorithm
 from slidewise.processing_provider.algorithms.train_mapping import TrainMappingAlgorithm
 from slidewise.processing_provider.algorithms.train_susceptibility import (
     TrainSusceptibilityAlgorithm,
@@ -27,5 +31,9 @@ ALGORITHMS = [
     TrainMappingAlgorithm,
     MapLandslidesAlgorithm,
     EvaluateMappingAlgorithm,
+    AddRegionAlgorithm,
+    PretrainEncoderAlgorithm,
+    TrainDetectionAlgorithm,
+    DetectLandslidesAlgorithm,
     CheckEngineAlgorithm,
 ]

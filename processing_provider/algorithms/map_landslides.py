@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -33,7 +34,8 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         "blended smoothly (no seams) and written window by window, so memory stays bounded. "
         "Writes the landslide probability, a mask at the threshold and landslide polygons "
         "with area and mean probability. The raster's bands must match the model's (count "
-        "and names); a mismatch is refused with the expected bands named."
+        "and names); a mismatch is refused with the expected bands named. A multi-region "
+        "model maps with the decoder of the chosen region, or per area from region polygons."
     )
 
     def initAlgorithm(self, config=None) -> None:
@@ -58,11 +60,40 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
                 "THRESHOLD",
                 tr("Threshold"),
                 QgsProcessingParameterNumber.Double,
-                defaultValue=0.5,
+                optional=True,
                 minValue=0.0,
                 maxValue=1.0,
             ),
-            "Probability at or above which a pixel is a landslide (mask and polygons).",
+            "Probability at or above which a pixel is a landslide (mask and polygons); empty: "
+            "the threshold stored in the model (tuned on validation in training; per region for "
+            "multi-region models), else 0.5.",
+        )
+        self.add(
+            QgsProcessingParameterString("REGION", tr("Region"), optional=True, defaultValue=""),
+            "Multi-region models (Add region to mapping model): the region whose decoder maps "
+            "the raster, or the pixels outside the region polygons. Empty: the only region, or "
+            "the region polygons alone.",
+        )
+        self.add(
+            QgsProcessingParameterVectorLayer(
+                "REGION_POLYGONS",
+                tr("Region polygons"),
+                [QgsProcessing.TypeVectorPolygon],
+                optional=True,
+            ),
+            "Multi-region models: polygons with a region attribute; each pixel inside is mapped "
+            "by its polygon's region decoder (overlaps: the model's first region wins).",
+        )
+        self.add(
+            QgsProcessingParameterField(
+                "REGION_FIELD",
+                tr("Region field"),
+                defaultValue="region",
+                parentLayerParameterName="REGION_POLYGONS",
+                type=QgsProcessingParameterField.String,
+                optional=True,
+            ),
+            "Attribute of the region polygons holding region names.",
         )
         self.add(
             QgsProcessingParameterNumber(
@@ -153,7 +184,6 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         params: dict = {
             "INPUT": self.raster_path(parameters, "INPUT", context, tr("image")),
             "MODEL": self.parameterAsFile(parameters, "MODEL", context),
-            "THRESHOLD": self.parameterAsDouble(parameters, "THRESHOLD", context),
             "MIN_AREA": self.parameterAsDouble(parameters, "MIN_AREA", context),
             "OVERLAP": self.parameterAsInt(parameters, "OVERLAP", context),
             "TTA": self.parameterAsBool(parameters, "TTA", context),
@@ -163,6 +193,16 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         for name in ("TILE_SIZE", "BATCH_SIZE"):
             if parameters.get(name) not in (None, ""):
                 params[name] = self.parameterAsInt(parameters, name, context)
+        if parameters.get("THRESHOLD") not in (None, ""):
+            params["THRESHOLD"] = self.parameterAsDouble(parameters, "THRESHOLD", context)
+        region = self.parameterAsString(parameters, "REGION", context).strip()
+        if region:
+            params["REGION"] = region
+        region_layer = self.vector_path(parameters, "REGION_POLYGONS", context)
+        if region_layer:
+            params["REGION_POLYGONS"] = region_layer
+            fields = self.parameterAsFields(parameters, "REGION_FIELD", context)
+            params["REGION_FIELD"] = fields[0] if fields else "region"
         aoi = self.vector_path(parameters, "AOI", context)
         if aoi:
             params["AOI"] = aoi

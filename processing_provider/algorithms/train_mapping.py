@@ -9,13 +9,15 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
-    QgsProcessingParameterVectorLayer,
 )
 
 from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
-from slidewise.processing_provider.algorithms.shared_parameters import POINTS_OR_POLYGONS
+from slidewise.processing_provider.algorithms.options import (
+    MAPPING_DATASET,
+    add_options,
+    option_params,
+)
 
-DATASET_TYPES = ["pairs", "l4s_h5", "geotiff"]
 RECIPES = ["default", "l4s_baseline"]
 ARCHITECTURES = [
     "(recipe)",
@@ -35,23 +37,6 @@ SELECT_METRICS = ["f1", "iou", "mcc"]
 
 #: Optional text parameters passed on as they are (name, label, help).
 TEXT_OPTIONS = (
-    (
-        "LANDSLIDE_VALUES",
-        "Landslide values",
-        "Mask or label values meaning landslide, e.g. 2; empty: 1 in 0/1 masks, 255 in 0/255.",
-    ),
-    ("IGNORE_VALUES", "Ignored values", "Label values not counted, e.g. 0 for unlabelled."),
-    (
-        "MASK_COLOR",
-        "Landslide colour in colour masks",
-        "RGB of landslide pixels in colour masks, e.g. 255,255,0 (Bijie yellow); empty: auto.",
-    ),
-    (
-        "BANDS",
-        "Bands",
-        "Bands to use, 1-based numbers or names (e.g. 4,3,2); empty: all. "
-        "Stored in the model and checked when mapping.",
-    ),
     (
         "ENCODER",
         "Encoder",
@@ -133,54 +118,7 @@ class TrainMappingAlgorithm(SlidewiseAlgorithm):
     )
 
     def initAlgorithm(self, config=None) -> None:
-        self.add(
-            QgsProcessingParameterEnum(
-                "DATASET_TYPE", tr("Dataset type"), options=DATASET_TYPES, defaultValue=0
-            ),
-            "pairs: image and mask files with the same names; l4s_h5: Landslide4Sense "
-            "image_N.h5 / mask_N.h5; geotiff: georeferenced images with label rasters or "
-            "landslide polygons.",
-        )
-        for name, label, optional, help_text in (
-            (
-                "TRAIN_IMAGES",
-                "Training images (folder or file)",
-                False,
-                "Folder (or one file) of training images.",
-            ),
-            (
-                "TRAIN_MASKS",
-                "Training masks (folder or file)",
-                True,
-                "Masks or label rasters with the images' file names (Landslide4Sense: mask_N.h5).",
-            ),
-            (
-                "VALID_IMAGES",
-                "Validation images",
-                True,
-                "Optional separate validation images; otherwise a spatial split of the training "
-                "data is used.",
-            ),
-            ("VALID_MASKS", "Validation masks", True, "Masks of the validation images."),
-        ):
-            self.add(
-                QgsProcessingParameterFile(
-                    name,
-                    tr(label),
-                    behavior=QgsProcessingParameterFile.Folder,
-                    optional=optional,
-                ),
-                help_text,
-            )
-        self.add(
-            QgsProcessingParameterVectorLayer(
-                "LABEL_POLYGONS",
-                tr("Landslide polygons"),
-                POINTS_OR_POLYGONS[1:],
-                optional=True,
-            ),
-            "For geotiff datasets: landslide polygons rasterised on each image grid.",
-        )
+        add_options(self, MAPPING_DATASET)
         self.add(
             QgsProcessingParameterEnum("RECIPE", tr("Recipe"), options=RECIPES, defaultValue=0),
             "default: the engine's recipe; l4s_baseline: the Landslide4Sense baseline.",
@@ -287,9 +225,7 @@ class TrainMappingAlgorithm(SlidewiseAlgorithm):
     def job_parameters(self, parameters, context, feedback):
         output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         params: dict = {
-            "DATASET_TYPE": DATASET_TYPES[
-                self.parameterAsEnum(parameters, "DATASET_TYPE", context)
-            ],
+            **option_params(self, parameters, context, MAPPING_DATASET),
             "RECIPE": RECIPES[self.parameterAsEnum(parameters, "RECIPE", context)],
             "NORMALISATION": NORMALISATIONS[
                 self.parameterAsEnum(parameters, "NORMALISATION", context)
@@ -301,16 +237,9 @@ class TrainMappingAlgorithm(SlidewiseAlgorithm):
             "RESUME": self.parameterAsBool(parameters, "RESUME", context),
             "OUTPUT": output,
         }
-        for name in (
-            "TRAIN_IMAGES",
-            "TRAIN_MASKS",
-            "VALID_IMAGES",
-            "VALID_MASKS",
-            "ENCODER_WEIGHTS",
-        ):
-            value = self.parameterAsFile(parameters, name, context)
-            if value:
-                params[name] = value
+        weights = self.parameterAsFile(parameters, "ENCODER_WEIGHTS", context)
+        if weights:
+            params["ENCODER_WEIGHTS"] = weights
         architecture = ARCHITECTURES[self.parameterAsEnum(parameters, "ARCHITECTURE", context)]
         if not architecture.startswith("("):
             params["ARCHITECTURE"] = architecture
@@ -329,9 +258,6 @@ class TrainMappingAlgorithm(SlidewiseAlgorithm):
                 params[name] = (self.parameterAsInt if kind == "int" else self.parameterAsDouble)(
                     parameters, name, context
                 )
-        polygons = self.vector_path(parameters, "LABEL_POLYGONS", context)
-        if polygons:
-            params["LABEL_POLYGONS"] = polygons
         checkpoint = self.parameterAsFileOutput(parameters, "CHECKPOINT", context)
         if checkpoint:
             params["CHECKPOINT"] = checkpoint

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plugin_helpers import PLUGINS_DIR, QGIS_PROCESS
+from plugin_helpers import BIJIE, PLUGINS_DIR, QGIS_PROCESS
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +72,27 @@ def qgis_process_env(
         timeout=120,
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def trained(qgis_app, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small model trained on the real pairs (1 epoch: mechanics, not accuracy)."""
+    import processing
+
+    out = tmp_path_factory.mktemp("mapping")
+    result = processing.run(
+        "slidewise:trainmapping",
+        {
+            "DATASET_TYPE": 0,
+            "TRAIN_IMAGES": str(BIJIE / "train" / "images"),
+            "TRAIN_MASKS": str(BIJIE / "train" / "masks"),
+            "MASK_COLOR": "255,255,0",
+            "ENCODER": "resnet18",
+            "ENCODER_DEPTH": 3,
+            "EPOCHS": 1,
+            "CHIP_SIZE": 128,
+            "BATCH_SIZE": 4,
+            "OUTPUT": str(out / "model.safetensors"),
+        },
+    )
+    return {"out": out, "result": result}

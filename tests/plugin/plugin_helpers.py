@@ -18,6 +18,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 TEST_DATA = REPO / "tests" / "data"
+BIJIE = TEST_DATA / "bijie"
 DEFAULT_ENGINE_PY = Path.home() / ".local/share/slidewise/engine-venv/bin/python"
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
 
@@ -57,3 +58,37 @@ def run_qgis_process(
 def real_dem() -> Path:
     """A real DEM shipped with the repository."""
     return TEST_DATA / "ecuador" / "dem_10m.tif"
+
+
+def assert_fails(alg: str, params: dict, needle: str, folder: Path) -> None:
+    """Run ``alg`` expecting a clear Processing error containing ``needle``.
+
+    The message must not be a traceback and ``folder`` must be left as it was
+    (no half-written output).
+    """
+    import processing
+    import pytest
+    from qgis.core import QgsProcessingException
+
+    before = set(folder.iterdir())
+    with pytest.raises(QgsProcessingException) as info:
+        processing.run(alg, params)
+    assert needle.lower() in str(info.value).lower(), str(info.value)
+    assert "Traceback" not in str(info.value)
+    assert set(folder.iterdir()) == before
+
+
+def model_metadata(path: str | Path) -> dict:
+    """The Slidewise metadata of a model file, read from the safetensors header.
+
+    The plugin side has no safetensors package: the header is an 8-byte
+    little-endian length followed by JSON, whose ``__metadata__["slidewise"]``
+    is the engine's metadata JSON.
+    """
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    return json.loads(header["__metadata__"]["slidewise"])

@@ -6,35 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from plugin_helpers import SHARED, TEST_DATA, run_qgis_process
+from plugin_helpers import BIJIE, SHARED, TEST_DATA, assert_fails, run_qgis_process
 
-BIJIE = TEST_DATA / "bijie"
 TEST_IMAGE = BIJIE / "test" / "images" / "10105.png"
 TEST_MASK = BIJIE / "test" / "masks" / "10105.png"
-
-
-@pytest.fixture(scope="module")
-def trained(qgis_app, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A small model trained on the real pairs (1 epoch: mechanics, not accuracy)."""
-    import processing
-
-    out = tmp_path_factory.mktemp("mapping")
-    result = processing.run(
-        "slidewise:trainmapping",
-        {
-            "DATASET_TYPE": 0,
-            "TRAIN_IMAGES": str(BIJIE / "train" / "images"),
-            "TRAIN_MASKS": str(BIJIE / "train" / "masks"),
-            "MASK_COLOR": "255,255,0",
-            "ENCODER": "resnet18",
-            "ENCODER_DEPTH": 3,
-            "EPOCHS": 1,
-            "CHIP_SIZE": 128,
-            "BATCH_SIZE": 4,
-            "OUTPUT": str(out / "model.safetensors"),
-        },
-    )
-    return {"out": out, "result": result}
 
 
 def test_train_writes_model_with_validation_metrics(trained) -> None:
@@ -86,23 +61,11 @@ def test_map_then_evaluate(trained, qgis_app) -> None:
     assert Path(evaluated["OUTPUT_HTML"]).is_file()
 
 
-def _fails(alg: str, params: dict, needle: str, folder: Path) -> None:
-    import processing
-    from qgis.core import QgsProcessingException
-
-    before = set(folder.iterdir())
-    with pytest.raises(QgsProcessingException) as info:
-        processing.run(alg, params)
-    assert needle.lower() in str(info.value).lower(), str(info.value)
-    assert "Traceback" not in str(info.value)
-    assert set(folder.iterdir()) == before
-
-
 def test_band_count_mismatch_names_expected_bands(trained, tmp_path: Path) -> None:
     tiles = sorted((SHARED / "mapping" / "chattogram_s2" / "images").glob("*.tif"))
     if not tiles:
         pytest.skip("shared data not available")
-    _fails(
+    assert_fails(
         "slidewise:maplandslides",
         {
             "INPUT": str(tiles[0]),
@@ -130,7 +93,7 @@ def test_model_of_another_task_is_refused(trained, qgis_app, tmp_path: Path) -> 
     )
     work = tmp_path / "work"
     work.mkdir()
-    _fails(
+    assert_fails(
         "slidewise:maplandslides",
         {
             "INPUT": str(TEST_IMAGE),
@@ -143,7 +106,7 @@ def test_model_of_another_task_is_refused(trained, qgis_app, tmp_path: Path) -> 
 
 
 def test_no_output_chosen(trained, tmp_path: Path) -> None:
-    _fails(
+    assert_fails(
         "slidewise:maplandslides",
         {"INPUT": str(TEST_IMAGE), "MODEL": trained["result"]["OUTPUT"]},
         "at least one output",
