@@ -23,9 +23,10 @@ def test_prediction_peak_rss_does_not_grow_with_raster_size(tmp_path: Path) -> N
     # Reading the stack at once would add at least the stack itself (float32: 153 MB more
     # at LARGE than at SMALL), and its encoded copies and the MLP's activations several
     # times over. Window by window, only GDAL's block cache (capped at 64 MB) fills
-    # further: about 45 MB measured.
+    # further: about 45 MB measured; predicting the stack as one window added 982 MB.
+    # The bound (the stack's own growth) leaves room for allocator noise.
     stack_growth = large["stack_mb"] - small["stack_mb"]
     rss_growth = large["peak_rss_mb"] - small["peak_rss_mb"]
-    assert rss_growth < 0.5 * stack_growth, (small, large)
+    assert rss_growth < stack_growth, (small, large)
     # The bench's own clean-up leaves no raster behind.
     assert not any(tmp_path.iterdir())
