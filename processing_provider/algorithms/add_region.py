@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingParameterFileDestination
-
-from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
 from slidewise.processing_provider.algorithms.options import (
     MAPPING_DATASET,
     Option,
-    add_options,
-    option_params,
+    OptionAlgorithm,
 )
 
 MODEL_FILTER = "Slidewise model (*.safetensors)"
@@ -176,7 +172,7 @@ TRAINING_OPTIONS = (
 )
 
 
-class AddRegionAlgorithm(SlidewiseAlgorithm):
+class AddRegionAlgorithm(OptionAlgorithm):
     """One shared encoder, one decoder per region, updated without forgetting."""
 
     ALG_ID = "addregion"
@@ -184,7 +180,6 @@ class AddRegionAlgorithm(SlidewiseAlgorithm):
     GROUP = "mapping"
     ICON = "mapping.svg"
     JOB = "addregion"
-    RUNTIME_PARAMETERS = True
     SHORT_HELP = (
         "Adds a decoder for a new region (ecoregion, sensor, event) to a mapping model whose "
         "encoder is shared by every region (TSMU). The old regions are measured before and "
@@ -194,26 +189,9 @@ class AddRegionAlgorithm(SlidewiseAlgorithm):
         "decoder by region name, or per area from a polygon layer with a region attribute."
     )
 
-    def initAlgorithm(self, config=None) -> None:
-        add_options(self, REGION_OPTIONS)
-        add_options(self, MAPPING_DATASET)
-        add_options(self, TRAINING_OPTIONS)
-        self.add(
-            QgsProcessingParameterFileDestination(
-                "OUTPUT", tr("Multi-region model file"), fileFilter=MODEL_FILTER
-            ),
-            "The model with every region's decoder (may be the input model file: it is "
-            "replaced only when training has finished).",
-        )
-        self.add_runtime_parameters()
-
-    def job_parameters(self, parameters, context, feedback):
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        params = {
-            **option_params(self, parameters, context, REGION_OPTIONS),
-            **option_params(self, parameters, context, MAPPING_DATASET),
-            **option_params(self, parameters, context, TRAINING_OPTIONS),
-            "SEED": self.parameterAsInt(parameters, "SEED", context),
-            "OUTPUT": output,
-        }
-        return params, [output]
+    OPTIONS = (REGION_OPTIONS, MAPPING_DATASET, TRAINING_OPTIONS)
+    OUTPUT_LABEL = "Multi-region model file"
+    OUTPUT_HELP = (
+        "The model with every region's decoder (may be the input model file: it is "
+        "replaced only when training has finished)."
+    )

@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsProcessingUtils,
@@ -164,6 +165,22 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
             "Ask PyTorch for deterministic kernels (repeatable on GPU, slower).",
             advanced=True,
         )
+
+    def add_output_file(self, label: str, file_filter: str, help_text: str) -> None:
+        """OUTPUT (the file the job writes), then the runtime parameters."""
+        self.add(
+            QgsProcessingParameterFileDestination("OUTPUT", tr(label), fileFilter=file_filter),
+            help_text,
+        )
+        self.add_runtime_parameters()
+
+    def with_output_file(
+        self, params: dict[str, Any], parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Job parameters of a one-file algorithm: ``params`` plus SEED and OUTPUT."""
+        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        seed = self.parameterAsInt(parameters, "SEED", context)
+        return {**params, "SEED": seed, "OUTPUT": output}, [output]
 
     def runtime_options(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict:
         """Runtime options from the shared advanced parameters."""

@@ -116,6 +116,31 @@ def add_options(alg: SlidewiseAlgorithm, options: Sequence[Option]) -> None:
         alg.add(_definition(option), option.help, advanced=option.advanced)
 
 
+class OptionAlgorithm(SlidewiseAlgorithm):
+    """An algorithm made of option tables and one output file (a model, an encoder).
+
+    Subclasses set ``OPTIONS`` (tables of :class:`Option`, in dialog order) and
+    ``OUTPUT_LABEL``, ``OUTPUT_FILTER`` and ``OUTPUT_HELP``.
+    """
+
+    OPTIONS: tuple[Sequence[Option], ...] = ()
+    OUTPUT_LABEL = "Model file"
+    OUTPUT_FILTER = "Slidewise model (*.safetensors)"
+    OUTPUT_HELP = ""
+    RUNTIME_PARAMETERS = True
+
+    def initAlgorithm(self, config=None) -> None:
+        for table in self.OPTIONS:
+            add_options(self, table)
+        self.add_output_file(self.OUTPUT_LABEL, self.OUTPUT_FILTER, self.OUTPUT_HELP)
+
+    def job_parameters(self, parameters, context, feedback):
+        params: dict[str, Any] = {}
+        for table in self.OPTIONS:
+            params.update(option_params(self, parameters, context, table))
+        return self.with_output_file(params, parameters, context)
+
+
 def option_params(
     alg: SlidewiseAlgorithm,
     parameters: dict[str, Any],

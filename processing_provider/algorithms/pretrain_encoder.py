@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingParameterFileDestination
-
-from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
 from slidewise.processing_provider.algorithms.options import (
     DATASET_TYPES,
     LABEL_READING,
     Option,
-    add_options,
-    option_params,
+    OptionAlgorithm,
 )
 
 PRETRAIN_OPTIONS = (
@@ -123,7 +119,7 @@ PRETRAIN_OPTIONS = (
 )
 
 
-class PretrainEncoderAlgorithm(SlidewiseAlgorithm):
+class PretrainEncoderAlgorithm(OptionAlgorithm):
     """Masked-autoencoder or distillation pre-training of an encoder on landslide imagery."""
 
     ALG_ID = "pretrainencoder"
@@ -131,7 +127,6 @@ class PretrainEncoderAlgorithm(SlidewiseAlgorithm):
     GROUP = "detection"
     ICON = "detection.svg"
     JOB = "pretrainencoder"
-    RUNTIME_PARAMETERS = True
     SHORT_HELP = (
         "Pre-trains an encoder without labels on landslide imagery of any band count with a "
         "masked autoencoder (mask ratio 0.75 by default), or distils a trained mapping "
@@ -142,21 +137,7 @@ class PretrainEncoderAlgorithm(SlidewiseAlgorithm):
         "baseline (MAE) or the student-teacher agreement (distill)."
     )
 
-    def initAlgorithm(self, config=None) -> None:
-        add_options(self, PRETRAIN_OPTIONS)
-        self.add(
-            QgsProcessingParameterFileDestination(
-                "OUTPUT", tr("Encoder file"), fileFilter="Slidewise encoder (*.safetensors)"
-            ),
-            "The encoder weights (safetensors; task encoder) with bands and normalisation.",
-        )
-        self.add_runtime_parameters()
-
-    def job_parameters(self, parameters, context, feedback):
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        params = {
-            **option_params(self, parameters, context, PRETRAIN_OPTIONS),
-            "SEED": self.parameterAsInt(parameters, "SEED", context),
-            "OUTPUT": output,
-        }
-        return params, [output]
+    OPTIONS = (PRETRAIN_OPTIONS,)
+    OUTPUT_LABEL = "Encoder file"
+    OUTPUT_FILTER = "Slidewise encoder (*.safetensors)"
+    OUTPUT_HELP = "The encoder weights (safetensors; task encoder) with bands and normalisation."

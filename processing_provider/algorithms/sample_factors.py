@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingParameterFileDestination
-
-from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
+from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm
 from slidewise.processing_provider.algorithms.shared_parameters import (
     add_factor_stack,
     add_inventory,
@@ -32,20 +30,15 @@ class SampleFactorsAlgorithm(SlidewiseAlgorithm):
     def initAlgorithm(self, config=None) -> None:
         add_factor_stack(self)
         add_inventory(self)
-        self.add(
-            QgsProcessingParameterFileDestination(
-                "OUTPUT", tr("Sample table"), fileFilter="CSV (*.csv);;GeoPackage (*.gpkg)"
-            ),
+        self.add_output_file(
+            "Sample table",
+            "CSV (*.csv);;GeoPackage (*.gpkg)",
             "CSV table (factors..., X, Y, label) or GeoPackage points with the same fields.",
         )
-        self.add_runtime_parameters()
 
     def job_parameters(self, parameters, context, feedback):
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         params = {
             **factor_stack_params(self, parameters, context),
             **inventory_params(self, parameters, context),
-            "SEED": self.parameterAsInt(parameters, "SEED", context),
-            "OUTPUT": output,
         }
-        return params, [output]
+        return self.with_output_file(params, parameters, context)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingParameterFileDestination
-
-from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
-from slidewise.processing_provider.algorithms.options import Option, add_options, option_params
+from slidewise.processing_provider.algorithms.options import Option, OptionAlgorithm
 
 DETECTION_OPTIONS = (
     Option(
@@ -120,7 +117,7 @@ DETECTION_OPTIONS = (
 )
 
 
-class TrainDetectionAlgorithm(SlidewiseAlgorithm):
+class TrainDetectionAlgorithm(OptionAlgorithm):
     """torchvision Faster R-CNN with FPN; runs where torchvision's compiled ops are missing."""
 
     ALG_ID = "traindetection"
@@ -128,7 +125,6 @@ class TrainDetectionAlgorithm(SlidewiseAlgorithm):
     GROUP = "detection"
     ICON = "detection.svg"
     JOB = "traindetection"
-    RUNTIME_PARAMETERS = True
     SHORT_HELP = (
         "Trains a Faster R-CNN landslide detector (torchvision) with a feature pyramid over a "
         "ResNet or timm backbone, so that small backbones see small landslides, on any number "
@@ -139,22 +135,9 @@ class TrainDetectionAlgorithm(SlidewiseAlgorithm):
         "used."
     )
 
-    def initAlgorithm(self, config=None) -> None:
-        add_options(self, DETECTION_OPTIONS)
-        self.add(
-            QgsProcessingParameterFileDestination(
-                "OUTPUT", tr("Model file"), fileFilter="Slidewise model (*.safetensors)"
-            ),
-            "The detector (safetensors with JSON metadata: backbone, bands, normalisation, "
-            "image size, validation mAP).",
-        )
-        self.add_runtime_parameters()
-
-    def job_parameters(self, parameters, context, feedback):
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        params = {
-            **option_params(self, parameters, context, DETECTION_OPTIONS),
-            "SEED": self.parameterAsInt(parameters, "SEED", context),
-            "OUTPUT": output,
-        }
-        return params, [output]
+    OPTIONS = (DETECTION_OPTIONS,)
+    OUTPUT_LABEL = "Model file"
+    OUTPUT_HELP = (
+        "The detector (safetensors with JSON metadata: backbone, bands, normalisation, "
+        "image size, validation mAP)."
+    )
