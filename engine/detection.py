@@ -36,9 +36,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from slidewise.engine.detection_train import _integer, _number
 from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.jobs import (
+    JobContext,
+    JobResult,
+    check_known,
+    choice,
+    integer_param,
+    number_param,
+    require,
+)
 from slidewise.engine.outputs import check_writable
 from slidewise.engine.raster import RasterInfo, open_raster, read_masked
 
@@ -410,8 +417,8 @@ def _probability_from_model(
     band_choice = match_bands(info, list(meta.bands), params.get("BANDS"))
     if band_choice.warning:
         notes.append(band_choice.warning)
-    tile = _integer(params, "TILE_SIZE", default_tile_size(meta), 32, 16384)
-    overlap = _integer(params, "OVERLAP", MAP_OVERLAP, 0, 4096)
+    tile = integer_param(params, "TILE_SIZE", default_tile_size(meta), 32, 16384)
+    overlap = integer_param(params, "OVERLAP", MAP_OVERLAP, 0, 4096)
     prob = predict_raster(
         model,
         info.path,
@@ -496,7 +503,7 @@ def run_detect(params: dict[str, Any], ctx: JobContext) -> JobResult:
         raise InputError("PROBABILITY is only used with SOURCE segmentation: set SOURCE.")
     if not prob_path:
         require(params, "INPUT", "MODEL")
-    nms_iou = _number(params, "NMS_IOU", DEFAULT_NMS_IOU, 0.0, 1.0)
+    nms_iou = number_param(params, "NMS_IOU", DEFAULT_NMS_IOU, 0.0, 1.0)
     apply(ctx.options)
     device = select_device(ctx.options.device)
     inputs: list[str] = []
@@ -506,8 +513,8 @@ def run_detect(params: dict[str, Any], ctx: JobContext) -> JobResult:
         inputs += [info.path, str(params["MODEL"])]
         boxes, scores = _run_detector(params, info, device, ctx, figures, nms_iou)
     else:
-        score_threshold = _number(params, "SCORE_THRESHOLD", 0.0, 0.0, 1.0)
-        min_area = _integer(params, "MIN_AREA", 16, 1, 10**12)
+        score_threshold = number_param(params, "SCORE_THRESHOLD", 0.0, 0.0, 1.0)
+        min_area = integer_param(params, "MIN_AREA", 16, 1, 10**12)
         if prob_path:
             info = open_raster(prob_path, "probability raster")
             inputs.append(info.path)
@@ -531,7 +538,7 @@ def run_detect(params: dict[str, Any], ctx: JobContext) -> JobResult:
             )
             for note in notes:
                 ctx.warn(note)
-        threshold = _number(params, "THRESHOLD", default_threshold, 0.0, 1.0)
+        threshold = number_param(params, "THRESHOLD", default_threshold, 0.0, 1.0)
         boxes, scores, _ = segmentation_boxes(prob, threshold, min_area, score_threshold)
         figures.update(threshold=threshold, components=len(boxes))
     if info.crs is None:
@@ -580,11 +587,11 @@ def _run_detector(
     if band_choice.warning:
         ctx.warn(band_choice.warning)
     native = int(meta.tile_size or 0) or int(meta.config.get("min_size", 512))
-    tile = _integer(params, "TILE_SIZE", native, 32, 16384)
-    overlap = _integer(params, "OVERLAP", min(DEFAULT_OVERLAP, tile // 4), 0, tile - 1)
-    score_threshold = _number(params, "SCORE_THRESHOLD", 0.5, 0.0, 1.0)
+    tile = integer_param(params, "TILE_SIZE", native, 32, 16384)
+    overlap = integer_param(params, "OVERLAP", min(DEFAULT_OVERLAP, tile // 4), 0, tile - 1)
+    score_threshold = number_param(params, "SCORE_THRESHOLD", 0.5, 0.0, 1.0)
     default_batch = 4 if device.type == "cuda" else 1
-    batch = _integer(params, "BATCH_SIZE", default_batch, 1, 1024)
+    batch = integer_param(params, "BATCH_SIZE", default_batch, 1, 1024)
     scale = float(meta.config.get("min_size", native)) / max(1, native)
     side = max(32, round(tile * scale))
     model.transform.min_size = (side,)

@@ -604,13 +604,13 @@ def read_coco(
     """
     p = Path(path)
     if str(path) and p.is_dir():
-        found = sorted(p.glob("*.json"))
-        if len(found) != 1:
+        candidates = sorted(p.glob("*.json"))
+        if len(candidates) != 1:
             raise InputError(
-                f"The folder '{p}' holds {len(found)} .json files: give the COCO annotation "
+                f"The folder '{p}' holds {len(candidates)} .json files: give the COCO annotation "
                 "file itself, or a folder with exactly one."
             )
-        p = found[0]
+        p = candidates[0]
     if not str(path) or not p.is_file():
         raise InputError(f"The COCO annotation file '{p}' does not exist: check the path.")
     if p.stat().st_size == 0:

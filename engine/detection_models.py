@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.modelfile import ModelMetadata, load_model, save_model
+from slidewise.engine.errors import InputError
+from slidewise.engine.modelfile import ModelMetadata, load_model, load_strict, save_model
 
 ARCHITECTURE = "fasterrcnn_fpn"
 #: Prefixes stripped from encoder weight keys, in this order (see module doc).
@@ -380,11 +380,5 @@ def load_detector(
     tensors, meta = load_model(path, task="detection", device=device)
     config = DetectorConfig(**meta.config)
     model = build_detector(config)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(
-            f"The weights in '{os.fspath(path)}' do not fit the stored detector "
-            f"({str(exc).splitlines()[0]}): the file is damaged or was edited."
-        ) from None
+    load_strict(model, tensors, os.fspath(path))
     return model.to(device).eval(), meta

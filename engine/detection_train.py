@@ -45,7 +45,17 @@ from slidewise.engine.detection_models import (
 )
 from slidewise.engine.detmetrics import detection_map
 from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.jobs import (
+    JobContext,
+    JobResult,
+    check_known,
+    choice,
+    integer_param,
+    is_set,
+    number_param,
+    require,
+    to_bool,
+)
 from slidewise.engine.outputs import check_writable
 
 Log = Callable[[str], None]
@@ -364,42 +374,6 @@ KNOWN_PARAMS = {
 }
 
 
-def _given(params: dict[str, Any], name: str) -> bool:
-    return params.get(name) not in (None, "")
-
-
-def _number(params: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
-    value = params.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got '{value}'.") from None
-    if math.isnan(out) or not lo <= out <= hi:
-        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {out:g}.")
-    return out
-
-
-def _integer(params: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    value = _number(params, name, default, lo, hi)
-    if value != int(value):
-        raise InputError(f"{name} must be a whole number, got {value:g}.")
-    return int(value)
-
-
-def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
-    value = params.get(name, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise InputError(f"{name} must be true or false, got '{value}'.")
-
-
 def subsample(data: DetectionSet, n: int, seed: int) -> DetectionSet:
     """At most ``n`` images drawn without replacement (seeded); all when ``n`` is 0."""
     if n <= 0 or n >= len(data):
@@ -486,22 +460,22 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     check_writable(params["OUTPUT"])
     fmt = choice(params, "FORMAT", FORMATS, "voc")
     frame = choice(params, "BOX_COORDINATES", BOX_FRAMES, "auto")
-    seed = _integer(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
-    epochs = _integer(params, "EPOCHS", 10, 1, 100000)
-    batch_size = _integer(params, "BATCH_SIZE", 4, 1, 1024)
-    lr = _number(params, "LR", 2e-4, 1e-7, 1.0)
-    image_size = _integer(params, "IMAGE_SIZE", 0, 0, 4096)
+    seed = integer_param(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
+    epochs = integer_param(params, "EPOCHS", 10, 1, 100000)
+    batch_size = integer_param(params, "BATCH_SIZE", 4, 1, 1024)
+    lr = number_param(params, "LR", 2e-4, 1e-7, 1.0)
+    image_size = integer_param(params, "IMAGE_SIZE", 0, 0, 4096)
     if 0 < image_size < 32:
         raise InputError(f"IMAGE_SIZE must be 0 (auto) or at least 32, got {image_size}.")
-    max_train = _integer(params, "MAX_TRAIN_IMAGES", 0, 0, 10**9)
-    max_valid = _integer(params, "MAX_VALID_IMAGES", 0, 0, 10**9)
-    trainable = _integer(params, "TRAINABLE_LAYERS", 5, 0, 5)
-    min_area = _integer(params, "MIN_AREA", 100, 1, 10**9)
-    fraction = _number(params, "VALID_FRACTION", 0.2, 0.01, 0.9)
-    augment = _flag(params, "AUGMENT", True)
+    max_train = integer_param(params, "MAX_TRAIN_IMAGES", 0, 0, 10**9)
+    max_valid = integer_param(params, "MAX_VALID_IMAGES", 0, 0, 10**9)
+    trainable = integer_param(params, "TRAINABLE_LAYERS", 5, 0, 5)
+    min_area = integer_param(params, "MIN_AREA", 100, 1, 10**9)
+    fraction = number_param(params, "VALID_FRACTION", 0.2, 0.01, 0.9)
+    augment = to_bool(params.get("AUGMENT", True), "AUGMENT")
     backbone = str(params.get("BACKBONE") or "resnet18").strip()
-    polygons = str(params["LABEL_POLYGONS"]) if _given(params, "LABEL_POLYGONS") else None
-    encoder_weights = str(params["ENCODER_WEIGHTS"]) if _given(params, "ENCODER_WEIGHTS") else None
+    polygons = str(params["LABEL_POLYGONS"]) if is_set(params, "LABEL_POLYGONS") else None
+    encoder_weights = str(params["ENCODER_WEIGHTS"]) if is_set(params, "ENCODER_WEIGHTS") else None
     if encoder_weights and not Path(encoder_weights).is_file():
         raise InputError(
             f"The encoder weights file '{encoder_weights}' does not exist: check ENCODER_WEIGHTS."
@@ -513,7 +487,7 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ctx.progress(1)
     read = {"box_frame": frame, "min_area": min_area, "polygons": polygons, "warn": ctx.warn}
     train = read_detection_set(str(params["TRAIN"]), fmt, **read)  # type: ignore[arg-type]
-    if _given(params, "VALID"):
+    if is_set(params, "VALID"):
         valid = read_detection_set(str(params["VALID"]), fmt, **read)  # type: ignore[arg-type]
         valid = subsample(valid, max_valid, seed + 1)
         split = f"validation = {len(valid)} given image(s)"
@@ -592,7 +566,7 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ctx.log(f"Model written to {params['OUTPUT']}.")
     inputs = [str(params["TRAIN"])]
     for name in ("VALID", "LABEL_POLYGONS", "ENCODER_WEIGHTS"):
-        if _given(params, name):
+        if is_set(params, name):
             inputs.append(str(params[name]))
     return JobResult(
         outputs={"OUTPUT": str(params["OUTPUT"])},

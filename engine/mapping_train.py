@@ -52,7 +52,17 @@ from slidewise.engine.datasets import (
     prepare_mapping_data,
 )
 from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.jobs import (
+    JobContext,
+    JobResult,
+    check_known,
+    choice,
+    integer_param,
+    is_set,
+    number_param,
+    require,
+    to_bool,
+)
 from slidewise.engine.losses import LOSSES, make_loss
 from slidewise.engine.outputs import atomic_output, check_writable
 from slidewise.engine.segmetrics import Confusion
@@ -192,37 +202,6 @@ class TrainOutcome:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _to_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise InputError(f"{name} must be true or false, got '{value}'.")
-
-
-def _number(params: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
-    value = params.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got '{value}'.") from None
-    if not (lo <= out <= hi) or math.isnan(out):
-        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {out:g}.")
-    return out
-
-
-def _integer(params: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    value = _number(params, name, default, lo, hi)
-    if value != int(value):
-        raise InputError(f"{name} must be a whole number, got {value:g}.")
-    return int(value)
 
 
 def _parse_streams(value: Any, n_bands: int) -> list[list[int]] | None:
@@ -370,7 +349,7 @@ def validate(
     return _ValidationPass(total / max(count, 1), pos.numpy(), neg.numpy())
 
 
-def _metrics_at(vp: _ValidationPass, threshold: float) -> dict[str, Any]:
+def metrics_at(vp: _ValidationPass, threshold: float) -> dict[str, Any]:
     c = vp.confusion(threshold)
     out = {k: v for k, v in c.as_dict().items() if k in ("precision", "recall", "f1", "iou", "mcc")}
     out.update(tp=c.tp, fp=c.fp, fn=c.fn, tn=c.tn, threshold=threshold, valid_loss=vp.loss)
@@ -381,7 +360,7 @@ def _metrics_at(vp: _ValidationPass, threshold: float) -> dict[str, Any]:
 THRESHOLD_TOLERANCE = 0.01
 
 
-def _choose_threshold(vp: _ValidationPass, setting: str, metric: str) -> float:
+def choose_threshold(vp: _ValidationPass, setting: str, metric: str) -> float:
     """The threshold for ``setting`` ("auto" = tuned on the validation pass).
 
     Tuning takes, among the thresholds of :data:`THRESHOLD_GRID` whose score is
@@ -632,12 +611,12 @@ def train_model(
             if progress is not None:
                 progress(done_steps / total_steps)
         vp = validate(model, data.valid, settings.batch_size, device, loss_fn)
-        threshold = _choose_threshold(vp, settings.threshold, metric) if val_has_slides else 0.5
+        threshold = choose_threshold(vp, settings.threshold, metric) if val_has_slides else 0.5
         record = {
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": running / max(seen, 1),
-            **_metrics_at(vp, threshold),
+            **metrics_at(vp, threshold),
             "seconds": round(time.time() - t0, 2),
         }
         history.append(record)
@@ -795,8 +774,112 @@ KNOWN_PARAMS = {
 }
 
 
-def _given(params: dict[str, Any], name: str) -> bool:
-    return params.get(name) not in (None, "")
+def dataset_specs(params: dict[str, Any]) -> tuple[DatasetSpec, DatasetSpec | None]:
+    """The training and (optional) validation datasets named by trainmapping's parameters.
+
+    Reads DATASET_TYPE, TRAIN_IMAGES, TRAIN_MASKS, VALID_IMAGES, VALID_MASKS,
+    LABEL_POLYGONS, LANDSLIDE_VALUES, IGNORE_VALUES and MASK_COLOR (shared by
+    the trainmapping and addregion jobs).
+
+    Raises:
+        InputError: polygons without geotiff data, validation masks without images.
+    """
+    kind = choice(params, "DATASET_TYPE", DATASET_TYPES, "geotiff")
+    mapping = LabelMapping(
+        landslide=parse_values(params.get("LANDSLIDE_VALUES"), "LANDSLIDE_VALUES"),
+        ignore=parse_values(params.get("IGNORE_VALUES"), "IGNORE_VALUES") or (),
+        mask_color=parse_color(params.get("MASK_COLOR")),
+    )
+    polygons = str(params["LABEL_POLYGONS"]) if is_set(params, "LABEL_POLYGONS") else None
+    if polygons and kind != "geotiff":
+        raise InputError("LABEL_POLYGONS needs DATASET_TYPE geotiff (georeferenced images).")
+    train = DatasetSpec(
+        kind, str(params["TRAIN_IMAGES"]), params.get("TRAIN_MASKS") or None, polygons, mapping
+    )
+    valid = None
+    if is_set(params, "VALID_IMAGES"):
+        valid = DatasetSpec(
+            kind, str(params["VALID_IMAGES"]), params.get("VALID_MASKS") or None, polygons, mapping
+        )
+    elif is_set(params, "VALID_MASKS"):
+        raise InputError("VALID_MASKS was given without VALID_IMAGES: give both or neither.")
+    return train, valid
+
+
+@dataclass(frozen=True)
+class ChipRequest:
+    """The training data a mapping job asked for, checked before anything is read.
+
+    Attributes:
+        train: Training dataset.
+        valid: Separate validation dataset (``None``: split off ``train``).
+        chip_size: Chip side in pixels.
+        stride: Step between chips (``None``: the chip size).
+        valid_fraction: Share split off for validation when ``valid`` is ``None``.
+        bands: The BANDS parameter as given.
+        normalisation: ``fit``, ``l4s`` or ``none``.
+    """
+
+    train: DatasetSpec
+    valid: DatasetSpec | None
+    chip_size: int
+    stride: int | None
+    valid_fraction: float
+    bands: Any
+    normalisation: str
+
+
+def chip_request(params: dict[str, Any]) -> ChipRequest:
+    """Read the dataset and chip parameters shared by the trainmapping and addregion jobs.
+
+    Raises:
+        InputError: a bad value (see :func:`dataset_specs`), naming the parameter.
+    """
+    chip_size = integer_param(params, "CHIP_SIZE", 256, 16, 8192)
+    stride = (
+        integer_param(params, "STRIDE", chip_size, 1, 8192) if is_set(params, "STRIDE") else None
+    )
+    train, valid = dataset_specs(params)
+    return ChipRequest(
+        train=train,
+        valid=valid,
+        chip_size=chip_size,
+        stride=stride,
+        valid_fraction=number_param(params, "VALID_FRACTION", 0.2, 0.01, 0.9),
+        bands=params.get("BANDS"),
+        normalisation=choice(params, "NORMALISATION", ("fit", "l4s", "none"), "fit"),
+    )
+
+
+def read_chips(request: ChipRequest, seed: int, ctx: JobContext, what: str) -> MappingData:
+    """Read, split and normalise the chips of ``request`` and log what was read.
+
+    Args:
+        request: From :func:`chip_request`.
+        seed: Seed of the spatial split.
+        ctx: The job's context (log and warnings).
+        what: What is being read, for the log (e.g. "the training data").
+    """
+    ctx.log(f"Reading {what} ({request.train.kind}) ...")
+    ctx.progress(1)
+    data = prepare_mapping_data(
+        request.train,
+        request.valid,
+        chip_size=request.chip_size,
+        stride=request.stride,
+        valid_fraction=request.valid_fraction,
+        bands=request.bands,
+        normalisation=request.normalisation,
+        seed=seed,
+        warn=ctx.warn,
+    )
+    ctx.log(
+        f"{len(data.train)} training and {len(data.valid)} validation chips of "
+        f"{data.chip_size} px; bands {', '.join(data.band_names)}; landslide pixels "
+        f"{data.landslide_fraction:.2%} of labelled training pixels; split: "
+        f"{data.split.detail}."
+    )
+    return data
 
 
 def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
@@ -877,99 +960,61 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     recipe_name = choice(params, "RECIPE", tuple(RECIPES), "default")
     recipe = RECIPES[recipe_name]
-    kind = choice(params, "DATASET_TYPE", DATASET_TYPES, "geotiff")
-    seed = _integer(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
+    seed = integer_param(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
     apply(replace(ctx.options, seed=seed))
     device = select_device(ctx.options.device)
 
     overrides: dict[str, Any] = {}
-    if _given(params, "ARCHITECTURE"):
+    if is_set(params, "ARCHITECTURE"):
         overrides["architecture"] = str(params["ARCHITECTURE"]).strip().lower()
         if overrides["architecture"] != recipe.architecture:
             overrides["model_extra"] = {}
-    if _given(params, "ENCODER"):
+    if is_set(params, "ENCODER"):
         overrides["encoder"] = str(params["ENCODER"]).strip()
-    if _given(params, "ENCODER_DEPTH"):
-        overrides["encoder_depth"] = _integer(params, "ENCODER_DEPTH", 5, 3, 5)
-    if _given(params, "LOSS"):
+    if is_set(params, "ENCODER_DEPTH"):
+        overrides["encoder_depth"] = integer_param(params, "ENCODER_DEPTH", 5, 3, 5)
+    if is_set(params, "LOSS"):
         overrides["loss"] = choice(params, "LOSS", LOSSES, recipe.loss)
-    if _given(params, "AUGMENT"):
-        overrides["augment"] = _to_bool(params["AUGMENT"], "AUGMENT")
-    if _given(params, "POS_WEIGHT"):
+    if is_set(params, "AUGMENT"):
+        overrides["augment"] = to_bool(params["AUGMENT"], "AUGMENT")
+    if is_set(params, "POS_WEIGHT"):
         pos_weight_from(str(params["POS_WEIGHT"]), 0.1)  # validate early
         overrides["pos_weight"] = str(params["POS_WEIGHT"])
-    if _given(params, "OVERSAMPLE"):
-        overrides["oversample"] = _number(params, "OVERSAMPLE", 0.0, 0.0, 0.95)
-    if _given(params, "LR"):
-        overrides["lr"] = _number(params, "LR", recipe.lr, 1e-7, 1.0)
-    if _given(params, "WEIGHT_DECAY"):
-        overrides["weight_decay"] = _number(params, "WEIGHT_DECAY", recipe.weight_decay, 0.0, 1.0)
+    if is_set(params, "OVERSAMPLE"):
+        overrides["oversample"] = number_param(params, "OVERSAMPLE", 0.0, 0.0, 0.95)
+    if is_set(params, "LR"):
+        overrides["lr"] = number_param(params, "LR", recipe.lr, 1e-7, 1.0)
+    if is_set(params, "WEIGHT_DECAY"):
+        overrides["weight_decay"] = number_param(
+            params, "WEIGHT_DECAY", recipe.weight_decay, 0.0, 1.0
+        )
     recipe = replace(recipe, **overrides)
     if not recipe.encoder:
         recipe = replace(recipe, encoder="resnet18")
     threshold = str(params.get("THRESHOLD") or recipe.threshold).strip().lower()
     if threshold != "auto":
-        _number({"THRESHOLD": threshold}, "THRESHOLD", 0.5, 0.0, 1.0)
-    chip_size = _integer(params, "CHIP_SIZE", 256, 16, 8192)
-    stride = _integer(params, "STRIDE", chip_size, 1, 8192) if _given(params, "STRIDE") else None
+        number_param({"THRESHOLD": threshold}, "THRESHOLD", 0.5, 0.0, 1.0)
+    request = chip_request(params)
     select_metric = choice(params, "SELECT_METRIC", SELECT_METRICS, "f1")
-    epochs = _integer(params, "EPOCHS", recipe.epochs, 1, 100000)
-    batch_size = _integer(params, "BATCH_SIZE", recipe.batch_size, 1, 4096)
-    patience = _integer(params, "PATIENCE", recipe.patience, 0, 100000)
-    chips_per_epoch = _integer(params, "CHIPS_PER_EPOCH", 0, 0, 10**9)
-    valid_fraction = _number(params, "VALID_FRACTION", 0.2, 0.01, 0.9)
-    resume = _to_bool(params.get("RESUME", False), "RESUME")
-    checkpoint = str(params["CHECKPOINT"]) if _given(params, "CHECKPOINT") else None
+    epochs = integer_param(params, "EPOCHS", recipe.epochs, 1, 100000)
+    batch_size = integer_param(params, "BATCH_SIZE", recipe.batch_size, 1, 4096)
+    patience = integer_param(params, "PATIENCE", recipe.patience, 0, 100000)
+    chips_per_epoch = integer_param(params, "CHIPS_PER_EPOCH", 0, 0, 10**9)
+    resume = to_bool(params.get("RESUME", False), "RESUME")
+    checkpoint = str(params["CHECKPOINT"]) if is_set(params, "CHECKPOINT") else None
     if resume and not checkpoint:
         raise InputError("RESUME is set but no CHECKPOINT was given: give the checkpoint file.")
     if checkpoint:
         check_writable(checkpoint)
         if Path(checkpoint).resolve() == Path(str(params["OUTPUT"])).resolve():
             raise InputError("CHECKPOINT and OUTPUT are the same file: give them different names.")
-    encoder_weights = str(params["ENCODER_WEIGHTS"]) if _given(params, "ENCODER_WEIGHTS") else None
+    encoder_weights = str(params["ENCODER_WEIGHTS"]) if is_set(params, "ENCODER_WEIGHTS") else None
     if encoder_weights and not Path(encoder_weights).is_file():
         raise InputError(
             f"The encoder weights file '{encoder_weights}' does not exist: check the path."
         )
 
-    mapping = LabelMapping(
-        landslide=parse_values(params.get("LANDSLIDE_VALUES"), "LANDSLIDE_VALUES"),
-        ignore=parse_values(params.get("IGNORE_VALUES"), "IGNORE_VALUES") or (),
-        mask_color=parse_color(params.get("MASK_COLOR")),
-    )
-    polygons = str(params["LABEL_POLYGONS"]) if _given(params, "LABEL_POLYGONS") else None
-    if polygons and kind != "geotiff":
-        raise InputError("LABEL_POLYGONS needs DATASET_TYPE geotiff (georeferenced images).")
-    train_spec = DatasetSpec(
-        kind, str(params["TRAIN_IMAGES"]), params.get("TRAIN_MASKS") or None, polygons, mapping
-    )
-    valid_spec = None
-    if _given(params, "VALID_IMAGES"):
-        valid_spec = DatasetSpec(
-            kind, str(params["VALID_IMAGES"]), params.get("VALID_MASKS") or None, polygons, mapping
-        )
-    elif _given(params, "VALID_MASKS"):
-        raise InputError("VALID_MASKS was given without VALID_IMAGES: give both or neither.")
-
-    ctx.log(f"Reading the {kind} training data ...")
-    ctx.progress(1)
-    data = prepare_mapping_data(
-        train_spec,
-        valid_spec,
-        chip_size=chip_size,
-        stride=stride,
-        valid_fraction=valid_fraction,
-        bands=params.get("BANDS"),
-        normalisation=choice(params, "NORMALISATION", ("fit", "l4s", "none"), "fit"),
-        seed=seed,
-        warn=ctx.warn,
-    )
-    ctx.log(
-        f"{len(data.train)} training and {len(data.valid)} validation chips of "
-        f"{data.chip_size} px; bands {', '.join(data.band_names)}; landslide pixels "
-        f"{data.landslide_fraction:.2%} of labelled training pixels."
-    )
-    ctx.log(f"Split: {data.split.detail}.")
+    data = read_chips(request, seed, ctx, "the training data")
     if recipe.architecture != "resunet" and data.chip_size % 32:
         raise InputError(
             f"CHIP_SIZE {data.chip_size} does not suit {recipe.architecture}: use a multiple "
@@ -1027,10 +1072,10 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
         tile_size=data.chip_size,
         provenance={
             "job": "trainmapping",
-            "dataset_type": kind,
+            "dataset_type": request.train.kind,
             "train_images": str(params["TRAIN_IMAGES"]),
             "train_masks": str(params.get("TRAIN_MASKS") or ""),
-            "label_polygons": polygons or "",
+            "label_polygons": request.train.polygons or "",
             "split": data.split.detail,
             "recipe": asdict(recipe),
             "epochs": epochs,
@@ -1046,7 +1091,7 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
             "threshold": outcome.threshold,
             "best_epoch": outcome.best_epoch,
             "pos_weight": outcome.pos_weight,
-            "label_mapping": asdict(mapping),
+            "label_mapping": asdict(request.train.mapping),
         },
     )
     ctx.log(f"Model written to {params['OUTPUT']}.")
@@ -1057,7 +1102,7 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     figures["best_epoch"] = outcome.best_epoch
     inputs = [str(params["TRAIN_IMAGES"])]
     for name in ("TRAIN_MASKS", "VALID_IMAGES", "VALID_MASKS", "LABEL_POLYGONS", "ENCODER_WEIGHTS"):
-        if _given(params, name):
+        if is_set(params, name):
             inputs.append(str(params[name]))
     return JobResult(
         outputs={"OUTPUT": str(params["OUTPUT"])},

@@ -18,6 +18,7 @@ from slidewise.engine.outputs import atomic_output
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 FORMAT_NAME = "slidewise-model"
 FORMAT_VERSION = 1
@@ -173,3 +174,24 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     if not p.is_file():
         raise ModelFileError(f"The model file '{p}' does not exist: check the path.")
     return p
+
+
+def load_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``tensors`` into ``model`` with strict key and shape checking.
+
+    Args:
+        model: The freshly built model.
+        tensors: Its weights, as read from a model file.
+        source: The file's name, for the message.
+
+    Raises:
+        ModelFileError: missing, unexpected or mis-shaped weights (the file is
+            damaged or was edited).
+    """
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"The weights in '{source}' do not fit the stored model "
+            f"({str(exc).splitlines()[0]}): the file is damaged or was edited."
+        ) from None

@@ -81,25 +81,40 @@ from slidewise.engine.datasets import (
     prepare_mapping_data,
 )
 from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.jobs import (
+    JobContext,
+    JobResult,
+    check_known,
+    choice,
+    integer_param,
+    is_set,
+    number_param,
+    require,
+    to_bool,
+)
 from slidewise.engine.losses import LOSSES, make_loss
 from slidewise.engine.mapping_train import (
     RECIPES,
     SELECT_METRICS,
+    ChipRequest,
     TrainOutcome,
     TrainSettings,
-    _choose_threshold,
-    _given,
-    _integer,
-    _metrics_at,
-    _number,
-    _to_bool,
+    chip_request,
+    choose_threshold,
     epoch_order,
+    metrics_at,
     pos_weight_from,
+    read_chips,
     train_model,
     validate,
 )
-from slidewise.engine.modelfile import ModelMetadata, load_model, read_metadata, save_model
+from slidewise.engine.modelfile import (
+    ModelMetadata,
+    load_model,
+    load_strict,
+    read_metadata,
+    save_model,
+)
 from slidewise.engine.outputs import check_writable
 from slidewise.engine.segmodels import SegModelConfig, build_model
 
@@ -322,16 +337,6 @@ def _unet_to_region(
     return out
 
 
-def _load_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(
-            f"The weights in '{source}' do not fit the stored architecture "
-            f"({str(exc).splitlines()[0]}): the file is damaged or was edited."
-        ) from None
-
-
 def region_record_from_mapping(meta: ModelMetadata, source: str) -> dict[str, Any]:
     """A region record built from a single-region mapping model's metadata."""
     extra = meta.extra or {}
@@ -366,7 +371,7 @@ def from_unet(
     """Turn a trained smp U-Net into a one-region :class:`MultiRegionModel` (weights copied)."""
     model = MultiRegionModel(config, [region])
     tensors = _unet_to_region(unet.state_dict(), region, "the trained U-Net")
-    _load_strict(model, tensors, "the trained U-Net")
+    load_strict(model, tensors, "the trained U-Net")
     model.records[region] = record
     return model.eval()
 
@@ -390,7 +395,7 @@ def from_mapping_model(
             "model with ARCHITECTURE unet, or leave MODEL empty to train a new one."
         )
     model = MultiRegionModel(config, [check_region_name(region)])
-    _load_strict(model, _unet_to_region(tensors, region, name), name)
+    load_strict(model, _unet_to_region(tensors, region, name), name)
     model.records[region] = region_record_from_mapping(meta, str(path))
     model.provenance = {"converted_from": str(path), "base_region": region}
     return model.eval()
@@ -460,7 +465,7 @@ def load_multiregion(
         raise ModelFileError(
             f"The model file '{name}' describes a model that cannot be built ({exc})."
         ) from None
-    _load_strict(model, tensors, name)
+    load_strict(model, tensors, name)
     model.records = records
     model.events = list(extra.get("events") or [])
     model.provenance = dict(meta.provenance or {})
@@ -592,7 +597,7 @@ def region_metrics(
 ) -> dict[str, Any]:
     """Landslide-class metrics of ``region``'s decoder on labelled chips at ``threshold``."""
     vp = validate(model.view(region), data, batch_size, torch.device(device))
-    return _metrics_at(vp, threshold)
+    return metrics_at(vp, threshold)
 
 
 def _set_train_modes(
@@ -746,12 +751,12 @@ def train_region(
             if progress is not None:
                 progress(min(1.0, done / total))
         vp = validate(model.view(region), data.valid, eval_batch, device, loss_fn)
-        threshold = _choose_threshold(vp, settings.threshold, metric) if val_has_slides else 0.5
+        threshold = choose_threshold(vp, settings.threshold, metric) if val_has_slides else 0.5
         record = {
             "epoch": epoch + 1,
             "train_loss": running["task"] / max(seen, 1),
             "distill_loss": running["distill"] / max(seen, 1) if teacher is not None else None,
-            **_metrics_at(vp, threshold),
+            **metrics_at(vp, threshold),
             "seconds": round(time.time() - t0, 2),
         }
         history.append(record)
@@ -788,16 +793,9 @@ def train_region(
 # --------------------------------------------------------------------------- data
 
 
-def data_record(
-    spec: DatasetSpec,
-    valid: DatasetSpec | None,
-    data: MappingData,
-    chip_size: int,
-    stride: int | None,
-    valid_fraction: float,
-    seed: int,
-) -> dict[str, Any]:
+def data_record(request: ChipRequest, data: MappingData, seed: int) -> dict[str, Any]:
     """Where a region's data came from: enough to rebuild its validation chips."""
+    spec, valid = request.train, request.valid
     return {
         "dataset_type": spec.kind,
         "train_images": spec.images,
@@ -807,9 +805,9 @@ def data_record(
         "valid_masks": (valid.masks or "") if valid else "",
         "label_mapping": asdict(spec.mapping),
         "band_indices": list(data.band_indices),
-        "chip_size": int(chip_size),
-        "stride": stride,
-        "valid_fraction": valid_fraction,
+        "chip_size": int(request.chip_size),
+        "stride": request.stride,
+        "valid_fraction": request.valid_fraction,
         "seed": seed,
         "split": data.split.detail,
     }
@@ -1126,30 +1124,6 @@ KNOWN_PARAMS = {
 }
 
 
-def dataset_specs(params: dict[str, Any]) -> tuple[DatasetSpec, DatasetSpec | None]:
-    """The training and (optional) validation datasets named by trainmapping's parameters."""
-    kind = choice(params, "DATASET_TYPE", DATASET_TYPES, "geotiff")
-    mapping = LabelMapping(
-        landslide=parse_values(params.get("LANDSLIDE_VALUES"), "LANDSLIDE_VALUES"),
-        ignore=parse_values(params.get("IGNORE_VALUES"), "IGNORE_VALUES") or (),
-        mask_color=parse_color(params.get("MASK_COLOR")),
-    )
-    polygons = str(params["LABEL_POLYGONS"]) if _given(params, "LABEL_POLYGONS") else None
-    if polygons and kind != "geotiff":
-        raise InputError("LABEL_POLYGONS needs DATASET_TYPE geotiff (georeferenced images).")
-    train = DatasetSpec(
-        kind, str(params["TRAIN_IMAGES"]), params.get("TRAIN_MASKS") or None, polygons, mapping
-    )
-    valid = None
-    if _given(params, "VALID_IMAGES"):
-        valid = DatasetSpec(
-            kind, str(params["VALID_IMAGES"]), params.get("VALID_MASKS") or None, polygons, mapping
-        )
-    elif _given(params, "VALID_MASKS"):
-        raise InputError("VALID_MASKS was given without VALID_IMAGES: give both or neither.")
-    return train, valid
-
-
 def run_add_region(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """Add a region's decoder to a multi-region model (or start one) and write it to OUTPUT.
 
@@ -1229,32 +1203,29 @@ def run_add_region(params: dict[str, Any], ctx: JobContext) -> JobResult:
     require(params, "REGION", "TRAIN_IMAGES", "OUTPUT")
     check_writable(params["OUTPUT"])
     region = check_region_name(params["REGION"])
-    seed = _integer(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
+    seed = integer_param(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
     apply(dc_replace(ctx.options, seed=seed))
     device = select_device(ctx.options.device)
     mode = choice(params, "MODE", MODES, "frozen")
-    replace = _to_bool(params.get("REPLACE", False), "REPLACE")
-    epochs = _integer(params, "EPOCHS", 20, 1, 100000)
-    lr = _number(params, "LR", 1e-3, 1e-7, 1.0)
-    batch_size = _integer(params, "BATCH_SIZE", 2, 1, 4096)
-    chips_per_epoch = _integer(params, "CHIPS_PER_EPOCH", 0, 0, 10**9)
+    replace = to_bool(params.get("REPLACE", False), "REPLACE")
+    epochs = integer_param(params, "EPOCHS", 20, 1, 100000)
+    lr = number_param(params, "LR", 1e-3, 1e-7, 1.0)
+    batch_size = integer_param(params, "BATCH_SIZE", 2, 1, 4096)
+    chips_per_epoch = integer_param(params, "CHIPS_PER_EPOCH", 0, 0, 10**9)
     loss = choice(params, "LOSS", LOSSES, "dice")
-    augment = _to_bool(params.get("AUGMENT", True), "AUGMENT")
-    oversample = _number(params, "OVERSAMPLE", 0.5, 0.0, 0.95)
-    lam = _number(params, "LAMBDA", 1.0, 0.0, 1e4)
-    temperature = _number(params, "TEMPERATURE", 2.0, 0.05, 100.0)
-    encoder_lr_scale = _number(params, "ENCODER_LR_SCALE", 0.1, 0.0, 100.0)
-    warmup_epochs = _integer(params, "WARMUP_EPOCHS", 0, 0, 100000)
-    train_old = _to_bool(params.get("TRAIN_OLD_DECODERS", False), "TRAIN_OLD_DECODERS")
+    augment = to_bool(params.get("AUGMENT", True), "AUGMENT")
+    oversample = number_param(params, "OVERSAMPLE", 0.5, 0.0, 0.95)
+    lam = number_param(params, "LAMBDA", 1.0, 0.0, 1e4)
+    temperature = number_param(params, "TEMPERATURE", 2.0, 0.05, 100.0)
+    encoder_lr_scale = number_param(params, "ENCODER_LR_SCALE", 0.1, 0.0, 100.0)
+    warmup_epochs = integer_param(params, "WARMUP_EPOCHS", 0, 0, 100000)
+    train_old = to_bool(params.get("TRAIN_OLD_DECODERS", False), "TRAIN_OLD_DECODERS")
     select_metric = choice(params, "SELECT_METRIC", SELECT_METRICS, "f1")
-    patience = _integer(params, "PATIENCE", 0, 0, 100000)
+    patience = integer_param(params, "PATIENCE", 0, 0, 100000)
     threshold = str(params.get("THRESHOLD") or "auto").strip().lower()
     if threshold != "auto":
-        _number({"THRESHOLD": threshold}, "THRESHOLD", 0.5, 0.0, 1.0)
-    chip_size = _integer(params, "CHIP_SIZE", 256, 16, 8192)
-    stride = _integer(params, "STRIDE", chip_size, 1, 8192) if _given(params, "STRIDE") else None
-    valid_fraction = _number(params, "VALID_FRACTION", 0.2, 0.01, 0.9)
-    train_spec, valid_spec = dataset_specs(params)
+        number_param({"THRESHOLD": threshold}, "THRESHOLD", 0.5, 0.0, 1.0)
+    request = chip_request(params)
     model_path = str(params.get("MODEL") or "").strip()
 
     # The model (or nothing yet) and the old regions' evaluation data, before any training.
@@ -1286,33 +1257,17 @@ def run_add_region(params: dict[str, Any], ctx: JobContext) -> JobResult:
             init_from = model.require(init)
         else:
             init_from = region if region in model.regions else model.regions[0]
-    elif _given(params, "OLD_REGION_DATA"):
+    elif is_set(params, "OLD_REGION_DATA"):
         raise InputError("OLD_REGION_DATA needs MODEL: a new model has no old regions.")
 
-    ctx.log(f"Reading the data of region '{region}' ...")
-    ctx.progress(1)
-    data = prepare_mapping_data(
-        train_spec,
-        valid_spec,
-        chip_size=chip_size,
-        stride=stride,
-        valid_fraction=valid_fraction,
-        bands=params.get("BANDS"),
-        normalisation=choice(params, "NORMALISATION", ("fit", "l4s", "none"), "fit"),
-        seed=seed,
-        warn=ctx.warn,
-    )
-    ctx.log(
-        f"{len(data.train)} training and {len(data.valid)} validation chips of "
-        f"{data.chip_size} px; bands {', '.join(data.band_names)}; split: {data.split.detail}."
-    )
+    data = read_chips(request, seed, ctx, f"the data of region '{region}'")
     record: dict[str, Any] = {
         "bands": data.band_names,
         "band_indices": data.band_indices,
         "normalisation": data.normalisation,
         "tile_size": data.chip_size,
         "pixel_size": data.pixel_size,
-        "data": data_record(train_spec, valid_spec, data, chip_size, stride, valid_fraction, seed),
+        "data": data_record(request, data, seed),
     }
     training = {
         "job": "addregion",
@@ -1332,7 +1287,7 @@ def run_add_region(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     if model is None:
         ctx.log(f"No MODEL: training a new model with region '{region}' (encoder and decoder).")
-        if _given(params, "MODE"):
+        if is_set(params, "MODE"):
             ctx.log("MODE does not apply to the first region: encoder and decoder are trained.")
         model = _create_from_params(params, region, data, record, training, device, ctx)
         validation = model.records[region]["metrics"]["validation"]
@@ -1454,7 +1409,7 @@ def run_add_region(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ctx.log(f"Model with regions {', '.join(model.regions)} written to {params['OUTPUT']}.")
     inputs = [str(params["TRAIN_IMAGES"])]
     for name in ("MODEL", "TRAIN_MASKS", "VALID_IMAGES", "VALID_MASKS", "LABEL_POLYGONS"):
-        if _given(params, name):
+        if is_set(params, name):
             inputs.append(str(params[name]))
     return JobResult(
         outputs={"OUTPUT": str(params["OUTPUT"])},
@@ -1475,8 +1430,8 @@ def _create_from_params(
 ) -> MultiRegionModel:
     """Train a new model (first region) with trainmapping's default recipe and our overrides."""
     encoder = str(params.get("ENCODER") or "resnet18").strip()
-    depth = _integer(params, "ENCODER_DEPTH", 5, 3, 5)
-    weights = str(params["ENCODER_WEIGHTS"]) if _given(params, "ENCODER_WEIGHTS") else None
+    depth = integer_param(params, "ENCODER_DEPTH", 5, 3, 5)
+    weights = str(params["ENCODER_WEIGHTS"]) if is_set(params, "ENCODER_WEIGHTS") else None
     if weights and not Path(weights).is_file():
         raise InputError(f"The encoder weights file '{weights}' does not exist: check the path.")
     recipe = dc_replace(
@@ -1503,7 +1458,7 @@ def _create_from_params(
         epochs=training["epochs"],
         batch_size=training["batch_size"],
         chips_per_epoch=training["chips_per_epoch"],
-        patience=_integer(params, "PATIENCE", 0, 0, 100000),
+        patience=integer_param(params, "PATIENCE", 0, 0, 100000),
         select_metric=training["select_metric"],
         threshold=str(params.get("THRESHOLD") or "auto").strip().lower(),
         seed=training["seed"],

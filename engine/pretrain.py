@@ -86,7 +86,17 @@ from slidewise.engine.datasets import (
     resolve_bands,
 )
 from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.jobs import (
+    JobContext,
+    JobResult,
+    check_known,
+    choice,
+    integer_param,
+    is_set,
+    number_param,
+    require,
+    to_bool,
+)
 from slidewise.engine.losses import make_loss
 from slidewise.engine.modelfile import ModelMetadata, load_model, read_metadata, save_model
 from slidewise.engine.outputs import check_writable
@@ -1007,38 +1017,38 @@ def run_pretrain(params: dict[str, Any], ctx: JobContext) -> JobResult:
         after training and the zeros baseline (mae), or the student-teacher
         agreement (distill), and the last epoch's losses.
     """
-    from slidewise.engine.mapping_train import _given, _integer, _number, _to_bool
+
     from slidewise.engine.runtime import apply, select_device
 
     check_known(params, KNOWN_PARAMS)
     require(params, "IMAGES", "OUTPUT")
     check_writable(params["OUTPUT"])
     mode = choice(params, "MODE", MODES, "mae")
-    seed = _integer(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
+    seed = integer_param(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
     apply(replace(ctx.options, seed=seed))
     device = select_device(ctx.options.device)
     dataset_type = choice(params, "DATASET_TYPE", ("auto", *DATASET_TYPES), "auto")
     backbone = str(params.get("BACKBONE") or "resnet18").strip()
-    patch = _integer(params, "PATCH_SIZE", 16, 4, 512)
+    patch = integer_param(params, "PATCH_SIZE", 16, 4, 512)
     settings = PretrainSettings(
         backbone=backbone,
         mode=mode,
-        epochs=_integer(params, "EPOCHS", 20, 1, 100000),
-        batch_size=_integer(params, "BATCH_SIZE", 16, 1, 4096),
-        lr=_number(params, "LR", 1e-3, 1e-7, 1.0),
-        weight_decay=_number(params, "WEIGHT_DECAY", 0.05, 0.0, 1.0),
-        mask_ratio=_number(params, "MASK_RATIO", 0.75, 0.05, 0.95),
+        epochs=integer_param(params, "EPOCHS", 20, 1, 100000),
+        batch_size=integer_param(params, "BATCH_SIZE", 16, 1, 4096),
+        lr=number_param(params, "LR", 1e-3, 1e-7, 1.0),
+        weight_decay=number_param(params, "WEIGHT_DECAY", 0.05, 0.0, 1.0),
+        mask_ratio=number_param(params, "MASK_RATIO", 0.75, 0.05, 0.95),
         patch=patch,
-        norm_pix=_to_bool(params.get("NORM_PIX", False), "NORM_PIX"),
-        temperature=_number(params, "TEMPERATURE", 5.0, 0.05, 100.0),
-        distill_lambda=_number(params, "LAMBDA", 0.9, 0.0, 1.0),
-        augment=_to_bool(params.get("AUGMENT", True), "AUGMENT"),
-        chips_per_epoch=_integer(params, "CHIPS_PER_EPOCH", 0, 0, 10**9),
+        norm_pix=to_bool(params.get("NORM_PIX", False), "NORM_PIX"),
+        temperature=number_param(params, "TEMPERATURE", 5.0, 0.05, 100.0),
+        distill_lambda=number_param(params, "LAMBDA", 0.9, 0.0, 1.0),
+        augment=to_bool(params.get("AUGMENT", True), "AUGMENT"),
+        chips_per_epoch=integer_param(params, "CHIPS_PER_EPOCH", 0, 0, 10**9),
         seed=seed,
         device=str(device),
     )
     build_encoder(backbone)  # fail early on a bad backbone
-    if _given(params, "MASKS") and mode != "distill":
+    if is_set(params, "MASKS") and mode != "distill":
         ctx.warn("MASKS are only used by MODE distill: they are ignored.")
     teacher = None
     if mode == "distill":
@@ -1046,7 +1056,7 @@ def run_pretrain(params: dict[str, Any], ctx: JobContext) -> JobResult:
         teacher, teacher_bands, teacher_norm = load_teacher(
             str(params["TEACHER"]), str(params.get("TEACHER_REGION") or "").strip() or None
         )
-    elif _given(params, "TEACHER"):
+    elif is_set(params, "TEACHER"):
         raise InputError("TEACHER is only used by MODE distill: set MODE to distill.")
 
     mapping = LabelMapping(
@@ -1054,12 +1064,12 @@ def run_pretrain(params: dict[str, Any], ctx: JobContext) -> JobResult:
         ignore=parse_values(params.get("IGNORE_VALUES"), "IGNORE_VALUES") or (),
         mask_color=parse_color(params.get("MASK_COLOR")),
     )
-    masks = str(params["MASKS"]) if _given(params, "MASKS") and mode == "distill" else None
+    masks = str(params["MASKS"]) if is_set(params, "MASKS") and mode == "distill" else None
     ctx.log(f"Reading the images in '{params['IMAGES']}' ...")
     scenes = image_scenes(str(params["IMAGES"]), masks, dataset_type, mapping)
     names = scenes[0].band_names
     bands = resolve_bands(params.get("BANDS"), names)
-    size = _chip_size(scenes, _integer(params, "CHIP_SIZE", 128, 32, 8192), patch)
+    size = _chip_size(scenes, integer_param(params, "CHIP_SIZE", 128, 32, 8192), patch)
     largest = max(max(s.height, s.width) for s in scenes)
     size = min(size, -(-largest // 32) * 32)
     if size % patch:
@@ -1123,7 +1133,7 @@ def run_pretrain(params: dict[str, Any], ctx: JobContext) -> JobResult:
         figures.update({f"last_{k}": v for k, v in last.items() if k not in ("epoch", "seconds")})
     figures["epochs"] = len(result.history)
     inputs = [str(params["IMAGES"])] + [
-        str(params[k]) for k in ("MASKS", "TEACHER") if _given(params, k)
+        str(params[k]) for k in ("MASKS", "TEACHER") if is_set(params, k)
     ]
     return JobResult(
         outputs={"OUTPUT": str(params["OUTPUT"])},

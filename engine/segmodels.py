@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.modelfile import ModelMetadata, load_model, save_model
+from slidewise.engine.errors import InputError
+from slidewise.engine.modelfile import ModelMetadata, load_model, load_strict, save_model
 
 SMP_ARCHITECTURES = (
     "unet",
@@ -255,11 +255,5 @@ def load_mapping_model(
     tensors, meta = load_model(path, task="mapping", device=device)
     config = SegModelConfig(**meta.config)
     model = build_model(config)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(
-            f"The weights in '{os.fspath(path)}' do not fit the stored architecture "
-            f"({str(exc).splitlines()[0]}): the file is damaged or was edited."
-        ) from None
+    load_strict(model, tensors, os.fspath(path))
     return model.to(device).eval(), meta

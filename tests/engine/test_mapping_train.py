@@ -16,7 +16,7 @@ from slidewise.engine.jobs import JobContext
 from slidewise.engine.mapping_train import (
     RECIPES,
     TrainSettings,
-    _choose_threshold,
+    choose_threshold,
     epoch_order,
     load_checkpoint,
     pos_weight_from,
@@ -187,7 +187,7 @@ def test_training_on_bijie_beats_untrained_model(tmp_path: Path) -> None:
     torch.manual_seed(0)
     untrained = build_model(config)
     vp = validate(untrained, data.valid, 16, torch.device("cpu"))
-    f1_untrained = vp.confusion(_choose_threshold(vp, "auto", "f1")).f1
+    f1_untrained = vp.confusion(choose_threshold(vp, "auto", "f1")).f1
     outcome = train_model(data, settings, log=lambda _: None)
     assert len(outcome.history) == 8
     f1_trained = outcome.metrics["f1"]
