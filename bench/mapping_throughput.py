@@ -35,7 +35,6 @@ import copy
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,38 +43,14 @@ from typing import Any
 
 import numpy as np
 
+from slidewise.bench.memory import peak_rss_mb, quiet_context, rss_mb, run_child
+
 BANDS = 14
 SEED_TILE = 224
 SEED_KEEP = 112
 RSS_CHECK_SIZE = 8000
 DN_MEAN = 2000.0
 DN_STD = 800.0
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (VmHWM, else getrusage)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
 
 
 def build_bench_model() -> Any:
@@ -185,19 +160,10 @@ def run_job_child(
     raster: str, model_path: str, out_dir: str, threads: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """Run the maplandslides job in this (child) process; report time and peak RSS."""
-    import io
-
-    from slidewise.engine.jobs import JobContext
     from slidewise.engine.mapping import run_map
-    from slidewise.engine.protocol import Reporter
-    from slidewise.engine.runtime import RuntimeOptions
 
-    import_rss = _rss_mb()
-    ctx = JobContext(
-        name="maplandslides",
-        options=RuntimeOptions(device="cpu", threads=threads),
-        reporter=Reporter(io.StringIO()),
-    )
+    import_rss = rss_mb()
+    ctx = quiet_context("maplandslides", threads)
     params = {
         "INPUT": raster,
         "MODEL": model_path,
@@ -210,7 +176,7 @@ def run_job_child(
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_after_imports_mb": import_rss,
         "tiles": result.figures.get("tiles"),
         "tile_size": result.figures.get("tile_size"),
@@ -223,9 +189,6 @@ def measure_child(
     """Run :func:`run_job_child` in a fresh interpreter and return its figures."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable,
-        "-m",
-        "slidewise.bench.mapping_throughput",
         "--child-job",
         str(raster),
         str(model_path),
@@ -238,10 +201,7 @@ def measure_child(
             cmd += [flag, str(value)]
     if args.batch_size is not None:
         cmd += ["--batch-size", str(args.batch_size)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"engine child failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("slidewise.bench.mapping_throughput", cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,33 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from slidewise.bench.memory import peak_rss_mb, quiet_context, rss_mb, run_child
+
 FACTORS = ("elevation", "slope", "curvature", "twi", "ndvi")
 PIXEL = 10.0
 ORIGIN = (400000.0, 2500000.0)
 LIMIT_MB = 2048.0
-
-
-def _status_mb(key: str) -> float:
-    """A ``/proc/self/status`` field in MB (``VmHWM`` peak, ``VmRSS`` now); NaN if absent."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (VmHWM, else getrusage)."""
-    peak = _status_mb("VmHWM")
-    if peak == peak:
-        return peak
-    import resource
-
-    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return value / (1024.0 * 1024.0) if sys.platform == "darwin" else value / 1024.0
 
 
 def _waves(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,20 +118,6 @@ def write_inventory(path: Path, size: int, n: int = 600, seed: int = 0) -> Path:
     return path
 
 
-def _context(name: str, threads: int = 0) -> Any:
-    import io
-
-    from slidewise.engine.jobs import JobContext
-    from slidewise.engine.protocol import Reporter
-    from slidewise.engine.runtime import RuntimeOptions
-
-    return JobContext(
-        name=name,
-        options=RuntimeOptions(device="cpu", seed=0, threads=threads),
-        reporter=Reporter(io.StringIO()),
-    )
-
-
 def train_model(
     stack: Path, inventory: Path, out_dir: Path, method: str = "meta", iterations: int = 40
 ) -> dict[str, Any]:
@@ -179,7 +143,7 @@ def train_model(
         "OUTPUT": str(out_dir / "model.safetensors"),
     }
     start = time.perf_counter()
-    result = run_train(params, _context("trainsusceptibility"))
+    result = run_train(params, quiet_context("trainsusceptibility"))
     return {
         "model": result.outputs["OUTPUT"],
         "seconds": time.perf_counter() - start,
@@ -197,7 +161,7 @@ def run_child_job(
 
     if threads > 0:
         torch.set_num_threads(threads)
-    import_rss = _status_mb("VmRSS")
+    import_rss = rss_mb()
     params: dict[str, Any] = {
         "MODEL": model,
         "INPUT": stack,
@@ -207,11 +171,11 @@ def run_child_job(
     if block_size:
         params["BLOCK_SIZE"] = block_size
     start = time.perf_counter()
-    result = run_predict(params, _context("predictsusceptibility", threads))
+    result = run_predict(params, quiet_context("predictsusceptibility", threads))
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_after_imports_mb": import_rss,
         "valid_pixels": result.figures.get("valid_pixels"),
     }
@@ -223,9 +187,6 @@ def predict_in_child(
     """Run :func:`run_child_job` in a fresh interpreter and return its figures."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable,
-        "-m",
-        "slidewise.bench.susceptibility_memory",
         "--child-job",
         str(stack),
         model,
@@ -235,10 +196,7 @@ def predict_in_child(
     ]
     if block_size:
         cmd += ["--block-size", str(block_size)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"prediction child failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("slidewise.bench.susceptibility_memory", cmd)
 
 
 def measure(
