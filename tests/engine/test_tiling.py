@@ -17,6 +17,7 @@ from slidewise.engine.tiling import (
     AxisLayout,
     PredictionStats,
     TileLayout,
+    fold_batch_norms,
     make_runner,
     predict_raster,
     predict_whole_image,
@@ -299,3 +300,38 @@ def test_layout_rejects_bad_settings() -> None:
         TileLayout.plan(100, 100, 3, tile=64, overlap=64)
     with pytest.raises(ValueError):
         TileLayout.plan(100, 100, 3, tile=0, overlap=0)
+
+
+def test_fold_batch_norms_matches_and_leaves_the_model_alone() -> None:
+    from slidewise.engine.segmodels import SegModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(SegModelConfig("unet", "resnet18", 4, 3)).eval()
+    with torch.no_grad():  # batch norms with non-trivial statistics
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batch_norms(model)
+    assert folded is not model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    x = torch.randn(2, 4, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+    class Untraceable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(1, 1, 3), nn.BatchNorm2d(1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                return self.bn(self.conv(x))
+            return x
+
+    odd = Untraceable().eval()
+    assert fold_batch_norms(odd) is odd
+    plain = nn.Conv2d(1, 1, 3)
+    assert fold_batch_norms(plain) is plain
