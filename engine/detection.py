@@ -37,16 +37,9 @@ import numpy as np
 import torch
 
 from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import (
-    JobContext,
-    JobResult,
-    check_known,
-    choice,
-    integer_param,
-    number_param,
-    require,
-)
+from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
 from slidewise.engine.outputs import check_writable
+from slidewise.engine.params import integer_param, number_param
 from slidewise.engine.raster import RasterInfo, open_raster, read_masked
 
 SOURCES = ("detector", "segmentation")

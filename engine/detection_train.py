@@ -45,18 +45,9 @@ from slidewise.engine.detection_models import (
 )
 from slidewise.engine.detmetrics import detection_map
 from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import (
-    JobContext,
-    JobResult,
-    check_known,
-    choice,
-    integer_param,
-    is_set,
-    number_param,
-    require,
-    to_bool,
-)
+from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
 from slidewise.engine.outputs import check_writable
+from slidewise.engine.params import integer_param, is_set, number_param, to_bool
 
 Log = Callable[[str], None]
 Progress = Callable[[float], None]

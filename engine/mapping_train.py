@@ -52,19 +52,10 @@ from slidewise.engine.datasets import (
     prepare_mapping_data,
 )
 from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import (
-    JobContext,
-    JobResult,
-    check_known,
-    choice,
-    integer_param,
-    is_set,
-    number_param,
-    require,
-    to_bool,
-)
+from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
 from slidewise.engine.losses import LOSSES, make_loss
 from slidewise.engine.outputs import atomic_output, check_writable
+from slidewise.engine.params import integer_param, is_set, number_param, to_bool
 from slidewise.engine.segmetrics import Confusion
 from slidewise.engine.segmodels import (
     SegModelConfig,

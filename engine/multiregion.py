@@ -81,17 +81,7 @@ from slidewise.engine.datasets import (
     prepare_mapping_data,
 )
 from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import (
-    JobContext,
-    JobResult,
-    check_known,
-    choice,
-    integer_param,
-    is_set,
-    number_param,
-    require,
-    to_bool,
-)
+from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
 from slidewise.engine.losses import LOSSES, make_loss
 from slidewise.engine.mapping_train import (
     RECIPES,
@@ -116,6 +106,7 @@ from slidewise.engine.modelfile import (
     save_model,
 )
 from slidewise.engine.outputs import check_writable
+from slidewise.engine.params import integer_param, is_set, number_param, to_bool
 from slidewise.engine.segmodels import SegModelConfig, build_model
 
 MODES = ("frozen", "distill")

@@ -86,20 +86,11 @@ from slidewise.engine.datasets import (
     resolve_bands,
 )
 from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import (
-    JobContext,
-    JobResult,
-    check_known,
-    choice,
-    integer_param,
-    is_set,
-    number_param,
-    require,
-    to_bool,
-)
+from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
 from slidewise.engine.losses import make_loss
 from slidewise.engine.modelfile import ModelMetadata, load_model, read_metadata, save_model
 from slidewise.engine.outputs import check_writable
+from slidewise.engine.params import integer_param, is_set, number_param, to_bool
 
 MODES = ("mae", "distill")
 #: Backbones whose encoder file also fits a torchvision ResNet body.

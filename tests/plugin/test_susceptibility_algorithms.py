@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from plugin_helpers import SHARED, TEST_DATA, run_qgis_process
+from plugin_helpers import SHARED, TEST_DATA, assert_fails, run_qgis_process
 
 ECU = TEST_DATA / "ecuador"
 STACK = ECU / "ta.tif"
@@ -176,25 +176,13 @@ def test_classical_method_and_sample_table(qgis_app, inventories, tmp_path: Path
     assert 0.0 <= rf["CV_RANDOM_AUC_MEAN"] <= 1.0
 
 
-def _fails(alg: str, params: dict, needle: str, folder: Path) -> None:
-    import processing
-    from qgis.core import QgsProcessingException
-
-    before = set(folder.iterdir())
-    with pytest.raises(QgsProcessingException) as info:
-        processing.run(alg, params)
-    assert needle.lower() in str(info.value).lower(), str(info.value)
-    assert "Traceback" not in str(info.value)
-    assert set(folder.iterdir()) == before
-
-
 def test_factor_rasters_on_different_grids_are_refused(
     qgis_app, inventories, tmp_path: Path
 ) -> None:
     other = SHARED / "terrain" / "bigtujunga_srtm30m.tif"
     if not other.is_file():
         pytest.skip("shared data not available")
-    _fails(
+    assert_fails(
         "slidewise:segmentblocks",
         {"FACTORS": [str(STACK), str(other)], "OUTPUT": str(tmp_path / "b.tif")},
         "bigtujunga_srtm30m.tif",
@@ -218,7 +206,7 @@ def test_inventory_outside_the_stack(qgis_app, tmp_path: Path) -> None:
         check=True,
     )  # wrong CRS label: far outside
     (tmp_path / "far.gpkg").unlink()
-    _fails(
+    assert_fails(
         "slidewise:trainsusceptibility",
         {
             "INPUT": str(STACK),
@@ -231,7 +219,7 @@ def test_inventory_outside_the_stack(qgis_app, tmp_path: Path) -> None:
 
 
 def test_no_factors(qgis_app, inventories, tmp_path: Path) -> None:
-    _fails(
+    assert_fails(
         "slidewise:trainsusceptibility",
         {"INVENTORY": str(inventories["train"]), "OUTPUT": str(tmp_path / "m.safetensors")},
         "No factors",
@@ -242,7 +230,7 @@ def test_no_factors(qgis_app, inventories, tmp_path: Path) -> None:
 def test_model_of_another_kind_is_refused(qgis_app, tmp_path: Path) -> None:
     bogus = tmp_path / "model.safetensors"
     bogus.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    _fails(
+    assert_fails(
         "slidewise:predictsusceptibility",
         {"MODEL": str(bogus), "INPUT": str(STACK), "OUTPUT": str(tmp_path / "p.tif")},
         "Slidewise",
@@ -252,7 +240,7 @@ def test_model_of_another_kind_is_refused(qgis_app, tmp_path: Path) -> None:
 
 def test_missing_factor_band_at_prediction(pipeline, tmp_path: Path) -> None:
     dem = ECU / "dem_10m.tif"
-    _fails(
+    assert_fails(
         "slidewise:predictsusceptibility",
         {
             "MODEL": pipeline["model"]["OUTPUT"],
