@@ -433,10 +433,12 @@ def make_runner(
         channels_last = is_cuda or (dev.type == "cpu" and _x86_onednn())
     channels_last = bool(channels_last)
     model.eval().to(dev)
-    if fold_bn if fold_bn is not None else dev.type == "cpu":
-        model = fold_batch_norms(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if fold_bn if fold_bn is not None else dev.type == "cpu":
+        model = fold_batch_norms(model)  # a copy, in the memory format chosen above
+        if channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return _Runner(model, dev, dict(normalisation or {}), tta, amp, channels_last)
 
 
