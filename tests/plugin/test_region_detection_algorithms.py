@@ -326,37 +326,79 @@ def test_detection_bad_inputs(detector, trained, tmp_path: Path) -> None:
     )
 
 
+def _qgis_process_results(env: dict, alg: str, *args: str) -> dict:
+    proc = run_qgis_process(env, "--json", "run", alg, "--", *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
+
+
+@pytest.mark.slow
+def test_qgis_process_training_algorithms(trained, qgis_process_env, tmp_path: Path) -> None:
+    """addregion, pretrainencoder and traindetection as batch runs (one epoch each)."""
+    results = _qgis_process_results(
+        qgis_process_env,
+        "slidewise:addregion",
+        f"MODEL={trained['result']['OUTPUT']}",
+        "BASE_REGION=bijie",
+        "REGION=east",
+        f"TRAIN_IMAGES={BIJIE / 'test' / 'images'}",
+        f"TRAIN_MASKS={BIJIE / 'test' / 'masks'}",
+        "MASK_COLOR=255,255,0",
+        "EPOCHS=1",
+        "CHIP_SIZE=128",
+        f"OUTPUT={tmp_path / 'regions.safetensors'}",
+    )
+    assert model_metadata(results["OUTPUT"])["extra"]["region_order"] == ["bijie", "east"]
+    assert results["BIJIE_F1_DELTA"] == pytest.approx(0.0, abs=1e-9)
+    encoder = _qgis_process_results(
+        qgis_process_env,
+        "slidewise:pretrainencoder",
+        f"IMAGES={BIJIE / 'train' / 'images'}",
+        "CHIP_SIZE=64",
+        "EPOCHS=1",
+        "BATCH_SIZE=4",
+        f"OUTPUT={tmp_path / 'encoder.safetensors'}",
+    )
+    assert model_metadata(encoder["OUTPUT"])["task"] == "encoder"
+    if not DETECTION.is_dir():
+        pytest.skip("../shared/data/detection not available")
+    detector = _qgis_process_results(
+        qgis_process_env,
+        "slidewise:traindetection",
+        f"TRAIN={DETECTION / 'l4s_rgb' / 'train'}",
+        f"VALID={DETECTION / 'l4s_rgb' / 'valid'}",
+        "MAX_TRAIN_IMAGES=2",
+        "MAX_VALID_IMAGES=2",
+        "EPOCHS=1",
+        "BATCH_SIZE=2",
+        "IMAGE_SIZE=96",
+        f"ENCODER_WEIGHTS={encoder['OUTPUT']}",
+        f"OUTPUT={tmp_path / 'detector.safetensors'}",
+    )
+    assert model_metadata(detector["OUTPUT"])["task"] == "detection"
+    assert Path(detector["MANIFEST"]).is_file()
+
+
 @pytest.mark.slow
 def test_qgis_process_region_and_detection(
     regions, trained, qgis_process_env, tmp_path: Path
 ) -> None:
     image = BIJIE / "test" / "images" / "10138.png"
-    proc = run_qgis_process(
+    results = _qgis_process_results(
         qgis_process_env,
-        "--json",
-        "run",
         "slidewise:maplandslides",
-        "--",
         f"INPUT={image}",
         f"MODEL={regions['result']['OUTPUT']}",
         "REGION=bijie_test",
         f"OUTPUT_MASK={tmp_path / 'mask.tif'}",
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
     assert Path(results["OUTPUT_MASK"]).is_file() and results["REGIONS"] == "bijie_test"
-
-    proc = run_qgis_process(
+    results = _qgis_process_results(
         qgis_process_env,
-        "--json",
-        "run",
         "slidewise:detectlandslides",
-        "--",
         f"INPUT={image}",
         f"MODEL={trained['result']['OUTPUT']}",
         "SOURCE=1",
         f"OUTPUT={tmp_path / 'boxes.gpkg'}",
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
-    assert Path(results["OUTPUT"]).is_file()
+    assert Path(results["OUTPUT"]).is_file() and results["BOXES"] >= 0
