@@ -54,7 +54,7 @@ DEFAULT_EPOCHS = 10
 SEG_MIN_AREA = 16
 
 
-class _LogStream:
+class LogStream:
     """Protocol stream that prints log lines with a prefix and drops the rest."""
 
     def __init__(self, prefix: str) -> None:
@@ -188,7 +188,7 @@ def _seg_boxes(train: Any, valid: Any, test: Any, args: argparse.Namespace) -> d
         ctx = JobContext(
             "trainmapping",
             RuntimeOptions(device=args.device, seed=args.seed),
-            Reporter(_LogStream("seg")),  # type: ignore[arg-type]
+            Reporter(LogStream("seg")),  # type: ignore[arg-type]
         )
         t0 = time.time()
         run_train(

@@ -88,28 +88,28 @@ def box_masks(files: list[Path], out: Path) -> Path:
 
 def prepare_data(tmp: Path, l4s_train: int, l4s_valid: int, seed: int) -> dict[str, Any]:
     """Write the downscaled region datasets into ``tmp`` and return their folders."""
-    from slidewise.bench.mapping_accuracy import _write_scaled
+    from slidewise.bench.mapping_accuracy import write_scaled
     from slidewise.engine.datasets import discover_pairs
 
     bijie = DATA / "mapping" / "bijie"
     pairs = discover_pairs(bijie / "images", bijie / "masks")
     out: dict[str, Any] = {}
     for split, chosen in (("train", pairs[:16]), ("valid", pairs[16:])):
-        out[f"bijie_{split}"] = _write_scaled(chosen, tmp / "bijie" / split, SCALE)
+        out[f"bijie_{split}"] = write_scaled(chosen, tmp / "bijie" / split, SCALE)
     rng = np.random.default_rng(seed)
     for split, n in (("train", l4s_train), ("valid", l4s_valid)):
         files = sorted((DATA / "detection" / "l4s_rgb" / split).glob("*.jpg"))
         files = [files[i] for i in sorted(rng.choice(len(files), n, replace=False))]
         masks = box_masks(files, tmp / "l4s_boxes" / split)
         chosen = [(f, masks / f"{f.stem}.png") for f in files]
-        out[f"l4s_{split}"] = _write_scaled(chosen, tmp / "l4s" / split, SCALE)
+        out[f"l4s_{split}"] = write_scaled(chosen, tmp / "l4s" / split, SCALE)
     return out
 
 
 def _run(
     params: dict[str, Any], name: str, seed: int, verbose: bool, threads: int = 0
 ) -> tuple[Any, float]:
-    from slidewise.bench.mapping_accuracy import _LogStream
+    from slidewise.bench.mapping_accuracy import LogStream
     from slidewise.engine.jobs import JobContext
     from slidewise.engine.multiregion import run_add_region
     from slidewise.engine.protocol import Reporter
@@ -118,7 +118,7 @@ def _run(
     ctx = JobContext(
         name="addregion",
         options=RuntimeOptions(device="cpu", seed=seed, threads=threads),
-        reporter=Reporter(_LogStream(name, verbose)),  # type: ignore[arg-type]
+        reporter=Reporter(LogStream(name, verbose)),  # type: ignore[arg-type]
     )
     t0 = time.time()
     result = run_add_region(params, ctx)

@@ -47,11 +47,11 @@ CHIP_SIZE = 256
 BATCH_SIZE = 8
 
 
-def _write_scaled(pairs: list[tuple[Path, Path]], out: Path, scale: float) -> tuple[Path, Path]:
+def write_scaled(pairs: list[tuple[Path, Path]], out: Path, scale: float) -> tuple[Path, Path]:
     """Write downscaled images and 0/255 masks (decoded first) to ``out``."""
     from PIL import Image
 
-    from slidewise.engine.datasets import IGNORE, LabelMapping, _read_picture, decode_mask
+    from slidewise.engine.datasets import IGNORE, LabelMapping, decode_mask, read_picture
 
     img_dir, msk_dir = out / "images", out / "masks"
     img_dir.mkdir(parents=True)
@@ -61,7 +61,7 @@ def _write_scaled(pairs: list[tuple[Path, Path]], out: Path, scale: float) -> tu
             rgb = im.convert("RGB")
             size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
             rgb.resize(size, Image.Resampling.BOX).save(img_dir / f"{image.stem}.png")
-        labels = decode_mask(_read_picture(mask, "mask"), LabelMapping(), f"mask '{mask.name}'")
+        labels = decode_mask(read_picture(mask, "mask"), LabelMapping(), f"mask '{mask.name}'")
         if np.any(labels == IGNORE):
             raise SystemExit(f"{mask.name}: masks with ignored pixels are not supported here")
         small = Image.fromarray((labels * 255).astype(np.uint8)).resize(
@@ -71,7 +71,7 @@ def _write_scaled(pairs: list[tuple[Path, Path]], out: Path, scale: float) -> tu
     return img_dir, msk_dir
 
 
-class _LogStream:
+class LogStream:
     """Protocol stream that prints log lines (with a prefix) and drops progress."""
 
     def __init__(self, prefix: str, verbose: bool) -> None:
@@ -101,8 +101,8 @@ def evaluate_pairs(
         IGNORE,
         LabelMapping,
         PairScene,
-        _read_picture,
         decode_mask,
+        read_picture,
     )
     from slidewise.engine.mapping_train import predict_scene
     from slidewise.engine.segmetrics import Confusion
@@ -114,7 +114,7 @@ def evaluate_pairs(
     total = Confusion()
     with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
         for image, mask in pairs:
-            truth = decode_mask(_read_picture(mask, "mask"), LabelMapping(), mask.name)
+            truth = decode_mask(read_picture(mask, "mask"), LabelMapping(), mask.name)
             with Image.open(image) as im:
                 rgb = im.convert("RGB")
                 size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
@@ -170,7 +170,7 @@ def run_benchmark(
     results: dict[str, Any] = {"recipes": {}}
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
-        img_dir, msk_dir = _write_scaled(train_pairs, Path(tmp) / "train", scale)
+        img_dir, msk_dir = write_scaled(train_pairs, Path(tmp) / "train", scale)
         for name in recipes:
             t0 = time.time()
             params: dict[str, Any] = {
@@ -189,7 +189,7 @@ def run_benchmark(
             ctx = JobContext(
                 name="trainmapping",
                 options=RuntimeOptions(device="cpu", seed=seed),
-                reporter=Reporter(_LogStream(name, verbose)),  # type: ignore[arg-type]
+                reporter=Reporter(LogStream(name, verbose)),  # type: ignore[arg-type]
             )
             run_train(params, ctx)
             results["recipes"][name] = evaluate_pairs(Path(params["OUTPUT"]), test_pairs, scale)

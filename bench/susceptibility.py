@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     doc = run(args)
-    from slidewise.engine.protocol import _clean
+    from slidewise.engine.protocol import json_safe
 
-    Path(args.json).write_text(json.dumps(_clean(doc), indent=2), encoding="utf-8")
+    Path(args.json).write_text(json.dumps(json_safe(doc), indent=2), encoding="utf-8")
     print(f"{'method':<6} {'AUC':>7} {'sd':>6} {'F1':>6} {'kappa':>6}")
     for m, s in doc["methods"].items():
         print(

@@ -218,7 +218,7 @@ def segment_stack(
         data, valid = stack.read(Window(0, 0, stack.width, stack.height))
         data = data[idx]
     else:
-        data, valid = _decimated_read(stack, idx, factor)
+        data, valid = decimated_read(stack, idx, factor)
     if progress:
         progress(0.3)
     if not valid.any():
@@ -232,7 +232,7 @@ def segment_stack(
     return labels, factor, bands, weights
 
 
-def _decimated_read(
+def decimated_read(
     stack: AlignedStack, idx: list[int], factor: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every ``factor``-th pixel of the chosen bands, read strip by strip."""

@@ -265,7 +265,7 @@ class Scene(ABC):
         )
 
 
-def _read_picture(path: Path, what: str) -> np.ndarray:
+def read_picture(path: Path, what: str) -> np.ndarray:
     """Read a PNG/JPEG/BMP (Pillow) or TIFF (rasterio) as (H, W) or (H, W, C)."""
     if path.suffix.lower() in (".tif", ".tiff"):
         import rasterio
@@ -290,7 +290,7 @@ def _read_picture(path: Path, what: str) -> np.ndarray:
         raise InputError(f"The {what} '{path.name}' could not be read ({exc}).") from None
 
 
-def _picture_size(path: Path, what: str) -> tuple[int, int, int]:
+def picture_size(path: Path, what: str) -> tuple[int, int, int]:
     """(height, width, bands) from the file header."""
     if path.suffix.lower() in (".tif", ".tiff"):
         from slidewise.engine.raster import open_raster
@@ -344,13 +344,13 @@ class PairScene(Scene):
         self.image_path, self.mask_path, self.mapping = Path(image), mask, mapping
         self.cache = cache or DecodeCache(2)
         self.name = self.image_path.name
-        self.height, self.width, count = _picture_size(self.image_path, "image")
+        self.height, self.width, count = picture_size(self.image_path, "image")
         names = {1: ["grey"], 3: ["red", "green", "blue"]}.get(count)
         self.band_names = names or [f"band_{i + 1}" for i in range(count)]
         self.group = f"scene:{self.image_path}"
         self.labelled = mask is not None
         if mask is not None:
-            mh, mw, _ = _picture_size(Path(mask), "mask")
+            mh, mw, _ = picture_size(Path(mask), "mask")
             if (mh, mw) != (self.height, self.width):
                 raise InputError(
                     f"The mask '{Path(mask).name}' is {mw} x {mh} pixels but its image "
@@ -359,7 +359,7 @@ class PairScene(Scene):
                 )
 
     def _image(self) -> np.ndarray:
-        a = _read_picture(self.image_path, "image")
+        a = read_picture(self.image_path, "image")
         if a.ndim == 2:
             a = a[..., None]
         if a.shape[2] == 4 and self.image_path.suffix.lower() not in (".tif", ".tiff"):
@@ -371,7 +371,7 @@ class PairScene(Scene):
     def _labels(self) -> np.ndarray:
         assert self.mask_path is not None
         return decode_mask(
-            _read_picture(Path(self.mask_path), "mask"),
+            read_picture(Path(self.mask_path), "mask"),
             self.mapping,
             f"mask '{Path(self.mask_path).name}'",
         )

@@ -141,9 +141,9 @@ class DetectionSet:
 
 def image_size(path: Path) -> tuple[int, int, int]:
     """``(height, width, bands)`` of an image file, from its header."""
-    from slidewise.engine.datasets import _picture_size
+    from slidewise.engine.datasets import picture_size
 
-    return _picture_size(path, "image")
+    return picture_size(path, "image")
 
 
 def read_image(path: Path, bands: Sequence[int] | None = None) -> np.ndarray:
@@ -153,9 +153,9 @@ def read_image(path: Path, bands: Sequence[int] | None = None) -> np.ndarray:
         path: JPEG/PNG/BMP (Pillow) or TIFF (rasterio) file.
         bands: 0-based bands to keep (all when ``None``).
     """
-    from slidewise.engine.datasets import _read_picture
+    from slidewise.engine.datasets import read_picture
 
-    a = _read_picture(Path(path), "image")
+    a = read_picture(Path(path), "image")
     if a.ndim == 2:
         a = a[..., None]
     if a.shape[2] == 4 and Path(path).suffix.lower() not in (".tif", ".tiff"):
@@ -709,9 +709,9 @@ def read_mask_pairs(
     """
     from slidewise.engine.datasets import (
         LabelMapping,
-        _read_picture,
         decode_mask,
         discover_pairs,
+        read_picture,
     )
 
     root = Path(folder)
@@ -733,7 +733,7 @@ def read_mask_pairs(
     items = []
     for image, mask in discover_pairs(img_dir, mask_dir):
         h, w, nb = image_size(image)
-        labels = decode_mask(_read_picture(mask, "mask"), LabelMapping(), f"mask '{mask.name}'")
+        labels = decode_mask(read_picture(mask, "mask"), LabelMapping(), f"mask '{mask.name}'")
         if labels.shape != (h, w):
             raise InputError(
                 f"The mask '{mask.name}' is {labels.shape[1]} x {labels.shape[0]} px but its "

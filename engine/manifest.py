@@ -108,8 +108,8 @@ def build_manifest(
 
 def write_manifest(path: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     """Write ``record`` as pretty JSON to ``path`` atomically."""
-    from slidewise.engine.protocol import _clean
+    from slidewise.engine.protocol import json_safe
 
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(_clean(record), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
     return Path(path)

@@ -419,10 +419,10 @@ def save_checkpoint(
         "optim_scalars": scalars,
         **state,
     }
-    from slidewise.engine.protocol import _clean
+    from slidewise.engine.protocol import json_safe
 
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(_clean(meta))})
+        save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(json_safe(meta))})
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

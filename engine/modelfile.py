@@ -58,10 +58,10 @@ class ModelMetadata:
 
     def to_json(self) -> str:
         """Serialise with the format name and version."""
-        from slidewise.engine.protocol import _clean
+        from slidewise.engine.protocol import json_safe
 
         doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **asdict(self)}
-        return json.dumps(_clean(doc), allow_nan=False)
+        return json.dumps(json_safe(doc), allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str, source: str = "model file") -> ModelMetadata:

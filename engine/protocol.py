@@ -22,17 +22,17 @@ from typing import IO, Any
 PROTOCOL_VERSION = 1
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Make ``value`` JSON-safe (NaN and infinities become ``None``)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         try:
-            return _clean(value.item())
+            return json_safe(value.item())
         except (TypeError, ValueError):
             pass
     if hasattr(value, "__fspath__"):
@@ -54,7 +54,7 @@ class Reporter:
 
     def send(self, message: dict[str, Any]) -> None:
         """Write one message and flush."""
-        line = json.dumps(_clean(message), allow_nan=False)
+        line = json.dumps(json_safe(message), allow_nan=False)
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()

@@ -672,9 +672,9 @@ def _write_block_polygons(
 
         data, _ = stack.read(Window(0, 0, stack.width, stack.height))
     else:  # statistics on the decimated grid the blocks were segmented on
-        from slidewise.engine.blocks import _decimated_read
+        from slidewise.engine.blocks import decimated_read
 
-        data, _ = _decimated_read(stack, list(range(stack.count)), factor)
+        data, _ = decimated_read(stack, list(range(stack.count)), factor)
     pixel_area = abs(transform.a * transform.e)
     sb = _attach_blocks(samples, labels, factor) if samples is not None else None
     stats = block_statistics(

@@ -156,7 +156,7 @@ def _downscaled_bijie(tmp: Path, n: int, scale: float) -> tuple[Path, Path]:
     """Real Bijie pairs, downscaled (images by area, masks decoded then nearest)."""
     from PIL import Image
 
-    from slidewise.engine.datasets import LabelMapping, _read_picture, decode_mask
+    from slidewise.engine.datasets import LabelMapping, decode_mask, read_picture
 
     img, msk = tmp / "small_images", tmp / "small_masks"
     img.mkdir()
@@ -166,7 +166,7 @@ def _downscaled_bijie(tmp: Path, n: int, scale: float) -> tuple[Path, Path]:
             rgb = im.convert("RGB")
         size = (round(rgb.width * scale), round(rgb.height * scale))
         rgb.resize(size, Image.Resampling.BOX).save(img / path.name)
-        labels = decode_mask(_read_picture(BIJIE / "masks" / path.name, "mask"), LabelMapping())
+        labels = decode_mask(read_picture(BIJIE / "masks" / path.name, "mask"), LabelMapping())
         Image.fromarray(labels * 255).resize(size, Image.Resampling.NEAREST).save(msk / path.name)
     return img, msk
 
