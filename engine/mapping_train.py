@@ -347,6 +347,54 @@ def metrics_at(vp: _ValidationPass, threshold: float) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class EpochSelection:
+    """Model selection on the validation split: the best epoch so far, its weights, patience.
+
+    Attributes:
+        metric: Landslide-class metric that ranks epochs (``f1``, ``iou`` or ``mcc``).
+        best: ``epoch`` (0 = none yet), ``score``, ``threshold`` and ``metrics`` (the
+            epoch's record) of the best epoch.
+        state: The best epoch's weights (on the CPU); ``None`` before the first epoch.
+        stale: Epochs since the last improvement.
+    """
+
+    metric: str
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "score": -math.inf, "threshold": 0.5, "metrics": {}}
+    )
+    state: dict[str, torch.Tensor] | None = None
+    stale: int = 0
+
+    def offer(
+        self, record: dict[str, Any], vp: _ValidationPass, has_slides: bool, model: nn.Module
+    ) -> bool:
+        """Keep the epoch of ``record`` (keys ``epoch``, ``threshold``, the metric) if best.
+
+        Without landslides in the validation split the validation loss ranks epochs.
+
+        Returns:
+            Whether the epoch is the best so far.
+        """
+        score = record[self.metric] if has_slides else -vp.loss
+        if score <= self.best["score"] + 1e-9:
+            self.stale += 1
+            return False
+        self.best = {
+            "epoch": record["epoch"],
+            "score": score,
+            "threshold": record["threshold"],
+            "metrics": record,
+        }
+        self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.stale = 0
+        return True
+
+    def exhausted(self, patience: int) -> bool:
+        """True when ``patience`` (> 0) epochs in a row brought no improvement."""
+        return bool(patience) and self.stale >= patience
+
+
 #: Thresholds within this much of the best validation score count as equally good.
 THRESHOLD_TOLERANCE = 0.01
 
@@ -524,9 +572,7 @@ def train_model(
     fingerprint = _fingerprint(settings, data)
     start_epoch = 0
     history: list[dict[str, Any]] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best: dict[str, Any] = {"epoch": 0, "score": -math.inf, "threshold": 0.5, "metrics": {}}
-    stale = 0
+    selection = EpochSelection(metric)
     if settings.resume and settings.checkpoint:
         tensors, meta = load_checkpoint(settings.checkpoint)
         if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
@@ -536,7 +582,7 @@ def train_model(
                 "set RESUME to false to start again."
             )
         model.load_state_dict(_prefixed(tensors, "model."))
-        best_state = _prefixed(tensors, "best.") or None
+        selection.state = _prefixed(tensors, "best.") or None
         _restore_optimizer(optimizer, tensors, meta)
         generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
@@ -544,10 +590,10 @@ def train_model(
             scaler.load_state_dict(meta["scaler"])
         start_epoch = int(meta["epoch"])
         history = list(meta.get("history", []))
-        best = dict(meta.get("best", best))
-        if best.get("score") is None:  # -inf is stored as null
-            best["score"] = -math.inf
-        stale = int(meta.get("stale", 0))
+        selection.best = dict(meta.get("best", selection.best))
+        if selection.best.get("score") is None:  # -inf is stored as null
+            selection.best["score"] = -math.inf
+        selection.stale = int(meta.get("stale", 0))
         log(f"Resumed from '{Path(settings.checkpoint).name}' after epoch {start_epoch}.")
     elif settings.checkpoint and Path(settings.checkpoint).exists():
         log(
@@ -561,7 +607,7 @@ def train_model(
     done_steps = 0
     stopped_early = False
     for epoch in range(start_epoch, settings.epochs):
-        if settings.patience and stale >= settings.patience:
+        if selection.exhausted(settings.patience):
             stopped_early = True
             break
         t0 = time.time()
@@ -611,14 +657,7 @@ def train_model(
             "seconds": round(time.time() - t0, 2),
         }
         history.append(record)
-        score = record[metric] if val_has_slides else -vp.loss
-        improved = score > best["score"] + 1e-9
-        if improved:
-            best = {"epoch": epoch + 1, "score": score, "threshold": threshold, "metrics": record}
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            stale = 0
-        else:
-            stale += 1
+        improved = selection.offer(record, vp, val_has_slides, model)
         log(
             f"epoch {epoch + 1}/{settings.epochs}: train loss {record['train_loss']:.4f}, "
             f"valid loss {vp.loss:.4f}, landslide P {record['precision']:.3f} "
@@ -630,14 +669,14 @@ def train_model(
             save_checkpoint(
                 settings.checkpoint,
                 model,
-                best_state,
+                selection.state,
                 optimizer,
                 generator,
                 {
                     "epoch": epoch + 1,
                     "history": history,
-                    "best": best,
-                    "stale": stale,
+                    "best": selection.best,
+                    "stale": selection.stale,
                     "fingerprint": fingerprint,
                     "scaler": scaler.state_dict() if use_amp else {},
                 },
@@ -645,8 +684,9 @@ def train_model(
     if stopped_early:
         log(f"Stopped early: no better validation {metric} for {settings.patience} epochs.")
     final = build_model(settings.model)
-    final.load_state_dict(best_state if best_state is not None else model.state_dict())
+    final.load_state_dict(selection.state if selection.state is not None else model.state_dict())
     final.eval()
+    best = selection.best
     if best["epoch"]:
         log(
             f"Selected epoch {best['epoch']} on the validation split "
@@ -724,19 +764,26 @@ def predict_scene(
 
 # --------------------------------------------------------------------------- the job
 
-KNOWN_PARAMS = {
-    "DATASET_TYPE",
-    "TRAIN_IMAGES",
-    "TRAIN_MASKS",
-    "VALID_IMAGES",
-    "VALID_MASKS",
-    "VALID_FRACTION",
-    "LABEL_POLYGONS",
-    "LANDSLIDE_VALUES",
-    "IGNORE_VALUES",
-    "MASK_COLOR",
-    "BANDS",
-    "NORMALISATION",
+#: The data and chip parameters read by :func:`chip_request` (trainmapping, addregion).
+DATA_PARAMS = frozenset(
+    {
+        "DATASET_TYPE",
+        "TRAIN_IMAGES",
+        "TRAIN_MASKS",
+        "VALID_IMAGES",
+        "VALID_MASKS",
+        "VALID_FRACTION",
+        "LABEL_POLYGONS",
+        "LANDSLIDE_VALUES",
+        "IGNORE_VALUES",
+        "MASK_COLOR",
+        "BANDS",
+        "NORMALISATION",
+        "CHIP_SIZE",
+        "STRIDE",
+    }
+)
+KNOWN_PARAMS = DATA_PARAMS | {
     "RECIPE",
     "ARCHITECTURE",
     "ENCODER",
@@ -753,8 +800,6 @@ KNOWN_PARAMS = {
     "CHIPS_PER_EPOCH",
     "LR",
     "WEIGHT_DECAY",
-    "CHIP_SIZE",
-    "STRIDE",
     "PATIENCE",
     "SELECT_METRIC",
     "THRESHOLD",

@@ -84,9 +84,11 @@ from slidewise.engine.errors import InputError, ModelFileError
 from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
 from slidewise.engine.losses import LOSSES, make_loss
 from slidewise.engine.mapping_train import (
+    DATA_PARAMS,
     RECIPES,
     SELECT_METRICS,
     ChipRequest,
+    EpochSelection,
     TrainOutcome,
     TrainSettings,
     chip_request,
@@ -685,11 +687,9 @@ def train_region(
     total = max(1, settings.epochs * steps_per_epoch)
     done = 0
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": 0, "score": -math.inf, "threshold": 0.5, "metrics": {}}
-    best_state: dict[str, torch.Tensor] | None = None
-    stale = 0
+    selection = EpochSelection(metric)
     for epoch in range(settings.epochs):
-        if settings.patience and stale >= settings.patience:
+        if selection.exhausted(settings.patience):
             log(f"Stopped early: no better validation {metric} for {settings.patience} epochs.")
             break
         t0 = time.time()
@@ -751,14 +751,7 @@ def train_region(
             "seconds": round(time.time() - t0, 2),
         }
         history.append(record)
-        score = record[metric] if val_has_slides else -vp.loss
-        improved = score > best["score"] + 1e-9
-        if improved:
-            best = {"epoch": epoch + 1, "score": score, "threshold": threshold, "metrics": record}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stale = 0
-        else:
-            stale += 1
+        improved = selection.offer(record, vp, val_has_slides, model)
         kd_text = f", distill {record['distill_loss']:.4f}" if teacher is not None else ""
         if mode != settings.mode:
             kd_text += " (warm-up: new decoder only)"
@@ -767,8 +760,9 @@ def train_region(
             f"{kd_text}, valid F1 {record['f1']:.3f} IoU {record['iou']:.3f} "
             f"(threshold {threshold:.2f}){' *' if improved else ''} [{record['seconds']:.1f} s]"
         )
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if selection.state is not None:
+        model.load_state_dict(selection.state)
+    best = selection.best
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -1070,27 +1064,13 @@ def _utc() -> str:
 
 # --------------------------------------------------------------------------- the job
 
-KNOWN_PARAMS = {
+KNOWN_PARAMS = DATA_PARAMS | {
     "MODEL",
     "REGION",
     "BASE_REGION",
     "REPLACE",
     "MODE",
     "INIT_FROM",
-    "DATASET_TYPE",
-    "TRAIN_IMAGES",
-    "TRAIN_MASKS",
-    "VALID_IMAGES",
-    "VALID_MASKS",
-    "VALID_FRACTION",
-    "LABEL_POLYGONS",
-    "LANDSLIDE_VALUES",
-    "IGNORE_VALUES",
-    "MASK_COLOR",
-    "BANDS",
-    "NORMALISATION",
-    "CHIP_SIZE",
-    "STRIDE",
     "ENCODER",
     "ENCODER_DEPTH",
     "ENCODER_WEIGHTS",

@@ -1,0 +1,94 @@
+"""The benchmark command lines that checks outside this repository call, on tiny real inputs.
+
+Each benchmark runs as ``python -m slidewise.bench.NAME`` with the documented
+arguments and must write the documented JSON keys. The settings are far too
+small for meaningful numbers: these tests guard the interface, the numbers
+are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+BIJIE = SHARED / "mapping" / "bijie"
+L4S_RGB = SHARED / "detection" / "l4s_rgb"
+
+
+def _run(module: str, *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+def _link(files: list[Path], folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for f in files:
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
+@pytest.mark.slow
+def test_mapping_throughput_interface(tmp_path: Path) -> None:
+    out = tmp_path / "throughput.json"
+    _run("slidewise.bench.mapping_throughput", "--size", "256", "--json", str(out))
+    doc = json.loads(out.read_text())
+    keys = ("seed_px_per_s", "engine_px_per_s", "ratio", "engine_peak_rss_mb", "seam_max_abs_diff")
+    assert all(isinstance(doc[k], float) and doc[k] >= 0 for k in keys), doc
+    assert doc["ratio"] == pytest.approx(doc["engine_px_per_s"] / doc["seed_px_per_s"], rel=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BIJIE.is_dir(), reason="Bijie pairs not available")
+def test_mapping_accuracy_interface(tmp_path: Path) -> None:
+    names = sorted(p.name for p in (BIJIE / "images").glob("*.png"))
+    train, test = names[:4], names[-2:]
+    folders = {
+        f"{split}-{kind}": _link([BIJIE / kind / n for n in chosen], tmp_path / split / kind)
+        for split, chosen in (("train", train), ("test", test))
+        for kind in ("images", "masks")
+    }
+    out = tmp_path / "accuracy.json"
+    _run(
+        "slidewise.bench.mapping_accuracy",
+        *("--train-images", str(folders["train-images"])),
+        *("--train-masks", str(folders["train-masks"])),
+        *("--test-images", str(folders["test-images"])),
+        *("--test-masks", str(folders["test-masks"])),
+        *("--json", str(out), "--epochs", "1", "--seed", "0"),
+    )
+    recipes = json.loads(out.read_text())["recipes"]
+    assert set(recipes) == {"l4s_baseline", "default"}
+    for scores in recipes.values():
+        assert all(0.0 <= scores[k] <= 1.0 for k in ("f1", "precision", "recall", "iou"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not L4S_RGB.is_dir(), reason="detection data not available")
+def test_detection_interface(tmp_path: Path) -> None:
+    def voc(ids: list[str], name: str) -> Path:
+        files = [L4S_RGB / "valid" / f"{i}.{ext}" for i in ids for ext in ("jpg", "xml")]
+        return _link(files, tmp_path / name)
+
+    ids = sorted({p.stem for p in (L4S_RGB / "valid").glob("*.xml")})[:4]
+    out = tmp_path / "detection.json"
+    _run(
+        "slidewise.bench.detection",
+        *("--train", str(L4S_RGB / "train"), "--max-train-images", "2"),
+        *("--val", str(voc(ids[:2], "val")), "--test", str(voc(ids[2:], "test"))),
+        *("--json", str(out), "--epochs", "1", "--pretrain-epochs", "1"),
+        *("--image-size", "96", "--batch-size", "2", "--seed", "0"),
+    )
+    models = json.loads(out.read_text())["models"]
+    assert len(models) >= 3, models
+    assert any("scratch" in m for m in models) and any("mae" in m for m in models)
+    assert any("seg" in m for m in models)
+    for figures in models.values():
+        assert 0.0 <= figures["map50"] <= 1.0 and 0.0 <= figures["map"] <= 1.0
+        assert figures["train_s"] > 0
