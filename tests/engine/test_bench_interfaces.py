@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from engine_helpers import BIJIE, SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-BIJIE = SHARED / "mapping" / "bijie"
 L4S_RGB = SHARED / "detection" / "l4s_rgb"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_helpers import bijie_subset
 
 from slidewise.engine.augment import d4_inverse, d4_transform, random_d4
 from slidewise.engine.datasets import (
@@ -65,16 +66,6 @@ def _l4s_layout(tmp: Path, n: int = 3) -> tuple[Path, dict[str, np.ndarray]]:
             f.create_dataset("mask", data=mask)
         masks[number] = mask
     return root, masks
-
-
-def _bijie_subset(tmp: Path, names: list[str]) -> tuple[Path, Path]:
-    img, msk = tmp / "images", tmp / "masks"
-    img.mkdir()
-    msk.mkdir()
-    for name in names:
-        (img / name).symlink_to(BIJIE / "images" / name)
-        (msk / name).symlink_to(BIJIE / "masks" / name)
-    return img, msk
 
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -190,7 +181,7 @@ def test_grey_mask_conventions() -> None:
 def test_pairs_bad_inputs(tmp_path: Path) -> None:
     from PIL import Image
 
-    img, msk = _bijie_subset(tmp_path, ["10009.png", "10013.png"])
+    img, msk = bijie_subset(tmp_path, ["10009.png", "10013.png"])
     (img / "10040.png").symlink_to(BIJIE / "images" / "10040.png")  # no mask
     with pytest.raises(InputError, match=r"1 image\(s\) without a mask: 10040\.png"):
         discover_pairs(img, msk)
@@ -226,7 +217,7 @@ def test_band_selection() -> None:
 @needs_bijie
 def test_split_by_whole_images_and_normalisation_fitted_on_train_only(tmp_path: Path) -> None:
     names = sorted(p.name for p in (BIJIE / "images").iterdir())[:8]
-    img, msk = _bijie_subset(tmp_path, names)
+    img, msk = bijie_subset(tmp_path, names)
     data = prepare_mapping_data(
         DatasetSpec("pairs", str(img), str(msk)), chip_size=256, valid_fraction=0.25, seed=3
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_helpers import BIJIE, bijie_subset, job_context, log_messages
 
 from slidewise.engine.datasets import DatasetSpec, LabelMapping, PairScene, prepare_mapping_data
 from slidewise.engine.errors import InputError
@@ -25,9 +26,7 @@ from slidewise.engine.mapping_train import (
     train_model,
     validate,
 )
-from slidewise.engine.protocol import Reporter
 from slidewise.engine.resunet import ResUNet
-from slidewise.engine.runtime import RuntimeOptions
 from slidewise.engine.segmodels import (
     SegModelConfig,
     build_model,
@@ -37,31 +36,12 @@ from slidewise.engine.segmodels import (
     normalise,
 )
 
-BIJIE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mapping" / "bijie"
 needs_bijie = pytest.mark.skipif(not BIJIE.is_dir(), reason="Bijie pairs not available")
 TINY = {"widths": [8, 16, 32], "residual": False, "deep_supervision": False}
 
 
-def _bijie_subset(tmp: Path, names: list[str]) -> tuple[Path, Path]:
-    img, msk = tmp / "images", tmp / "masks"
-    img.mkdir()
-    msk.mkdir()
-    for name in names:
-        (img / name).symlink_to(BIJIE / "images" / name)
-        (msk / name).symlink_to(BIJIE / "masks" / name)
-    return img, msk
-
-
 def _ctx(seed: int = 0) -> tuple[JobContext, io.StringIO]:
-    stream = io.StringIO()
-    return JobContext(
-        "trainmapping", RuntimeOptions(device="cpu", seed=seed), Reporter(stream)
-    ), stream
-
-
-def _logs(stream: io.StringIO) -> list[str]:
-    msgs = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
-    return [m["message"] for m in msgs if m["type"] == "log"]
+    return job_context("trainmapping", seed)
 
 
 # --------------------------------------------------------------------------- models
@@ -222,7 +202,7 @@ def test_job_checkpoint_resume_and_model_file(tmp_path: Path) -> None:
 
     ctx, stream = _ctx()
     result = run_train(dict(params, EPOCHS=2, RESUME=True), ctx)
-    assert any("Resumed" in m and "after epoch 1" in m for m in _logs(stream))
+    assert any("Resumed" in m and "after epoch 1" in m for m in log_messages(stream))
     tensors, meta = load_checkpoint(ck)
     assert meta["epoch"] == 2 and [h["epoch"] for h in meta["history"]] == [1, 2]
     assert int(tensors["optim.0.step"]) == 2  # one batch per epoch, optimizer state kept
@@ -259,7 +239,7 @@ def test_job_checkpoint_resume_and_model_file(tmp_path: Path) -> None:
 
 @needs_bijie
 def test_job_bad_parameters(tmp_path: Path) -> None:
-    img, msk = _bijie_subset(tmp_path, ["10009.png", "10013.png", "10040.png"])
+    img, msk = bijie_subset(tmp_path, ["10009.png", "10013.png", "10040.png"])
     base = {
         "DATASET_TYPE": "pairs",
         "TRAIN_IMAGES": str(img),
@@ -318,7 +298,7 @@ def test_job_on_geotiff_tiles_with_label_mapping(tmp_path: Path) -> None:
         },
         ctx,
     )
-    assert any("stripe" in m for m in _logs(stream))
+    assert any("stripe" in m for m in log_messages(stream))
     _, info = load_mapping_model(out)
     assert info.extra["band_indices"] == [4, 1, 2]
     assert info.bands == ["band_4", "band_1", "band_2"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from engine_helpers import job_context, log_messages
 
 from slidewise.engine.datasets import DatasetSpec, MappingData, prepare_mapping_data
 from slidewise.engine.errors import InputError, ModelFileError
@@ -82,14 +82,7 @@ def _record(data: MappingData) -> dict:
 
 
 def _ctx(seed: int = 0) -> tuple[JobContext, io.StringIO]:
-    stream = io.StringIO()
-    ctx = JobContext("addregion", RuntimeOptions(device="cpu", seed=seed), Reporter(stream))
-    return ctx, stream
-
-
-def _logs(stream: io.StringIO) -> list[str]:
-    msgs = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
-    return [m["message"] for m in msgs if m["type"] == "log"]
+    return job_context("addregion", seed)
 
 
 def _probs(model: MultiRegionModel, region: str, data: MappingData) -> torch.Tensor:
@@ -405,7 +398,7 @@ def test_job_first_region_then_add_and_replace(tmp_path: Path) -> None:
         "OUTPUT": str(two),
     }
     result = run_add_region(params, ctx)
-    logs = "\n".join(_logs(stream))
+    logs = "\n".join(log_messages(stream))
     assert "validation split of its training data" in logs  # rebuilt from the stored data
     assert "Forgetting table" in logs and "b (new)" in logs
     row = result.figures["forgetting"][0]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_helpers import BIJIE
 from torch import nn
 
 from slidewise.engine.errors import InputError, ModelFileError
@@ -32,7 +33,6 @@ from slidewise.engine.segmodels import (
     save_mapping_model,
 )
 
-BIJIE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mapping" / "bijie"
 needs_bijie = pytest.mark.skipif(not BIJIE.is_dir(), reason="Bijie images not available")
 
 

@@ -1,0 +1,42 @@
+"""Shared paths and helpers of the engine tests (imported by the test modules).
+
+Real data lives in ``../shared/data`` next to the repository (see its README);
+tests that need it skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from slidewise.engine.jobs import JobContext
+from slidewise.engine.protocol import Reporter
+from slidewise.engine.runtime import RuntimeOptions
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+BIJIE = SHARED / "mapping" / "bijie"
+
+
+def job_context(name: str, seed: int = 0) -> tuple[JobContext, io.StringIO]:
+    """A CPU job context whose protocol lines are kept in the returned stream."""
+    stream = io.StringIO()
+    return JobContext(name, RuntimeOptions(device="cpu", seed=seed), Reporter(stream)), stream
+
+
+def log_messages(stream: io.StringIO) -> list[str]:
+    """The log messages a job wrote to ``stream`` (see :func:`job_context`)."""
+    msgs = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    return [m["message"] for m in msgs if m["type"] == "log"]
+
+
+def bijie_subset(tmp: Path, names: list[str]) -> tuple[Path, Path]:
+    """Folders ``images`` and ``masks`` under ``tmp`` linking the named Bijie pairs."""
+    img, msk = tmp / "images", tmp / "masks"
+    img.mkdir()
+    msk.mkdir()
+    for name in names:
+        (img / name).symlink_to(BIJIE / "images" / name)
+        (msk / name).symlink_to(BIJIE / "masks" / name)
+    return img, msk
