@@ -34,8 +34,8 @@ def log_messages(stream: io.StringIO) -> list[str]:
 def bijie_subset(tmp: Path, names: list[str]) -> tuple[Path, Path]:
     """Folders ``images`` and ``masks`` under ``tmp`` linking the named Bijie pairs."""
     img, msk = tmp / "images", tmp / "masks"
-    img.mkdir()
-    msk.mkdir()
+    img.mkdir(parents=True)
+    msk.mkdir(parents=True)
     for name in names:
         (img / name).symlink_to(BIJIE / "images" / name)
         (msk / name).symlink_to(BIJIE / "masks" / name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import job_context, log_messages
+from engine_helpers import BIJIE, bijie_subset, job_context, log_messages
 
 from slidewise.engine.datasets import DatasetSpec, MappingData, prepare_mapping_data
 from slidewise.engine.errors import InputError, ModelFileError
@@ -417,3 +417,53 @@ def test_job_first_region_then_add_and_replace(tmp_path: Path) -> None:
     )
     assert [r["region"] for r in replaced.figures["forgetting"]] == ["a", "b"]
     assert load_multiregion(two)[0].regions == ["a", "b"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BIJIE.is_dir(), reason="Bijie pairs not available")
+def test_distill_mode_on_real_pairs(tmp_path: Path) -> None:
+    """MODE distill on the real Bijie pairs: the encoder moves, the old decoder does not."""
+    names = sorted(p.name for p in (BIJIE / "images").glob("*.png"))
+    a_img, a_msk = bijie_subset(tmp_path / "a", names[:4])
+    b_img, b_msk = bijie_subset(tmp_path / "b", names[4:7])
+    common = {
+        "DATASET_TYPE": "pairs",
+        "MASK_COLOR": "255,255,0",
+        "CHIP_SIZE": 128,
+        "EPOCHS": 1,
+        "CHIPS_PER_EPOCH": 8,
+        "SEED": 0,
+    }
+    first = tmp_path / "a.safetensors"
+    run_add_region(
+        {
+            **common,
+            "REGION": "west",
+            "TRAIN_IMAGES": str(a_img),
+            "TRAIN_MASKS": str(a_msk),
+            "ENCODER_DEPTH": 3,
+            "OUTPUT": str(first),
+        },
+        _ctx()[0],
+    )
+    two = tmp_path / "ab.safetensors"
+    result = run_add_region(
+        {
+            **common,
+            "MODEL": str(first),
+            "REGION": "east",
+            "MODE": "distill",
+            "TRAIN_IMAGES": str(b_img),
+            "TRAIN_MASKS": str(b_msk),
+            "OUTPUT": str(two),
+        },
+        _ctx()[0],
+    )
+    row = result.figures["forgetting"][0]
+    assert row["region"] == "west" and 0.0 <= row["f1_after"] <= 1.0
+    assert result.figures["west_f1_delta"] == row["f1_delta"]
+    before, after = load_multiregion(first)[0], load_multiregion(two)[0]
+    assert after.records["east"]["training"]["mode"] == "distill"
+    old, new = before.state_dict(), after.state_dict()
+    assert any(not torch.equal(v, new[k]) for k, v in old.items() if k.startswith("encoder."))
+    assert all(torch.equal(v, new[k]) for k, v in old.items() if k.startswith("decoders.west."))
