@@ -24,6 +24,10 @@ resident memory is measured in a separate process running the
 ``maplandslides`` job (probability and mask GeoTIFFs) on the same raster.
 ``--rss-check`` also maps an 8,000 x 8,000 x 14 raster in such a process.
 
+Both methods run under the memory setting of the engine's worker process
+(freed memory kept for reuse, :mod:`slidewise.engine.allocator`);
+``--allocator default`` runs both with the C library's defaults instead.
+
 Writes the JSON figures (``seed_px_per_s``, ``engine_px_per_s``, ``ratio``,
 ``engine_peak_rss_mb``, ``seam_max_abs_diff`` and more) and prints a table.
 """
@@ -217,12 +221,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rss-check", action="store_true", help="also map 8000 x 8000 x 14 in a child process"
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("engine", "default"),
+        default="engine",
+        help="engine: keep freed memory as the engine's worker does (both methods); "
+        "default: the C library's defaults",
+    )
     parser.add_argument("--rss-size", type=int, default=RSS_CHECK_SIZE, help=argparse.SUPPRESS)
     parser.add_argument("--child-job", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     import torch
 
+    from slidewise.engine.allocator import reuse_freed_memory
+
+    # The engine's worker process keeps freed memory for reuse (runtime.apply); both
+    # methods run under that setting here, the seed's loop included.
+    allocator = reuse_freed_memory() if args.allocator == "engine" else False
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.child_job is not None:
@@ -332,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 "engine_job_px_per_s": round(pixels / child["seconds"], 1),
                 "engine_rss_after_imports_mb": round(child["rss_after_imports_mb"], 1),
                 "threads": torch.get_num_threads(),
+                "allocator_keeps_freed_memory": allocator,
                 "torch": torch.__version__,
                 "machine": platform.machine(),
                 "cpu_count": os.cpu_count(),

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from slidewise.engine.allocator import reuse_freed_memory
 from slidewise.engine.errors import InputError
 
 if TYPE_CHECKING:
@@ -116,13 +117,20 @@ def set_deterministic(enabled: bool) -> None:
 
 
 def apply(options: RuntimeOptions, uses_torch: bool = True) -> None:
-    """Apply seeds, determinism and thread count for a job."""
+    """Apply seeds, determinism and thread count for a job.
+
+    Jobs that use PyTorch also keep freed memory for reuse
+    (:func:`slidewise.engine.allocator.reuse_freed_memory`): each job runs in
+    its own worker process, whose large tensors then skip the page faults of
+    fresh memory.
+    """
     import numpy as np
 
     random.seed(options.seed)
     np.random.seed(options.seed % (2**32))
     if not uses_torch:
         return
+    reuse_freed_memory()
     seed_everything(options.seed)
     set_deterministic(options.deterministic)
     if options.threads > 0:

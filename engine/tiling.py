@@ -35,11 +35,14 @@ border padding: the reference that measures the seam error.
 Defaults (tile 576, overlap 64, batch 1 on CPU, channels-last on x86 CPUs and
 CUDA, float16 autocast on CUDA) were chosen with
 ``python -m slidewise.bench.mapping_throughput`` on a shared 2-core x86 CPU:
-2.6-3.4x (one thread, N = 1024-4096) and 2.9-7x (two threads, depending on
-load) more raster pixels per second than the 224/112 centre-crop loop of the
-seed study, with a smaller seam error (random U-Net: 0.28 vs 0.34; a trained
-U-Net: 0.39 vs 0.71), and an 8,000 x 8,000 x 14 raster mapped in 820 MB.
-Smaller tiles or larger overlaps than the defaults were slower or no better.
+3.2-4.2x (one thread, N = 1024-2048) and 3.3-4.5x (two threads) more raster
+pixels per second than the 224/112 centre-crop loop of the seed study, with a
+smaller seam error (random U-Net: 0.28 vs 0.34; a trained U-Net: 0.39 vs
+0.71), and an 8,000 x 8,000 x 14 raster mapped in 944 MB. Those figures
+assume the engine's worker process, which keeps freed memory for reuse
+(:mod:`slidewise.engine.allocator`; without it large tiles pay page faults,
+2.7-2.9x at N = 1024). Smaller tiles or larger overlaps than the defaults were
+slower or no better.
 """
 
 from __future__ import annotations
