@@ -404,7 +404,10 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model
     try:
-        fused: nn.Module = fuse(model.eval())
+        # ``inplace=True`` only skips fuse's deep copy of the whole model: it traces
+        # into a new GraphModule (new containers) and each folded convolution is a
+        # copy, so ``model`` keeps its modules and weights (tested).
+        fused: nn.Module = fuse(model.eval(), inplace=True)
     except Exception:  # any tracing failure: run the model as it is
         return model
     return fused

@@ -313,10 +313,12 @@ def test_fold_batch_norms_matches_and_leaves_the_model_alone() -> None:
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = {name: id(m) for name, m in model.named_modules()}
     folded = fold_batch_norms(model)
     assert folded is not model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert {name: id(m) for name, m in model.named_modules()} == modules
     x = torch.randn(2, 4, 64, 64)
     with torch.inference_mode():
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
