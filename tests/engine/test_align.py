@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from engine_helpers import SHARED
 from rasterio.windows import Window
 
 from slidewise.engine.align import (
@@ -21,18 +22,17 @@ from slidewise.engine.errors import InputError
 from slidewise.engine.outputs import partial_glob
 from slidewise.engine.raster import iter_windows
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-JIUZHAI = DATA / "terrain" / "jiuzhaigou"
+JIUZHAI = SHARED / "terrain" / "jiuzhaigou"
 DEM = JIUZHAI / "DEM_030.tif"
 SLOPE = JIUZHAI / "DEM_030_SLOPE.tif"
 HILLSHADE = JIUZHAI / "DEM_030_HILLSHADE.tif"
 SNOW = JIUZHAI / "SNOW_CLOUD_MASK_010.tif"
 TEST_ROI = JIUZHAI / "Test_010.tif"
-TA = DATA / "susceptibility" / "ecuador" / "ta.tif"
+TA = SHARED / "susceptibility" / "ecuador" / "ta.tif"
 
 pytestmark = pytest.mark.skipif(
     not (DEM.exists() and SNOW.exists() and TA.exists()),
-    reason=f"real data not found under {DATA}",
+    reason=f"real data not found under {SHARED}",
 )
 
 

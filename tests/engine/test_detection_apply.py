@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pyogrio
 import pytest
 import rasterio
 import torch
+from engine_helpers import job_context
 from rasterio.transform import from_origin
 
 from slidewise.engine.detection import (
@@ -25,8 +25,6 @@ from slidewise.engine.detection_data import boxes_from_mask
 from slidewise.engine.detection_models import DetectorConfig, build_detector, save_detector
 from slidewise.engine.errors import InputError, ModelFileError
 from slidewise.engine.jobs import JobContext
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.runtime import RuntimeOptions
 from slidewise.engine.segmodels import SegModelConfig, build_model, save_mapping_model
 
 ORIGIN = (500000.0, 4000000.0)
@@ -34,7 +32,7 @@ PIXEL = 10.0
 
 
 def _ctx() -> JobContext:
-    return JobContext("detectlandslides", RuntimeOptions(device="cpu"), Reporter(io.StringIO()))
+    return job_context("detectlandslides")[0]
 
 
 def _raster(path: Path, data: np.ndarray, crs: str | None = "EPSG:32648") -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_helpers import SHARED
 from PIL import Image
 
 from slidewise.engine.augment import d4_transform
@@ -25,7 +26,7 @@ from slidewise.engine.detection_data import (
 from slidewise.engine.detmetrics import detection_map
 from slidewise.engine.errors import InputError
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "detection"
+DATA = SHARED / "detection"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="detection data not available")
 
 

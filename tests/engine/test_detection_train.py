@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import SHARED, job_context
 from safetensors.torch import save_file
 
 from slidewise.engine.detection_models import (
@@ -19,16 +20,13 @@ from slidewise.engine.detection_train import run_train
 from slidewise.engine.errors import InputError
 from slidewise.engine.jobs import JobContext
 from slidewise.engine.modelfile import read_metadata
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.runtime import RuntimeOptions
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "detection"
+DATA = SHARED / "detection"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="detection data not available")
 
 
 def _ctx() -> tuple[JobContext, io.StringIO]:
-    stream = io.StringIO()
-    return JobContext("traindetection", RuntimeOptions(device="cpu"), Reporter(stream)), stream
+    return job_context("traindetection")
 
 
 def _small(**kw: object) -> DetectorConfig:

@@ -12,6 +12,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from engine_helpers import SHARED, job_context
 from rasterio.transform import from_origin
 from scipy import ndimage
 
@@ -19,35 +20,18 @@ from slidewise.engine.errors import InputError, ModelFileError
 from slidewise.engine.jobs import JobContext
 from slidewise.engine.mapping import match_bands, rechunk, run_map
 from slidewise.engine.polygons import StripLabeller, pixel_areas, polygonise_mask
-from slidewise.engine.protocol import Reporter
 from slidewise.engine.raster import open_raster
-from slidewise.engine.runtime import RuntimeOptions
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-CHATTOGRAM = DATA / "mapping" / "chattogram_s2"
+CHATTOGRAM = SHARED / "mapping" / "chattogram_s2"
 BANDS = ["red", "green", "blue", "nir"]
 CRS = "EPSG:32646"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread: quicker and steadier on a shared machine; restored afterwards."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ctx() -> tuple[JobContext, io.StringIO]:
-    stream = io.StringIO()
-    ctx = JobContext(
-        name="maplandslides",
-        options=RuntimeOptions(device="cpu"),
-        reporter=Reporter(stream),
-    )
-    return ctx, stream
+    return job_context("maplandslides")
 
 
 def _messages(stream: io.StringIO, level: str = "warning") -> list[str]:

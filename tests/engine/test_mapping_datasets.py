@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import bijie_subset
+from engine_helpers import SHARED, bijie_subset
 
 from slidewise.engine.augment import d4_inverse, d4_transform, random_d4
 from slidewise.engine.datasets import (
@@ -35,7 +35,7 @@ from slidewise.engine.datasets import (
 )
 from slidewise.engine.errors import InputError
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mapping"
+DATA = SHARED / "mapping"
 L4S = DATA / "l4s_patches"
 BIJIE = DATA / "bijie"
 CHATTOGRAM = DATA / "chattogram_s2"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from engine_helpers import SHARED, job_context
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from scipy import ndimage
@@ -24,20 +24,13 @@ import slidewise.engine.mapping_eval as mapping_eval
 from slidewise.engine.errors import InputError
 from slidewise.engine.jobs import JobContext
 from slidewise.engine.mapping_eval import evaluate_rasters, run_evaluate
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.runtime import RuntimeOptions
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-LABELS = DATA / "mapping" / "chattogram_s2" / "labels"
+LABELS = SHARED / "mapping" / "chattogram_s2" / "labels"
 CRS = "EPSG:32645"
 
 
 def _ctx() -> JobContext:
-    return JobContext(
-        name="evaluatemapping",
-        options=RuntimeOptions(device="cpu"),
-        reporter=Reporter(io.StringIO()),
-    )
+    return job_context("evaluatemapping")[0]
 
 
 def _write(path: Path, band: np.ndarray, nodata=None, crs=CRS, transform=None) -> str:

@@ -36,13 +36,7 @@ from slidewise.engine.segmodels import SegModelConfig, build_model, save_mapping
 TINY = SegModelConfig("unet", "resnet18", 3, 3, extra={"decoder_channels": [16, 8, 8]})
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread: quicker and steadier on a shared machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pairs(root: Path, n: int, seed: int, colour: tuple[int, int, int]) -> tuple[str, str]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from engine_helpers import BIJIE
+from engine_helpers import BIJIE, job_context
 from torch import nn
 
 from slidewise.engine.errors import InputError, ModelFileError
@@ -24,8 +23,6 @@ from slidewise.engine.pretrain import (
     run_pretrain,
     save_encoder,
 )
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.runtime import RuntimeOptions
 from slidewise.engine.segmodels import (
     SegModelConfig,
     build_model,
@@ -36,19 +33,11 @@ from slidewise.engine.segmodels import (
 needs_bijie = pytest.mark.skipif(not BIJIE.is_dir(), reason="Bijie images not available")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread: quicker and steadier on a shared machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ctx() -> JobContext:
-    return JobContext(
-        "pretrainencoder", RuntimeOptions(device="cpu", seed=0), Reporter(io.StringIO())
-    )
+    return job_context("pretrainencoder")[0]
 
 
 def _bijie(n: int, size: int) -> list[np.ndarray]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from engine_helpers import SHARED
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
@@ -26,14 +27,13 @@ from slidewise.engine.raster import (
     same_grid,
 )
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-JIUZHAI = DATA / "terrain" / "jiuzhaigou"
+JIUZHAI = SHARED / "terrain" / "jiuzhaigou"
 DEM = JIUZHAI / "DEM_030.tif"
-TA = DATA / "susceptibility" / "ecuador" / "ta.tif"
-RHINE = DATA / "terrain" / "rhine_elv0.tif"
+TA = SHARED / "susceptibility" / "ecuador" / "ta.tif"
+RHINE = SHARED / "terrain" / "rhine_elv0.tif"
 
 needs_data = pytest.mark.skipif(
-    not (DEM.exists() and TA.exists()), reason=f"real data not found under {DATA}"
+    not (DEM.exists() and TA.exists()), reason=f"real data not found under {SHARED}"
 )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_helpers import SHARED
 
 from slidewise.engine.errors import InputError
 from slidewise.engine.spatialcv import (
@@ -22,7 +23,7 @@ from slidewise.engine.spatialcv import (
     spatial_folds,
 )
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "susceptibility"
+DATA = SHARED / "susceptibility"
 
 
 def load_samples(path: Path, x: str, y: str, label: str) -> tuple[np.ndarray, ...]:

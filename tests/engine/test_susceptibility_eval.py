@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from engine_helpers import SHARED
 from sklearn import metrics as skm
 
 from slidewise.engine.errors import InputError
@@ -23,7 +24,7 @@ from slidewise.engine.protocol import Reporter
 from slidewise.engine.raster import iter_windows, output_profile, read_masked
 from slidewise.engine.runtime import RuntimeOptions
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "susceptibility" / "ecuador"
+DATA = SHARED / "susceptibility" / "ecuador"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
 
 FACTORS = ["slope", "cplan", "cprof", "elev", "log10_carea"]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+from engine_helpers import SHARED
 
 from slidewise.engine.errors import InputError, ModelFileError
 from slidewise.engine.jobs import JobContext
@@ -30,10 +31,10 @@ from slidewise.engine.susceptibility import (
     summarise,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "susceptibility"
-ECUADOR = SHARED / "ecuador"
+DATA = SHARED / "susceptibility"
+ECUADOR = DATA / "ecuador"
 TA, LSL = ECUADOR / "ta.tif", ECUADOR / "lsl.csv"
-HK = SHARED / "hongkong" / "samples_HK_noTS.csv"
+HK = DATA / "hongkong" / "samples_HK_noTS.csv"
 FAST = {"ITERATIONS_META": 40, "TASKS_PER_BATCH": 4, "CV_FOLDS": 0}
 
 

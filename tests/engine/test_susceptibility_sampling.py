@@ -9,6 +9,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from engine_helpers import SHARED
 from scipy import ndimage
 
 from slidewise.engine.blocks import (
@@ -29,7 +30,7 @@ from slidewise.engine.samples import (
 )
 from slidewise.engine.vectors import write_vector
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "susceptibility"
+DATA = SHARED / "susceptibility"
 ECUADOR = DATA / "ecuador" / "ta.tif"
 CRS = "EPSG:32717"
 ORIGIN = (700000.0, 9560000.0)

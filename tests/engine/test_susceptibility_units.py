@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_helpers import SHARED
 
 from slidewise.engine.classical import (
     fit_classical,
@@ -29,7 +30,7 @@ from slidewise.engine.maml import (
 from slidewise.engine.samples import FeatureEncoder
 from slidewise.engine.tables import read_table
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "susceptibility"
+DATA = SHARED / "susceptibility"
 
 
 # --- class breaks -------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+from engine_helpers import SHARED
 from rasterio.transform import Affine
 from scipy import ndimage
 
@@ -33,8 +34,7 @@ from slidewise.engine.terrain import (
     terrain_block,
 )
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-TERRAIN = DATA / "terrain"
+TERRAIN = SHARED / "terrain"
 DEM_030 = TERRAIN / "jiuzhaigou" / "DEM_030.tif"
 BIGTUJUNGA = TERRAIN / "bigtujunga_srtm30m.tif"
 RHINE = TERRAIN / "rhine_elv0.tif"

@@ -25,16 +25,7 @@ from slidewise.engine.tiling import (
     seam_error,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread: quicker and steadier on a shared machine; restored afterwards."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _conv_net(bands: int = 4, seed: int = 0) -> nn.Module:
