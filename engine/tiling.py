@@ -495,66 +495,27 @@ def iter_predictions(
     import rasterio
 
     started = time.perf_counter()
+    stats = stats if stats is not None else PredictionStats()
     env = rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)) if gdal_cache_mb else nullcontext()
     with env:
-        yield from _iter_predictions(
-            model,
-            src,
-            bands,
-            normalisation,
-            tile,
-            overlap,
-            batch_size,
-            tta,
-            device,
-            progress,
-            output_mask,
-            nodata,
-            multiple,
-            amp,
-            channels_last,
-            stats if stats is not None else PredictionStats(),
-            started,
-        )
-
-
-def _iter_predictions(
-    model: nn.Module,
-    src: Any,
-    bands: Sequence[int] | None,
-    normalisation: dict[str, Any] | None,
-    tile: int,
-    overlap: int,
-    batch_size: int | None,
-    tta: bool,
-    device: str | torch.device | None,
-    progress: ProgressFn | None,
-    output_mask: OutputMaskFn | None,
-    nodata: float | None,
-    multiple: int,
-    amp: bool | None,
-    channels_last: bool | None,
-    stats: PredictionStats,
-    started: float,
-) -> Iterator[tuple[Window, np.ndarray]]:
-    source, to_close = _open_source(src, bands, nodata)
-    try:
-        runner = make_runner(model, normalisation, device, tta, amp, channels_last)
-        batch = batch_size or default_batch_size(runner.device)
-        layout = TileLayout.plan(
-            source.height, source.width, source.count, tile, overlap, batch, multiple
-        )
-        stats.tiles_total = layout.n_tiles
-        stats.buffer_bytes = layout.buffer_bytes()
-        stats.tile, stats.overlap = layout.rows.tile, layout.rows.overlap
-        stats.margin = layout.rows.margin
-        stats.extra["tile_cols"] = layout.cols.tile
-        yield from _predict_strips(source, layout, runner, output_mask, progress, stats)
-        stats.forward_passes = runner.calls
-        stats.seconds = time.perf_counter() - started
-    finally:
-        if to_close is not None:
-            to_close.close()
+        source, to_close = _open_source(src, bands, nodata)
+        try:
+            runner = make_runner(model, normalisation, device, tta, amp, channels_last)
+            batch = batch_size or default_batch_size(runner.device)
+            layout = TileLayout.plan(
+                source.height, source.width, source.count, tile, overlap, batch, multiple
+            )
+            stats.tiles_total = layout.n_tiles
+            stats.buffer_bytes = layout.buffer_bytes()
+            stats.tile, stats.overlap = layout.rows.tile, layout.rows.overlap
+            stats.margin = layout.rows.margin
+            stats.extra["tile_cols"] = layout.cols.tile
+            yield from _predict_strips(source, layout, runner, output_mask, progress, stats)
+            stats.forward_passes = runner.calls
+            stats.seconds = time.perf_counter() - started
+        finally:
+            if to_close is not None:
+                to_close.close()
 
 
 def _predict_strips(
