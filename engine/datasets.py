@@ -583,27 +583,11 @@ def _polygons_on_grid(vector: Any, info: Any) -> np.ndarray:
     """Polygons of ``vector`` (VectorData) in the raster's CRS, clipped to its extent."""
     import shapely
 
-    from slidewise.engine.vectors import same_crs
+    from slidewise.engine.vectors import polygons_in_crs
 
-    geoms = np.asarray(vector.geometries, dtype=object)
-    kinds = set(shapely.get_type_id(geoms).tolist())
-    if not kinds <= {3, 6}:  # Polygon, MultiPolygon
-        raise InputError(
-            "LABEL_POLYGONS must hold polygons of landslides (it holds other geometry types): "
-            "choose a polygon layer."
-        )
-    if vector.crs is not None and info.crs is not None and not same_crs(vector.crs, info.crs):
-        from rasterio.warp import transform_geom
-
-        geoms = np.array(
-            [
-                shapely.geometry.shape(
-                    transform_geom(vector.crs, info.crs, shapely.geometry.mapping(g))
-                )
-                for g in geoms
-            ],
-            dtype=object,
-        )
+    geoms = polygons_in_crs(
+        vector, info.crs, "LABEL_POLYGONS layer", "choose a polygon layer of landslides"
+    )
     left, bottom, right, top = _info_bounds(info)
     keep = shapely.intersects(geoms, shapely.box(left, bottom, right, top))
     return geoms[keep]

@@ -292,26 +292,16 @@ def polygon_window_mask(
     """
     import shapely
     from rasterio.features import geometry_mask
-    from rasterio.warp import transform_geom
 
-    from slidewise.engine.vectors import read_vector, same_crs
+    from slidewise.engine.vectors import polygons_in_crs, read_vector
 
     vector = read_vector(path, what=f"{what} layer")
-    kinds = set(shapely.get_type_id(vector.geometries).tolist())
-    if not kinds <= {3, 6}:
-        raise InputError(
-            f"The {what} layer '{Path(path).name}' must hold polygons (it holds "
-            f"{vector.geometry_type}): choose a polygon layer or a mask raster."
-        )
-    geoms = list(vector.geometries)
-    if not same_crs(vector.crs, info.crs):
-        if vector.crs is None or info.crs is None:
-            raise InputError(
-                f"The {what} layer '{Path(path).name}' cannot be compared with the raster: "
-                "one of them has no coordinate reference system. Assign one and try again."
-            )
-        mapped = transform_geom(vector.crs, info.crs, [shapely.geometry.mapping(g) for g in geoms])
-        geoms = [shapely.geometry.shape(g) for g in mapped]
+    geoms = polygons_in_crs(
+        vector,
+        info.crs,
+        f"{what} layer '{Path(path).name}'",
+        "choose a polygon layer or a mask raster",
+    )
     geoms = [shapely.make_valid(g) for g in geoms]
     union = shapely.union_all(geoms)
     left, top = info.transform @ (0, 0)

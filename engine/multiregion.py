@@ -1478,9 +1478,8 @@ class _RegionAreas:
         regions: Sequence[str],
     ) -> None:
         import shapely
-        from rasterio.warp import transform_geom
 
-        from slidewise.engine.vectors import VectorData, read_vector, same_crs
+        from slidewise.engine.vectors import VectorData, polygons_in_crs, read_vector
 
         vector = (
             polygons
@@ -1488,12 +1487,9 @@ class _RegionAreas:
             else read_vector(polygons, what="region polygon layer")
         )
         name = getattr(polygons, "name", None) or Path(str(polygons)).name
-        kinds = set(shapely.get_type_id(vector.geometries).tolist())
-        if not kinds <= {3, 6}:
-            raise InputError(
-                f"The region layer '{name}' must hold polygons (it holds "
-                f"{vector.geometry_type}): choose a polygon layer."
-            )
+        geoms = polygons_in_crs(
+            vector, info.crs, f"region layer '{name}'", "choose a polygon layer"
+        )
         fields = {k.lower(): k for k in vector.fields}
         key = fields.get(str(field_name).lower())
         if key is None:
@@ -1509,17 +1505,6 @@ class _RegionAreas:
                 f"does not have: its regions are {', '.join(regions)}. Fix the '{key}' values "
                 "or add the regions with the addregion algorithm."
             )
-        geoms = list(vector.geometries)
-        if not same_crs(vector.crs, info.crs):
-            if vector.crs is None or info.crs is None:
-                raise InputError(
-                    f"The region layer '{name}' cannot be compared with the raster: one of "
-                    "them has no coordinate reference system. Assign one and try again."
-                )
-            mapped = transform_geom(
-                vector.crs, info.crs, [shapely.geometry.mapping(g) for g in geoms]
-            )
-            geoms = [shapely.geometry.shape(g) for g in mapped]
         self.transform = info.transform
         self.by_region: dict[str, list[Any]] = {}
         for region in regions:

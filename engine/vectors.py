@@ -203,3 +203,32 @@ def reproject_geometries(
             "CRS: check that the layer's CRS is set correctly."
         ) from None
     return np.asarray([shapely.geometry.shape(m) for m in mapped], dtype=object)
+
+
+def polygons_in_crs(vector: VectorData, crs: Any, what: str, fix: str) -> np.ndarray:
+    """The polygons of a layer in ``crs`` (reprojected when the layer's CRS differs).
+
+    A layer or raster without a CRS is taken to share the other's (as
+    :func:`same_crs` does).
+
+    Args:
+        vector: The layer.
+        crs: The target CRS (usually the raster's).
+        what: How messages name the layer (for example "AOI layer 'aoi.gpkg'").
+        fix: What the user should do when the layer holds other geometries.
+
+    Returns:
+        The polygons and multipolygons (object array), in ``crs``.
+
+    Raises:
+        InputError: a geometry is not a polygon, or the layer cannot be reprojected.
+    """
+    import shapely
+
+    geoms = np.asarray(vector.geometries, dtype=object)
+    kinds = set(shapely.get_type_id(geoms).tolist())
+    if not kinds <= {3, 6}:  # Polygon, MultiPolygon
+        raise InputError(f"The {what} must hold polygons (it holds {vector.geometry_type}): {fix}.")
+    if same_crs(vector.crs, crs):
+        return geoms
+    return reproject_geometries(geoms, vector.crs, crs, what=what)

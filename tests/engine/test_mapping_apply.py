@@ -327,6 +327,19 @@ def test_aoi_vector_and_raster(model_file, tmp_path) -> None:
     )
     prob, _ = _read(out2)
     np.testing.assert_array_equal(np.isfinite(prob), aoi_raster[0] == 1)
+    # A point layer is no AOI: refused with the fix, before any output is written.
+    points = write_vector(
+        tmp_path / "points.gpkg", [shapely.Point(400100, 2499900)], {"n": np.array([1])}, CRS
+    )
+    out3 = tmp_path / "refused.tif"
+    with pytest.raises(
+        InputError, match=r"AOI layer 'points.gpkg' must hold polygons.*mask raster"
+    ):
+        run_map(
+            {"INPUT": path, "MODEL": model_file, "OUTPUT_MASK": str(out3), "AOI": str(points)},
+            _ctx()[0],
+        )
+    assert not out3.exists()
 
 
 def test_bad_inputs(model_file, tmp_path) -> None:
