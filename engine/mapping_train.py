@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -285,10 +285,26 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
-def _batches(dataset: Any, order: torch.Tensor, batch_size: int) -> Any:
-    idx = order.tolist()
+def chip_batches(
+    dataset: Any,
+    order: torch.Tensor | Sequence[int],
+    batch_size: int,
+    drop_single: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Stacked ``(images, targets)`` batches of ``dataset[i]`` pairs, ``i`` taken in ``order``.
+
+    Args:
+        dataset: Indexable by chip number, giving ``(image, target)`` tensors.
+        order: Chip numbers in the order to draw them.
+        batch_size: Chips per batch (the last batch may be smaller).
+        drop_single: Skip a last batch of one chip (unless it is the only
+            batch): in training it adds nothing but batch-norm noise.
+    """
+    idx = order.tolist() if isinstance(order, torch.Tensor) else list(order)
     for start in range(0, len(idx), batch_size):
         items = [dataset[i] for i in idx[start : start + batch_size]]
+        if drop_single and len(items) < 2 and start > 0:
+            continue
         yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
 
@@ -324,7 +340,7 @@ def validate(
     total, count = 0.0, 0
     order = torch.arange(len(data))
     with torch.no_grad():
-        for images, masks in _batches(data, order, batch_size):
+        for images, masks in chip_batches(data, order, batch_size):
             x = images.to(device)
             logits = main_logits(model(x)).float()[:, 0].cpu()
             valid = masks != IGNORE
@@ -617,11 +633,9 @@ def train_model(
         model.train()
         order = epoch_order(data.train_stats, recipe.oversample, n_draw, generator)
         running, seen = 0.0, 0
-        for images, masks in _batches(data.train, order, settings.batch_size):
+        for images, masks in chip_batches(data.train, order, settings.batch_size, drop_single=True):
             if recipe.augment:
                 images, masks = random_d4(images, masks, generator)
-            if len(images) < 2 and seen:
-                continue  # a final batch of one chip adds nothing but batch-norm noise
             x = images.to(device, non_blocking=True)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -91,6 +91,7 @@ from slidewise.engine.mapping_train import (
     EpochSelection,
     TrainOutcome,
     TrainSettings,
+    chip_batches,
     chip_request,
     choose_threshold,
     epoch_order,
@@ -699,12 +700,7 @@ def train_region(
         order = epoch_order(data.train_stats, settings.oversample, n_draw, generator).tolist()
         running = {"task": 0.0, "distill": 0.0}
         seen = 0
-        for start in range(0, len(order), settings.batch_size):
-            items = [data.train[i] for i in order[start : start + settings.batch_size]]
-            if len(items) < 2 and seen:
-                continue  # a last batch of one chip only adds batch-norm noise
-            images = torch.stack([a for a, _ in items])
-            masks = torch.stack([b for _, b in items])
+        for images, masks in chip_batches(data.train, order, settings.batch_size, drop_single=True):
             if settings.augment:
                 images, masks = random_d4(images, masks, generator)
             x = images.to(device)
@@ -735,9 +731,9 @@ def train_region(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            running["task"] += float(task.detach()) * len(items)
-            running["distill"] += float(kd.detach()) * len(items)
-            seen += len(items)
+            running["task"] += float(task.detach()) * len(images)
+            running["distill"] += float(kd.detach()) * len(images)
+            seen += len(images)
             done += 1
             if progress is not None:
                 progress(min(1.0, done / total))

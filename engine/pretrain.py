@@ -88,6 +88,7 @@ from slidewise.engine.datasets import (
 from slidewise.engine.errors import InputError, ModelFileError
 from slidewise.engine.jobs import JobContext, JobResult, check_known, choice, require
 from slidewise.engine.losses import make_loss
+from slidewise.engine.mapping_train import chip_batches
 from slidewise.engine.modelfile import ModelMetadata, load_model, read_metadata, save_model
 from slidewise.engine.outputs import check_writable
 from slidewise.engine.params import integer_param, is_set, number_param, to_bool
@@ -511,12 +512,7 @@ def _fit(
         order = perm[:n_draw].tolist()
         sums: dict[str, float] = {}
         seen = 0
-        for start in range(0, len(order), settings.batch_size):
-            items = [dataset[i] for i in order[start : start + settings.batch_size]]
-            if len(items) < 2 and seen:
-                continue  # a last batch of one chip only adds batch-norm noise
-            images = torch.stack([a for a, _ in items])
-            labels = torch.stack([b for _, b in items])
+        for images, labels in chip_batches(dataset, order, settings.batch_size, drop_single=True):
             if settings.augment:
                 images, labels = random_d4(images, labels, generator)
             loss, parts = batch_loss(images.to(device), labels.to(device), generator)
@@ -525,8 +521,8 @@ def _fit(
             optimizer.step()
             schedule.step()
             for k, v in {"loss": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(items)
-            seen += len(items)
+                sums[k] = sums.get(k, 0.0) + v * len(images)
+            seen += len(images)
             done += 1
             if progress is not None:
                 progress(min(1.0, done / steps))
@@ -558,17 +554,16 @@ def mae_eval_loss(
     total, weight = 0.0, 0
     with torch.no_grad():
         limit = min(count, len(dataset))
-        for start in range(0, limit, settings.batch_size):
-            items = [dataset[i] for i in range(start, min(limit, start + settings.batch_size))]
-            x = torch.stack([a for a, _ in items]).to(device)
-            valid = torch.stack([b for _, b in items]).to(device) != IGNORE
+        for images, labels in chip_batches(dataset, range(limit), settings.batch_size):
+            x = images.to(device)
+            valid = labels.to(device) != IGNORE
             mask = random_patch_mask(
-                len(items), x.shape[2], x.shape[3], settings.patch, settings.mask_ratio, generator
+                len(x), x.shape[2], x.shape[3], settings.patch, settings.mask_ratio, generator
             ).to(device)
             pred = torch.zeros_like(x) if zeros else model(x, mask)
             loss = mae_loss(pred, x, mask, valid, settings.patch, settings.norm_pix)
-            total += float(loss) * len(items)
-            weight += len(items)
+            total += float(loss) * len(x)
+            weight += len(x)
     return total / max(weight, 1)
 
 

@@ -17,6 +17,7 @@ from slidewise.engine.jobs import JobContext
 from slidewise.engine.mapping_train import (
     RECIPES,
     TrainSettings,
+    chip_batches,
     choose_threshold,
     epoch_order,
     load_checkpoint,
@@ -339,3 +340,16 @@ def test_job_on_l4s_h5_with_l4s_normalisation(tmp_path: Path) -> None:
     assert info.normalisation["kind"] == "l4s" and len(info.normalisation["mean"]) == 14
     assert info.bands[-2:] == ["slope", "dem"] and info.tile_size == 128
     assert info.provenance["recipe"]["loss"] == "bce"
+
+
+def test_chip_batches_stack_in_order_and_drop_a_last_single_chip() -> None:
+    chips = [(torch.full((2, 4, 4), float(i)), torch.full((4, 4), i)) for i in range(9)]
+    order = torch.tensor([8, 0, 7, 1, 6, 2, 5, 3, 4])
+    batches = list(chip_batches(chips, order, 4))
+    assert [len(b[0]) for b in batches] == [4, 4, 1]
+    assert batches[0][0][:, 0, 0, 0].tolist() == [8, 0, 7, 1]
+    assert batches[1][1][:, 0, 0].tolist() == [6, 2, 5, 3]
+    training = list(chip_batches(chips, order, 4, drop_single=True))
+    assert [len(b[0]) for b in training] == [4, 4]
+    # A single chip is still a batch when it is all there is.
+    assert [len(b[0]) for b in chip_batches(chips, [5], 4, drop_single=True)] == [1]
