@@ -9,6 +9,7 @@ joins objects cut by strip borders). Every output is written atomically.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from slidewise.engine.errors import InputError
 from slidewise.engine.jobs import JobContext, JobResult, check_known, require
 from slidewise.engine.modelfile import read_metadata
 from slidewise.engine.outputs import check_writable
+from slidewise.engine.params import integer_param, is_set, number_param, to_bool
 from slidewise.engine.raster import RasterInfo, create_raster, open_raster, output_profile
 
 PARAMS = {
@@ -56,47 +58,13 @@ or attention), so that tiles larger than the training chips are safe."""
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc", ".nc", ".png", ".jpg")
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".kml", ".gml", ".sqlite", ".csv")
 _GENERIC_BAND = re.compile(r"band_?\d+", re.IGNORECASE)
+MAX_TILE = 8192
+"""Largest TILE_SIZE accepted (a 14-band U-Net tile of this side needs tens of GB)."""
+MAX_BATCH = 1024
+"""Largest BATCH_SIZE accepted."""
 
 
 # --------------------------------------------------------------------------- parameters
-
-
-def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
-    value = params.get(name, default)
-    if isinstance(value, bool):
-        return value
-    if value is None or value == "":
-        return default
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InputError(f"{name} must be true or false, got '{value}'.")
-
-
-def _number(
-    params: dict[str, Any],
-    name: str,
-    default: float | None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    integer: bool = False,
-) -> Any:
-    value = params.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got '{value}'.") from None
-    if integer and number != int(number):
-        raise InputError(f"{name} must be a whole number, got '{value}'.")
-    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        lo = "-inf" if minimum is None else f"{minimum:g}"
-        hi = "inf" if maximum is None else f"{maximum:g}"
-        raise InputError(f"{name} must be between {lo} and {hi}, got {value}.")
-    return int(number) if integer else number
 
 
 def _is_generic(name: str | None) -> bool:
@@ -451,12 +419,16 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
             f"Unsupported polygon output '{Path(outputs['OUTPUT_POLYGONS']).name}': "
             "use .gpkg, .shp or .geojson."
         )
-    threshold_given = params.get("THRESHOLD") not in (None, "")
-    threshold = _number(params, "THRESHOLD", 0.5, 0.0, 1.0)
-    min_area = _number(params, "MIN_AREA", 0.0, 0.0)
-    overlap = _number(params, "OVERLAP", DEFAULT_OVERLAP, 0, integer=True)
-    batch_size = _number(params, "BATCH_SIZE", None, 1, integer=True)
-    tta = _flag(params, "TTA", False)
+    threshold_given = is_set(params, "THRESHOLD")
+    threshold = number_param(params, "THRESHOLD", 0.5, 0.0, 1.0)
+    min_area = number_param(params, "MIN_AREA", 0.0, 0.0, math.inf)
+    overlap = integer_param(params, "OVERLAP", DEFAULT_OVERLAP, 0, MAX_TILE // 2)
+    batch_size = (
+        integer_param(params, "BATCH_SIZE", 1, 1, MAX_BATCH)
+        if is_set(params, "BATCH_SIZE")
+        else None
+    )
+    tta = to_bool(params.get("TTA", False), "TTA")
 
     apply(ctx.options)
     device = select_device(ctx.options.device)
@@ -524,7 +496,7 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
                 + ", ".join(f"{r} {t:g}" for r, t in stored_thresholds.items())
                 + ")."
             )
-    tile = _number(params, "TILE_SIZE", default_tile, 32, integer=True)
+    tile = integer_param(params, "TILE_SIZE", default_tile, 32, MAX_TILE)
     tile = -(-tile // multiple) * multiple
     overlap = -(-overlap // multiple) * multiple
     if overlap >= tile:

@@ -374,6 +374,15 @@ def test_bad_inputs(model_file, tmp_path) -> None:
         )
     with pytest.raises(InputError, match="TTA"):
         run_map({"INPUT": path, "MODEL": model_file, "OUTPUT_MASK": out, "TTA": "maybe"}, _ctx()[0])
+    for name, value, message in (
+        ("TILE_SIZE", 9000, "TILE_SIZE must be between 32 and 8192"),
+        ("BATCH_SIZE", 2.5, "BATCH_SIZE must be a whole number"),
+        ("MIN_AREA", -1, "MIN_AREA must be between 0 and inf"),
+    ):
+        with pytest.raises(InputError, match=message):
+            run_map(
+                {"INPUT": path, "MODEL": model_file, "OUTPUT_MASK": out, name: value}, _ctx()[0]
+            )
     # A model file for another task.
     import torch
 
