@@ -118,8 +118,10 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
                 QgsProcessingParameterNumber.Integer,
                 optional=True,
                 minValue=32,
+                maxValue=8192,
             ),
-            "Tile side; empty: the model's training tile, at least 512.",
+            "Tile side; empty: the model's training tile, at least 576 for fully convolutional "
+            "models (U-Net and friends).",
             advanced=True,
         )
         self.add(
@@ -129,6 +131,7 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
                 QgsProcessingParameterNumber.Integer,
                 defaultValue=64,
                 minValue=0,
+                maxValue=4096,
             ),
             "Overlap of neighbouring tiles over which predictions are blended.",
             advanced=True,
@@ -140,6 +143,7 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
                 QgsProcessingParameterNumber.Integer,
                 optional=True,
                 minValue=1,
+                maxValue=1024,
             ),
             "Tiles per forward pass; empty: 1 on CPU, 8 on GPU.",
             advanced=True,
