@@ -10,25 +10,25 @@ Usage::
 Every model is trained on the training folder (the same seeded subset of at
 most N images), selected on the validation folder, and scored on the test
 folder with COCO mAP (IoU 0.50:0.95) and mAP@0.5
-(:func:`slidewise.engine.detmetrics.detection_map`). The JSON is::
+(:func:`slidewise.engine.detection.metrics.detection_map`). The JSON is::
 
     {"models": {NAME: {"map50", "map", "train_s"}, ...}, "settings": {...}}
 
 Models:
 
 * ``frcnn_resnet18_fpn_scratch``: Faster R-CNN with a ResNet-18 feature
-  pyramid (:mod:`slidewise.engine.detection_models`), random start.
+  pyramid (:mod:`slidewise.engine.detection.models`), random start.
 * ``frcnn_resnet18_fpn_mae``: the same, its backbone body initialised by the
-  engine's MAE pre-training (:func:`slidewise.engine.pretrain.pretrain_encoder`,
+  engine's MAE pre-training (:func:`slidewise.engine.detection.pretrain.pretrain_encoder`,
   imported when this entry runs) on the training images, loaded strictly;
   ``train_s`` includes the pre-training. When the pre-training module is not
   available, the entry holds ``null`` figures and an ``error``.
 * ``seg_boxes_default``: the engine's default segmentation recipe
-  (:data:`slidewise.engine.mapping_train.RECIPES` ``"default"``) trained with
+  (:data:`slidewise.engine.mapping.train.RECIPES` ``"default"``) trained with
   the ``trainmapping`` job on masks painted from the training boxes; on test
   images, pixels at the model's threshold are grouped into connected
   components whose boxes score their mean probability
-  (:func:`slidewise.engine.detection.segmentation_boxes`).
+  (:func:`slidewise.engine.detection.apply.segmentation_boxes`).
 
 Extra options (not part of the stable interface): ``--image-size`` (detector
 resize target, 0 = auto), ``--max-val-images``, ``--batch-size``,
@@ -96,7 +96,7 @@ def _train_frcnn(
     encoder_state: Any = None,
     extra_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    from slidewise.engine.detection_train import (
+    from slidewise.engine.detection.train import (
         DetTrainSettings,
         evaluate_detector,
         make_config,
@@ -130,9 +130,11 @@ def _pretrain(train: Any, args: argparse.Namespace) -> tuple[Any, float]:
     The images are normalised with the detector's band statistics (fitted on
     the same training images), so that the encoder sees what the detector feeds it.
     """
-    from slidewise.engine.detection_data import DetectionDataset
-    from slidewise.engine.detection_train import make_config
-    from slidewise.engine.pretrain import pretrain_encoder  # imported lazily: optional module
+    from slidewise.engine.detection.data import DetectionDataset
+    from slidewise.engine.detection.pretrain import (
+        pretrain_encoder,  # imported lazily: optional module
+    )
+    from slidewise.engine.detection.train import make_config
 
     bands = list(range(len(train.band_names)))
     config, _ = make_config(train, "resnet18", bands, args.image_size, 5, args.seed)
@@ -169,15 +171,15 @@ def _write_box_masks(samples: list[Any], root: Path) -> tuple[Path, Path]:
 
 
 def _seg_boxes(train: Any, valid: Any, test: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from slidewise.engine.detection import segmentation_boxes
-    from slidewise.engine.detection_data import read_image
-    from slidewise.engine.detmetrics import detection_map
-    from slidewise.engine.jobs import JobContext
-    from slidewise.engine.mapping_train import run_train
-    from slidewise.engine.protocol import Reporter
-    from slidewise.engine.runtime import RuntimeOptions
-    from slidewise.engine.segmodels import load_mapping_model
-    from slidewise.engine.tiling import predict_whole_image
+    from slidewise.engine.core.job import JobContext
+    from slidewise.engine.core.protocol import Reporter
+    from slidewise.engine.core.runtime import RuntimeOptions
+    from slidewise.engine.detection.apply import segmentation_boxes
+    from slidewise.engine.detection.data import read_image
+    from slidewise.engine.detection.metrics import detection_map
+    from slidewise.engine.imagery.segmodels import load_mapping_model
+    from slidewise.engine.imagery.tiling import predict_whole_image
+    from slidewise.engine.mapping.train import run_train
 
     with tempfile.TemporaryDirectory(prefix="slidewise-detbench-") as tmp:
         root = Path(tmp)
@@ -234,9 +236,9 @@ def _seg_boxes(train: Any, valid: Any, test: Any, args: argparse.Namespace) -> d
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Train and score the chosen models; returns the JSON document."""
-    from slidewise.engine.detection_data import read_voc
-    from slidewise.engine.detection_train import subsample
-    from slidewise.engine.runtime import seed_everything
+    from slidewise.engine.core.runtime import seed_everything
+    from slidewise.engine.detection.data import read_voc
+    from slidewise.engine.detection.train import subsample
 
     seed_everything(args.seed)
     train = subsample(read_voc(args.train), args.max_train_images, args.seed)

@@ -89,7 +89,7 @@ def box_masks(files: list[Path], out: Path) -> Path:
 def prepare_data(tmp: Path, l4s_train: int, l4s_valid: int, seed: int) -> dict[str, Any]:
     """Write the downscaled region datasets into ``tmp`` and return their folders."""
     from slidewise.bench.mapping_accuracy import write_scaled
-    from slidewise.engine.datasets import discover_pairs
+    from slidewise.engine.imagery.datasets import discover_pairs
 
     bijie = DATA / "mapping" / "bijie"
     pairs = discover_pairs(bijie / "images", bijie / "masks")
@@ -110,10 +110,10 @@ def _run(
     params: dict[str, Any], name: str, seed: int, verbose: bool, threads: int = 0
 ) -> tuple[Any, float]:
     from slidewise.bench.mapping_accuracy import LogStream
-    from slidewise.engine.jobs import JobContext
-    from slidewise.engine.multiregion import run_add_region
-    from slidewise.engine.protocol import Reporter
-    from slidewise.engine.runtime import RuntimeOptions
+    from slidewise.engine.core.job import JobContext
+    from slidewise.engine.core.protocol import Reporter
+    from slidewise.engine.core.runtime import RuntimeOptions
+    from slidewise.engine.imagery.regions import run_add_region
 
     ctx = JobContext(
         name="addregion",
@@ -285,7 +285,7 @@ def _add_chattogram(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: prints the forgetting tables."""
-    from slidewise.engine.multiregion import format_table
+    from slidewise.engine.imagery.regions import format_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", required=True, help="output JSON file")

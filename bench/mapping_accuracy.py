@@ -5,10 +5,10 @@ Usage::
     python -m slidewise.bench.mapping_accuracy --train-images DIR --train-masks DIR \\
         --test-images DIR --test-masks DIR --json OUT [--epochs E] [--seed S]
 
-Both recipes (:data:`slidewise.engine.mapping_train.RECIPES`) are trained on the
+Both recipes (:data:`slidewise.engine.mapping.train.RECIPES`) are trained on the
 same image/mask pairs (Bijie format: RGB images, masks 0/1, 0/255 or coloured)
 with the ``trainmapping`` job. Each job splits its validation images off the
-training folders (whole images, :func:`slidewise.engine.datasets.spatial_split`)
+training folders (whole images, :func:`slidewise.engine.imagery.datasets.spatial_split`)
 for epoch and threshold selection; the test folders are only used for the
 final scores. The JSON holds the landslide-class figures on the test pairs::
 
@@ -51,7 +51,7 @@ def write_scaled(pairs: list[tuple[Path, Path]], out: Path, scale: float) -> tup
     """Write downscaled images and 0/255 masks (decoded first) to ``out``."""
     from PIL import Image
 
-    from slidewise.engine.datasets import IGNORE, LabelMapping, decode_mask, read_picture
+    from slidewise.engine.imagery.datasets import IGNORE, LabelMapping, decode_mask, read_picture
 
     img_dir, msk_dir = out / "images", out / "masks"
     img_dir.mkdir(parents=True)
@@ -97,16 +97,16 @@ def evaluate_pairs(
     import torch.nn.functional as F  # noqa: N812
     from PIL import Image
 
-    from slidewise.engine.datasets import (
+    from slidewise.engine.imagery.datasets import (
         IGNORE,
         LabelMapping,
         PairScene,
         decode_mask,
         read_picture,
     )
-    from slidewise.engine.mapping_train import predict_scene
-    from slidewise.engine.segmetrics import Confusion
-    from slidewise.engine.segmodels import load_mapping_model
+    from slidewise.engine.imagery.segmetrics import Confusion
+    from slidewise.engine.imagery.segmodels import load_mapping_model
+    from slidewise.engine.mapping.train import predict_scene
 
     model, meta = load_mapping_model(model_path)
     bands = [b - 1 for b in meta.extra.get("band_indices", [1, 2, 3])]
@@ -159,11 +159,11 @@ def run_benchmark(
     Returns:
         ``({"recipes": {name: figures}}, {name: training seconds})``.
     """
-    from slidewise.engine.datasets import discover_pairs
-    from slidewise.engine.jobs import JobContext
-    from slidewise.engine.mapping_train import run_train
-    from slidewise.engine.protocol import Reporter
-    from slidewise.engine.runtime import RuntimeOptions
+    from slidewise.engine.core.job import JobContext
+    from slidewise.engine.core.protocol import Reporter
+    from slidewise.engine.core.runtime import RuntimeOptions
+    from slidewise.engine.imagery.datasets import discover_pairs
+    from slidewise.engine.mapping.train import run_train
 
     train_pairs = discover_pairs(train_images, train_masks)
     test_pairs = discover_pairs(test_images, test_masks)

@@ -11,7 +11,7 @@ ways in one run:
 * ``seed``: the loop of Prakash et al. (2021): the image read into memory,
   224 px tiles at 50 % overlap (stride 112), batch 1, keeping only the central
   112 px of each tile (so a 56 px border is never predicted).
-* ``engine``: :func:`slidewise.engine.tiling.predict_raster` with its defaults.
+* ``engine``: :func:`slidewise.engine.imagery.tiling.predict_raster` with its defaults.
 
 Throughput is raster pixels per second (N² / wall time, reading included),
 the best of ``--repeats`` runs after one warm-up run each, the two methods
@@ -25,7 +25,7 @@ resident memory is measured in a separate process running the
 ``--rss-check`` also maps an 8,000 x 8,000 x 14 raster in such a process.
 
 Both methods run under the memory setting of the engine's worker process
-(freed memory kept for reuse, :mod:`slidewise.engine.allocator`);
+(freed memory kept for reuse, :mod:`slidewise.engine.core.allocator`);
 ``--allocator default`` runs both with the C library's defaults instead.
 
 Writes the JSON figures (``seed_px_per_s``, ``engine_px_per_s``, ``ratio``,
@@ -61,7 +61,7 @@ def build_bench_model() -> Any:
     """The fixed benchmark model: U-Net / ResNet-18, 14 bands, seed 0, eval mode."""
     import torch
 
-    from slidewise.engine.segmodels import SegModelConfig, build_model
+    from slidewise.engine.imagery.segmodels import SegModelConfig, build_model
 
     torch.manual_seed(0)
     config = SegModelConfig(architecture="unet", encoder="resnet18", in_channels=BANDS)
@@ -124,7 +124,7 @@ def seed_predict(model: Any, path: Path, norm: dict[str, Any]) -> np.ndarray:
     import rasterio
     import torch
 
-    from slidewise.engine.segmodels import normalise
+    from slidewise.engine.imagery.segmodels import normalise
 
     with rasterio.open(path) as src:
         image = torch.from_numpy(src.read().astype(np.float32))[None]
@@ -143,7 +143,7 @@ def seed_predict(model: Any, path: Path, norm: dict[str, Any]) -> np.ndarray:
 
 def engine_predict(model: Any, path: Path, norm: dict[str, Any], args: argparse.Namespace) -> Any:
     """The engine with its defaults (or the --tile/--overlap/--batch-size overrides)."""
-    from slidewise.engine.tiling import PredictionStats, predict_raster
+    from slidewise.engine.imagery.tiling import PredictionStats, predict_raster
 
     kwargs: dict[str, Any] = {}
     for name in ("tile", "overlap", "batch_size"):
@@ -164,7 +164,7 @@ def run_job_child(
     raster: str, model_path: str, out_dir: str, threads: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """Run the maplandslides job in this (child) process; report time and peak RSS."""
-    from slidewise.engine.mapping import run_map
+    from slidewise.engine.mapping.apply import run_map
 
     import_rss = rss_mb()
     ctx = quiet_context("maplandslides", threads)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from slidewise.engine.allocator import reuse_freed_memory
+    from slidewise.engine.core.allocator import reuse_freed_memory
 
     # The engine's worker process keeps freed memory for reuse (runtime.apply); both
     # methods run under that setting here, the seed's loop included.
@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_job_child(raster, model_file, out_dir, args.threads, extra)))
         return 0
 
-    from slidewise.engine.segmodels import save_mapping_model
-    from slidewise.engine.tiling import (
+    from slidewise.engine.imagery.segmodels import save_mapping_model
+    from slidewise.engine.imagery.tiling import (
         DEFAULT_OVERLAP,
         DEFAULT_TILE,
         TileLayout,

@@ -43,10 +43,10 @@ def rss_mb() -> float:
 
 
 def quiet_context(name: str, threads: int = 0, seed: int = 0) -> Any:
-    """A CPU :class:`~slidewise.engine.jobs.JobContext` whose reports are discarded."""
-    from slidewise.engine.jobs import JobContext
-    from slidewise.engine.protocol import Reporter
-    from slidewise.engine.runtime import RuntimeOptions
+    """A CPU :class:`~slidewise.engine.core.job.JobContext` whose reports are discarded."""
+    from slidewise.engine.core.job import JobContext
+    from slidewise.engine.core.protocol import Reporter
+    from slidewise.engine.core.runtime import RuntimeOptions
 
     return JobContext(
         name=name,

@@ -6,7 +6,7 @@ Usage::
         --y COLUMN --shots K --blocks N --repeats R --seed S --json OUT
 
 Blocks are k-means clusters of the coordinates (N blocks). Each repeat runs a
-5-fold leave-blocks-out evaluation (:func:`slidewise.engine.susceptibility.leave_blocks_out`):
+5-fold leave-blocks-out evaluation (:func:`slidewise.engine.susceptibility.jobs.leave_blocks_out`):
 in each fold the held-out blocks give K support samples each and the rest of
 their samples are the query; ``meta`` is meta-trained on the other blocks and
 adapted per held-out block on its support samples; ``rf``, ``lr`` and ``mlp``
@@ -56,21 +56,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark and return the JSON document."""
     import torch
 
-    from slidewise.engine.blocks import kmeans_blocks
-    from slidewise.engine.maml import (
+    from slidewise.engine.geo.samples import FeatureEncoder
+    from slidewise.engine.susceptibility.blocks import kmeans_blocks
+    from slidewise.engine.susceptibility.jobs import (
+        TrainSettings,
+        leave_blocks_out,
+        read_sample_table,
+        summarise,
+    )
+    from slidewise.engine.susceptibility.maml import (
         MetaConfig,
         MetaState,
         SusceptibilityMLP,
         TaskSampler,
         init_params,
         time_iterations,
-    )
-    from slidewise.engine.samples import FeatureEncoder
-    from slidewise.engine.susceptibility import (
-        TrainSettings,
-        leave_blocks_out,
-        read_sample_table,
-        summarise,
     )
 
     torch.manual_seed(args.seed)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     doc = run(args)
-    from slidewise.engine.protocol import json_safe
+    from slidewise.engine.core.protocol import json_safe
 
     Path(args.json).write_text(json.dumps(json_safe(doc), indent=2), encoding="utf-8")
     print(f"{'method':<6} {'AUC':>7} {'sd':>6} {'F1':>6} {'kappa':>6}")

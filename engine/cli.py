@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from slidewise.engine.protocol import Reporter
+from slidewise.engine.core.protocol import Reporter
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("jobs", help="list the engine's jobs")
     args = parser.parse_args(argv)
     if args.command == "check":
-        from slidewise.engine.checkengine import engine_report
+        from slidewise.engine.maintenance.checkengine import engine_report
 
         print(json.dumps(engine_report(), indent=2))
         return 0

@@ -22,10 +22,11 @@ from types import FrameType
 from typing import IO, Any
 
 from slidewise.engine import jobs
-from slidewise.engine.errors import EngineError, ModelFileError
-from slidewise.engine.manifest import build_manifest, manifest_path, write_manifest
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.runtime import RuntimeOptions
+from slidewise.engine.core.errors import EngineError, ModelFileError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.manifest import build_manifest, manifest_path, write_manifest
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
 
 EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3
 
@@ -67,7 +68,7 @@ def run(job: dict[str, Any], reporter: Reporter) -> int:
         params = dict(job.get("params") or {})
         options = RuntimeOptions.from_dict(job.get("options"))
         func = jobs.resolve(name)
-        ctx = jobs.JobContext(name=name, options=options, reporter=reporter)
+        ctx = JobContext(name=name, options=options, reporter=reporter)
         result = func(params, ctx)
         payload: dict[str, Any] = {"outputs": result.outputs, "figures": result.figures}
         if result.manifest and result.outputs:

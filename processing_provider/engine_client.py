@@ -2,9 +2,8 @@
 
 This module needs neither QGIS nor the engine's packages, and it does not import
 ``slidewise.engine`` (importing the engine configures GDAL for the engine's own
-process), so it keeps small copies of the protocol parser and of the
-partial-file naming rule; ``tests/plugin/test_engine_client.py`` checks both
-against the engine. The Processing
+process): the protocol parser and the partial-file naming rule come from
+:mod:`slidewise.contract`, which both sides share. The Processing
 algorithms call :func:`run_job` with callbacks that forward progress and log
 lines to ``QgsProcessingFeedback``, and tests can call it directly.
 """
@@ -25,6 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from slidewise.contract.partials import remove_partials
+from slidewise.contract.protocol import parse_line
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 ENV_VAR = "SLIDEWISE_PYTHON"
@@ -100,20 +102,6 @@ def python_path_for_engine() -> str:
         except FileExistsError:
             pass
     return str(shim)
-
-
-def remove_partials(path: str) -> None:
-    """Remove temporary files a killed worker left for output ``path``.
-
-    Mirrors ``slidewise.engine.outputs.partial_glob`` (the engine's naming rule).
-    """
-    final = Path(path)
-    if final.parent.is_dir():
-        for leftover in final.parent.glob(f".{final.stem}.partial-*"):
-            try:
-                leftover.unlink()
-            except OSError:
-                pass
 
 
 @dataclass
@@ -234,7 +222,7 @@ def run_job(
                 stderr_tail.append(line)
                 on_log(line, "debug")
                 continue
-            message = _parse(line)
+            message = parse_line(line)
             if message is None:
                 on_log(line, "debug")
                 continue
@@ -271,17 +259,6 @@ def run_job(
             remove_partials(path)
         raise _crash_error(code, list(stderr_tail), python, origin)
     return outcome
-
-
-def _parse(line: str) -> dict[str, Any] | None:
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        message = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return message if isinstance(message, dict) and "type" in message else None
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -18,11 +18,8 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsProcessingUtils,
     QgsSettings,
@@ -31,6 +28,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from slidewise.contract.spec import OUTPUTS, AlgorithmSpec, Param
+from slidewise.contract.specs.groups import RUNTIME, RUNTIME_NAMES
 from slidewise.processing_provider import engine_client
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2]
@@ -45,7 +44,7 @@ GROUPS = {
     "engine": "Engine",
 }
 
-DEVICES = ["auto", "cpu", "cuda", "mps"]
+DEVICES = list(RUNTIME[0].choices)
 
 
 def tr(text: str) -> str:
@@ -82,8 +81,9 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
     """Base class: metadata helpers, parameter help, and the engine call.
 
     Subclasses set ``ALG_ID``, ``DISPLAY_NAME``, ``GROUP`` (a key of
-    :data:`GROUPS`), ``ICON``, ``SHORT_HELP`` and ``JOB`` (engine job name),
-    and implement :meth:`initAlgorithm` and :meth:`job_parameters`.
+    :data:`GROUPS`), ``ICON``, ``SHORT_HELP``, ``JOB`` (engine job name) and
+    ``SPEC`` (the parameters, from :mod:`slidewise.contract.specs`); the
+    dialog and the job parameters are built from ``SPEC``.
     """
 
     ALG_ID = ""
@@ -92,6 +92,7 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
     ICON = "slidewise.svg"
     SHORT_HELP = ""
     JOB = ""
+    SPEC: AlgorithmSpec | None = None
     RUNTIME_PARAMETERS = False
 
     def __init__(self) -> None:
@@ -145,26 +146,10 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(parameter)
 
     def add_runtime_parameters(self) -> None:
-        """Device and seed, shared by every torch-based algorithm (advanced)."""
-        self.add(
-            QgsProcessingParameterEnum("DEVICE", tr("Device"), options=DEVICES, defaultValue=0),
-            "Where the engine computes: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
-            advanced=True,
-        )
-        self.add(
-            QgsProcessingParameterNumber(
-                "SEED", tr("Random seed"), QgsProcessingParameterNumber.Integer, defaultValue=0
-            ),
-            "Seed for every random generator, so a run can be repeated exactly.",
-            advanced=True,
-        )
-        self.add(
-            QgsProcessingParameterBoolean(
-                "DETERMINISTIC", tr("Deterministic kernels"), defaultValue=False
-            ),
-            "Ask PyTorch for deterministic kernels (repeatable on GPU, slower).",
-            advanced=True,
-        )
+        """Device, seed and determinism, shared by every torch-based algorithm (advanced)."""
+        from slidewise.processing_provider.algorithms.spec_parameters import add_params
+
+        add_params(self, RUNTIME)
 
     def add_output_file(self, label: str, file_filter: str, help_text: str) -> None:
         """OUTPUT (the file the job writes), then the runtime parameters."""
@@ -252,14 +237,43 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
             context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
 
     # --- engine call -----------------------------------------------------
+    def spec_params(self) -> list[Param]:
+        """The parameters of ``SPEC`` that the dialog shows (runtime options apart)."""
+        if self.SPEC is None:
+            return []
+        skip = self.SPEC.hidden | RUNTIME_NAMES
+        return [p for p in self.SPEC.params if p.name not in skip]
+
+    def initAlgorithm(self, config=None) -> None:
+        """Declare ``SPEC``'s parameters, then the runtime options if the job uses torch."""
+        from slidewise.processing_provider.algorithms.spec_parameters import add_params
+
+        add_params(self, self.spec_params())
+        if self.RUNTIME_PARAMETERS:
+            self.add_runtime_parameters()
+
     def job_parameters(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> tuple[dict[str, Any], list[str]]:
-        """Engine job parameters and the output paths (for clean-up on cancel)."""
-        raise NotImplementedError
+        """Engine job parameters and the output paths (for clean-up on cancel).
+
+        By default every parameter of ``SPEC`` the user set, plus SEED when the job
+        takes it; subclasses add checks across parameters.
+        """
+        from slidewise.processing_provider.algorithms.spec_parameters import job_values
+
+        params = job_values(self, self.spec_params(), parameters, context)
+        if self.SPEC is not None and "SEED" in self.SPEC.names and "SEED" not in params:
+            params["SEED"] = self.parameterAsInt(parameters, "SEED", context)
+        outputs = [
+            str(params[p.name])
+            for p in self.spec_params()
+            if p.kind in OUTPUTS and p.name in params
+        ]
+        return params, outputs
 
     def run_engine(
         self,

@@ -177,7 +177,7 @@ def option_params(
     return params
 
 
-#: Dataset readers of the mapping jobs (engine: ``slidewise.engine.datasets``).
+#: Dataset readers of the mapping jobs (engine: ``slidewise.engine.imagery.datasets``).
 DATASET_TYPES = ("pairs", "l4s_h5", "geotiff")
 
 #: How label files are read: shared by trainmapping, addregion and pretrainencoder.

@@ -10,9 +10,9 @@ import io
 import json
 from pathlib import Path
 
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.runtime import RuntimeOptions
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"

@@ -10,7 +10,9 @@ import rasterio
 from engine_helpers import SHARED
 from rasterio.windows import Window
 
-from slidewise.engine.align import (
+from slidewise.contract.partials import partial_glob
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.geo.align import (
     AlignedStack,
     FactorSource,
     GridSpec,
@@ -18,9 +20,7 @@ from slidewise.engine.align import (
     grid_differences,
     write_aligned_stack,
 )
-from slidewise.engine.errors import InputError
-from slidewise.engine.outputs import partial_glob
-from slidewise.engine.raster import iter_windows
+from slidewise.engine.geo.raster import iter_windows
 
 JIUZHAI = SHARED / "terrain" / "jiuzhaigou"
 DEM = JIUZHAI / "DEM_030.tif"

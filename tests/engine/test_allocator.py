@@ -24,8 +24,8 @@ BLOCK_MB = 64
 CHILD = """
 import ctypes, json, sys
 import numpy as np
-from slidewise.engine.allocator import reuse_freed_memory
-from slidewise.engine.runtime import RuntimeOptions, apply
+from slidewise.engine.core.allocator import reuse_freed_memory
+from slidewise.engine.core.runtime import RuntimeOptions, apply
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (

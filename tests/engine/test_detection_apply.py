@@ -12,7 +12,9 @@ import torch
 from engine_helpers import job_context
 from rasterio.transform import from_origin
 
-from slidewise.engine.detection import (
+from slidewise.engine.core.errors import InputError, ModelFileError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.detection.apply import (
     detect_on_raster,
     detect_raster,
     merge_tile_boxes,
@@ -21,11 +23,9 @@ from slidewise.engine.detection import (
     segmentation_boxes,
     tile_starts,
 )
-from slidewise.engine.detection_data import boxes_from_mask
-from slidewise.engine.detection_models import DetectorConfig, build_detector, save_detector
-from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.segmodels import SegModelConfig, build_model, save_mapping_model
+from slidewise.engine.detection.data import boxes_from_mask
+from slidewise.engine.detection.models import DetectorConfig, build_detector, save_detector
+from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
 
 ORIGIN = (500000.0, 4000000.0)
 PIXEL = 10.0

@@ -12,8 +12,8 @@ import torch
 from engine_helpers import SHARED
 from PIL import Image
 
-from slidewise.engine.augment import d4_transform
-from slidewise.engine.detection_data import (
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.detection.data import (
     DetectionDataset,
     boxes_from_mask,
     boxes_from_polygons,
@@ -23,8 +23,8 @@ from slidewise.engine.detection_data import (
     read_voc,
     resolve_box_frame,
 )
-from slidewise.engine.detmetrics import detection_map
-from slidewise.engine.errors import InputError
+from slidewise.engine.detection.metrics import detection_map
+from slidewise.engine.imagery.augment import d4_transform
 
 DATA = SHARED / "detection"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="detection data not available")

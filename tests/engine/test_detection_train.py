@@ -10,16 +10,16 @@ import torch
 from engine_helpers import SHARED, job_context
 from safetensors.torch import save_file
 
-from slidewise.engine.detection_models import (
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.modelfile import read_metadata
+from slidewise.engine.detection.models import (
     DetectorConfig,
     build_detector,
     load_backbone_weights,
     load_detector,
 )
-from slidewise.engine.detection_train import run_train
-from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.modelfile import read_metadata
+from slidewise.engine.detection.train import run_train
 
 DATA = SHARED / "detection"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="detection data not available")

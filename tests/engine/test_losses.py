@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from slidewise.engine.errors import InputError
-from slidewise.engine.losses import (
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.imagery.losses import (
     LOSSES,
     bce_loss,
     dice_loss,

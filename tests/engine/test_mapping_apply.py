@@ -16,11 +16,11 @@ from engine_helpers import SHARED, job_context
 from rasterio.transform import from_origin
 from scipy import ndimage
 
-from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.mapping import match_bands, rechunk, run_map
-from slidewise.engine.polygons import StripLabeller, pixel_areas, polygonise_mask
-from slidewise.engine.raster import open_raster
+from slidewise.engine.core.errors import InputError, ModelFileError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.geo.polygons import StripLabeller, pixel_areas, polygonise_mask
+from slidewise.engine.geo.raster import open_raster
+from slidewise.engine.mapping.apply import match_bands, rechunk, run_map
 
 CHATTOGRAM = SHARED / "mapping" / "chattogram_s2"
 BANDS = ["red", "green", "blue", "nir"]
@@ -69,7 +69,7 @@ def model_file(tmp_path_factory) -> str:
     """A small randomly initialised LinkNet (mechanics only), saved as a mapping model."""
     import torch
 
-    from slidewise.engine.segmodels import SegModelConfig, build_model, save_mapping_model
+    from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
 
     torch.manual_seed(0)
     config = SegModelConfig(architecture="linknet", encoder="mobilenet_v2", in_channels=4)
@@ -270,7 +270,11 @@ def test_band_mismatch_refused_by_the_job(model_file, tmp_path) -> None:
 
 
 def test_unnamed_bands_warn_and_stored_threshold(model_file, tmp_path) -> None:
-    from slidewise.engine.segmodels import SegModelConfig, load_mapping_model, save_mapping_model
+    from slidewise.engine.imagery.segmodels import (
+        SegModelConfig,
+        load_mapping_model,
+        save_mapping_model,
+    )
 
     model, meta = load_mapping_model(model_file)
     tuned = tmp_path / "tuned.safetensors"
@@ -310,7 +314,7 @@ def test_aoi_vector_and_raster(model_file, tmp_path) -> None:
 
     box = shapely.box(400000, 2500000 - 640, 400400, 2500000)
     wgs = shapely.geometry.shape(transform_geom(CRS, "EPSG:4326", shapely.geometry.mapping(box)))
-    from slidewise.engine.vectors import write_vector
+    from slidewise.engine.geo.vectors import write_vector
 
     aoi = write_vector(tmp_path / "aoi.gpkg", [wgs], {"name": np.array(["a"])}, "EPSG:4326")
     out = str(tmp_path / "m.tif")
@@ -386,7 +390,7 @@ def test_bad_inputs(model_file, tmp_path) -> None:
     # A model file for another task.
     import torch
 
-    from slidewise.engine.modelfile import ModelMetadata, save_model
+    from slidewise.engine.core.modelfile import ModelMetadata, save_model
 
     other = tmp_path / "susc.safetensors"
     save_model(

@@ -10,8 +10,9 @@ import pytest
 import torch
 from engine_helpers import SHARED, bijie_subset
 
-from slidewise.engine.augment import d4_inverse, d4_transform, random_d4
-from slidewise.engine.datasets import (
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.imagery.augment import d4_inverse, d4_transform, random_d4
+from slidewise.engine.imagery.datasets import (
     IGNORE,
     L4S_MEAN,
     L4S_STD,
@@ -33,7 +34,6 @@ from slidewise.engine.datasets import (
     resolve_bands,
     spatial_split,
 )
-from slidewise.engine.errors import InputError
 
 DATA = SHARED / "mapping"
 L4S = DATA / "l4s_patches"
@@ -270,7 +270,7 @@ def test_chattogram_polygons_rasterised_like_the_label_raster(tmp_path: Path) ->
     import shapely
     from rasterio.features import shapes
 
-    from slidewise.engine.vectors import read_vector, write_vector
+    from slidewise.engine.geo.vectors import read_vector, write_vector
 
     tile = "000000000001.tif"
     with rasterio.open(CHATTOGRAM / "labels" / tile) as src:

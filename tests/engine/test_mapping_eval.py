@@ -20,10 +20,10 @@ from sklearn.metrics import (
     recall_score,
 )
 
-import slidewise.engine.mapping_eval as mapping_eval
-from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.mapping_eval import evaluate_rasters, run_evaluate
+import slidewise.engine.mapping.evaluate as mapping_eval
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.mapping.evaluate import evaluate_rasters, run_evaluate
 
 LABELS = SHARED / "mapping" / "chattogram_s2" / "labels"
 CRS = "EPSG:32645"
@@ -105,8 +105,8 @@ def test_pixel_metrics_equal_scikit_learn(pair, tmp_path, monkeypatch) -> None:
 
 def test_mask_prediction_polygon_reference_and_html(pair, tmp_path) -> None:
     """A 0/1 mask prediction against polygons equals the raster reference."""
-    from slidewise.engine.polygons import polygonise_mask
-    from slidewise.engine.vectors import write_vector
+    from slidewise.engine.geo.polygons import polygonise_mask
+    from slidewise.engine.geo.vectors import write_vector
 
     _, ref_path, prob, ref = pair
     mask = np.where(np.isfinite(prob), prob >= 0.5, 255).astype(np.uint8)
@@ -122,7 +122,7 @@ def test_mask_prediction_polygon_reference_and_html(pair, tmp_path) -> None:
         assert a[key] == b[key], key
     html = tmp_path / "eval.html"
     out = tmp_path / "eval.json"
-    report = pytest.importorskip("slidewise.engine.report")
+    report = pytest.importorskip("slidewise.engine.core.report")
     assert report is not None
     run_evaluate(
         {

@@ -11,10 +11,24 @@ import pytest
 import torch
 from engine_helpers import BIJIE, bijie_subset, job_context, log_messages
 
-from slidewise.engine.datasets import DatasetSpec, LabelMapping, PairScene, prepare_mapping_data
-from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.mapping_train import (
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.imagery.datasets import (
+    DatasetSpec,
+    LabelMapping,
+    PairScene,
+    prepare_mapping_data,
+)
+from slidewise.engine.imagery.resunet import ResUNet
+from slidewise.engine.imagery.segmodels import (
+    SegModelConfig,
+    build_model,
+    load_encoder_weights,
+    load_mapping_model,
+    main_logits,
+    normalise,
+)
+from slidewise.engine.mapping.train import (
     RECIPES,
     TrainSettings,
     chip_batches,
@@ -26,15 +40,6 @@ from slidewise.engine.mapping_train import (
     run_train,
     train_model,
     validate,
-)
-from slidewise.engine.resunet import ResUNet
-from slidewise.engine.segmodels import (
-    SegModelConfig,
-    build_model,
-    load_encoder_weights,
-    load_mapping_model,
-    main_logits,
-    normalise,
 )
 
 needs_bijie = pytest.mark.skipif(not BIJIE.is_dir(), reason="Bijie pairs not available")
@@ -137,7 +142,7 @@ def _downscaled_bijie(tmp: Path, n: int, scale: float) -> tuple[Path, Path]:
     """Real Bijie pairs, downscaled (images by area, masks decoded then nearest)."""
     from PIL import Image
 
-    from slidewise.engine.datasets import LabelMapping, decode_mask, read_picture
+    from slidewise.engine.imagery.datasets import LabelMapping, decode_mask, read_picture
 
     img, msk = tmp / "small_images", tmp / "small_masks"
     img.mkdir()

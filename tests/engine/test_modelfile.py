@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from slidewise.engine.errors import ModelFileError
-from slidewise.engine.modelfile import (
+from slidewise.contract.partials import PARTIAL_TAG
+from slidewise.engine.core.errors import ModelFileError
+from slidewise.engine.core.modelfile import (
     FORMAT_NAME,
     FORMAT_VERSION,
     METADATA_KEY,
@@ -21,7 +22,6 @@ from slidewise.engine.modelfile import (
     read_metadata,
     save_model,
 )
-from slidewise.engine.outputs import PARTIAL_TAG
 
 
 def _metadata(task: str = "susceptibility") -> ModelMetadata:

@@ -11,11 +11,13 @@ import pytest
 import torch
 from engine_helpers import BIJIE, bijie_subset, job_context, log_messages
 
-from slidewise.engine.datasets import DatasetSpec, MappingData, prepare_mapping_data
-from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.modelfile import read_metadata
-from slidewise.engine.multiregion import (
+from slidewise.engine.core.errors import InputError, ModelFileError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.modelfile import read_metadata
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
+from slidewise.engine.imagery.datasets import DatasetSpec, MappingData, prepare_mapping_data
+from slidewise.engine.imagery.regions import (
     MultiRegionModel,
     RegionSettings,
     distillation_loss,
@@ -29,9 +31,7 @@ from slidewise.engine.multiregion import (
     save_multiregion,
     train_region,
 )
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.runtime import RuntimeOptions
-from slidewise.engine.segmodels import SegModelConfig, build_model, save_mapping_model
+from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
 
 TINY = SegModelConfig("unet", "resnet18", 3, 3, extra={"decoder_channels": [16, 8, 8]})
 
@@ -104,8 +104,8 @@ def test_round_trip_two_regions_and_region_mapping(
     import rasterio
     from rasterio.transform import from_origin
 
-    from slidewise.engine.tiling import predict_raster
-    from slidewise.engine.vectors import write_vector
+    from slidewise.engine.geo.vectors import write_vector
+    from slidewise.engine.imagery.tiling import predict_raster
 
     torch.manual_seed(0)
     model = MultiRegionModel(TINY, ["a"])
@@ -190,7 +190,7 @@ def test_round_trip_two_regions_and_region_mapping(
         predict_regions(loaded, str(raster), None, bad)
 
     # The maplandslides job picks decoders the same way, with each region's threshold.
-    from slidewise.engine.mapping import run_map
+    from slidewise.engine.mapping.apply import run_map
 
     ctx = JobContext("maplandslides", RuntimeOptions(device="cpu"), Reporter(io.StringIO()))
     loaded.records["a"]["threshold"], loaded.records["b"]["threshold"] = 0.2, 0.9
@@ -262,7 +262,7 @@ def test_region_errors_and_other_tasks(tmp_path: Path, regions: dict[str, Mappin
     assert torch.equal(converted(x, "bijie"), unet.eval()(x))
     with pytest.raises(ModelFileError, match=r"holds a mapping model.*needs a multiregion model"):
         load_multiregion(mapping)
-    from slidewise.engine.pretrain import save_encoder
+    from slidewise.engine.detection.pretrain import save_encoder
 
     encoder = tmp_path / "encoder.safetensors"
     save_encoder(encoder, unet.encoder.state_dict(), "resnet18", 3)

@@ -10,10 +10,10 @@ import torch
 from engine_helpers import BIJIE, job_context
 from torch import nn
 
-from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.modelfile import read_metadata
-from slidewise.engine.pretrain import (
+from slidewise.engine.core.errors import InputError, ModelFileError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.modelfile import read_metadata
+from slidewise.engine.detection.pretrain import (
     PretrainSettings,
     _pretrain_in_memory,
     encoder_state_dict,
@@ -23,7 +23,7 @@ from slidewise.engine.pretrain import (
     run_pretrain,
     save_encoder,
 )
-from slidewise.engine.segmodels import (
+from slidewise.engine.imagery.segmodels import (
     SegModelConfig,
     build_model,
     load_encoder_weights,
@@ -51,7 +51,7 @@ def _bijie(n: int, size: int) -> list[np.ndarray]:
 
 
 def _torchvision() -> object:
-    from slidewise.engine.tvcompat import import_torchvision
+    from slidewise.engine.imagery.tvcompat import import_torchvision
 
     return import_torchvision()
 

@@ -16,9 +16,9 @@ from engine_helpers import SHARED
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from slidewise.engine.errors import InputError
-from slidewise.engine.outputs import PARTIAL_TAG
-from slidewise.engine.raster import (
+from slidewise.contract.partials import PARTIAL_TAG
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.geo.raster import (
     create_raster,
     iter_windows,
     open_raster,
@@ -308,7 +308,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     import numpy as np
     from affine import Affine
     from rasterio.crs import CRS
-    from slidewise.engine.raster import create_raster, iter_windows, output_profile
+    from slidewise.engine.geo.raster import create_raster, iter_windows, output_profile
 
     def rss_mb(key):
         with open("/proc/self/status") as handle:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from engine_helpers import SHARED
 
-from slidewise.engine.errors import InputError
-from slidewise.engine.spatialcv import (
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.susceptibility.spatialcv import (
     block_folds,
     compare_cv,
     cv_auc,

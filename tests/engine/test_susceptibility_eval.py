@@ -18,11 +18,11 @@ import rasterio
 from engine_helpers import SHARED
 from sklearn import metrics as skm
 
-from slidewise.engine.errors import InputError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.raster import iter_windows, output_profile, read_masked
-from slidewise.engine.runtime import RuntimeOptions
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
+from slidewise.engine.geo.raster import iter_windows, output_profile, read_masked
 
 DATA = SHARED / "susceptibility" / "ecuador"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
@@ -31,7 +31,7 @@ FACTORS = ["slope", "cplan", "cprof", "elev", "log10_carea"]
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
-    from slidewise.engine.tables import read_table
+    from slidewise.engine.geo.tables import read_table
 
     return read_table(path)
 
@@ -76,7 +76,7 @@ def prob_raster(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_job(params: dict) -> tuple[object, list[dict]]:
-    from slidewise.engine.susceptibility_eval import run_evaluate
+    from slidewise.engine.susceptibility.evaluate import run_evaluate
 
     stream = io.StringIO()
     ctx = JobContext(
@@ -102,7 +102,7 @@ def sample_raster(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def test_windowed_histogram_equals_numpy(prob_raster: Path) -> None:
-    from slidewise.engine.susceptibility_eval import probability_histogram
+    from slidewise.engine.susceptibility.evaluate import probability_histogram
 
     with rasterio.open(prob_raster) as src:
         full = src.read(1)
@@ -117,7 +117,7 @@ def test_windowed_histogram_equals_numpy(prob_raster: Path) -> None:
 
 
 def test_read_pixels_equals_full_array(prob_raster: Path) -> None:
-    from slidewise.engine.susceptibility_eval import read_pixels
+    from slidewise.engine.susceptibility.evaluate import read_pixels
 
     rng = np.random.default_rng(1)
     with rasterio.open(prob_raster) as src:
@@ -129,7 +129,7 @@ def test_read_pixels_equals_full_array(prob_raster: Path) -> None:
 
 
 def test_rate_curve_random_map_is_diagonal() -> None:
-    from slidewise.engine.susceptibility_eval import rate_curve
+    from slidewise.engine.susceptibility.evaluate import rate_curve
 
     rng = np.random.default_rng(0)
     edges = np.linspace(0, 1, 1001)
@@ -146,7 +146,7 @@ def test_rate_curve_random_map_is_diagonal() -> None:
 
 
 def test_class_statistics_sums() -> None:
-    from slidewise.engine.susceptibility_eval import class_statistics
+    from slidewise.engine.susceptibility.evaluate import class_statistics
 
     table = class_statistics(np.array([50, 30, 20, 0]), np.array([1, 2, 7, 0]), list("abcd"))
     assert sum(c["area_share"] for c in table) == pytest.approx(1)
@@ -156,7 +156,7 @@ def test_class_statistics_sums() -> None:
 
 
 def test_parse_labels() -> None:
-    from slidewise.engine.susceptibility_eval import parse_labels
+    from slidewise.engine.susceptibility.evaluate import parse_labels
 
     np.testing.assert_array_equal(
         parse_labels(np.array(["TRUE", "false", "1", "0", "", "Yes"]), "l", "t"),
@@ -263,7 +263,7 @@ def test_job_random_raster_rate_auc_near_half(prob_raster: Path, tmp_path: Path)
 
 
 def test_job_classed_raster_and_natural_breaks(prob_raster: Path, tmp_path: Path) -> None:
-    from slidewise.engine.classify import apply_breaks, class_breaks
+    from slidewise.engine.susceptibility.classify import apply_breaks, class_breaks
 
     with rasterio.open(prob_raster) as src:
         prob = src.read(1)
@@ -326,7 +326,7 @@ def test_job_polygon_inventory(prob_raster: Path, tmp_path: Path) -> None:
     import shapely
     from rasterio.features import rasterize
 
-    from slidewise.engine.vectors import write_vector
+    from slidewise.engine.geo.vectors import write_vector
 
     inv = read_csv(DATA / "landslides.csv")
     pos = inv["lslpts"] == 1
@@ -355,7 +355,7 @@ def test_inventory_in_other_crs_is_reprojected(prob_raster: Path, tmp_path: Path
     import shapely
     from rasterio.warp import transform
 
-    from slidewise.engine.vectors import write_vector
+    from slidewise.engine.geo.vectors import write_vector
 
     inv = read_csv(DATA / "landslides.csv")
     lon, lat = transform("EPSG:32717", "EPSG:4326", inv["x"], inv["y"])
@@ -451,7 +451,7 @@ def test_missing_coordinate_column(prob_raster: Path, tmp_path: Path) -> None:
 
 
 def test_all_points_on_nodata(prob_raster: Path, tmp_path: Path) -> None:
-    from slidewise.engine.susceptibility_eval import apply_affine
+    from slidewise.engine.susceptibility.evaluate import apply_affine
 
     with rasterio.open(prob_raster) as src:
         rows, cols = np.nonzero(~np.isfinite(src.read(1)))
@@ -498,7 +498,7 @@ def test_bad_parameters(prob_raster: Path, tmp_path: Path) -> None:
 def test_report_is_self_contained_and_atomic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from slidewise.engine.report import (
+    from slidewise.engine.core.report import (
         Image,
         Section,
         Table,

@@ -15,11 +15,11 @@ import pytest
 import rasterio
 from engine_helpers import SHARED
 
-from slidewise.engine.errors import InputError, ModelFileError
-from slidewise.engine.jobs import JobContext
-from slidewise.engine.protocol import Reporter
-from slidewise.engine.runtime import RuntimeOptions
-from slidewise.engine.susceptibility import (
+from slidewise.engine.core.errors import InputError, ModelFileError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
+from slidewise.engine.susceptibility.jobs import (
     MetaConfig,
     TrainSettings,
     leave_blocks_out,
@@ -71,7 +71,7 @@ def meta_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_train_meta_writes_model_blocks_and_figures(meta_model: dict[str, Any]) -> None:
-    from slidewise.engine.modelfile import load_model
+    from slidewise.engine.core.modelfile import load_model
 
     result = meta_model["result"]
     model = Path(result.outputs["OUTPUT"])
@@ -351,7 +351,7 @@ def test_unseen_category_at_prediction_warns(tmp_path: Path) -> None:
 def test_meta_beats_chance_on_held_out_ecuador_blocks() -> None:
     need_ecuador()
     values, labels, xs, ys, names = read_sample_table(str(LSL), "lslpts", "x", "y")
-    from slidewise.engine.blocks import kmeans_blocks
+    from slidewise.engine.susceptibility.blocks import kmeans_blocks
 
     blocks, _ = kmeans_blocks(xs, ys, 12, seed=0)
     settings = TrainSettings(meta=MetaConfig(iterations=100, tasks_per_batch=8, support=5), seed=0)

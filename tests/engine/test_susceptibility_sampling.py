@@ -12,7 +12,16 @@ from affine import Affine
 from engine_helpers import SHARED
 from scipy import ndimage
 
-from slidewise.engine.blocks import (
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.geo.samples import (
+    SamplingOptions,
+    collect_samples,
+    open_factor_stack,
+    read_inventory,
+    sample_inventory,
+)
+from slidewise.engine.geo.vectors import write_vector
+from slidewise.engine.susceptibility.blocks import (
     BlockParams,
     block_statistics,
     kmeans_blocks,
@@ -20,15 +29,6 @@ from slidewise.engine.blocks import (
     segment_stack,
     terrain_bands,
 )
-from slidewise.engine.errors import InputError
-from slidewise.engine.samples import (
-    SamplingOptions,
-    collect_samples,
-    open_factor_stack,
-    read_inventory,
-    sample_inventory,
-)
-from slidewise.engine.vectors import write_vector
 
 DATA = SHARED / "susceptibility"
 ECUADOR = DATA / "ecuador" / "ta.tif"

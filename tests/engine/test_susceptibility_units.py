@@ -10,16 +10,18 @@ import pytest
 import torch
 from engine_helpers import SHARED
 
-from slidewise.engine.classical import (
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.geo.samples import FeatureEncoder
+from slidewise.engine.geo.tables import read_table
+from slidewise.engine.susceptibility.classical import (
     fit_classical,
     forest_predict,
     forest_to_arrays,
     logistic_to_arrays,
     mlp_to_arrays,
 )
-from slidewise.engine.classify import apply_breaks, class_breaks, jenks_numpy
-from slidewise.engine.errors import InputError
-from slidewise.engine.maml import (
+from slidewise.engine.susceptibility.classify import apply_breaks, class_breaks, jenks_numpy
+from slidewise.engine.susceptibility.maml import (
     MetaConfig,
     SusceptibilityMLP,
     TaskSampler,
@@ -27,8 +29,6 @@ from slidewise.engine.maml import (
     meta_gradients,
     meta_train,
 )
-from slidewise.engine.samples import FeatureEncoder
-from slidewise.engine.tables import read_table
 
 DATA = SHARED / "susceptibility"
 
@@ -158,7 +158,7 @@ def test_logistic_and_mlp_arrays_equal_sklearn() -> None:
 def test_frequency_ratio_ranks_and_tensors_round_trip() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from slidewise.engine.classical import ClassicalModel
+    from slidewise.engine.susceptibility.classical import ClassicalModel
 
     x, y = _toy(2000)
     model = fit_classical("fr", x, y)
@@ -207,7 +207,7 @@ def test_task_sampler_refuses_small_blocks() -> None:
 
 
 def test_dae_pretraining_initialises_hidden_layers() -> None:
-    from slidewise.engine.maml import pretrain_dae
+    from slidewise.engine.susceptibility.maml import pretrain_dae
 
     x, _ = _toy(500, 6)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Tests of the ``terrainfactors`` job (slidewise.engine.terrain).
+"""Tests of the ``terrainfactors`` job (slidewise.engine.preparation.terrainfactors).
 
 The reference values come from ``gdaldem`` (GDAL's command-line tool) run on the
 real DEMs of ``shared/data/terrain``; tests that need either are skipped with the
@@ -22,11 +22,13 @@ from engine_helpers import SHARED
 from rasterio.transform import Affine
 from scipy import ndimage
 
-from slidewise.engine import jobs, worker
-from slidewise.engine.errors import InputError
-from slidewise.engine.protocol import Reporter, parse_line
-from slidewise.engine.runtime import RuntimeOptions
-from slidewise.engine.terrain import (
+from slidewise.contract.protocol import parse_line
+from slidewise.engine import worker
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import JobContext, JobResult
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
+from slidewise.engine.preparation.terrainfactors import (
     TERRAIN_BANDS,
     TerrainParams,
     metres_per_degree,
@@ -58,16 +60,16 @@ def need_gdaldem() -> str:
     return GDALDEM
 
 
-def make_ctx(stream: io.StringIO | None = None) -> jobs.JobContext:
+def make_ctx(stream: io.StringIO | None = None) -> JobContext:
     """A job context that reports into a string buffer."""
-    return jobs.JobContext(
+    return JobContext(
         name="terrainfactors",
         options=RuntimeOptions(),
         reporter=Reporter(stream if stream is not None else io.StringIO()),
     )
 
 
-def run_terrain(dem: Path, output: Path, **params: Any) -> jobs.JobResult:
+def run_terrain(dem: Path, output: Path, **params: Any) -> JobResult:
     """Run the job in-process."""
     return run_job({"INPUT": str(dem), "OUTPUT": str(output), **params}, make_ctx())
 
@@ -122,7 +124,7 @@ def circular_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, jobs.JobResult]]:
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, JobResult]]:
     """The job's output on the two projected real DEMs, computed once."""
     folder = tmp_path_factory.mktemp("terrain")
     results = {}
@@ -133,7 +135,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, j
     return results
 
 
-def output_of(outputs: dict[str, tuple[Path, jobs.JobResult]], dem: Path) -> Path:
+def output_of(outputs: dict[str, tuple[Path, JobResult]], dem: Path) -> Path:
     need(dem)
     return outputs[dem.name][0]
 
@@ -535,7 +537,7 @@ def test_bad_inputs(make: Any, fragment: str, tmp_path: Path) -> None:
     ("params", "fragment"),
     [
         ({"SLOPE_UNITS": "percent"}, "Unknown parameter"),
-        ({"Z_FACTOR": -1}, "Z_FACTOR must be positive"),
+        ({"Z_FACTOR": -1}, "Z_FACTOR must be between 1e-09 and"),
         ({"Z_FACTOR": "abc"}, "Z_FACTOR must be a number"),
         ({"ALTITUDE": 95}, "ALTITUDE must be between"),
         ({"BLOCK_SIZE": 8}, "BLOCK_SIZE must be"),

@@ -12,7 +12,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch import nn
 
-from slidewise.engine.tiling import (
+from slidewise.engine.imagery.tiling import (
     D4_TRANSFORMS,
     AxisLayout,
     PredictionStats,
@@ -294,7 +294,7 @@ def test_layout_rejects_bad_settings() -> None:
 
 
 def test_fold_batch_norms_matches_and_leaves_the_model_alone() -> None:
-    from slidewise.engine.segmodels import SegModelConfig, build_model
+    from slidewise.engine.imagery.segmodels import SegModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(SegModelConfig("unet", "resnet18", 4, 3)).eval()

@@ -1,4 +1,4 @@
-"""Tests of slidewise.engine.tvcompat: torchvision operators with or without native ops.
+"""Tests of slidewise.engine.imagery.tvcompat: torchvision operators with or without native ops.
 
 The pure-PyTorch operators are checked against straightforward references
 written here from torchvision's documented algorithms (greedy NMS, RoI Align
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from slidewise.engine import tvcompat
+from slidewise.engine.imagery import tvcompat
 
 if importlib.util.find_spec("torchvision") is None:  # pragma: no cover - environment
     pytest.skip("torchvision is not installed", allow_module_level=True)
@@ -613,7 +613,7 @@ def test_native_selected_when_loader_succeeds_and_unavailable_without_torchvisio
     out = _run_python(
         """
         import importlib.util, sys
-        from slidewise.engine import tvcompat
+        from slidewise.engine.imagery import tvcompat
 
         real_find_spec = importlib.util.find_spec
         importlib.util.find_spec = lambda name, *a: (
@@ -644,7 +644,7 @@ def test_fallback_selected_when_loader_fails() -> None:
         """
         import sys
         import torch
-        from slidewise.engine import tvcompat
+        from slidewise.engine.imagery import tvcompat
 
         tvcompat._load_native_ops = lambda libraries: False
         assert tvcompat.ensure_torchvision_ops() == "fallback"
@@ -670,7 +670,7 @@ def test_failed_torchvision_import_before_ensure_is_recovered() -> None:
             pass
         else:
             raise AssertionError("torchvision imported without the fallback")
-        from slidewise.engine import tvcompat
+        from slidewise.engine.imagery import tvcompat
         assert tvcompat.ensure_torchvision_ops() == "fallback"
         import torchvision
         assert torchvision.extension._has_ops()
@@ -777,7 +777,7 @@ def _stable_abi_python() -> str | None:
 
 _STABLE_NATIVE_SCRIPT = """
     import torch
-    from slidewise.engine import tvcompat
+    from slidewise.engine.imagery import tvcompat
 
     assert tvcompat.ensure_torchvision_ops() == "native"
     assert tvcompat.ensure_torchvision_ops() == "native"
@@ -813,7 +813,7 @@ _STABLE_NATIVE_SCRIPT = """
 
 _STABLE_FALLBACK_SCRIPT = """
     import torch
-    from slidewise.engine import tvcompat
+    from slidewise.engine.imagery import tvcompat
 
     # As if the compiled library's name were unknown: it must still never load
     # over the fallback schemas (the process would abort).

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from slidewise.engine.manifest import manifest_path
-from slidewise.engine.outputs import partial_glob, remove_partials
-from slidewise.engine.protocol import parse_line
+from slidewise.contract.partials import partial_glob, remove_partials
+from slidewise.contract.protocol import parse_line
+from slidewise.engine.core.manifest import manifest_path
 
 WORKER = [sys.executable, "-m", "slidewise.engine.worker"]
 TYPES = {"progress", "log", "result", "error"}
@@ -32,8 +32,8 @@ TEST_JOBS = textwrap.dedent(
     import os
     import shutil
 
-    from slidewise.engine.jobs import JobResult, check_known, require
-    from slidewise.engine.outputs import atomic_output
+    from slidewise.engine.core.job import JobResult, check_known, require
+    from slidewise.engine.core.outputs import atomic_output
 
     def copy(params, ctx):
         check_known(params, {"INPUT", "OUTPUT"})
@@ -170,7 +170,7 @@ def test_printing_libraries_do_not_corrupt_the_protocol(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import ctypes, os
-        from slidewise.engine.protocol import Reporter
+        from slidewise.engine.core.protocol import Reporter
         from slidewise.engine.worker import protocol_stream
         reporter = Reporter(protocol_stream())
         print("noise: print")
@@ -294,8 +294,10 @@ def test_job_on_stdin_and_unreadable_job_file(tmp_path: Path) -> None:
 
 
 def test_checkengine_reports_cpu_and_versions(tmp_path: Path) -> None:
-    if importlib.util.find_spec("slidewise.engine.tvcompat") is None:
-        pytest.xfail("slidewise.engine.tvcompat (imported by checkengine) is not written yet")
+    if importlib.util.find_spec("slidewise.engine.imagery.tvcompat") is None:
+        pytest.xfail(
+            "slidewise.engine.imagery.tvcompat (imported by checkengine) is not written yet"
+        )
     code, messages, stderr = _run(tmp_path, {"job": "checkengine", "options": {"device": "cpu"}})
     assert code == 0, stderr
     result = messages[-1]

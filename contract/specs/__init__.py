@@ -1,0 +1,27 @@
+"""One module per algorithm, each with its ``SPEC``; :data:`SPEC_MODULES` lists them.
+
+Shared parameter groups (runtime options, factor stacks, inventories, mapping
+datasets...) live in :mod:`slidewise.contract.specs.groups`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from slidewise.contract.spec import AlgorithmSpec
+
+#: Algorithm (and engine job) name -> module holding its ``SPEC``.
+SPEC_MODULES: dict[str, str] = {
+    "terrainfactors": "slidewise.contract.specs.terrainfactors",
+}
+
+
+def spec_of(name: str) -> AlgorithmSpec:
+    """The specification of algorithm ``name``.
+
+    Raises:
+        KeyError: no algorithm of that name has a specification.
+    """
+    module = importlib.import_module(SPEC_MODULES[name])
+    spec: AlgorithmSpec = module.SPEC
+    return spec

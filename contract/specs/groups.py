@@ -1,0 +1,39 @@
+"""Parameter groups shared by several algorithms (one declaration each)."""
+
+from __future__ import annotations
+
+from slidewise.contract.spec import Param
+
+#: Where and how repeatably a job computes; added to every torch-based algorithm.
+RUNTIME: tuple[Param, ...] = (
+    Param(
+        "DEVICE",
+        "Device",
+        "choice",
+        "Where the engine computes: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        advanced=True,
+    ),
+    Param(
+        "SEED",
+        "Random seed",
+        "int",
+        "Seed for every random generator, so a run can be repeated exactly.",
+        default=0,
+        minimum=0,
+        maximum=2**31 - 1,
+        advanced=True,
+    ),
+    Param(
+        "DETERMINISTIC",
+        "Deterministic kernels",
+        "bool",
+        "Ask PyTorch for deterministic kernels (repeatable on GPU, slower).",
+        default=False,
+        advanced=True,
+    ),
+)
+RUNTIME_NAMES = frozenset(p.name for p in RUNTIME)
+#: The seed as a job parameter (jobs that draw random numbers take it).
+SEED = RUNTIME[1]

@@ -1,0 +1,97 @@
+"""What every engine job is given and returns: its context and its result.
+
+A job is a function ``run(params: dict, ctx: JobContext) -> JobResult``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
+
+
+@dataclass
+class JobResult:
+    """What a job returns.
+
+    Attributes:
+        outputs: Output name -> path written.
+        figures: Scalar figures and small tables for the user.
+        inputs: Input files whose hashes go into the run manifest.
+        manifest: Write a manifest next to the first output.
+        device: Device the job ran on (for the manifest).
+    """
+
+    outputs: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    manifest: bool = True
+    device: str = "cpu"
+
+
+@dataclass
+class JobContext:
+    """Everything a job may use to talk to the user.
+
+    Attributes:
+        name: Job name.
+        options: Runtime options (device, seed, determinism).
+        reporter: Protocol writer.
+        started: Start time (seconds since the epoch).
+    """
+
+    name: str
+    options: RuntimeOptions
+    reporter: Reporter
+    started: float = field(default_factory=time.time)
+
+    def progress(self, value: float) -> None:
+        """Report overall progress in percent."""
+        self.reporter.progress(value)
+
+    def log(self, message: str) -> None:
+        """Report a log line."""
+        self.reporter.log(message)
+
+    def warn(self, message: str) -> None:
+        """Report a warning line."""
+        self.reporter.log(message, level="warning")
+
+    def stage(self, start: float, end: float) -> Callable[[float], None]:
+        """Return a callback mapping a fraction in [0, 1] to progress in [start, end]."""
+
+        def report(fraction: float) -> None:
+            self.reporter.progress(start + (end - start) * min(1.0, max(0.0, fraction)))
+
+        return report
+
+
+def require(params: dict[str, Any], *names: str) -> None:
+    """Raise a clear error when required parameters are missing."""
+    missing = [n for n in names if params.get(n) in (None, "")]
+    if missing:
+        raise InputError(f"Missing required parameter(s): {', '.join(missing)}.")
+
+
+def check_known(params: dict[str, Any], known: set[str]) -> None:
+    """Raise a clear error for parameters the job does not know."""
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InputError(
+            f"Unknown parameter(s) {', '.join(unknown)}: this job takes {', '.join(sorted(known))}."
+        )
+
+
+def choice(params: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    """Read a string parameter that must be one of ``allowed``."""
+    value = str(params.get(name, default) or default).strip().lower()
+    if value not in allowed:
+        raise InputError(
+            f"Unknown value '{params.get(name)}' for {name}: use one of {', '.join(allowed)}."
+        )
+    return value

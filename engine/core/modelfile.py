@@ -1,0 +1,197 @@
+"""Model files: safetensors tensors plus a JSON metadata header.
+
+A Slidewise model file is a ``.safetensors`` file whose string metadata holds
+one key, ``slidewise``, with a JSON document (:class:`ModelMetadata`). Loading
+never unpickles: safetensors stores raw tensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slidewise.engine.core.errors import ModelFileError
+from slidewise.engine.core.outputs import atomic_output
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+FORMAT_NAME = "slidewise-model"
+FORMAT_VERSION = 1
+METADATA_KEY = "slidewise"
+TASKS = ("susceptibility", "mapping", "multiregion", "detection", "encoder")
+
+
+@dataclass
+class ModelMetadata:
+    """What a model file says about its model.
+
+    Attributes:
+        task: What the model does: one of :data:`TASKS`.
+        architecture: Architecture name (for example ``unet``, ``maml-mlp``).
+        config: Everything needed to rebuild the architecture.
+        bands: Input band names, in order.
+        normalisation: Fitted input normalisation (for example per-band mean/std).
+        pixel_size: Pixel size (x, y) of the training data, in CRS units.
+        tile_size: Tile side used in training, in pixels.
+        class_names: Output class names (index = class value; 1 = landslide).
+        provenance: Training data, parameters, seed, package versions, dates.
+        metrics: Validation metrics.
+        extra: Task-specific additions.
+    """
+
+    task: str
+    architecture: str
+    config: dict[str, Any] = field(default_factory=dict)
+    bands: list[str] = field(default_factory=list)
+    normalisation: dict[str, Any] = field(default_factory=dict)
+    pixel_size: list[float] | None = None
+    tile_size: int | None = None
+    class_names: list[str] = field(default_factory=lambda: ["background", "landslide"])
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialise with the format name and version."""
+        from slidewise.engine.core.protocol import json_safe
+
+        doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **asdict(self)}
+        return json.dumps(json_safe(doc), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model file") -> ModelMetadata:
+        """Parse metadata, checking format name and version."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(
+                f"The {source} has a corrupted metadata header ({exc}): "
+                "train or export the model again."
+            ) from None
+        if doc.get("format") != FORMAT_NAME:
+            raise ModelFileError(f"The {source} is not a Slidewise model file.")
+        if int(doc.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelFileError(
+                f"The {source} was written by a newer Slidewise (format "
+                f"{doc.get('format_version')}): update the plugin."
+            )
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    tensors: dict[str, torch.Tensor],
+    metadata: ModelMetadata,
+) -> Path:
+    """Write tensors and metadata to a safetensors file atomically.
+
+    Args:
+        path: Output path (``.safetensors`` recommended).
+        tensors: Named tensors (state dict); made contiguous and moved to CPU.
+        metadata: The model's metadata.
+
+    Returns:
+        The written path.
+    """
+    from safetensors.torch import save_file
+
+    if metadata.task not in TASKS:
+        raise ValueError(f"unknown task {metadata.task!r}")
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_output(path) as tmp:
+        save_file(clean, str(tmp), metadata={METADATA_KEY: metadata.to_json()})
+    return Path(path)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """Read only the metadata of a model file (cheap: no tensors are loaded)."""
+    p = _check_path(path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception as exc:
+        raise ModelFileError(
+            f"The model file '{p.name}' is not a valid safetensors file ({exc}): "
+            "choose a model file written by Slidewise, or train the model again."
+        ) from None
+    if METADATA_KEY not in meta:
+        raise ModelFileError(
+            f"The model file '{p.name}' has no Slidewise metadata: it was not written by "
+            "Slidewise. Train a model with a Slidewise training algorithm."
+        )
+    return ModelMetadata.from_json(meta[METADATA_KEY], source=f"model file '{p.name}'")
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    task: str | tuple[str, ...] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[str, torch.Tensor], ModelMetadata]:
+    """Load tensors and metadata, checking the task.
+
+    Args:
+        path: Model file.
+        task: Task (or tasks) the caller can use; ``None`` accepts any.
+        device: Device to load tensors onto.
+
+    Returns:
+        ``(tensors, metadata)``.
+
+    Raises:
+        ModelFileError: missing, corrupted, foreign, or for another task.
+    """
+    from safetensors.torch import load_file
+
+    metadata = read_metadata(path)
+    wanted = (task,) if isinstance(task, str) else task
+    if wanted is not None and metadata.task not in wanted:
+        raise ModelFileError(
+            f"The model file '{Path(path).name}' holds a {metadata.task} model "
+            f"({metadata.architecture}), but this algorithm needs a {' or '.join(wanted)} "
+            "model: choose a model trained for this task."
+        )
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as exc:
+        raise ModelFileError(
+            f"The model file '{Path(path).name}' is corrupted ({exc}): train the model again."
+        ) from None
+    return tensors, metadata
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not str(path):
+        raise ModelFileError("No model file was given: choose a .safetensors model file.")
+    if not p.is_file():
+        raise ModelFileError(f"The model file '{p}' does not exist: check the path.")
+    return p
+
+
+def load_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``tensors`` into ``model`` with strict key and shape checking.
+
+    Args:
+        model: The freshly built model.
+        tensors: Its weights, as read from a model file.
+        source: The file's name, for the message.
+
+    Raises:
+        ModelFileError: missing, unexpected or mis-shaped weights (the file is
+            damaged or was edited).
+    """
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"The weights in '{source}' do not fit the stored model "
+            f"({str(exc).splitlines()[0]}): the file is damaged or was edited."
+        ) from None

@@ -1,0 +1,1 @@
+"""Detection and encoder pre-training jobs (Processing group "Detection")."""

@@ -1,0 +1,619 @@
+"""The ``detectlandslides`` job: landslide boxes on a georeferenced raster.
+
+Two routes give a polygon layer of boxes with a ``score`` and a ``class``:
+
+* ``SOURCE="detector"``: a Faster R-CNN detection model
+  (:mod:`slidewise.engine.detection.models`) runs on square tiles that overlap
+  by ``OVERLAP`` pixels (:func:`detect_raster`). Each tile is resized by the
+  same factor as the training images (model ``min_size`` / training image
+  side), so objects keep the scale the model learnt. Boxes from all tiles are
+  merged in map coordinates (:func:`merge_tile_boxes`): boxes cut by an
+  inner tile edge are dropped when an uncut box from another tile covers at
+  least half of them, cut pieces that still overlap each other (an object
+  larger than the overlap) are joined into their union, and global NMS
+  (:func:`torchvision.ops.nms`) runs over all tiles. An object straddling a tile border is reported
+  once.
+* ``SOURCE="segmentation"``: a mapping (segmentation) model predicts the
+  landslide probability with :func:`slidewise.engine.imagery.tiling.predict_raster`
+  (or an existing probability raster is given as ``PROBABILITY``); pixels at
+  or above ``THRESHOLD`` are grouped into 8-connected components, and each
+  component of at least ``MIN_AREA`` pixels gives its bounding box with
+  ``score`` = its mean probability (:func:`segmentation_boxes`). Both routes
+  can so be compared on the same raster.
+
+Box corners are transformed with the raster's affine transform, so rotated
+grids give rotated rectangles in map coordinates. The output is written
+atomically with :func:`slidewise.engine.geo.vectors.write_vector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.core.outputs import check_writable
+from slidewise.engine.core.params import integer_param, number_param
+from slidewise.engine.geo.raster import RasterInfo, open_raster, read_masked
+
+SOURCES = ("detector", "segmentation")
+DEFAULT_OVERLAP = 64
+DEFAULT_NMS_IOU = 0.5
+#: Boxes within this many pixels of an inner tile edge count as cut by it.
+EDGE_MARGIN = 2.0
+#: A cut box is dropped when a box from another tile covers this share of it.
+COVER_SHARE = 0.5
+
+Detector = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
+Progress = Callable[[float], None]
+
+
+@dataclass
+class TileBoxes:
+    """Boxes found on a raster, in raster pixel coordinates.
+
+    Attributes:
+        boxes: ``(N, 4)`` float64 ``x1, y1, x2, y2`` (columns, rows of the raster).
+        scores: ``(N,)`` scores.
+        tiles: ``(N,)`` index of the tile each box came from (-1: no tiling).
+        cut: ``(N,)`` whether the box touches an inner tile edge.
+        tiles_run: Tiles the detector ran on.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    tiles: np.ndarray
+    cut: np.ndarray
+    tiles_run: int = 0
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis: ``tile - overlap`` apart, the last one flush with the end.
+
+    A raster shorter than the tile gets one tile at 0 (padded when read).
+    """
+    if tile <= overlap:
+        raise InputError(f"OVERLAP ({overlap}) must be smaller than TILE_SIZE ({tile}).")
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+# --------------------------------------------------------------------------- detector route
+
+
+def _read_tile(
+    src: Any, row: int, col: int, tile: int, indexes: Sequence[int], fill: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a ``tile`` x ``tile`` window (padded with ``fill`` past the raster)."""
+    from rasterio.windows import Window
+
+    h = min(tile, src.height - row)
+    w = min(tile, src.width - col)
+    data, valid = read_masked(src, Window(col, row, w, h), list(indexes))
+    out = np.broadcast_to(fill.reshape(-1, 1, 1), (len(indexes), tile, tile)).copy()
+    ok = np.zeros((tile, tile), dtype=bool)
+    data = np.where(np.isfinite(data), data, fill.reshape(-1, 1, 1))
+    out[:, :h, :w] = data
+    ok[:h, :w] = valid
+    return out.astype(np.float32), ok
+
+
+def detect_raster(
+    detector: Detector,
+    src: Any,
+    indexes: Sequence[int],
+    fill: Sequence[float],
+    tile: int,
+    overlap: int,
+    score_threshold: float = 0.0,
+    batch_size: int = 1,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> TileBoxes:
+    """Run a detector on overlapping tiles of an open raster.
+
+    Args:
+        detector: Called with a list of ``(C, tile, tile)`` tensors; returns one
+            dict per tile with ``boxes`` (tile pixels), ``scores`` and ``labels``
+            (1 = landslide) like torchvision detectors in eval mode.
+        src: Open rasterio dataset.
+        indexes: 1-based bands fed to the detector.
+        fill: Value per band for nodata and padding.
+        tile: Tile side in pixels.
+        overlap: Overlap of neighbouring tiles in pixels.
+        score_threshold: Boxes scoring lower are dropped.
+        batch_size: Tiles per detector call.
+        device: Device of the tensors.
+        progress: Receives the fraction of tiles done.
+
+    Returns:
+        Boxes in raster pixels with their tile and whether an inner tile edge cut them.
+    """
+    fill_arr = np.asarray(fill, np.float32)
+    rows = tile_starts(src.height, tile, overlap)
+    cols = tile_starts(src.width, tile, overlap)
+    origins = [(r, c) for r in rows for c in cols]
+    boxes, scores, tiles, cut = [], [], [], []
+    run = 0
+    pending: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        nonlocal run
+        if not pending:
+            return
+        batch = [torch.from_numpy(p[3]).to(device) for p in pending]
+        with torch.inference_mode():
+            results = detector(batch)
+        run += len(pending)
+        for (k, r0, c0, _, ok), res in zip(pending, results, strict=True):
+            b = res["boxes"].detach().float().cpu().numpy().astype(np.float64).reshape(-1, 4)
+            s = res["scores"].detach().float().cpu().numpy().astype(np.float64).reshape(-1)
+            lab = res.get("labels")
+            keep = s >= score_threshold
+            if lab is not None:
+                keep &= lab.detach().cpu().numpy().reshape(-1) == 1
+            b, s = b[keep], s[keep]
+            if len(b):
+                cy = np.clip(((b[:, 1] + b[:, 3]) / 2).astype(int), 0, tile - 1)
+                cx = np.clip(((b[:, 0] + b[:, 2]) / 2).astype(int), 0, tile - 1)
+                inside = ok[cy, cx]  # drop boxes centred on nodata or padding
+                b, s = b[inside], s[inside]
+            inner_left, inner_top = c0 > 0, r0 > 0
+            inner_right = c0 + tile < src.width
+            inner_bottom = r0 + tile < src.height
+            touches = (
+                (inner_left & (b[:, 0] <= EDGE_MARGIN))
+                | (inner_top & (b[:, 1] <= EDGE_MARGIN))
+                | (inner_right & (b[:, 2] >= tile - EDGE_MARGIN))
+                | (inner_bottom & (b[:, 3] >= tile - EDGE_MARGIN))
+            )
+            b = b + np.array([c0, r0, c0, r0], np.float64)
+            b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, src.width)
+            b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, src.height)
+            boxes.append(b)
+            scores.append(s)
+            tiles.append(np.full(len(b), k, np.int64))
+            cut.append(touches)
+        pending.clear()
+
+    for k, (r0, c0) in enumerate(origins):
+        data, ok = _read_tile(src, r0, c0, tile, indexes, fill_arr)
+        if ok.any():
+            pending.append((k, r0, c0, data, ok))
+        if len(pending) >= batch_size:
+            flush()
+        if progress is not None:
+            progress((k + 1) / len(origins))
+    flush()
+    if not boxes:
+        return TileBoxes(
+            np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool), run
+        )
+    return TileBoxes(
+        np.concatenate(boxes),
+        np.concatenate(scores),
+        np.concatenate(tiles),
+        np.concatenate(cut),
+        run,
+    )
+
+
+def _overlapping_pairs(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)``, ``i != j``, of intersecting or edge-touching boxes.
+
+    Returns:
+        ``(i, j, intersection_area, shares_edge)``; ``shares_edge`` is true when
+        the boxes overlap or touch along a segment (not just at a corner).
+    """
+    import shapely
+
+    if len(b) < 2:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0), np.zeros(0, bool)
+    geoms = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])
+    i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    ne = i != j
+    i, j = i[ne], j[ne]
+    w = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
+    h = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    edge = (w >= 0) & (h >= 0) & ((w > 0) | (h > 0))
+    return i[edge], j[edge], inter[edge], edge[edge]
+
+
+def merge_tile_boxes(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    tiles: np.ndarray,
+    cut: np.ndarray,
+    iou: float = DEFAULT_NMS_IOU,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge boxes of overlapping tiles (map or pixel coordinates alike).
+
+    1. A box cut by an inner tile edge is dropped when an uncut box from
+       another tile covers at least :data:`COVER_SHARE` of its area (the
+       neighbouring tile saw the whole object).
+    2. Cut boxes left that overlap or touch (along an edge) cut boxes of other
+       tiles (pieces of an object larger than the overlap) are joined into
+       their union box, with the highest score.
+    3. Global non-maximum suppression at ``iou`` (:func:`torchvision.ops.nms`)
+       over all tiles.
+
+    Neighbours are found with a shapely STRtree, so memory grows with the
+    number of boxes, not its square.
+
+    Returns:
+        ``(boxes, scores)`` sorted by decreasing score.
+    """
+    from slidewise.engine.detection.models import import_torchvision
+
+    tv = import_torchvision()
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    s = np.asarray(scores, np.float64).reshape(-1)
+    tiles = np.asarray(tiles).reshape(-1)
+    cut = np.asarray(cut, bool).reshape(-1)
+    if len(b) == 0:
+        return b, s
+    origin = np.array([b[:, 0].min(), b[:, 1].min()] * 2)
+    local = b - origin  # small numbers keep the IoU exact in map coordinates
+    area = np.maximum((local[:, 2] - local[:, 0]) * (local[:, 3] - local[:, 1]), 1e-12)
+    i, j, inter, _ = _overlapping_pairs(local)
+    other = tiles[i] != tiles[j]
+    covered = other & cut[i] & ~cut[j] & (inter / area[i] >= COVER_SHARE)
+    alive = np.ones(len(b), bool)
+    alive[i[covered]] = False
+    parent = np.arange(len(b))
+
+    def find(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return int(k)
+
+    join = other & cut[i] & cut[j] & alive[i] & alive[j]
+    for a, c in zip(i[join].tolist(), j[join].tolist(), strict=True):
+        ra, rc = find(a), find(c)
+        if ra != rc:
+            parent[max(ra, rc)] = min(ra, rc)
+    groups: dict[int, list[int]] = {}
+    for k in np.flatnonzero(alive).tolist():
+        groups.setdefault(find(k), []).append(k)
+    members = [np.asarray(g) for g in groups.values()]
+    joined = np.array(
+        [
+            [local[m, 0].min(), local[m, 1].min(), local[m, 2].max(), local[m, 3].max()]
+            for m in members
+        ],
+        np.float64,
+    ).reshape(-1, 4)
+    joined_s = np.array([s[m].max() for m in members], np.float64)
+    keep = tv.ops.nms(torch.from_numpy(joined), torch.from_numpy(joined_s), float(iou)).numpy()
+    return joined[keep] + origin, joined_s[keep]
+
+
+def detect_on_raster(
+    detector: Detector,
+    src: Any,
+    indexes: Sequence[int],
+    fill: Sequence[float],
+    tile: int,
+    overlap: int,
+    *,
+    score_threshold: float = 0.0,
+    nms_iou: float = DEFAULT_NMS_IOU,
+    batch_size: int = 1,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray, TileBoxes]:
+    """Detect on tiles (:func:`detect_raster`) and merge in map coordinates.
+
+    The tile boxes are transformed to map coordinates with the raster's
+    transform and merged there (:func:`merge_tile_boxes`); the merged boxes
+    come back as raster pixel boxes (exact for north-up rasters; for rotated
+    grids, the pixel box around the merged map box).
+
+    Returns:
+        ``(pixel_boxes, scores, raw)``: merged ``(N, 4)`` boxes in raster pixels,
+        their scores (decreasing), and the unmerged tile boxes.
+    """
+    from slidewise.engine.detection.data import map_to_pixel
+
+    found = detect_raster(
+        detector, src, indexes, fill, tile, overlap, score_threshold, batch_size, device, progress
+    )
+    _, bounds = pixel_boxes_to_polygons(found.boxes, src.transform)
+    merged, scores = merge_tile_boxes(bounds, found.scores, found.tiles, found.cut, nms_iou)
+    x0, y0, x1, y1 = (merged[:, k] for k in range(4))
+    cs, rs = map_to_pixel(
+        src.transform, np.concatenate([x0, x0, x1, x1]), np.concatenate([y0, y1, y0, y1])
+    )
+    cs, rs = cs.reshape(4, -1), rs.reshape(4, -1)
+    px = np.stack([cs.min(0), rs.min(0), cs.max(0), rs.max(0)], axis=1).reshape(-1, 4)
+    return px, scores, found
+
+
+def pixel_boxes_to_polygons(boxes: np.ndarray, transform: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons (map coordinates) of pixel boxes, and their map-coordinate bounds.
+
+    Returns:
+        ``(polygons, bounds)``: shapely polygons through the four transformed
+        corners, and ``(N, 4)`` ``xmin, ymin, xmax, ymax``.
+    """
+    import shapely
+
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(b) == 0:
+        return np.array([], dtype=object), np.zeros((0, 4))
+    cols = b[:, [0, 2, 2, 0]]
+    rows = b[:, [1, 1, 3, 3]]
+    t = transform
+    xs = t.a * cols + t.b * rows + t.c
+    ys = t.d * cols + t.e * rows + t.f
+    rings = np.stack([xs, ys], axis=-1)
+    polys = shapely.polygons(rings)
+    bounds = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
+    return np.asarray(polys, dtype=object), bounds
+
+
+# --------------------------------------------------------------------------- segmentation route
+
+
+def segmentation_boxes(
+    probability: np.ndarray,
+    threshold: float = 0.5,
+    min_area: int = 1,
+    score_threshold: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes of the connected components of ``probability >= threshold``.
+
+    Args:
+        probability: ``(H, W)`` landslide probability; NaN = nodata (never landslide).
+        threshold: Pixel probability at or above which a pixel is landslide.
+        min_area: Smallest component, in pixels (8-connected).
+        score_threshold: Components whose mean probability is lower are dropped.
+
+    Returns:
+        ``(boxes, scores, pixels)``: ``(N, 4)`` pixel boxes, mean probability
+        per component, and component sizes in pixels, by decreasing score.
+    """
+    from slidewise.engine.detection.data import boxes_from_mask
+
+    p = np.asarray(probability, np.float32)
+    mask = np.isfinite(p) & (p >= threshold)
+    boxes, areas, means = boxes_from_mask(mask, min_area, values=np.where(mask, p, 0.0))
+    keep = means >= score_threshold
+    boxes, areas, means = boxes[keep], areas[keep], means[keep]
+    order = np.argsort(-means, kind="stable")
+    return boxes[order].astype(np.float64), means[order].astype(np.float64), areas[order]
+
+
+def _probability_from_model(
+    params: dict[str, Any], info: RasterInfo, device: torch.device, progress: Progress
+) -> tuple[np.ndarray, float, list[str]]:
+    from slidewise.engine.imagery.segmodels import load_mapping_model
+    from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP as MAP_OVERLAP
+    from slidewise.engine.imagery.tiling import predict_raster
+    from slidewise.engine.mapping.apply import default_tile_size, match_bands
+
+    notes = []
+    model, meta = load_mapping_model(str(params["MODEL"]), device=device)
+    band_choice = match_bands(info, list(meta.bands), params.get("BANDS"))
+    if band_choice.warning:
+        notes.append(band_choice.warning)
+    tile = integer_param(params, "TILE_SIZE", default_tile_size(meta), 32, 16384)
+    overlap = integer_param(params, "OVERLAP", MAP_OVERLAP, 0, 4096)
+    prob = predict_raster(
+        model,
+        info.path,
+        bands=band_choice.indexes,
+        normalisation=meta.normalisation,
+        tile=tile,
+        overlap=overlap,
+        device=device,
+        progress=progress,
+        multiple=max(32, 2 ** int((meta.config or {}).get("encoder_depth", 5) or 5)),
+    )
+    assert prob is not None
+    threshold = float((meta.extra or {}).get("threshold", 0.5))
+    return prob, threshold, notes
+
+
+# --------------------------------------------------------------------------- the job
+
+KNOWN_PARAMS = {
+    "INPUT",
+    "MODEL",
+    "OUTPUT",
+    "SOURCE",
+    "PROBABILITY",
+    "BANDS",
+    "TILE_SIZE",
+    "OVERLAP",
+    "SCORE_THRESHOLD",
+    "NMS_IOU",
+    "THRESHOLD",
+    "MIN_AREA",
+    "BATCH_SIZE",
+}
+
+
+def run_detect(params: dict[str, Any], ctx: JobContext) -> JobResult:
+    """Detect landslides on a raster and write their boxes as polygons.
+
+    Parameters:
+        INPUT (str, raster path): Georeferenced image with the model's bands
+            (required, except with PROBABILITY).
+        MODEL (str, .safetensors path): A detection model (``traindetection``)
+            for SOURCE detector, or a mapping model (``trainmapping``) for
+            SOURCE segmentation (required unless PROBABILITY is given).
+        OUTPUT (str, vector path, required): Box polygons (.gpkg recommended,
+            .shp, .geojson) with fields ``score`` (detector: model score;
+            segmentation: mean probability of the component), ``class``
+            ("landslide") and ``area`` (map units²).
+        SOURCE (str, "detector"): "detector" (Faster R-CNN on tiles) or
+            "segmentation" (boxes of connected components of a probability map).
+        PROBABILITY (str, raster path, optional, segmentation only): an existing
+            landslide probability raster (band 1, 0..1) used instead of MODEL.
+        BANDS (str, optional): Raster bands fed to the model in its order (1-based
+            numbers or band descriptions); default: the model's bands.
+        TILE_SIZE (int, default: detector: the model's training image side;
+            segmentation: as in maplandslides): tile side in pixels.
+        OVERLAP (int, default 64): overlap of neighbouring tiles in pixels; an
+            object smaller than the overlap is always seen whole by one tile.
+        SCORE_THRESHOLD (float, default 0.5 for detector, 0 for segmentation):
+            boxes scoring lower are dropped.
+        NMS_IOU (float, default 0.5): IoU above which the lower-scoring of two
+            boxes is suppressed (global NMS over all tiles, map coordinates).
+        THRESHOLD (float, segmentation only, default: the mapping model's
+            threshold, 0.5 for PROBABILITY): pixel probability for landslide.
+        MIN_AREA (int, segmentation only, default 16): smallest component in pixels.
+        BATCH_SIZE (int, default 1 on CPU, 4 on GPU): tiles per forward pass.
+    """
+    from slidewise.engine.core.runtime import apply, select_device
+    from slidewise.engine.geo.vectors import write_vector
+
+    check_known(params, KNOWN_PARAMS)
+    require(params, "OUTPUT")
+    source = choice(params, "SOURCE", SOURCES, "detector")
+    out_path = str(params["OUTPUT"])
+    check_writable(out_path)
+    if Path(out_path).suffix.lower() not in (".gpkg", ".shp", ".geojson", ".json"):
+        raise InputError(
+            f"Unsupported output '{Path(out_path).name}': use .gpkg, .shp or .geojson."
+        )
+    prob_path = str(params.get("PROBABILITY") or "").strip()
+    if prob_path and source != "segmentation":
+        raise InputError("PROBABILITY is only used with SOURCE segmentation: set SOURCE.")
+    if not prob_path:
+        require(params, "INPUT", "MODEL")
+    nms_iou = number_param(params, "NMS_IOU", DEFAULT_NMS_IOU, 0.0, 1.0)
+    apply(ctx.options)
+    device = select_device(ctx.options.device)
+    inputs: list[str] = []
+    figures: dict[str, Any] = {"source": source}
+    if source == "detector":
+        info = open_raster(str(params["INPUT"]), "input raster")
+        inputs += [info.path, str(params["MODEL"])]
+        boxes, scores = _run_detector(params, info, device, ctx, figures, nms_iou)
+    else:
+        score_threshold = number_param(params, "SCORE_THRESHOLD", 0.0, 0.0, 1.0)
+        min_area = integer_param(params, "MIN_AREA", 16, 1, 10**12)
+        if prob_path:
+            info = open_raster(prob_path, "probability raster")
+            inputs.append(info.path)
+            import rasterio
+
+            with rasterio.open(info.path) as src:
+                prob, _ = read_masked(src, indexes=1)
+            prob = prob[0]
+            finite = prob[np.isfinite(prob)]
+            if finite.size and (finite.min() < 0 or finite.max() > 1):
+                raise InputError(
+                    f"The probability raster '{Path(prob_path).name}' has values from "
+                    f"{finite.min():g} to {finite.max():g}: give probabilities in 0..1."
+                )
+            default_threshold = 0.5
+        else:
+            info = open_raster(str(params["INPUT"]), "input raster")
+            inputs += [info.path, str(params["MODEL"])]
+            prob, default_threshold, notes = _probability_from_model(
+                params, info, device, ctx.stage(2, 90)
+            )
+            for note in notes:
+                ctx.warn(note)
+        threshold = number_param(params, "THRESHOLD", default_threshold, 0.0, 1.0)
+        boxes, scores, _ = segmentation_boxes(prob, threshold, min_area, score_threshold)
+        figures.update(threshold=threshold, components=len(boxes))
+    if info.crs is None:
+        ctx.warn(
+            f"The raster '{Path(info.path).name}' has no CRS: the boxes are written in its "
+            "pixel/map coordinates without a CRS."
+        )
+    polys, _ = pixel_boxes_to_polygons(boxes, info.transform)
+    import shapely
+
+    area = shapely.area(polys) if len(polys) else np.zeros(0)
+    write_vector(
+        out_path,
+        polys,
+        {
+            "score": np.asarray(scores, np.float64),
+            "class": np.array(["landslide"] * len(polys), dtype=object),
+            "area": np.asarray(area, np.float64),
+        },
+        info.crs,
+        geometry_type="Polygon",
+    )
+    figures["boxes"] = len(polys)
+    ctx.log(f"{len(polys)} landslide box(es) written to {out_path}.")
+    return JobResult(
+        outputs={"OUTPUT": out_path}, figures=figures, inputs=inputs, device=device.type
+    )
+
+
+def _run_detector(
+    params: dict[str, Any],
+    info: RasterInfo,
+    device: torch.device,
+    ctx: JobContext,
+    figures: dict[str, Any],
+    nms_iou: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The detector route: tiles, detection, cross-tile merge (pixel boxes)."""
+    import rasterio
+
+    from slidewise.engine.detection.models import load_detector
+    from slidewise.engine.mapping.apply import match_bands
+
+    model, meta = load_detector(str(params["MODEL"]), device=device)
+    band_choice = match_bands(info, list(meta.bands), params.get("BANDS"))
+    if band_choice.warning:
+        ctx.warn(band_choice.warning)
+    native = int(meta.tile_size or 0) or int(meta.config.get("min_size", 512))
+    tile = integer_param(params, "TILE_SIZE", native, 32, 16384)
+    overlap = integer_param(params, "OVERLAP", min(DEFAULT_OVERLAP, tile // 4), 0, tile - 1)
+    score_threshold = number_param(params, "SCORE_THRESHOLD", 0.5, 0.0, 1.0)
+    default_batch = 4 if device.type == "cuda" else 1
+    batch = integer_param(params, "BATCH_SIZE", default_batch, 1, 1024)
+    scale = float(meta.config.get("min_size", native)) / max(1, native)
+    side = max(32, round(tile * scale))
+    model.transform.min_size = (side,)
+    model.transform.max_size = side
+    model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, score_threshold)
+    ctx.log(
+        f"Detecting on {info.width} x {info.height} px in {tile}-px tiles with {overlap} px "
+        f"overlap (resized to {side} px), score >= {score_threshold:g}, device {device}."
+    )
+    fill = [float(v) for v in (meta.normalisation.get("mean") or meta.config["image_mean"])]
+    with rasterio.open(info.path) as src:
+        px, scores, found = detect_on_raster(
+            model,
+            src,
+            band_choice.indexes,
+            fill,
+            tile,
+            overlap,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            batch_size=batch,
+            device=device,
+            progress=ctx.stage(2, 95),
+        )
+    figures.update(
+        tiles=found.tiles_run,
+        raw_boxes=len(found.boxes),
+        tile_size=tile,
+        overlap=overlap,
+        score_threshold=score_threshold,
+    )
+    return px, scores

@@ -1,0 +1,2 @@
+"""Floor 2: georeferenced data (rasters, vectors, tables, grid alignment, polygons,
+sample tables). Imports only ``core``."""

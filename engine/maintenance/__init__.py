@@ -1,0 +1,1 @@
+"""Engine checks (Processing group "Engine")."""

@@ -1,0 +1,1 @@
+"""Mapping jobs (Processing group "Mapping")."""

@@ -1,0 +1,1 @@
+"""Data preparation jobs (Processing group "Data preparation")."""

@@ -1,0 +1,1 @@
+"""Susceptibility jobs and methods (Processing group "Susceptibility")."""
