@@ -113,7 +113,7 @@ def _run(
     from slidewise.engine.core.job import JobContext
     from slidewise.engine.core.protocol import Reporter
     from slidewise.engine.core.runtime import RuntimeOptions
-    from slidewise.engine.imagery.regions import run_add_region
+    from slidewise.engine.mapping.addregion import run_add_region
 
     ctx = JobContext(
         name="addregion",
@@ -285,7 +285,7 @@ def _add_chattogram(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: prints the forgetting tables."""
-    from slidewise.engine.imagery.regions import format_table
+    from slidewise.engine.mapping.addregion import format_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", required=True, help="output JSON file")

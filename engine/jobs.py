@@ -29,7 +29,7 @@ JOBS: dict[str, str] = {
     "maplandslides": "slidewise.engine.mapping.apply:run_map",
     "evaluatemapping": "slidewise.engine.mapping.evaluate:run_evaluate",
     # Continual per-region decoders and detection (issue: TSMU and detection)
-    "addregion": "slidewise.engine.imagery.regions:run_add_region",
+    "addregion": "slidewise.engine.mapping.addregion:run_add_region",
     "pretrainencoder": "slidewise.engine.detection.pretrain:run_pretrain",
     "traindetection": "slidewise.engine.detection.train:run_train",
     "detectlandslides": "slidewise.engine.detection.apply:run_detect",

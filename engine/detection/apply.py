@@ -400,10 +400,10 @@ def segmentation_boxes(
 def _probability_from_model(
     params: dict[str, Any], info: RasterInfo, device: torch.device, progress: Progress
 ) -> tuple[np.ndarray, float, list[str]]:
+    from slidewise.engine.imagery.bands import match_bands
     from slidewise.engine.imagery.segmodels import load_mapping_model
     from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP as MAP_OVERLAP
-    from slidewise.engine.imagery.tiling import predict_raster
-    from slidewise.engine.mapping.apply import default_tile_size, match_bands
+    from slidewise.engine.imagery.tiling import default_tile_size, predict_raster
 
     notes = []
     model, meta = load_mapping_model(str(params["MODEL"]), device=device)
@@ -573,7 +573,7 @@ def _run_detector(
     import rasterio
 
     from slidewise.engine.detection.models import load_detector
-    from slidewise.engine.mapping.apply import match_bands
+    from slidewise.engine.imagery.bands import match_bands
 
     model, meta = load_detector(str(params["MODEL"]), device=device)
     band_choice = match_bands(info, list(meta.bands), params.get("BANDS"))

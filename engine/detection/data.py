@@ -765,11 +765,11 @@ def read_polygon_images(
     """
     from slidewise.engine.geo.raster import open_raster
     from slidewise.engine.geo.vectors import read_vector, same_crs
-    from slidewise.engine.imagery.datasets import RASTER_SUFFIXES, _list_files
+    from slidewise.engine.imagery.datasets import RASTER_SUFFIXES, list_files
 
     layer = read_vector(polygons, "landslide polygon layer")
     items = []
-    for path in _list_files(images, RASTER_SUFFIXES, "images"):
+    for path in list_files(images, RASTER_SUFFIXES, "images"):
         info = open_raster(path, "image")
         if layer.crs is not None and info.crs is not None and not same_crs(layer.crs, info.crs):
             raise InputError(

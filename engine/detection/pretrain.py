@@ -91,7 +91,7 @@ from slidewise.engine.imagery.datasets import (
     resolve_bands,
 )
 from slidewise.engine.imagery.losses import make_loss
-from slidewise.engine.mapping.train import chip_batches
+from slidewise.engine.imagery.training import chip_batches
 
 MODES = ("mae", "distill")
 #: Backbones whose encoder file also fits a torchvision ResNet body.

@@ -608,7 +608,7 @@ def _pair_key(stem: str) -> str:
     return "_".join(parts) or stem.lower()
 
 
-def _list_files(path: str | os.PathLike[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
+def list_files(path: str | os.PathLike[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
     p = Path(path)
     if not str(path):
         raise InputError(f"No {what} were given: choose a folder or a file.")
@@ -666,8 +666,8 @@ def discover_pairs(
     Raises:
         InputError: missing folders, no files, or images and masks that do not match.
     """
-    imgs = _list_files(images, PAIR_SUFFIXES, "images")
-    msks = _list_files(masks, PAIR_SUFFIXES, "masks")
+    imgs = list_files(images, PAIR_SUFFIXES, "images")
+    msks = list_files(masks, PAIR_SUFFIXES, "masks")
     return _match(imgs, msks, "mask")
 
 
@@ -690,7 +690,7 @@ def discover_l4s(
         p = p / "img"
     if masks in (None, "") and p.is_dir() and p.name == "img" and (p.parent / "mask").is_dir():
         masks = p.parent / "mask"
-    files = _list_files(p, (".h5",), "L4S images")
+    files = list_files(p, (".h5",), "L4S images")
     imgs = [f for f in files if f.stem.lower().startswith("image")]
     if not imgs:
         raise InputError(
@@ -700,7 +700,7 @@ def discover_l4s(
         return [(f, None) for f in imgs]
     mfiles = [
         f
-        for f in _list_files(Path(str(masks)), (".h5",), "L4S masks")
+        for f in list_files(Path(str(masks)), (".h5",), "L4S masks")
         if f.stem.lower().startswith("mask")
     ]
     if not mfiles:
@@ -718,10 +718,10 @@ def discover_rasters(
     Raises:
         InputError: no rasters, or images and label rasters that do not match.
     """
-    imgs = _list_files(images, RASTER_SUFFIXES, "images")
+    imgs = list_files(images, RASTER_SUFFIXES, "images")
     if labels in (None, ""):
         return [(f, None) for f in imgs]
-    lbls = _list_files(str(labels), RASTER_SUFFIXES, "label rasters")
+    lbls = list_files(str(labels), RASTER_SUFFIXES, "label rasters")
     if len(imgs) == 1 and len(lbls) == 1:
         return [(imgs[0], lbls[0])]
     return list(_match(imgs, lbls, "label raster"))

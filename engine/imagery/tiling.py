@@ -709,3 +709,27 @@ def seam_error(tiled: np.ndarray, whole: np.ndarray) -> float:
     if not both.any():
         return math.nan
     return float(np.max(np.abs(tiled[both] - whole[both])))
+
+
+FULLY_CONVOLUTIONAL = ("unet", "unetplusplus", "fpn", "linknet", "resunet")
+"""Architectures whose prediction does not depend on the tile size (no global pooling
+or attention), so that tiles larger than the training chips are safe."""
+
+
+def default_tile_size(meta: Any) -> int:
+    """Tile side for a model: its training tile, at least the default for fully convolutional nets.
+
+    A fully convolutional net predicts the same pixels whatever the tile size,
+    and larger tiles repeat less work; architectures with global pooling or
+    attention are run on the tile size they were trained on.
+    """
+    from slidewise.engine.imagery.tiling import DEFAULT_TILE
+
+    trained = int(meta.tile_size or 0)
+    config = meta.config or {}
+    arch = str(config.get("architecture", meta.architecture)).lower()
+    encoder = str(config.get("encoder", "")).lower()
+    convolutional = arch in FULLY_CONVOLUTIONAL and not encoder.startswith(("mit_", "tu-vit"))
+    if trained <= 0:
+        return DEFAULT_TILE
+    return max(trained, DEFAULT_TILE) if convolutional else trained

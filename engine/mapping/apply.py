@@ -10,11 +10,9 @@ joins objects cut by strip borders). Every output is written atomically.
 from __future__ import annotations
 
 import math
-import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from slidewise.engine.core.modelfile import read_metadata
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import integer_param, is_set, number_param, to_bool
 from slidewise.engine.geo.raster import RasterInfo, create_raster, open_raster, output_profile
+from slidewise.engine.imagery.bands import match_bands
+from slidewise.engine.imagery.tiling import default_tile_size
 
 PARAMS = {
     "INPUT",
@@ -52,12 +52,8 @@ MASK_NODATA = 255
 """Nodata value of the mask output (0 = not landslide, 1 = landslide)."""
 WRITE_ROWS = 256
 """Rows per write: outputs are written in whole rows of their 256 x 256 blocks."""
-FULLY_CONVOLUTIONAL = ("unet", "unetplusplus", "fpn", "linknet", "resunet")
-"""Architectures whose prediction does not depend on the tile size (no global pooling
-or attention), so that tiles larger than the training chips are safe."""
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc", ".nc", ".png", ".jpg")
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".kml", ".gml", ".sqlite", ".csv")
-_GENERIC_BAND = re.compile(r"band_?\d+", re.IGNORECASE)
 MAX_TILE = 8192
 """Largest TILE_SIZE accepted (a 14-band U-Net tile of this side needs tens of GB)."""
 MAX_BATCH = 1024
@@ -65,117 +61,6 @@ MAX_BATCH = 1024
 
 
 # --------------------------------------------------------------------------- parameters
-
-
-def _is_generic(name: str | None) -> bool:
-    return not name or bool(_GENERIC_BAND.fullmatch(name.strip()))
-
-
-@dataclass(frozen=True)
-class BandChoice:
-    """Which raster bands feed the model.
-
-    Attributes:
-        indexes: 1-based raster band indexes, in the model's band order.
-        warning: A note for the user when the match could only be partly checked.
-    """
-
-    indexes: list[int]
-    warning: str | None = None
-
-
-def match_bands(
-    info: RasterInfo,
-    model_bands: Sequence[str],
-    value: Any = None,
-    trained_indexes: Sequence[int] | None = None,
-) -> BandChoice:
-    """Choose the raster bands for a model, or refuse with the expected bands.
-
-    Args:
-        info: The input raster.
-        model_bands: The model's band names, in order.
-        value: ``BANDS``: empty (the raster's bands as they are), or 1-based
-            numbers / band descriptions in the model's order (e.g. ``"4,3,2,8"``).
-        trained_indexes: The 1-based bands the model was trained on (named in
-            the message when the count does not match).
-
-    Raises:
-        InputError: band count or band order does not match the model.
-    """
-    from slidewise.engine.imagery.datasets import resolve_bands
-
-    expected = ", ".join(model_bands)
-    n = len(model_bands)
-    names = info.band_names()
-    if value not in (None, "", []):
-        indexes = [i + 1 for i in resolve_bands(value, names)]
-        if len(indexes) != n:
-            raise InputError(
-                f"BANDS selects {len(indexes)} band(s) but the model needs {n}: "
-                f"give {n} bands in the model's order ({expected})."
-            )
-        return BandChoice(indexes)
-    described = all(d and d.strip() for d in info.descriptions)
-    model_named = not all(_is_generic(b) for b in model_bands)
-    if described and model_named:
-        lower = [d.strip().lower() for d in names]
-        wanted = [b.strip().lower() for b in model_bands]
-        if lower == wanted:
-            return BandChoice(list(range(1, n + 1)))
-        missing = [b for b, w in zip(model_bands, wanted, strict=True) if w not in lower]
-        if missing:
-            raise InputError(
-                f"The input raster's bands ({', '.join(names)}) do not match the model, "
-                f"which expects {n} band(s): {expected}; missing: {', '.join(missing)}. "
-                "Choose a raster with these bands, or set BANDS to the raster bands to use "
-                "in the model's order (1-based numbers or names)."
-            )
-        suggestion = ",".join(str(lower.index(w) + 1) for w in wanted)
-        raise InputError(
-            f"The input raster's band order ({', '.join(names)}) does not match the model, "
-            f"which expects {n} band(s): {expected}. Set BANDS={suggestion} to feed them "
-            "in the model's order."
-        )
-    if info.count != n:
-        hint = ""
-        if trained_indexes and len(trained_indexes) == n:
-            hint = (
-                f" (the model was trained on bands {','.join(str(i) for i in trained_indexes)}"
-                " of its images)"
-            )
-        raise InputError(
-            f"The input raster has {info.count} band(s) but the model expects {n}: "
-            f"{expected}{hint}. Choose a raster with these bands, or set BANDS to pick {n} "
-            "of its bands in this order."
-        )
-    what = "no band descriptions" if not described else "a model without band names"
-    return BandChoice(
-        list(range(1, n + 1)),
-        warning=(
-            f"The input raster has {what}: only the band count ({n}) could be checked. "
-            f"Make sure its bands are, in order: {expected}."
-        ),
-    )
-
-
-def default_tile_size(meta: Any) -> int:
-    """Tile side for a model: its training tile, at least the default for fully convolutional nets.
-
-    A fully convolutional net predicts the same pixels whatever the tile size,
-    and larger tiles repeat less work; architectures with global pooling or
-    attention are run on the tile size they were trained on.
-    """
-    from slidewise.engine.imagery.tiling import DEFAULT_TILE
-
-    trained = int(meta.tile_size or 0)
-    config = meta.config or {}
-    arch = str(config.get("architecture", meta.architecture)).lower()
-    encoder = str(config.get("encoder", "")).lower()
-    convolutional = arch in FULLY_CONVOLUTIONAL and not encoder.startswith(("mit_", "tu-vit"))
-    if trained <= 0:
-        return DEFAULT_TILE
-    return max(trained, DEFAULT_TILE) if convolutional else trained
 
 
 def _alignment(meta: Any) -> int:

@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ from slidewise.engine.imagery.segmodels import (
     normalise,
     save_mapping_model,
 )
+from slidewise.engine.imagery.training import chip_batches
 
 SELECT_METRICS = ("f1", "iou", "mcc")
 SCHEDULES = ("constant", "cosine")
@@ -283,29 +284,6 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     if schedule == "cosine" and epochs > 1:
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / (epochs - 1)))
     return 1.0
-
-
-def chip_batches(
-    dataset: Any,
-    order: torch.Tensor | Sequence[int],
-    batch_size: int,
-    drop_single: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Stacked ``(images, targets)`` batches of ``dataset[i]`` pairs, ``i`` taken in ``order``.
-
-    Args:
-        dataset: Indexable by chip number, giving ``(image, target)`` tensors.
-        order: Chip numbers in the order to draw them.
-        batch_size: Chips per batch (the last batch may be smaller).
-        drop_single: Skip a last batch of one chip (unless it is the only
-            batch): in training it adds nothing but batch-norm noise.
-    """
-    idx = order.tolist() if isinstance(order, torch.Tensor) else list(order)
-    for start in range(0, len(idx), batch_size):
-        items = [dataset[i] for i in idx[start : start + batch_size]]
-        if drop_single and len(items) < 2 and start > 0:
-            continue
-        yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
 
 # --------------------------------------------------------------------------- validation

@@ -20,7 +20,8 @@ from slidewise.engine.core.errors import InputError, ModelFileError
 from slidewise.engine.core.job import JobContext
 from slidewise.engine.geo.polygons import StripLabeller, pixel_areas, polygonise_mask
 from slidewise.engine.geo.raster import open_raster
-from slidewise.engine.mapping.apply import match_bands, rechunk, run_map
+from slidewise.engine.imagery.bands import match_bands
+from slidewise.engine.mapping.apply import rechunk, run_map
 
 CHATTOGRAM = SHARED / "mapping" / "chattogram_s2"
 BANDS = ["red", "green", "blue", "nir"]

@@ -19,19 +19,21 @@ from slidewise.engine.core.runtime import RuntimeOptions
 from slidewise.engine.imagery.datasets import DatasetSpec, MappingData, prepare_mapping_data
 from slidewise.engine.imagery.regions import (
     MultiRegionModel,
-    RegionSettings,
     distillation_loss,
-    forgetting_table,
-    format_table,
     load_multiregion,
     load_or_convert,
-    parse_old_region_data,
-    predict_regions,
-    run_add_region,
     save_multiregion,
-    train_region,
 )
 from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
+from slidewise.engine.mapping.addregion import (
+    RegionSettings,
+    forgetting_table,
+    format_table,
+    parse_old_region_data,
+    run_add_region,
+    train_region,
+)
+from slidewise.engine.mapping.regionmaps import predict_regions
 
 TINY = SegModelConfig("unet", "resnet18", 3, 3, extra={"decoder_channels": [16, 8, 8]})
 
