@@ -17,7 +17,7 @@ from slidewise.engine.core.job import JobContext, JobResult
 JOBS: dict[str, str] = {
     "checkengine": "slidewise.engine.maintenance.checkengine:run_job",
     "terrainfactors": "slidewise.engine.preparation.terrainfactors:run_job",
-    "sleep": "slidewise.engine.maintenance.checkengine:run_sleep_job",
+    "sleep": "slidewise.engine.maintenance.sleep:run_sleep_job",
     # Susceptibility (issue: block-wise few-shot susceptibility)
     "samplefactors": "slidewise.engine.susceptibility.jobs:run_sample_factors",
     "segmentblocks": "slidewise.engine.susceptibility.jobs:run_segment_blocks",

@@ -4,8 +4,8 @@ This module needs neither QGIS nor the engine's packages, and it does not import
 ``slidewise.engine`` (importing the engine configures GDAL for the engine's own
 process): the protocol parser and the partial-file naming rule come from
 :mod:`slidewise.contract`, which both sides share. The Processing
-algorithms call :func:`run_job` with callbacks that forward progress and log
-lines to ``QgsProcessingFeedback``, and tests can call it directly.
+algorithms call :func:`run_job` with :class:`JobCallbacks` that forward progress
+and log lines to ``QgsProcessingFeedback``, and tests can call it directly.
 """
 
 from __future__ import annotations
@@ -114,10 +114,53 @@ class JobOutcome:
     log: list[str] = field(default_factory=list)
 
 
-def _pump(stream: Any, sink: queue.Queue[tuple[str, str | None]], tag: str) -> None:
-    for raw in iter(stream.readline, ""):
-        sink.put((tag, raw.rstrip("\n")))
-    sink.put((tag, None))
+def _no_progress(value: float) -> None:
+    """Default progress callback: ignore it."""
+
+
+def _no_log(message: str, level: str) -> None:
+    """Default log callback: ignore it."""
+
+
+def _never_cancelled() -> bool:
+    """Default cancel check: never."""
+    return False
+
+
+@dataclass(frozen=True)
+class JobCallbacks:
+    """How a running job reports back to its caller.
+
+    Attributes:
+        on_progress: Called with progress in percent.
+        on_log: Called with ``(message, level)``; level is info, warning or debug.
+        is_cancelled: Polled; when it returns true the worker is ended.
+        poll_s: Polling interval of ``is_cancelled``, in seconds.
+    """
+
+    on_progress: Callable[[float], None] = _no_progress
+    on_log: Callable[[str, str], None] = _no_log
+    is_cancelled: Callable[[], bool] = _never_cancelled
+    poll_s: float = 0.1
+
+
+@dataclass
+class WorkerRun:
+    """What the relay loop gathered from a worker.
+
+    Attributes:
+        outcome: Outputs, figures, manifest and log lines of the job.
+        stderr_tail: The last lines of the worker's stderr (for crash messages).
+        error: The worker's error message, if it sent one.
+        cancelled: The caller cancelled the job and the worker was stopped.
+        code: The worker's exit status.
+    """
+
+    outcome: JobOutcome = field(default_factory=JobOutcome)
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    error: dict[str, Any] | None = None
+    cancelled: bool = False
+    code: int = 0
 
 
 def run_job(
@@ -127,11 +170,8 @@ def run_job(
     *,
     python: str | None = None,
     origin: str = "caller",
-    on_progress: Callable[[float], None] | None = None,
-    on_log: Callable[[str, str], None] | None = None,
-    is_cancelled: Callable[[], bool] | None = None,
+    callbacks: JobCallbacks | None = None,
     outputs: list[str] | None = None,
-    poll_s: float = 0.1,
 ) -> JobOutcome:
     """Run one engine job in a worker process.
 
@@ -141,11 +181,8 @@ def run_job(
         options: Runtime options (device, seed, deterministic, threads).
         python: Engine interpreter; resolved with :func:`engine_python` when ``None``.
         origin: Where ``python`` came from (for messages).
-        on_progress: Called with progress in percent.
-        on_log: Called with ``(message, level)``; level is info, warning or debug.
-        is_cancelled: Polled; when it returns true the worker is ended.
+        callbacks: Progress, log and cancel callbacks; none are called when ``None``.
         outputs: Output paths whose temporary files are removed after a cancel/crash.
-        poll_s: Polling interval in seconds.
 
     Returns:
         The job's outputs, figures and manifest path.
@@ -158,10 +195,20 @@ def run_job(
     if python is None:
         python, origin = engine_python()
     check_python(python, origin)
-    on_progress = on_progress or (lambda value: None)
-    on_log = on_log or (lambda message, level: None)
-    is_cancelled = is_cancelled or (lambda: False)
+    job_file = write_job_file(job, params, options)
+    try:
+        proc = start_worker(python, origin, job_file)
+        try:
+            run = relay(proc, callbacks or JobCallbacks())
+        finally:
+            close_worker(proc)
+    finally:
+        os.unlink(job_file)
+    return finish(run, outputs or [], python, origin)
 
+
+def worker_environment() -> dict[str, str]:
+    """The worker's environment: this plugin on ``PYTHONPATH``, unbuffered, no ``PYTHONHOME``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (python_path_for_engine(), env.get("PYTHONPATH", "")) if p
@@ -169,13 +216,26 @@ def run_job(
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONHOME", None)
     env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def write_job_file(job: str, params: dict[str, Any], options: dict[str, Any] | None) -> str:
+    """Write the job description to a temporary JSON file; return its path."""
     with tempfile.NamedTemporaryFile(
         "w", suffix=".json", prefix="slidewise-job-", delete=False
     ) as handle:
         json.dump({"job": job, "params": params, "options": options or {}}, handle)
-        job_file = handle.name
+        return handle.name
+
+
+def start_worker(python: str, origin: str, job_file: str) -> subprocess.Popen[str]:
+    """Start the worker on ``job_file`` in its own session, stdout and stderr piped.
+
+    Raises:
+        EngineUnavailableError: the interpreter could not be started.
+    """
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [python, "-m", "slidewise.engine.worker", job_file],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -183,81 +243,110 @@ def run_job(
             text=True,
             encoding="utf-8",
             errors="replace",
-            env=env,
+            env=worker_environment(),
             start_new_session=True,
         )
     except OSError as exc:
-        os.unlink(job_file)
         raise EngineUnavailableError(
             f"The Slidewise engine Python '{python}' (from the {origin}) could not be started "
             f"({exc}): run 'make install' again or point {ENV_VAR} to a working Python."
         ) from None
 
+
+def _pump(stream: Any, sink: queue.Queue[tuple[str, str | None]], tag: str) -> None:
+    for raw in iter(stream.readline, ""):
+        sink.put((tag, raw.rstrip("\n")))
+    sink.put((tag, None))
+
+
+def drain_streams(proc: subprocess.Popen[str]) -> queue.Queue[tuple[str, str | None]]:
+    """Read stdout and stderr concurrently (so neither pipe fills up) into one queue.
+
+    Each item is ``(tag, line)`` with tag ``out`` or ``err``; ``line`` is ``None``
+    once that stream has ended.
+    """
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
-    threads = [
-        threading.Thread(target=_pump, args=(proc.stdout, lines, "out"), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, lines, "err"), daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
+    for stream, tag in ((proc.stdout, "out"), (proc.stderr, "err")):
+        threading.Thread(target=_pump, args=(stream, lines, tag), daemon=True).start()
+    return lines
 
-    stderr_tail: deque[str] = deque(maxlen=40)
-    outcome = JobOutcome()
-    error: dict[str, Any] | None = None
+
+def relay(proc: subprocess.Popen[str], callbacks: JobCallbacks) -> WorkerRun:
+    """Relay the worker's messages until both its streams end, stopping it on cancel.
+
+    Returns:
+        What the worker reported, and its exit status.
+    """
+    lines = drain_streams(proc)
+    run = WorkerRun()
     open_streams = 2
-    cancelled = False
-    try:
-        while open_streams:
-            if not cancelled and is_cancelled():
-                cancelled = True
-                _stop(proc)
-            try:
-                tag, line = lines.get(timeout=poll_s)
-            except queue.Empty:
-                continue
-            if line is None:
-                open_streams -= 1
-                continue
-            if tag == "err":
-                stderr_tail.append(line)
-                on_log(line, "debug")
-                continue
-            message = parse_line(line)
-            if message is None:
-                on_log(line, "debug")
-                continue
-            kind = message.get("type")
-            if kind == "progress":
-                on_progress(float(message.get("value", 0)))
-            elif kind == "log":
-                text = str(message.get("message", ""))
-                outcome.log.append(text)
-                on_log(text, str(message.get("level", "info")))
-            elif kind == "result":
-                outcome.outputs = dict(message.get("outputs") or {})
-                outcome.figures = dict(message.get("figures") or {})
-                outcome.manifest = message.get("manifest")
-            elif kind == "error":
-                error = message
-        code = proc.wait()
-    finally:
-        if proc.poll() is None:
+    while open_streams:
+        if not run.cancelled and callbacks.is_cancelled():
+            run.cancelled = True
             _stop(proc)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-        os.unlink(job_file)
+        try:
+            tag, line = lines.get(timeout=callbacks.poll_s)
+        except queue.Empty:
+            continue
+        if line is None:
+            open_streams -= 1
+        elif tag == "err":
+            run.stderr_tail.append(line)
+            callbacks.on_log(line, "debug")
+        else:
+            relay_line(line, run, callbacks)
+    run.code = proc.wait()
+    return run
 
-    if cancelled:
-        for path in outputs or []:
+
+def relay_line(line: str, run: WorkerRun, callbacks: JobCallbacks) -> None:
+    """Handle one stdout line: a protocol message, or stray output logged as debug."""
+    message = parse_line(line)
+    if message is None:
+        callbacks.on_log(line, "debug")
+        return
+    kind = message.get("type")
+    if kind == "progress":
+        callbacks.on_progress(float(message.get("value", 0)))
+    elif kind == "log":
+        text = str(message.get("message", ""))
+        run.outcome.log.append(text)
+        callbacks.on_log(text, str(message.get("level", "info")))
+    elif kind == "result":
+        run.outcome.outputs = dict(message.get("outputs") or {})
+        run.outcome.figures = dict(message.get("figures") or {})
+        run.outcome.manifest = message.get("manifest")
+    elif kind == "error":
+        run.error = message
+
+
+def close_worker(proc: subprocess.Popen[str]) -> None:
+    """Stop the worker if it still runs, and close its pipes."""
+    if proc.poll() is None:
+        _stop(proc)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def finish(run: WorkerRun, outputs: list[str], python: str, origin: str) -> JobOutcome:
+    """The job's outcome, or the error it ended with (partial outputs removed).
+
+    Raises:
+        EngineJobCancelled: the job was cancelled.
+        EngineJobError: the job sent an error, or the worker ended without a result.
+    """
+    if run.cancelled:
+        for path in outputs:
             remove_partials(path)
         raise EngineJobCancelled("The job was cancelled; no output was written.")
-    if error is not None:
-        raise EngineJobError(str(error.get("message")))
-    if code != 0 or (not outcome.outputs and not outcome.figures):
-        for path in outputs or []:
+    if run.error is not None:
+        raise EngineJobError(str(run.error.get("message")))
+    outcome = run.outcome
+    if run.code != 0 or (not outcome.outputs and not outcome.figures):
+        for path in outputs:
             remove_partials(path)
-        raise _crash_error(code, list(stderr_tail), python, origin)
+        raise _crash_error(run.code, list(run.stderr_tail), python, origin)
     return outcome
 
 

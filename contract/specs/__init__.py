@@ -12,6 +12,8 @@ from slidewise.contract.spec import AlgorithmSpec
 
 #: Algorithm (and engine job) name -> module holding its ``SPEC``.
 SPEC_MODULES: dict[str, str] = {
+    "checkengine": "slidewise.contract.specs.checkengine",
+    "sleep": "slidewise.contract.specs.sleep",
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
 }
 

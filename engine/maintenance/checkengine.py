@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
-import time
+from dataclasses import dataclass
 from typing import Any
 
-from slidewise.engine.core.job import JobContext, JobResult, check_known
+from slidewise.contract.specs.checkengine import SPEC as CHECKENGINE_SPEC
+from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.manifest import package_versions
+from slidewise.engine.core.params import JobParams
+
+#: Report entries logged one per line, before the package versions.
+LOGGED = ("python", "python_version", "device", "gpu_name", "gpu_memory_gb")
+
+
+@dataclass(frozen=True)
+class CheckEngineParams(JobParams):
+    """Parameters of the ``checkengine`` job (declared in ``contract/specs/checkengine.py``).
+
+    Attributes:
+        output: JSON file to save the full report to; ``None``: no file.
+    """
+
+    SPEC = CHECKENGINE_SPEC
+
+    output: str | None = None
 
 
 def engine_report() -> dict[str, Any]:
@@ -40,34 +59,31 @@ def engine_report() -> dict[str, Any]:
     return report
 
 
-def run_job(params: dict[str, Any], ctx: JobContext) -> JobResult:
-    """Report the engine's Python, packages, device and GPU."""
-    check_known(params, set())
-    ctx.progress(10)
-    report = engine_report()
-    for key in ("python", "python_version", "device", "gpu_name", "gpu_memory_gb"):
+def log_report(report: dict[str, Any], ctx: JobContext) -> None:
+    """Log the report's main entries and the package versions, one per line."""
+    for key in LOGGED:
         ctx.log(f"{key}: {report[key]}")
     for name, version in report["packages"].items():
         ctx.log(f"  {name}: {version or 'not installed'}")
     ctx.log(f"torchvision ops: {report['torchvision_ops']}")
-    return JobResult(figures=report, manifest=False, device=report["device"])
 
 
-def run_sleep_job(params: dict[str, Any], ctx: JobContext) -> JobResult:
-    """Test job: write an output slowly, so cancellation can be exercised.
-
-    Parameters: ``OUTPUT`` (path), ``SECONDS`` (float).
-    """
+def write_report(report: dict[str, Any], path: str) -> None:
+    """Save the report as indented JSON (written to a partial file, then renamed)."""
     from slidewise.engine.core.outputs import atomic_output
 
-    check_known(params, {"OUTPUT", "SECONDS"})
-    seconds = float(params.get("SECONDS", 5))
-    output = str(params["OUTPUT"])
-    with atomic_output(output) as tmp, open(tmp, "w") as handle:
-        steps = max(1, int(seconds * 10))
-        for i in range(steps):
-            handle.write(f"{i}\n")
-            handle.flush()
-            ctx.progress(100 * i / steps)
-            time.sleep(seconds / steps)
-    return JobResult(outputs={"OUTPUT": output}, manifest=False)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
+def run_job(params: dict[str, Any], ctx: JobContext) -> JobResult:
+    """Report the engine's Python, packages, device and GPU (saved as JSON if OUTPUT is set)."""
+    options = CheckEngineParams.from_params(params)
+    ctx.progress(10)
+    report = engine_report()
+    log_report(report, ctx)
+    outputs: dict[str, str] = {}
+    if options.output:
+        write_report(report, options.output)
+        outputs["OUTPUT"] = options.output
+    return JobResult(outputs=outputs, figures=report, manifest=False, device=report["device"])

@@ -301,9 +301,11 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
                 options,
                 python=python,
                 origin=origin,
-                on_progress=feedback.setProgress,
-                on_log=on_log,
-                is_cancelled=feedback.isCanceled,
+                callbacks=engine_client.JobCallbacks(
+                    on_progress=feedback.setProgress,
+                    on_log=on_log,
+                    is_cancelled=feedback.isCanceled,
+                ),
                 outputs=outputs,
             )
         except engine_client.EngineJobCancelled as exc:

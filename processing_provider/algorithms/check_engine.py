@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from qgis.core import QgsProcessingOutputString, QgsProcessingParameterFileDestination
+from qgis.core import QgsProcessingOutputString
 
+from slidewise.contract.specs.checkengine import SPEC
 from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
 
 
@@ -17,6 +18,7 @@ class CheckEngineAlgorithm(SlidewiseAlgorithm):
     GROUP = "engine"
     ICON = "engine.svg"
     JOB = "checkengine"
+    SPEC = SPEC
     SHORT_HELP = (
         "Starts the Slidewise engine worker and reports its Python interpreter, the versions "
         "of its packages, the torch device it will use (cuda, mps or cpu), the GPU name and "
@@ -27,25 +29,16 @@ class CheckEngineAlgorithm(SlidewiseAlgorithm):
     )
 
     def initAlgorithm(self, config=None) -> None:
-        self.add(
-            QgsProcessingParameterFileDestination(
-                "OUTPUT",
-                tr("Report (JSON)"),
-                fileFilter="JSON (*.json)",
-                optional=True,
-                createByDefault=False,
-            ),
-            "Optional file to save the full report to, as JSON.",
-        )
+        """SPEC's report file (skipped unless asked for), and the string outputs."""
+        super().initAlgorithm(config)
+        self.parameterDefinition("OUTPUT").setCreateByDefault(False)
         self.addOutput(QgsProcessingOutputString("DEVICE", tr("Device")))
         self.addOutput(QgsProcessingOutputString("PYTHON", tr("Engine Python")))
 
-    def job_parameters(self, parameters, context, feedback):
-        return {}, []
-
     def processAlgorithm(self, parameters, context, feedback):
-        """Run the check and return its figures."""
-        outcome = self.run_engine({}, {}, [], feedback)
+        """Run the check (the engine saves the report when OUTPUT is set); return its figures."""
+        params, outputs = self.job_parameters(parameters, context, feedback)
+        outcome = self.run_engine(params, {}, outputs, feedback)
         report = outcome.figures
         results = {
             "DEVICE": report.get("device"),
@@ -55,12 +48,5 @@ class CheckEngineAlgorithm(SlidewiseAlgorithm):
             "TORCHVISION_OPS": report.get("torchvision_ops"),
             "PACKAGES": json.dumps(report.get("packages", {})),
         }
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        if output:
-            from pathlib import Path
-
-            tmp = Path(output).with_name("." + Path(output).name + ".partial")
-            tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-            tmp.replace(output)
-            results["OUTPUT"] = output
+        results.update(outcome.outputs)
         return results

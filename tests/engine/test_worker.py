@@ -250,6 +250,15 @@ def test_internal_exception_exits_2(tmp_path: Path) -> None:
             "Unknown parameter(s) FOO: this job takes OUTPUT, SECONDS.",
         ),
         (
+            {"job": "sleep", "params": {"OUTPUT": "x.txt", "SECONDS": -1}},
+            "SECONDS must be between 0 and 3600, got -1.",
+        ),
+        ({"job": "sleep", "params": {"SECONDS": 1}}, "Missing required parameter(s): OUTPUT."),
+        (
+            {"job": "checkengine", "params": {"OUTPUT": "x.txt", "FOO": 1}},
+            "Unknown parameter(s) FOO: this job takes OUTPUT.",
+        ),
+        (
             {"job": "sleep", "params": {"OUTPUT": "x.txt"}, "options": {"device": "tpu"}},
             "Unknown device 'tpu': use one of auto, cpu, cuda, mps.",
         ),
@@ -309,3 +318,20 @@ def test_checkengine_reports_cpu_and_versions(tmp_path: Path) -> None:
     assert figures["packages"]["safetensors"] == metadata.version("safetensors")
     logs = [m["message"] for m in messages if m["type"] == "log"]
     assert "device: cpu" in logs
+
+
+def test_checkengine_saves_the_report_as_json(tmp_path: Path) -> None:
+    if importlib.util.find_spec("slidewise.engine.imagery.tvcompat") is None:
+        pytest.xfail(
+            "slidewise.engine.imagery.tvcompat (imported by checkengine) is not written yet"
+        )
+    report = tmp_path / "report.json"
+    code, messages, stderr = _run(
+        tmp_path,
+        {"job": "checkengine", "params": {"OUTPUT": str(report)}, "options": {"device": "cpu"}},
+    )
+    assert code == 0, stderr
+    result = messages[-1]
+    assert result["outputs"] == {"OUTPUT": str(report)} and "manifest" not in result
+    assert json.loads(report.read_text(encoding="utf-8")) == result["figures"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "report.json"]

@@ -20,7 +20,7 @@ def test_progress_and_result(engine_python: str, tmp_path: Path) -> None:
         "sleep",
         {"OUTPUT": str(out), "SECONDS": 0.5},
         python=engine_python,
-        on_progress=seen.append,
+        callbacks=engine_client.JobCallbacks(on_progress=seen.append),
     )
     assert outcome.outputs == {"OUTPUT": str(out)}
     assert out.is_file()
@@ -46,8 +46,7 @@ def test_cancel_ends_worker_within_two_seconds_and_leaves_nothing(
             "sleep",
             {"OUTPUT": str(out), "SECONDS": 60},
             python=engine_python,
-            on_progress=on_progress,
-            is_cancelled=cancelled,
+            callbacks=engine_client.JobCallbacks(on_progress=on_progress, is_cancelled=cancelled),
             outputs=[str(out)],
         )
     assert time.monotonic() - started[0] < 2.0
@@ -79,7 +78,7 @@ def test_killed_worker_becomes_clear_error_and_partials_are_removed(
             "sleep",
             {"OUTPUT": str(out), "SECONDS": 30},
             python=engine_python,
-            on_progress=on_progress,
+            callbacks=engine_client.JobCallbacks(on_progress=on_progress),
             outputs=[str(out)],
         )
     assert "killed by signal 9" in str(info.value)

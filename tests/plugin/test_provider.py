@@ -135,3 +135,21 @@ def test_package_zip_has_plugin_without_dev_files(tmp_path: Path) -> None:
     assert "slidewise/resources/styles/terrain_factors.qml" in names
     assert not [n for n in names if n.startswith("slidewise/tests/") or "__pycache__" in n]
     assert not [n for n in names if n.startswith(("slidewise/.ci", "slidewise/scripts"))]
+
+
+def test_checkengine_saves_its_report_only_when_asked(qgis_app, tmp_path: Path) -> None:
+    """OUTPUT comes from the checkengine spec; the engine writes the JSON report."""
+    import json
+
+    import processing
+
+    plain = processing.run("slidewise:checkengine", {})
+    assert plain["DEVICE"] in ("cpu", "cuda", "mps")
+    assert not plain.get("OUTPUT")
+    report = tmp_path / "report.json"
+    saved = processing.run("slidewise:checkengine", {"OUTPUT": str(report)})
+    assert saved["OUTPUT"] == str(report)
+    written = json.loads(report.read_text(encoding="utf-8"))
+    assert written["device"] == saved["DEVICE"] and written["python"] == saved["PYTHON"]
+    assert json.loads(saved["PACKAGES"]) == written["packages"]
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
