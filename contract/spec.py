@@ -76,6 +76,8 @@ class Param:
         required: The job cannot run without it.
         file_filter: File dialog filter of a file or output file.
         parent: For ``field``: the name of the layer parameter whose field it is.
+        create_by_default: For an optional output: written when the user leaves it
+            unset (a temporary file); ``False``: skipped unless asked for.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Param:
     required: bool = False
     file_filter: str = ""
     parent: str = ""
+    create_by_default: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

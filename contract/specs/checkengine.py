@@ -13,6 +13,7 @@ SPEC = AlgorithmSpec(
             "output_file",
             "Optional file to save the full report to, as JSON.",
             file_filter="JSON (*.json)",
+            create_by_default=False,
         ),
     ),
 )

@@ -31,7 +31,6 @@ class CheckEngineAlgorithm(SlidewiseAlgorithm):
     def initAlgorithm(self, config=None) -> None:
         """SPEC's report file (skipped unless asked for), and the string outputs."""
         super().initAlgorithm(config)
-        self.parameterDefinition("OUTPUT").setCreateByDefault(False)
         self.addOutput(QgsProcessingOutputString("DEVICE", tr("Device")))
         self.addOutput(QgsProcessingOutputString("PYTHON", tr("Engine Python")))
 

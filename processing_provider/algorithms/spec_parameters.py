@@ -94,16 +94,17 @@ def _input(param: Param, label: str, optional: bool) -> QgsProcessingParameterDe
 
 def _output(param: Param, label: str, optional: bool) -> QgsProcessingParameterDefinition:
     if param.kind == "output_raster":
-        return QgsProcessingParameterRasterDestination(param.name, label, optional=optional)
-    if param.kind == "output_vector":
-        return QgsProcessingParameterVectorDestination(
-            param.name, label, optional=optional, createByDefault=True
+        made = QgsProcessingParameterRasterDestination(param.name, label, optional=optional)
+    elif param.kind == "output_vector":
+        made = QgsProcessingParameterVectorDestination(param.name, label, optional=optional)
+    elif param.kind == "output_folder":
+        made = QgsProcessingParameterFolderDestination(param.name, label, optional=optional)
+    else:
+        made = QgsProcessingParameterFileDestination(
+            param.name, label, fileFilter=param.file_filter, optional=optional
         )
-    if param.kind == "output_folder":
-        return QgsProcessingParameterFolderDestination(param.name, label, optional=optional)
-    return QgsProcessingParameterFileDestination(
-        param.name, label, fileFilter=param.file_filter, optional=optional
-    )
+    made.setCreateByDefault(param.create_by_default)
+    return made
 
 
 def definition(param: Param) -> QgsProcessingParameterDefinition:

@@ -139,6 +139,8 @@ def expected(param: Param) -> dict[str, Any]:
         out["file_filter"] = param.file_filter
     if param.kind == "field":
         out["parent"] = param.parent
+    if param.kind.startswith("output_"):
+        out["create_by_default"] = param.create_by_default
     return out
 
 
@@ -171,6 +173,8 @@ def actual(definition: Any, param: Param) -> dict[str, Any]:
         out["file_filter"] = definition.fileFilter()
     if param.kind == "field":
         out["parent"] = definition.parentLayerParameterName()
+    if param.kind.startswith("output_"):
+        out["create_by_default"] = definition.createByDefault()
     return out
 
 
