@@ -12,6 +12,7 @@ from slidewise.contract.spec import AlgorithmSpec
 
 #: Algorithm (and engine job) name -> module holding its ``SPEC``.
 SPEC_MODULES: dict[str, str] = {
+    "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
 }
 

@@ -102,7 +102,7 @@ def sample_raster(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def test_windowed_histogram_equals_numpy(prob_raster: Path) -> None:
-    from slidewise.engine.susceptibility.evaluate import probability_histogram
+    from slidewise.engine.susceptibility.evaluation_rasters import probability_histogram
 
     with rasterio.open(prob_raster) as src:
         full = src.read(1)
@@ -117,7 +117,7 @@ def test_windowed_histogram_equals_numpy(prob_raster: Path) -> None:
 
 
 def test_read_pixels_equals_full_array(prob_raster: Path) -> None:
-    from slidewise.engine.susceptibility.evaluate import read_pixels
+    from slidewise.engine.susceptibility.evaluation_rasters import read_pixels
 
     rng = np.random.default_rng(1)
     with rasterio.open(prob_raster) as src:
@@ -129,7 +129,7 @@ def test_read_pixels_equals_full_array(prob_raster: Path) -> None:
 
 
 def test_rate_curve_random_map_is_diagonal() -> None:
-    from slidewise.engine.susceptibility.evaluate import rate_curve
+    from slidewise.engine.susceptibility.evaluation_statistics import rate_curve
 
     rng = np.random.default_rng(0)
     edges = np.linspace(0, 1, 1001)
@@ -146,7 +146,7 @@ def test_rate_curve_random_map_is_diagonal() -> None:
 
 
 def test_class_statistics_sums() -> None:
-    from slidewise.engine.susceptibility.evaluate import class_statistics
+    from slidewise.engine.susceptibility.evaluation_statistics import class_statistics
 
     table = class_statistics(np.array([50, 30, 20, 0]), np.array([1, 2, 7, 0]), list("abcd"))
     assert sum(c["area_share"] for c in table) == pytest.approx(1)
@@ -156,7 +156,7 @@ def test_class_statistics_sums() -> None:
 
 
 def test_parse_labels() -> None:
-    from slidewise.engine.susceptibility.evaluate import parse_labels
+    from slidewise.engine.susceptibility.evaluation_inventory import parse_labels
 
     np.testing.assert_array_equal(
         parse_labels(np.array(["TRUE", "false", "1", "0", "", "Yes"]), "l", "t"),
@@ -451,7 +451,7 @@ def test_missing_coordinate_column(prob_raster: Path, tmp_path: Path) -> None:
 
 
 def test_all_points_on_nodata(prob_raster: Path, tmp_path: Path) -> None:
-    from slidewise.engine.susceptibility.evaluate import apply_affine
+    from slidewise.engine.geo.samples import apply_affine
 
     with rasterio.open(prob_raster) as src:
         rows, cols = np.nonzero(~np.isfinite(src.read(1)))
