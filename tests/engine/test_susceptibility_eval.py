@@ -476,6 +476,48 @@ def test_not_a_probability_raster(tmp_path: Path) -> None:
     )
 
 
+def test_parameters_are_read_with_the_contract() -> None:
+    from slidewise.engine.susceptibility.evaluate import read_options
+    from slidewise.engine.susceptibility.evaluation_inventory import InventoryColumns
+
+    base = {"INPUT": "p.tif", "INVENTORY": "i.csv", "OUTPUT": "r.html"}
+    p = read_options(base, run_seed=7)
+    assert (p.seed, p.n_classes, p.classification, p.threshold) == (7, 5, "quantile", 0.5)
+    assert (p.negative_ratio, p.buffer, p.training, p.classed) == (1.0, 0.0, None, None)
+    assert p.columns == InventoryColumns(label="label", label_given=False, x="x", y="y")
+    # qgis_process passes enums by index; a named label column must exist.
+    q = read_options({**base, "SEED": 3, "CLASSIFICATION": "1", "LABEL_FIELD": " Slide "}, 7)
+    assert (q.seed, q.classification) == (3, "natural_breaks")
+    assert q.columns.label == "Slide" and q.columns.label_given
+    assert not read_options({**base, "LABEL_FIELD": "LABEL"}, 0).columns.label_given
+    with pytest.raises(InputError, match=r"^THRESHOLD must be between 0 and 1, got 1\.5\.$"):
+        read_options({**base, "THRESHOLD": 1.5}, 0)
+    with pytest.raises(InputError, match=r"^N_CLASSES must be between 2 and 255, got 300\.$"):
+        read_options({**base, "N_CLASSES": 300}, 0)
+    with pytest.raises(InputError, match="NEGATIVE_RATIO must be between"):
+        read_options({**base, "NEGATIVE_RATIO": 0}, 0)
+    with pytest.raises(InputError, match=r"Missing required parameter.*INVENTORY"):
+        read_options({"INPUT": "p.tif", "OUTPUT": "r.html"}, 0)
+
+
+def test_buffer_zero_is_three_pixels(prob_raster: Path, tmp_path: Path) -> None:
+    inv = read_csv(DATA / "landslides.csv")
+    pos = inv["lslpts"] == 1
+    path = write_csv(tmp_path / "slides.csv", {"x": inv["x"][pos], "y": inv["y"][pos]})
+    with rasterio.open(prob_raster) as src:
+        three = 3 * max(src.res)
+    run_job(
+        {
+            "INPUT": str(prob_raster),
+            "INVENTORY": str(path),
+            "BUFFER": 0,
+            "OUTPUT": str(tmp_path / "b.html"),
+        }
+    )
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert f"farther than {three:g} map units" in report["negatives"]
+
+
 def test_bad_parameters(prob_raster: Path, tmp_path: Path) -> None:
     base = {"INPUT": str(prob_raster), "INVENTORY": str(DATA / "landslides.csv")}
     with pytest.raises(InputError, match=r"\.html"):
