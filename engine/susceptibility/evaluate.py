@@ -70,7 +70,11 @@ REPORT_SUFFIXES = (".html", ".htm")
 
 @dataclass(frozen=True)
 class EvaluateParams(JobParams):
-    """Parameters of the ``evaluatesusceptibility`` job (see :func:`run_evaluate`)."""
+    """Parameters of the ``evaluatesusceptibility`` job (see :func:`run_evaluate`).
+
+    Fields are the lower-case names of :data:`SPEC`'s parameters. An unset ``SEED``
+    reads as ``None`` and :func:`read_options` replaces it with the run's seed.
+    """
 
     SPEC: ClassVar[AlgorithmSpec] = SPEC
 
