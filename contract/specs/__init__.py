@@ -14,6 +14,7 @@ from slidewise.contract.spec import AlgorithmSpec
 SPEC_MODULES: dict[str, str] = {
     "checkengine": "slidewise.contract.specs.checkengine",
     "sleep": "slidewise.contract.specs.sleep",
+    "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
 }
 

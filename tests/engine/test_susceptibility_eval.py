@@ -102,7 +102,7 @@ def sample_raster(path: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def test_windowed_histogram_equals_numpy(prob_raster: Path) -> None:
-    from slidewise.engine.susceptibility.evaluate import probability_histogram
+    from slidewise.engine.susceptibility.evaluation_rasters import probability_histogram
 
     with rasterio.open(prob_raster) as src:
         full = src.read(1)
@@ -117,7 +117,7 @@ def test_windowed_histogram_equals_numpy(prob_raster: Path) -> None:
 
 
 def test_read_pixels_equals_full_array(prob_raster: Path) -> None:
-    from slidewise.engine.susceptibility.evaluate import read_pixels
+    from slidewise.engine.susceptibility.evaluation_rasters import read_pixels
 
     rng = np.random.default_rng(1)
     with rasterio.open(prob_raster) as src:
@@ -129,7 +129,7 @@ def test_read_pixels_equals_full_array(prob_raster: Path) -> None:
 
 
 def test_rate_curve_random_map_is_diagonal() -> None:
-    from slidewise.engine.susceptibility.evaluate import rate_curve
+    from slidewise.engine.susceptibility.evaluation_statistics import rate_curve
 
     rng = np.random.default_rng(0)
     edges = np.linspace(0, 1, 1001)
@@ -146,7 +146,7 @@ def test_rate_curve_random_map_is_diagonal() -> None:
 
 
 def test_class_statistics_sums() -> None:
-    from slidewise.engine.susceptibility.evaluate import class_statistics
+    from slidewise.engine.susceptibility.evaluation_statistics import class_statistics
 
     table = class_statistics(np.array([50, 30, 20, 0]), np.array([1, 2, 7, 0]), list("abcd"))
     assert sum(c["area_share"] for c in table) == pytest.approx(1)
@@ -156,7 +156,7 @@ def test_class_statistics_sums() -> None:
 
 
 def test_parse_labels() -> None:
-    from slidewise.engine.susceptibility.evaluate import parse_labels
+    from slidewise.engine.susceptibility.evaluation_inventory import parse_labels
 
     np.testing.assert_array_equal(
         parse_labels(np.array(["TRUE", "false", "1", "0", "", "Yes"]), "l", "t"),
@@ -451,7 +451,7 @@ def test_missing_coordinate_column(prob_raster: Path, tmp_path: Path) -> None:
 
 
 def test_all_points_on_nodata(prob_raster: Path, tmp_path: Path) -> None:
-    from slidewise.engine.susceptibility.evaluate import apply_affine
+    from slidewise.engine.geo.samples import apply_affine
 
     with rasterio.open(prob_raster) as src:
         rows, cols = np.nonzero(~np.isfinite(src.read(1)))
@@ -474,6 +474,48 @@ def test_not_a_probability_raster(tmp_path: Path) -> None:
         "not probabilities",
         out,
     )
+
+
+def test_parameters_are_read_with_the_contract() -> None:
+    from slidewise.engine.susceptibility.evaluate import read_options
+    from slidewise.engine.susceptibility.evaluation_inventory import InventoryColumns
+
+    base = {"INPUT": "p.tif", "INVENTORY": "i.csv", "OUTPUT": "r.html"}
+    p = read_options(base, run_seed=7)
+    assert (p.seed, p.n_classes, p.classification, p.threshold) == (7, 5, "quantile", 0.5)
+    assert (p.negative_ratio, p.buffer, p.training, p.classed) == (1.0, 0.0, None, None)
+    assert p.columns == InventoryColumns(label="label", label_given=False, x="x", y="y")
+    # qgis_process passes enums by index; a named label column must exist.
+    q = read_options({**base, "SEED": 3, "CLASSIFICATION": "1", "LABEL_FIELD": " Slide "}, 7)
+    assert (q.seed, q.classification) == (3, "natural_breaks")
+    assert q.columns.label == "Slide" and q.columns.label_given
+    assert not read_options({**base, "LABEL_FIELD": "LABEL"}, 0).columns.label_given
+    with pytest.raises(InputError, match=r"^THRESHOLD must be between 0 and 1, got 1\.5\.$"):
+        read_options({**base, "THRESHOLD": 1.5}, 0)
+    with pytest.raises(InputError, match=r"^N_CLASSES must be between 2 and 255, got 300\.$"):
+        read_options({**base, "N_CLASSES": 300}, 0)
+    with pytest.raises(InputError, match="NEGATIVE_RATIO must be between"):
+        read_options({**base, "NEGATIVE_RATIO": 0}, 0)
+    with pytest.raises(InputError, match=r"Missing required parameter.*INVENTORY"):
+        read_options({"INPUT": "p.tif", "OUTPUT": "r.html"}, 0)
+
+
+def test_buffer_zero_is_three_pixels(prob_raster: Path, tmp_path: Path) -> None:
+    inv = read_csv(DATA / "landslides.csv")
+    pos = inv["lslpts"] == 1
+    path = write_csv(tmp_path / "slides.csv", {"x": inv["x"][pos], "y": inv["y"][pos]})
+    with rasterio.open(prob_raster) as src:
+        three = 3 * max(src.res)
+    run_job(
+        {
+            "INPUT": str(prob_raster),
+            "INVENTORY": str(path),
+            "BUFFER": 0,
+            "OUTPUT": str(tmp_path / "b.html"),
+        }
+    )
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert f"farther than {three:g} map units" in report["negatives"]
 
 
 def test_bad_parameters(prob_raster: Path, tmp_path: Path) -> None:

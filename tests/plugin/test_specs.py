@@ -27,7 +27,6 @@ WITHOUT_SPEC = frozenset(
         "addregion",
         "detectlandslides",
         "evaluatemapping",
-        "evaluatesusceptibility",
         "maplandslides",
         "predictsusceptibility",
         "pretrainencoder",
