@@ -13,6 +13,8 @@ from slidewise.contract.spec import AlgorithmSpec
 #: Algorithm (and engine job) name -> module holding its ``SPEC``.
 SPEC_MODULES: dict[str, str] = {
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
+    "maplandslides": "slidewise.contract.specs.maplandslides",
+    "evaluatemapping": "slidewise.contract.specs.evaluatemapping",
 }
 
 

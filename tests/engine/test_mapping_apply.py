@@ -382,7 +382,7 @@ def test_bad_inputs(model_file, tmp_path) -> None:
     for name, value, message in (
         ("TILE_SIZE", 9000, "TILE_SIZE must be between 32 and 8192"),
         ("BATCH_SIZE", 2.5, "BATCH_SIZE must be a whole number"),
-        ("MIN_AREA", -1, "MIN_AREA must be between 0 and inf"),
+        ("MIN_AREA", -1, "MIN_AREA must be at least 0, got -1"),
     ):
         with pytest.raises(InputError, match=message):
             run_map(
