@@ -42,6 +42,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,15 @@ def seed_predict(model: Any, path: Path, norm: dict[str, Any]) -> np.ndarray:
 
 def engine_predict(model: Any, path: Path, norm: dict[str, Any], args: argparse.Namespace) -> Any:
     """The engine with its defaults (or the --tile/--overlap/--batch-size overrides)."""
-    from slidewise.engine.imagery.tiling import PredictionStats, predict_raster
+    from slidewise.engine.imagery.tiling import PredictionStats, TilingOptions, predict_raster
 
-    kwargs: dict[str, Any] = {}
-    for name in ("tile", "overlap", "batch_size"):
-        if getattr(args, name) is not None:
-            kwargs[name] = getattr(args, name)
+    given = {
+        name: getattr(args, name)
+        for name in ("tile", "overlap", "batch_size")
+        if getattr(args, name) is not None
+    }
     stats = PredictionStats()
-    prob = predict_raster(model, str(path), normalisation=norm, stats=stats, **kwargs)
+    prob = predict_raster(model, str(path), TilingOptions(stats=stats, **given), normalisation=norm)
     return prob, stats
 
 
@@ -208,7 +210,8 @@ def measure_child(
     return run_child("slidewise.bench.mapping_throughput", cmd)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=1024, help="raster side N (pixels)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -230,7 +233,233 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rss-size", type=int, default=RSS_CHECK_SIZE, help=argparse.SUPPRESS)
     parser.add_argument("--child-job", nargs=3, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def child_main(args: argparse.Namespace) -> int:
+    """``--child-job RASTER MODEL OUT_DIR``: run the job here and print its figures as JSON."""
+    extra = {
+        key: value
+        for key, value in (
+            ("TILE_SIZE", args.tile),
+            ("OVERLAP", args.overlap),
+            ("BATCH_SIZE", args.batch_size),
+        )
+        if value is not None
+    }
+    raster, model_file, out_dir = args.child_job
+    print(json.dumps(run_job_child(raster, model_file, out_dir, args.threads, extra)))
+    return 0
+
+
+@dataclass
+class Timings:
+    """The timed runs of both methods, and their last predictions.
+
+    Attributes:
+        seed: Seconds of each run of the seed's loop.
+        engine: Seconds of each run of the engine.
+        seed_out: The seed's last prediction.
+        engine_out: The engine's last prediction.
+        stats: What the engine's last prediction did.
+    """
+
+    seed: list[float] = field(default_factory=list)
+    engine: list[float] = field(default_factory=list)
+    seed_out: Any = None
+    engine_out: Any = None
+    stats: Any = None
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What both methods run: the models, the normalisation and the command line.
+
+    Attributes:
+        model: The engine's model.
+        seed_model: A plain-layout copy, as the seed ran it.
+        norm: Per-band normalisation.
+        args: The command line.
+    """
+
+    model: Any
+    seed_model: Any
+    norm: dict[str, Any]
+    args: argparse.Namespace
+
+
+def warm_up(bench: Bench, work: Path) -> None:
+    """Build each method's kernels on a small raster of its own tile shape.
+
+    The first call of a tile shape builds its kernels, so each method first runs
+    once on a small raster made of its own tile shape (the seed's 224 px tiles;
+    the one tile of the engine's layout for this raster); then the two alternate.
+    """
+    from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileLayout
+
+    args = bench.args
+    small = write_synthetic_raster(work / "warmup.tif", 448, seed=1)
+    seed_predict(bench.seed_model, small, bench.norm)
+    layout = TileLayout.plan(
+        args.size,
+        args.size,
+        BANDS,
+        tile=args.tile or DEFAULT_TILE,
+        overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
+    )
+    side = layout.rows.tile - 2 * layout.rows.margin
+    engine_warm = write_synthetic_raster(work / "warmup_engine.tif", side, seed=1)
+    engine_predict(bench.model, engine_warm, bench.norm, args)
+
+
+def time_methods(bench: Bench, raster: Path) -> Timings:
+    """Run the two methods alternately ``--repeats`` times."""
+    timings = Timings()
+    for _ in range(max(1, bench.args.repeats)):
+        t, timings.seed_out = _timed(seed_predict, bench.seed_model, raster, bench.norm)
+        timings.seed.append(t)
+        t, (timings.engine_out, timings.stats) = _timed(
+            engine_predict, bench.model, raster, bench.norm, bench.args
+        )
+        timings.engine.append(t)
+    assert timings.stats is not None and timings.seed_out is not None
+    assert timings.engine_out is not None
+    return timings
+
+
+def seam_figures(bench: Bench, work: Path, raster: Path, timings: Timings) -> dict[str, Any]:
+    """Seam errors of both methods against one whole-raster prediction."""
+    import rasterio
+
+    from slidewise.engine.imagery.tiling import predict_whole_image, seam_error
+
+    args, norm = bench.args, bench.norm
+    seam = min(args.size, args.seam_size)
+    seed_out, engine_out = timings.seed_out, timings.engine_out
+    if seam != args.size:
+        raster = write_synthetic_raster(work / "seam.tif", seam)
+        seed_out = seed_predict(bench.seed_model, raster, norm)
+        engine_out, _ = engine_predict(bench.model, raster, norm, args)
+    with rasterio.open(raster) as src:
+        image = src.read().astype(np.float32)
+    pad = timings.stats.margin
+    whole = predict_whole_image(bench.model, image, normalisation=norm, pad=pad)
+    whole0 = predict_whole_image(bench.model, image, normalisation=norm, pad=0)
+    return {
+        "seam_max_abs_diff": round(seam_error(engine_out, whole), 6),
+        "seed_seam_max_abs_diff": round(seam_error(seed_out, whole), 6),
+        "seed_seam_max_abs_diff_zero_pad_reference": round(seam_error(seed_out, whole0), 6),
+        "seam_size": seam,
+        "seam_reference_pad": pad,
+    }
+
+
+def speed_figures(args: argparse.Namespace, timings: Timings) -> dict[str, Any]:
+    """Pixels per second of both methods, and what the engine ran."""
+    from slidewise.engine.imagery.tiling import default_batch_size
+
+    pixels = args.size * args.size
+    stats = timings.stats
+    seed_px = pixels / min(timings.seed)
+    engine_px = pixels / min(timings.engine)
+    seed_predicted = int(np.count_nonzero(np.isfinite(timings.seed_out)))
+    seed_predicted_px = seed_predicted / min(timings.seed)
+    return {
+        "seed_px_per_s": round(seed_px, 1),
+        "engine_px_per_s": round(engine_px, 1),
+        "ratio": round(engine_px / seed_px, 3),
+        "seed_seconds": [round(t, 3) for t in timings.seed],
+        "engine_seconds": [round(t, 3) for t in timings.engine],
+        "engine_tile": stats.tile,
+        "engine_overlap": stats.overlap,
+        "engine_batch_size": args.batch_size or default_batch_size("cpu"),
+        "engine_tiles": stats.tiles_run,
+        "engine_redundancy": round(stats.tiles_run * stats.tile**2 / pixels, 3),
+        "seed_tiles": ((args.size - SEED_TILE) // SEED_KEEP + 1) ** 2,
+        "seed_predicted_px_per_s": round(seed_predicted_px, 1),
+        "ratio_predicted_pixels": round(engine_px / seed_predicted_px, 3),
+        "seed_unpredicted_fraction": round(1 - seed_predicted / pixels, 4),
+    }
+
+
+def job_figures(child: dict[str, Any], pixels: int) -> dict[str, Any]:
+    """Time and memory of the maplandslides job run in a child process."""
+    return {
+        "engine_peak_rss_mb": round(child["peak_rss_mb"], 1),
+        "engine_job_seconds": round(child["seconds"], 3),
+        "engine_job_px_per_s": round(pixels / child["seconds"], 1),
+        "engine_rss_after_imports_mb": round(child["rss_after_imports_mb"], 1),
+    }
+
+
+def machine_figures(allocator: bool) -> dict[str, Any]:
+    """Threads, allocator, versions and load of the machine."""
+    import torch
+
+    return {
+        "threads": torch.get_num_threads(),
+        "allocator_keeps_freed_memory": allocator,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def rss_check(args: argparse.Namespace, work: Path, model_path: Path) -> dict[str, Any]:
+    """``--rss-check``: map a ``--rss-size`` raster with the job in a child process."""
+    big = write_synthetic_raster(work / "rss_check.tif", args.rss_size, seed=2)
+    started = time.perf_counter()
+    child = measure_child(big, model_path, work / "rss_child", args)
+    return {
+        "rss_check_size": args.rss_size,
+        "rss_check_peak_rss_mb": round(child["peak_rss_mb"], 1),
+        "rss_check_seconds": round(child["seconds"], 1),
+        "rss_check_px_per_s": round(args.rss_size**2 / child["seconds"], 1),
+        "rss_check_wall_seconds": round(time.perf_counter() - started, 1),
+        "rss_check_within_2gb": child["peak_rss_mb"] <= 2048,
+    }
+
+
+def run_bench(args: argparse.Namespace, allocator: bool) -> dict[str, Any]:
+    """Both methods on a synthetic raster, the job in a child process; the figures."""
+    from slidewise.engine.imagery.segmodels import save_mapping_model
+
+    model, config = build_bench_model()
+    bench = Bench(model, copy.deepcopy(model), normalisation(), args)
+    figures: dict[str, Any] = {"size": args.size}
+    with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
+        work = Path(tmp)
+        raster = write_synthetic_raster(work / "synthetic.tif", args.size)
+        model_path = work / "bench-unet.safetensors"
+        bands = [f"B{b}" for b in range(1, BANDS + 1)]
+        save_mapping_model(model_path, model, config, bands, bench.norm)
+        warm_up(bench, work)
+        timings = time_methods(bench, raster)
+        seams = seam_figures(bench, work, raster, timings)
+        child = measure_child(raster, model_path, work / "child", args)
+        speed = speed_figures(args, timings)
+        figures.update(_in_order(speed, job_figures(child, args.size**2), seams))
+        figures.update(machine_figures(allocator))
+        if args.rss_check:
+            figures.update(rss_check(args, work, model_path))
+    return figures
+
+
+def _in_order(speed: dict[str, Any], job: dict[str, Any], seams: dict[str, Any]) -> dict[str, Any]:
+    """The figures in the order the JSON has always listed them."""
+    first = ("seed_px_per_s", "engine_px_per_s", "ratio")
+    out = {k: speed[k] for k in first}
+    out["engine_peak_rss_mb"] = job["engine_peak_rss_mb"]
+    out.update(seams)
+    out.update({k: v for k, v in speed.items() if k not in first})
+    out.update({k: v for k, v in job.items() if k != "engine_peak_rss_mb"})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, with ``--child-job``, the job of a child process)."""
+    args = parse_args(argv)
 
     import torch
 
@@ -242,133 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.child_job is not None:
-        extra = {
-            key: value
-            for key, value in (
-                ("TILE_SIZE", args.tile),
-                ("OVERLAP", args.overlap),
-                ("BATCH_SIZE", args.batch_size),
-            )
-            if value is not None
-        }
-        raster, model_file, out_dir = args.child_job
-        print(json.dumps(run_job_child(raster, model_file, out_dir, args.threads, extra)))
-        return 0
-
-    from slidewise.engine.imagery.segmodels import save_mapping_model
-    from slidewise.engine.imagery.tiling import (
-        DEFAULT_OVERLAP,
-        DEFAULT_TILE,
-        TileLayout,
-        default_batch_size,
-        predict_whole_image,
-        seam_error,
-    )
-
-    model, config = build_bench_model()
-    norm = normalisation()
-    seed_model = copy.deepcopy(model)  # plain layout, as the seed ran it
-    figures: dict[str, Any] = {"size": args.size}
-    with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
-        work = Path(tmp)
-        raster = write_synthetic_raster(work / "synthetic.tif", args.size)
-        model_path = work / "bench-unet.safetensors"
-        save_mapping_model(model_path, model, config, [f"B{b}" for b in range(1, BANDS + 1)], norm)
-        # Warm-up: the first call of a tile shape builds its kernels, so each method first
-        # runs once on a small raster made of its own tile shape (the seed's 224 px tiles;
-        # the one tile of the engine's layout for this raster); then the two alternate.
-        small = write_synthetic_raster(work / "warmup.tif", 448, seed=1)
-        seed_predict(seed_model, small, norm)
-        layout = TileLayout.plan(
-            args.size,
-            args.size,
-            BANDS,
-            tile=args.tile or DEFAULT_TILE,
-            overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
-        )
-        side = layout.rows.tile - 2 * layout.rows.margin
-        engine_warm = write_synthetic_raster(work / "warmup_engine.tif", side, seed=1)
-        engine_predict(model, engine_warm, norm, args)
-        seed_times, engine_times = [], []
-        seed_out = engine_out = stats = None
-        for _ in range(max(1, args.repeats)):
-            t, seed_out = _timed(seed_predict, seed_model, raster, norm)
-            seed_times.append(t)
-            t, (engine_out, stats) = _timed(engine_predict, model, raster, norm, args)
-            engine_times.append(t)
-        assert stats is not None and seed_out is not None and engine_out is not None
-        pixels = args.size * args.size
-        seed_px = pixels / min(seed_times)
-        seed_predicted = int(np.count_nonzero(np.isfinite(seed_out)))
-        engine_px = pixels / min(engine_times)
-
-        # Seam error against one whole-raster prediction.
-        seam = min(args.size, args.seam_size)
-        if seam != args.size:
-            seam_raster = write_synthetic_raster(work / "seam.tif", seam)
-            seed_out = seed_predict(seed_model, seam_raster, norm)
-            engine_out, _ = engine_predict(model, seam_raster, norm, args)
-        else:
-            seam_raster = raster
-        import rasterio
-
-        with rasterio.open(seam_raster) as src:
-            image = src.read().astype(np.float32)
-        pad = stats.margin
-        whole = predict_whole_image(model, image, normalisation=norm, pad=pad)
-        engine_seam = seam_error(engine_out, whole)
-        seed_seam = seam_error(seed_out, whole)
-        whole0 = predict_whole_image(model, image, normalisation=norm, pad=0)
-        seed_seam0 = seam_error(seed_out, whole0)
-
-        child = measure_child(raster, model_path, work / "child", args)
-        figures.update(
-            {
-                "seed_px_per_s": round(seed_px, 1),
-                "engine_px_per_s": round(engine_px, 1),
-                "ratio": round(engine_px / seed_px, 3),
-                "engine_peak_rss_mb": round(child["peak_rss_mb"], 1),
-                "seam_max_abs_diff": round(engine_seam, 6),
-                "seed_seam_max_abs_diff": round(seed_seam, 6),
-                "seed_seam_max_abs_diff_zero_pad_reference": round(seed_seam0, 6),
-                "seam_size": seam,
-                "seam_reference_pad": pad,
-                "seed_seconds": [round(t, 3) for t in seed_times],
-                "engine_seconds": [round(t, 3) for t in engine_times],
-                "engine_tile": stats.tile,
-                "engine_overlap": stats.overlap,
-                "engine_batch_size": args.batch_size or default_batch_size("cpu"),
-                "engine_tiles": stats.tiles_run,
-                "engine_redundancy": round(stats.tiles_run * stats.tile**2 / pixels, 3),
-                "seed_tiles": ((args.size - SEED_TILE) // SEED_KEEP + 1) ** 2,
-                "seed_predicted_px_per_s": round(seed_predicted / min(seed_times), 1),
-                "ratio_predicted_pixels": round(engine_px / (seed_predicted / min(seed_times)), 3),
-                "seed_unpredicted_fraction": round(1 - seed_predicted / pixels, 4),
-                "engine_job_seconds": round(child["seconds"], 3),
-                "engine_job_px_per_s": round(pixels / child["seconds"], 1),
-                "engine_rss_after_imports_mb": round(child["rss_after_imports_mb"], 1),
-                "threads": torch.get_num_threads(),
-                "allocator_keeps_freed_memory": allocator,
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-                "cpu_count": os.cpu_count(),
-                "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            }
-        )
-        if args.rss_check:
-            big = write_synthetic_raster(work / "rss_check.tif", args.rss_size, seed=2)
-            started = time.perf_counter()
-            big_child = measure_child(big, model_path, work / "rss_child", args)
-            figures.update(
-                {
-                    "rss_check_size": args.rss_size,
-                    "rss_check_peak_rss_mb": round(big_child["peak_rss_mb"], 1),
-                    "rss_check_seconds": round(big_child["seconds"], 1),
-                    "rss_check_px_per_s": round(args.rss_size**2 / big_child["seconds"], 1),
-                    "rss_check_wall_seconds": round(time.perf_counter() - started, 1),
-                    "rss_check_within_2gb": big_child["peak_rss_mb"] <= 2048,
-                }
-            )
+        return child_main(args)
+    figures = run_bench(args, allocator)
     _print_table(figures)
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

@@ -16,6 +16,8 @@ SPEC_MODULES: dict[str, str] = {
     "sleep": "slidewise.contract.specs.sleep",
     "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
+    "maplandslides": "slidewise.contract.specs.maplandslides",
+    "evaluatemapping": "slidewise.contract.specs.evaluatemapping",
 }
 
 

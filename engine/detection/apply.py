@@ -403,7 +403,12 @@ def _probability_from_model(
     from slidewise.engine.imagery.bands import match_bands
     from slidewise.engine.imagery.segmodels import load_mapping_model
     from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP as MAP_OVERLAP
-    from slidewise.engine.imagery.tiling import default_tile_size, predict_raster
+    from slidewise.engine.imagery.tiling import (
+        TilingOptions,
+        default_tile_size,
+        model_multiple,
+        predict_raster,
+    )
 
     notes = []
     model, meta = load_mapping_model(str(params["MODEL"]), device=device)
@@ -412,16 +417,11 @@ def _probability_from_model(
         notes.append(band_choice.warning)
     tile = integer_param(params, "TILE_SIZE", default_tile_size(meta), 32, 16384)
     overlap = integer_param(params, "OVERLAP", MAP_OVERLAP, 0, 4096)
+    tiling = TilingOptions(
+        tile=tile, overlap=overlap, device=device, progress=progress, multiple=model_multiple(meta)
+    )
     prob = predict_raster(
-        model,
-        info.path,
-        bands=band_choice.indexes,
-        normalisation=meta.normalisation,
-        tile=tile,
-        overlap=overlap,
-        device=device,
-        progress=progress,
-        multiple=max(32, 2 ** int((meta.config or {}).get("encoder_depth", 5) or 5)),
+        model, info.path, tiling, bands=band_choice.indexes, normalisation=meta.normalisation
     )
     assert prob is not None
     threshold = float((meta.extra or {}).get("threshold", 0.5))

@@ -233,6 +233,37 @@ class PredictionStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TilingOptions:
+    """How a raster is cut into tiles and the model run over them.
+
+    Attributes:
+        tile: Tile side in pixels (rounded up to ``multiple``).
+        overlap: Overlap of neighbouring tiles in pixels (rounded up to ``multiple``).
+        batch_size: Tiles per forward pass (``None``: 1 on CPU, 8 on CUDA).
+        tta: Average the probabilities over the 8 dihedral transforms (8x slower).
+        device: Torch device (the model's when ``None``).
+        multiple: Alignment of tiles and strides (the model's output stride).
+        amp: Mixed precision (``None``: on CUDA only).
+        channels_last: Channels-last memory format (``None``: on CUDA and x86 CPUs).
+        gdal_cache_mb: GDAL block cache while predicting (``None``: leave GDAL's).
+        progress: Called with the fraction done in [0, 1].
+        stats: Filled with what the prediction did.
+    """
+
+    tile: int = DEFAULT_TILE
+    overlap: int = DEFAULT_OVERLAP
+    batch_size: int | None = None
+    tta: bool = False
+    device: str | torch.device | None = None
+    multiple: int = DEFAULT_MULTIPLE
+    amp: bool | None = None
+    channels_last: bool | None = None
+    gdal_cache_mb: int | None = GDAL_CACHE_MB
+    progress: ProgressFn | None = None
+    stats: PredictionStats | None = None
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -468,22 +499,12 @@ def _open_source(
 def iter_predictions(
     model: nn.Module,
     src: Any,
+    options: TilingOptions | None = None,
     *,
     bands: Sequence[int] | None = None,
     normalisation: dict[str, Any] | None = None,
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-    batch_size: int | None = None,
-    tta: bool = False,
-    device: str | torch.device | None = None,
-    progress: ProgressFn | None = None,
     output_mask: OutputMaskFn | None = None,
     nodata: float | None = None,
-    multiple: int = DEFAULT_MULTIPLE,
-    amp: bool | None = None,
-    channels_last: bool | None = None,
-    stats: PredictionStats | None = None,
-    gdal_cache_mb: int | None = GDAL_CACHE_MB,
 ) -> Iterator[tuple[Window, np.ndarray]]:
     """Predict landslide probabilities strip by strip (see :func:`predict_raster`).
 
@@ -494,28 +515,43 @@ def iter_predictions(
     """
     import rasterio
 
+    opts = options or TilingOptions()
     started = time.perf_counter()
-    stats = stats if stats is not None else PredictionStats()
-    env = rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)) if gdal_cache_mb else nullcontext()
+    stats = opts.stats if opts.stats is not None else PredictionStats()
+    cache = opts.gdal_cache_mb
+    env = rasterio.Env(GDAL_CACHEMAX=int(cache)) if cache else nullcontext()
     with env:
         source, to_close = _open_source(src, bands, nodata)
         try:
-            runner = make_runner(model, normalisation, device, tta, amp, channels_last)
-            batch = batch_size or default_batch_size(runner.device)
-            layout = TileLayout.plan(
-                source.height, source.width, source.count, tile, overlap, batch, multiple
+            runner = make_runner(
+                model, normalisation, opts.device, opts.tta, opts.amp, opts.channels_last
             )
-            stats.tiles_total = layout.n_tiles
-            stats.buffer_bytes = layout.buffer_bytes()
-            stats.tile, stats.overlap = layout.rows.tile, layout.rows.overlap
-            stats.margin = layout.rows.margin
-            stats.extra["tile_cols"] = layout.cols.tile
-            yield from _predict_strips(source, layout, runner, output_mask, progress, stats)
+            batch = opts.batch_size or default_batch_size(runner.device)
+            layout = TileLayout.plan(
+                source.height,
+                source.width,
+                source.count,
+                opts.tile,
+                opts.overlap,
+                batch,
+                opts.multiple,
+            )
+            _start_stats(stats, layout)
+            yield from _predict_strips(source, layout, runner, output_mask, opts.progress, stats)
             stats.forward_passes = runner.calls
             stats.seconds = time.perf_counter() - started
         finally:
             if to_close is not None:
                 to_close.close()
+
+
+def _start_stats(stats: PredictionStats, layout: TileLayout) -> None:
+    """Record the layout in ``stats`` before the first tile runs."""
+    stats.tiles_total = layout.n_tiles
+    stats.buffer_bytes = layout.buffer_bytes()
+    stats.tile, stats.overlap = layout.rows.tile, layout.rows.overlap
+    stats.margin = layout.rows.margin
+    stats.extra["tile_cols"] = layout.cols.tile
 
 
 def _predict_strips(
@@ -602,47 +638,28 @@ def _run_batch(
 def predict_raster(
     model: nn.Module,
     src: Any,
+    options: TilingOptions | None = None,
     *,
     bands: Sequence[int] | None = None,
     normalisation: dict[str, Any] | None = None,
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-    batch_size: int | None = None,
-    tta: bool = False,
-    device: str | torch.device | None = None,
-    progress: ProgressFn | None = None,
     output_mask: OutputMaskFn | None = None,
     sink: Callable[[Window, np.ndarray], None] | None = None,
     nodata: float | None = None,
-    multiple: int = DEFAULT_MULTIPLE,
-    amp: bool | None = None,
-    channels_last: bool | None = None,
-    stats: PredictionStats | None = None,
-    gdal_cache_mb: int | None = GDAL_CACHE_MB,
 ) -> np.ndarray | None:
     """Predict landslide probabilities over a whole raster, tile by tile.
 
     Args:
         model: Segmentation model returning one logit per pixel (B, 1, H, W).
         src: Raster path, open rasterio dataset, or array (bands, rows, cols).
+        options: Tiles, batches, device, progress and statistics
+            (:class:`TilingOptions`; its defaults when ``None``).
         bands: 1-based band indexes feeding the model, in model order (all when ``None``).
         normalisation: Per-band ``mean`` / ``std`` (model metadata); none when empty.
-        tile: Tile side in pixels (rounded up to ``multiple``).
-        overlap: Overlap of neighbouring tiles in pixels (rounded up to ``multiple``).
-        batch_size: Tiles per forward pass (default: 1 on CPU, 8 on CUDA).
-        tta: Average the probabilities over the 8 dihedral transforms (8x slower).
-        device: Torch device (the model's when ``None``).
-        progress: Called with the fraction done in [0, 1].
         output_mask: ``f(window) -> bool array``: pixels to predict (e.g. an AOI);
             others come out NaN and tiles without such pixels are skipped.
         sink: Called with each strip ``(window, probability)``; when ``None`` the
             whole probability array is returned (small rasters only).
         nodata: Nodata value of an array ``src`` (rasters use their own).
-        multiple: Alignment of tiles and strides (the model's output stride).
-        amp: Mixed precision (default: on CUDA only).
-        channels_last: Channels-last memory format (default: on CUDA and x86 CPUs).
-        stats: Filled with what the prediction did.
-        gdal_cache_mb: GDAL block cache while predicting (``None``: leave GDAL's).
 
     Returns:
         The (rows, cols) float32 probabilities with NaN where invalid, or ``None``
@@ -652,21 +669,11 @@ def predict_raster(
     for window, prob in iter_predictions(
         model,
         src,
+        options,
         bands=bands,
         normalisation=normalisation,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        tta=tta,
-        device=device,
-        progress=progress,
         output_mask=output_mask,
         nodata=nodata,
-        multiple=multiple,
-        amp=amp,
-        channels_last=channels_last,
-        stats=stats,
-        gdal_cache_mb=gdal_cache_mb,
     ):
         if sink is not None:
             sink(window, prob)
@@ -723,8 +730,6 @@ def default_tile_size(meta: Any) -> int:
     and larger tiles repeat less work; architectures with global pooling or
     attention are run on the tile size they were trained on.
     """
-    from slidewise.engine.imagery.tiling import DEFAULT_TILE
-
     trained = int(meta.tile_size or 0)
     config = meta.config or {}
     arch = str(config.get("architecture", meta.architecture)).lower()
@@ -733,3 +738,9 @@ def default_tile_size(meta: Any) -> int:
     if trained <= 0:
         return DEFAULT_TILE
     return max(trained, DEFAULT_TILE) if convolutional else trained
+
+
+def model_multiple(meta: Any) -> int:
+    """Tile alignment of a mapping model: its output stride ``2 ** encoder_depth``, at least 32."""
+    depth = int((meta.config or {}).get("encoder_depth", 5) or 5)
+    return max(DEFAULT_MULTIPLE, 2**depth)

@@ -9,63 +9,153 @@ joins objects cut by strip borders). Every output is written atomically.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from slidewise.contract.specs.maplandslides import OUTPUT_NAMES
+from slidewise.contract.specs.maplandslides import SPEC as MAP_SPEC
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.job import JobContext, JobResult, check_known, require
-from slidewise.engine.core.modelfile import read_metadata
+from slidewise.engine.core.job import JobContext, JobResult
+from slidewise.engine.core.modelfile import ModelMetadata, read_metadata
 from slidewise.engine.core.outputs import check_writable
-from slidewise.engine.core.params import integer_param, is_set, number_param, to_bool
+from slidewise.engine.core.params import JobParams
 from slidewise.engine.geo.raster import RasterInfo, create_raster, open_raster, output_profile
 from slidewise.engine.imagery.bands import match_bands
-from slidewise.engine.imagery.tiling import default_tile_size
+from slidewise.engine.imagery.tiling import (
+    PredictionStats,
+    TilingOptions,
+    default_batch_size,
+    default_tile_size,
+    model_multiple,
+)
 
-PARAMS = {
-    "INPUT",
-    "MODEL",
-    "OUTPUT_PROBABILITY",
-    "OUTPUT_MASK",
-    "OUTPUT_POLYGONS",
-    "THRESHOLD",
-    "MIN_AREA",
-    "AOI",
-    "TILE_SIZE",
-    "OVERLAP",
-    "BATCH_SIZE",
-    "TTA",
-    "BANDS",
-    "REGION",
-    "REGION_POLYGONS",
-    "REGION_FIELD",
-}
 MASK_NODATA = 255
 """Nodata value of the mask output (0 = not landslide, 1 = landslide)."""
 WRITE_ROWS = 256
 """Rows per write: outputs are written in whole rows of their 256 x 256 blocks."""
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".asc", ".nc", ".png", ".jpg")
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".kml", ".gml", ".sqlite", ".csv")
-MAX_TILE = 8192
-"""Largest TILE_SIZE accepted (a 14-band U-Net tile of this side needs tens of GB)."""
-MAX_BATCH = 1024
-"""Largest BATCH_SIZE accepted."""
+POLYGON_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json")
+"""Suffixes of the polygon output the job writes."""
 
 
-# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class MapParams(JobParams):
+    """Parameters of the ``maplandslides`` job (declared in ``contract/specs/maplandslides.py``).
+
+    Attributes:
+        input: Image to map, with the model's bands (any size; read window by window).
+        model: Mapping model (``.safetensors``) from ``trainmapping`` or ``addregion``.
+        aoi: Area of interest: a polygon layer, or a mask raster (non-zero = inside;
+            aligned with nearest neighbour). Outside it every output is nodata.
+        threshold: Probability at or above which a pixel is a landslide (mask and
+            polygons); ``None``: the threshold stored in the model (tuned on its
+            validation split; per region for multi-region models), else 0.5.
+        region: Multi-region models: the region whose decoder maps the raster, or
+            the pixels outside ``region_polygons``. May be empty for a one-region
+            model, or when ``region_polygons`` covers what should be mapped.
+        region_polygons: Multi-region models: polygons with a region attribute;
+            each pixel inside is mapped by its polygon's region decoder (overlaps:
+            the first region in the model's order wins). Pixels outside every
+            polygon use ``region``, or are nodata when ``region`` is empty.
+        region_field: The attribute of ``region_polygons`` holding region names.
+        min_area: Polygons smaller than this area (square metres, the ``area_m2``
+            field) are dropped. The mask keeps every pixel.
+        bands: Raster bands that feed the model, in the model's order: 1-based
+            numbers or band descriptions separated by commas (e.g. ``4,3,2,8``).
+            Empty: the raster's bands as they are, checked against the model's.
+        tile_size: Largest tile side in pixels (rounded up to the model's alignment;
+            tiles are spread evenly, so they may come out a little smaller);
+            ``None``: the model's training tile, at least 576 for fully
+            convolutional models; 576 when unknown.
+        overlap: Overlap of neighbouring tiles in pixels (rounded up like the tile);
+            tiles are blended over it.
+        batch_size: Tiles per forward pass; ``None``: 1 on CPU, 8 on GPU.
+        tta: Test-time augmentation: average over the 8 flips and rotations (8x slower).
+        output_probability: Float32 GeoTIFF of the landslide probability (0..1; NaN = nodata).
+        output_mask: Uint8 GeoTIFF: 1 = landslide, 0 = not landslide, 255 = nodata.
+        output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with fields ``id``,
+            ``area_m2``, ``pixels``, ``mean_probability``, ``max_probability``.
+            At least one of the three outputs is required.
+    """
+
+    SPEC = MAP_SPEC
+
+    input: str = ""
+    model: str = ""
+    aoi: str | None = None
+    threshold: float | None = None
+    region: str | None = None
+    region_polygons: str | None = None
+    region_field: str = "region"
+    min_area: float = 0.0
+    bands: str | None = None
+    tile_size: int | None = None
+    overlap: int = 64
+    batch_size: int | None = None
+    tta: bool = False
+    output_probability: str | None = None
+    output_mask: str | None = None
+    output_polygons: str | None = None
+
+    def outputs(self) -> dict[str, str]:
+        """Output name -> path, ``""`` for an output not chosen."""
+        return {name: str(getattr(self, name.lower()) or "") for name in OUTPUT_NAMES}
 
 
-def _alignment(meta: Any) -> int:
-    depth = int((meta.config or {}).get("encoder_depth", 5) or 5)
-    return max(32, 2**depth)
+@dataclass
+class LoadedModel:
+    """A mapping model ready to run, and what the job needs to know about it.
+
+    Attributes:
+        meta: The model file's metadata.
+        net: The single-decoder model (``None`` for a multi-region model).
+        multi: The multi-region model (``None`` for a single-decoder model).
+        bands: Band names the model expects, in order.
+        trained_indexes: 1-based raster bands the model was trained on, if stored.
+        thresholds: Stored thresholds: region -> threshold (key ``""`` for a
+            single-decoder model; empty when none is stored).
+        default_tile: Tile side when TILE_SIZE is unset.
+        multiple: Tile alignment (the model's output stride).
+        described: The model in words, for the log.
+    """
+
+    meta: ModelMetadata
+    net: Any = None
+    multi: Any = None
+    bands: list[str] = field(default_factory=list)
+    trained_indexes: Any = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    default_tile: int = 576
+    multiple: int = 32
+    described: str = ""
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    """How the raster is mapped.
+
+    Attributes:
+        bands: 1-based raster bands feeding the model.
+        threshold: The threshold reported (the chosen region's for multi-region models).
+        lookup: Threshold per region index (multi-region), or the threshold everywhere.
+        tiling: Tiles, batches, device and progress.
+    """
+
+    bands: list[int]
+    threshold: float
+    lookup: np.ndarray
+    tiling: TilingOptions
 
 
 # --------------------------------------------------------------------------- AOI
@@ -214,78 +304,45 @@ def rechunk(
 def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """Map landslides on a raster with a trained mapping model.
 
-    Parameters:
-        INPUT (str, raster path): Image to map, with the model's bands
-            (any size; read window by window).
-        MODEL (str, .safetensors path): Mapping model written by the
-            ``trainmapping`` job.
-        OUTPUT_PROBABILITY (str, optional .tif path, default ""): Float32
-            GeoTIFF of the landslide probability (0..1; NaN = nodata).
-        OUTPUT_MASK (str, optional .tif path, default ""): Uint8 GeoTIFF:
-            1 = landslide (probability >= THRESHOLD), 0 = not landslide,
-            255 = nodata.
-        OUTPUT_POLYGONS (str, optional vector path, default ""): Landslide
-            polygons (.gpkg recommended, .shp, .geojson) with fields ``id``,
-            ``area_m2``, ``pixels``, ``mean_probability``, ``max_probability``.
-            At least one of the three outputs is required.
-        THRESHOLD (float, default: the threshold stored in the model by
-            ``trainmapping`` (tuned on its validation split), else 0.5):
-            Probability at or above which a pixel is a landslide (mask and
-            polygons).
-        MIN_AREA (float, default 0): Polygons smaller than this area (square
-            metres, the ``area_m2`` field; for a projected CRS in metres this is
-            map units²) are dropped. The mask keeps every pixel.
-        AOI (str, optional, default ""): Area of interest: a polygon layer, or
-            a mask raster (non-zero = inside; aligned with nearest neighbour).
-            Outside it every output is nodata.
-        TILE_SIZE (int, default: the model's training tile, at least 576 for
-            fully convolutional models; 576 when unknown): Largest tile side in
-            pixels (rounded up to a multiple of 32; tiles are spread evenly, so
-            they may come out a little smaller).
-        OVERLAP (int, default 64): Overlap of neighbouring tiles in pixels
-            (rounded up to a multiple of 32); tiles are blended over it.
-        BATCH_SIZE (int, default: 1 on CPU, 8 on GPU): Tiles per forward pass.
-        TTA (bool, default false): Test-time augmentation: average over the 8
-            flips and rotations (8x slower).
-        BANDS (str, optional, default ""): Raster bands that feed the model, in
-            the model's order: 1-based numbers or band descriptions separated by
-            commas (e.g. ``4,3,2,8``). Empty: the raster's bands as they are,
-            checked against the model's band names.
-        REGION (str, optional, default ""): Multi-region models (``addregion``):
-            the region whose decoder maps the raster, or the pixels outside
-            REGION_POLYGONS. May be empty for a one-region model, or when
-            REGION_POLYGONS covers what should be mapped.
-        REGION_POLYGONS (str, optional vector path, default ""): Multi-region
-            models: polygons with a region attribute; each pixel inside is
-            mapped by its polygon's region decoder (overlaps: the first region
-            in the model's order wins). Pixels outside every polygon use REGION,
-            or are nodata when REGION is empty.
-        REGION_FIELD (str, default "region"): The attribute of REGION_POLYGONS
-            holding region names.
-
-    With a multi-region model and no THRESHOLD, each pixel is thresholded at
-    the stored threshold of the region that predicted it.
+    The parameters are those of :class:`MapParams`. With a multi-region model and
+    no THRESHOLD, each pixel is thresholded at the stored threshold of the region
+    that predicted it.
     """
     from slidewise.engine.core.runtime import apply, select_device
-    from slidewise.engine.imagery.segmodels import load_mapping_model
-    from slidewise.engine.imagery.tiling import (
-        DEFAULT_OVERLAP,
-        PredictionStats,
-        default_batch_size,
-        iter_predictions,
+
+    options = MapParams.from_params(params)
+    info = checked_inputs(options)
+    apply(ctx.options)
+    device = select_device(ctx.options.device)
+    loaded = load_model(options, device)
+    plan = plan_mapping(options, info, loaded, device, ctx)
+    started = time.perf_counter()
+    figures, stats = map_raster(options, info, loaded, plan, ctx)
+    seconds = time.perf_counter() - started
+    figures.update(run_figures(info, plan, stats, seconds))
+    report_mapping(figures, seconds, ctx)
+    extra = [p for p in (options.aoi, options.region_polygons) if p]
+    return JobResult(
+        outputs={k: v for k, v in options.outputs().items() if v},
+        figures=figures,
+        inputs=[info.path, options.model, *extra],
+        device=device.type,
     )
 
-    check_known(params, PARAMS)
-    require(params, "INPUT", "MODEL")
-    outputs = {
-        key: str(params.get(key) or "").strip()
-        for key in ("OUTPUT_PROBABILITY", "OUTPUT_MASK", "OUTPUT_POLYGONS")
-    }
+
+def checked_inputs(options: MapParams) -> RasterInfo:
+    """Open the input raster and check the outputs can be written.
+
+    Raises:
+        InputError: no output chosen, two outputs on one path, an output on the
+            input, an output that cannot be written, or an unknown polygon format.
+    """
+    outputs = options.outputs()
     if not any(outputs.values()):
         raise InputError(
             "No output was chosen: set OUTPUT_PROBABILITY, OUTPUT_MASK or OUTPUT_POLYGONS."
         )
-    info = open_raster(str(params["INPUT"]), what="input raster")
+    info = open_raster(options.input, what="input raster")
     chosen = [v for v in outputs.values() if v]
     resolved = [str(Path(v).resolve()) for v in chosen]
     if len(set(resolved)) != len(resolved):
@@ -294,191 +351,265 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
         raise InputError("An output path is the input raster: choose another output file.")
     for path in chosen:
         check_writable(path)
-    if outputs["OUTPUT_POLYGONS"] and Path(outputs["OUTPUT_POLYGONS"]).suffix.lower() not in (
-        ".gpkg",
-        ".shp",
-        ".geojson",
-        ".json",
-    ):
+    polygons = outputs["OUTPUT_POLYGONS"]
+    if polygons and Path(polygons).suffix.lower() not in POLYGON_SUFFIXES:
         raise InputError(
-            f"Unsupported polygon output '{Path(outputs['OUTPUT_POLYGONS']).name}': "
-            "use .gpkg, .shp or .geojson."
+            f"Unsupported polygon output '{Path(polygons).name}': use .gpkg, .shp or .geojson."
         )
-    threshold_given = is_set(params, "THRESHOLD")
-    threshold = number_param(params, "THRESHOLD", 0.5, 0.0, 1.0)
-    min_area = number_param(params, "MIN_AREA", 0.0, 0.0, math.inf)
-    overlap = integer_param(params, "OVERLAP", DEFAULT_OVERLAP, 0, MAX_TILE // 2)
-    batch_size = (
-        integer_param(params, "BATCH_SIZE", 1, 1, MAX_BATCH)
-        if is_set(params, "BATCH_SIZE")
-        else None
+    return info
+
+
+def load_model(options: MapParams, device: torch.device) -> LoadedModel:
+    """Load a single-decoder or a multi-region mapping model.
+
+    Raises:
+        InputError: REGION or REGION_POLYGONS with a single-decoder model, or a
+            multi-region model without a way to choose its decoders.
+        ModelFileError: the file is not a mapping model.
+    """
+    if read_metadata(options.model).task == "multiregion":
+        return _load_multiregion(options, device)
+    if options.region or options.region_polygons:
+        raise InputError(
+            f"REGION and REGION_POLYGONS choose decoders of a multi-region model, but "
+            f"'{Path(options.model).name}' has a single decoder: leave them empty, or use a "
+            "model from the addregion algorithm."
+        )
+    from slidewise.engine.imagery.segmodels import load_mapping_model
+
+    net, meta = load_mapping_model(options.model, device=device)
+    in_channels = int((meta.config or {}).get("in_channels", len(meta.bands)) or 0)
+    stored = (meta.extra or {}).get("threshold")
+    valid = isinstance(stored, (int, float)) and 0 <= stored <= 1
+    return LoadedModel(
+        meta=meta,
+        net=net,
+        bands=list(meta.bands) or [f"band_{i + 1}" for i in range(in_channels)],
+        trained_indexes=meta.extra.get("band_indices"),
+        thresholds={"": float(stored)} if valid else {},
+        default_tile=default_tile_size(meta),
+        multiple=model_multiple(meta),
+        described=str(meta.architecture),
     )
-    tta = to_bool(params.get("TTA", False), "TTA")
 
-    apply(ctx.options)
-    device = select_device(ctx.options.device)
-    model_path = str(params["MODEL"])
-    region = str(params.get("REGION") or "").strip()
-    region_layer = str(params.get("REGION_POLYGONS") or "").strip()
-    region_field = str(params.get("REGION_FIELD") or "").strip() or "region"
-    multi: Any = None
-    if read_metadata(model_path).task == "multiregion":
-        from slidewise.engine.imagery.regions import load_multiregion
 
-        multi, meta = load_multiregion(model_path, device=device)
-        if region:
-            multi.require(region)
-        elif not region_layer and len(multi.regions) != 1:
-            raise InputError(
-                f"The model has regions {', '.join(multi.regions)}: choose the REGION whose "
-                "decoder maps this raster, or give REGION_POLYGONS with a region attribute."
-            )
-        records = {r: multi.record(r) for r in multi.regions}
-        reference = records[region or multi.regions[0]]
-        model_bands = list(reference.get("bands") or meta.bands)
-        trained_indexes = reference.get("band_indices")
-        stored_thresholds = {r: float(rec.get("threshold", 0.5)) for r, rec in records.items()}
-        trained_tile = max(int(rec.get("tile_size") or 0) for rec in records.values())
-        default_tile = default_tile_size(dc_replace(meta, tile_size=trained_tile))
-        multiple = int(multi.output_stride)
-        described = f"{meta.architecture} with region decoders {', '.join(multi.regions)}"
-    else:
-        if region or region_layer:
-            raise InputError(
-                f"REGION and REGION_POLYGONS choose decoders of a multi-region model, but "
-                f"'{Path(model_path).name}' has a single decoder: leave them empty, or use a "
-                "model from the addregion algorithm."
-            )
-        model, meta = load_mapping_model(model_path, device=device)
-        in_channels = int((meta.config or {}).get("in_channels", len(meta.bands)) or 0)
-        model_bands = list(meta.bands) or [f"band_{i + 1}" for i in range(in_channels)]
-        trained_indexes = meta.extra.get("band_indices")
-        stored = (meta.extra or {}).get("threshold")
-        stored_thresholds = {}
-        if isinstance(stored, (int, float)) and 0 <= stored <= 1:
-            stored_thresholds[""] = float(stored)
-        default_tile = default_tile_size(meta)
-        multiple = _alignment(meta)
-        described = str(meta.architecture)
-    choice = match_bands(info, model_bands, params.get("BANDS"), trained_indexes)
+def _load_multiregion(options: MapParams, device: torch.device) -> LoadedModel:
+    from slidewise.engine.imagery.regions import load_multiregion
+
+    multi, meta = load_multiregion(options.model, device=device)
+    if options.region:
+        multi.require(options.region)
+    elif not options.region_polygons and len(multi.regions) != 1:
+        raise InputError(
+            f"The model has regions {', '.join(multi.regions)}: choose the REGION whose "
+            "decoder maps this raster, or give REGION_POLYGONS with a region attribute."
+        )
+    records = {r: multi.record(r) for r in multi.regions}
+    reference = records[options.region or multi.regions[0]]
+    trained_tile = max(int(rec.get("tile_size") or 0) for rec in records.values())
+    return LoadedModel(
+        meta=meta,
+        multi=multi,
+        bands=list(reference.get("bands") or meta.bands),
+        trained_indexes=reference.get("band_indices"),
+        thresholds={r: float(rec.get("threshold", 0.5)) for r, rec in records.items()},
+        default_tile=default_tile_size(dc_replace(meta, tile_size=trained_tile)),
+        multiple=int(multi.output_stride),
+        described=f"{meta.architecture} with region decoders {', '.join(multi.regions)}",
+    )
+
+
+def plan_mapping(
+    options: MapParams,
+    info: RasterInfo,
+    loaded: LoadedModel,
+    device: torch.device,
+    ctx: JobContext,
+) -> MapPlan:
+    """Bands, thresholds and tiles of the run; logs them.
+
+    Raises:
+        InputError: bands that do not match the model, or an overlap that is not
+            smaller than the tile once both are rounded up to the model's alignment.
+    """
+    choice = match_bands(info, loaded.bands, options.bands, loaded.trained_indexes)
     if choice.warning:
         ctx.warn(choice.warning)
-    # Thresholds per region index (multi-region) or one for all.
+    threshold, lookup = _thresholds(options, loaded, ctx)
+    tiling = _tiling(options, loaded, device, ctx)
+    ctx.log(
+        f"Mapping {info.width} x {info.height} px with {loaded.described} on {device}: "
+        f"bands {choice.indexes}, tile {tiling.tile}, overlap {tiling.overlap}, batch "
+        f"{tiling.batch_size}, TTA {'on' if tiling.tta else 'off'}."
+    )
+    return MapPlan(choice.indexes, threshold, lookup, tiling)
+
+
+def _thresholds(
+    options: MapParams, loaded: LoadedModel, ctx: JobContext
+) -> tuple[float, np.ndarray]:
+    """The threshold reported and the threshold per region index (256 entries)."""
+    threshold = 0.5 if options.threshold is None else options.threshold
     lookup = np.full(256, threshold, dtype=np.float64)
-    if not threshold_given and stored_thresholds:
-        if multi is None:
-            threshold = stored_thresholds[""]
-            lookup[:] = threshold
-            ctx.log(
-                f"THRESHOLD {threshold:g}: the threshold stored in the model (tuned in training)."
-            )
-        else:
-            for k, r in enumerate(multi.regions):
-                lookup[k] = stored_thresholds[r]
-            threshold = stored_thresholds[region or multi.regions[0]]
-            ctx.log(
-                "THRESHOLD: each region's stored threshold ("
-                + ", ".join(f"{r} {t:g}" for r, t in stored_thresholds.items())
-                + ")."
-            )
-    tile = integer_param(params, "TILE_SIZE", default_tile, 32, MAX_TILE)
+    stored = loaded.thresholds
+    if options.threshold is not None or not stored:
+        return threshold, lookup
+    if loaded.multi is None:
+        threshold = stored[""]
+        lookup[:] = threshold
+        ctx.log(f"THRESHOLD {threshold:g}: the threshold stored in the model (tuned in training).")
+        return threshold, lookup
+    regions = loaded.multi.regions
+    for k, r in enumerate(regions):
+        lookup[k] = stored[r]
+    ctx.log(
+        "THRESHOLD: each region's stored threshold ("
+        + ", ".join(f"{r} {t:g}" for r, t in stored.items())
+        + ")."
+    )
+    return stored[options.region or regions[0]], lookup
+
+
+def _tiling(
+    options: MapParams, loaded: LoadedModel, device: torch.device, ctx: JobContext
+) -> TilingOptions:
+    multiple = loaded.multiple
+    tile = options.tile_size if options.tile_size is not None else loaded.default_tile
     tile = -(-tile // multiple) * multiple
-    overlap = -(-overlap // multiple) * multiple
+    overlap = -(-options.overlap // multiple) * multiple
     if overlap >= tile:
         raise InputError(
             f"OVERLAP ({overlap} after rounding up to a multiple of {multiple}) must be "
             f"smaller than TILE_SIZE ({tile}): use a smaller overlap or a larger tile."
         )
-    batch = batch_size or default_batch_size(device)
-    ctx.log(
-        f"Mapping {info.width} x {info.height} px with {described} on {device}: "
-        f"bands {choice.indexes}, tile {tile}, overlap {overlap}, batch {batch}, "
-        f"TTA {'on' if tta else 'off'}."
+    return TilingOptions(
+        tile=tile,
+        overlap=overlap,
+        batch_size=options.batch_size or default_batch_size(device),
+        tta=options.tta,
+        device=device,
+        multiple=multiple,
+        progress=ctx.stage(0, 95),
     )
 
+
+def map_raster(
+    options: MapParams, info: RasterInfo, loaded: LoadedModel, plan: MapPlan, ctx: JobContext
+) -> tuple[dict[str, Any], PredictionStats]:
+    """Predict the raster strip by strip into the outputs; the figures and tile statistics."""
     if info.crs is None:
         ctx.warn(
             "The input raster has no coordinate reference system: areas (area_m2, MIN_AREA) "
             "are in squared units of its pixel grid, not square metres."
         )
-    started = time.perf_counter()
-    stats = PredictionStats()
-    region_stats: dict[str, Any] = {}
-    figures: dict[str, Any] = {}
     with ExitStack() as stack:
-        output_mask = None
-        if str(params.get("AOI") or "").strip():
-            output_mask = aoi_mask(str(params["AOI"]).strip(), info, stack)
+        output_mask = aoi_mask(options.aoi, info, stack) if options.aoi else None
         reader = stack.enter_context(_open_reader(info.path))
-        options: dict[str, Any] = {
-            "bands": choice.indexes,
-            "tile": tile,
-            "overlap": overlap,
-            "batch_size": batch,
-            "tta": tta,
-            "device": device,
-            "progress": ctx.stage(0, 95),
-            "output_mask": output_mask,
-        }
-        if multi is None:
-            strips = iter_predictions(
-                model,
-                reader,
-                normalisation=meta.normalisation,
-                multiple=multiple,
-                stats=stats,
-                **options,
-            )
-            sinks = _open_outputs(outputs, info, min_area, threshold, stack)
+        if loaded.multi is None:
+            stats = PredictionStats()
+            strips = _single_strips(loaded, reader, plan, output_mask, stats)
+            sinks = _open_outputs(options, info, plan.threshold, stack)
             for window, prob in rechunk(strips):
                 sinks.add(window, prob)
-        else:
-            from slidewise.engine.imagery.regions import iter_region_predictions
+            return sinks.finish(ctx), stats
+        region_stats: dict[str, Any] = {}
+        strips = _region_strips(options, loaded, reader, plan, output_mask, region_stats)
+        sinks = _open_outputs(options, info, plan.threshold, stack)
+        for window, both in rechunk(strips):
+            sinks.add(window, both[..., 0], both[..., 1])
+        figures = sinks.finish(ctx)
+    region_figures, stats = _region_figures(loaded, plan, region_stats)
+    return figures | region_figures, stats
 
-            region_strips = iter_region_predictions(
-                multi,
-                reader,
-                region or None,
-                region_layer or None,
-                region_field,
-                stats=region_stats,
-                **options,
-            )
-            sinks = _open_outputs(outputs, info, min_area, threshold, stack)
-            # Probability and per-pixel threshold travel together through rechunk.
-            pairs = (
-                (window, np.stack([prob, lookup[index]], axis=-1))
-                for window, prob, index in region_strips
-            )
-            for window, both in rechunk(pairs):
-                sinks.add(window, both[..., 0], both[..., 1])
-        figures.update(sinks.finish(ctx))
-    if multi is not None:
-        used = list(region_stats.get("regions", []))
-        figures["regions"] = ", ".join(used)
-        figures["region_thresholds"] = {r: float(lookup[multi.regions.index(r)]) for r in used}
-        stats = region_stats[used[0]]
-        stats.tiles_total = sum(region_stats[r].tiles_total for r in used)
-        stats.tiles_skipped = sum(region_stats[r].tiles_skipped for r in used)
-    seconds = time.perf_counter() - started
-    figures.update(
-        {
-            "width": info.width,
-            "height": info.height,
-            "threshold": threshold,
-            "tile_size": tile,
-            "tile_shape": [stats.tile, int(stats.extra.get("tile_cols", stats.tile))],
-            "overlap": stats.overlap,
-            "batch_size": batch,
-            "tta": tta,
-            "bands": choice.indexes,
-            "tiles": stats.tiles_total,
-            "tiles_skipped": stats.tiles_skipped,
-            "seconds": round(seconds, 3),
-            "pixels_per_second": round(info.width * info.height / max(seconds, 1e-9), 1),
-            "device": str(device),
-        }
+
+def _single_strips(
+    loaded: LoadedModel,
+    reader: Any,
+    plan: MapPlan,
+    output_mask: Callable[[Window], np.ndarray] | None,
+    stats: PredictionStats,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    from slidewise.engine.imagery.tiling import iter_predictions
+
+    return iter_predictions(
+        loaded.net,
+        reader,
+        dc_replace(plan.tiling, stats=stats),
+        bands=plan.bands,
+        normalisation=loaded.meta.normalisation,
+        output_mask=output_mask,
     )
+
+
+def _region_strips(
+    options: MapParams,
+    loaded: LoadedModel,
+    reader: Any,
+    plan: MapPlan,
+    output_mask: Callable[[Window], np.ndarray] | None,
+    stats: dict[str, Any],
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Strips of ``(probability, threshold)`` pairs (last axis), each pixel by its region."""
+    from slidewise.engine.mapping.regionmaps import RegionChoice, iter_region_predictions
+
+    choice = RegionChoice(options.region, options.region_polygons, options.region_field)
+    region_strips = iter_region_predictions(
+        loaded.multi,
+        reader,
+        choice,
+        plan.tiling,
+        bands=plan.bands,
+        output_mask=output_mask,
+        stats=stats,
+    )
+    # Probability and per-pixel threshold travel together through rechunk.
+    return (
+        (window, np.stack([prob, plan.lookup[index]], axis=-1))
+        for window, prob, index in region_strips
+    )
+
+
+def _region_figures(
+    loaded: LoadedModel, plan: MapPlan, region_stats: dict[str, Any]
+) -> tuple[dict[str, Any], PredictionStats]:
+    """Regions used and their thresholds, and the tile statistics of all regions together."""
+    used = list(region_stats.get("regions", []))
+    stats = region_stats[used[0]]
+    stats.tiles_total = sum(region_stats[r].tiles_total for r in used)
+    stats.tiles_skipped = sum(region_stats[r].tiles_skipped for r in used)
+    regions = loaded.multi.regions
+    figures = {
+        "regions": ", ".join(used),
+        "region_thresholds": {r: float(plan.lookup[regions.index(r)]) for r in used},
+    }
+    return figures, stats
+
+
+def run_figures(
+    info: RasterInfo, plan: MapPlan, stats: PredictionStats, seconds: float
+) -> dict[str, Any]:
+    """Figures of the run: size, settings, tiles and speed."""
+    tiling = plan.tiling
+    return {
+        "width": info.width,
+        "height": info.height,
+        "threshold": plan.threshold,
+        "tile_size": tiling.tile,
+        "tile_shape": [stats.tile, int(stats.extra.get("tile_cols", stats.tile))],
+        "overlap": stats.overlap,
+        "batch_size": tiling.batch_size,
+        "tta": tiling.tta,
+        "bands": plan.bands,
+        "tiles": stats.tiles_total,
+        "tiles_skipped": stats.tiles_skipped,
+        "seconds": round(seconds, 3),
+        "pixels_per_second": round(info.width * info.height / max(seconds, 1e-9), 1),
+        "device": str(tiling.device),
+    }
+
+
+def report_mapping(figures: dict[str, Any], seconds: float, ctx: JobContext) -> None:
+    """Log what was mapped; warn when nothing was."""
     ctx.log(
         f"Mapped in {seconds:.1f} s ({figures['pixels_per_second']:.0f} px/s): "
         f"{figures['landslide_pixels']} landslide pixels"
@@ -486,15 +617,6 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     )
     if figures["valid_pixels"] == 0:
         ctx.warn("No pixel was mapped: the input is nodata everywhere (or outside the AOI).")
-    written = {k: v for k, v in outputs.items() if v}
-    return JobResult(
-        outputs=written,
-        figures=figures,
-        inputs=[info.path, model_path]
-        + ([str(params["AOI"])] if str(params.get("AOI") or "").strip() else [])
-        + ([region_layer] if region_layer else []),
-        device=device.type,
-    )
 
 
 def _open_reader(path: str) -> Any:
@@ -563,14 +685,11 @@ class _Sinks:
 
 
 def _open_outputs(
-    outputs: dict[str, str],
-    info: RasterInfo,
-    min_area: float,
-    threshold: float,
-    stack: ExitStack,
+    options: MapParams, info: RasterInfo, threshold: float, stack: ExitStack
 ) -> _Sinks:
     from slidewise.engine.geo.polygons import PolygonCollector
 
+    outputs = options.outputs()
     sinks = _Sinks(info, threshold)
     if outputs["OUTPUT_PROBABILITY"]:
         profile = output_profile(info, 1, "float32")
@@ -583,6 +702,6 @@ def _open_outputs(
             create_raster(outputs["OUTPUT_MASK"], profile, ["landslide"])
         )
     if outputs["OUTPUT_POLYGONS"]:
-        sinks.polygons = PolygonCollector(info.width, info.transform, info.crs, min_area)
+        sinks.polygons = PolygonCollector(info.width, info.transform, info.crs, options.min_area)
         sinks.polygon_path = outputs["OUTPUT_POLYGONS"]
     return sinks

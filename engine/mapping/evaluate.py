@@ -27,32 +27,62 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
 
+from slidewise.contract.specs.evaluatemapping import SPEC as EVALUATE_SPEC
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.job import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import atomic_output, check_writable
+from slidewise.engine.core.params import JobParams
+from slidewise.engine.geo.polygons import Components, StripLabeller
 from slidewise.engine.geo.raster import RasterInfo, open_raster, read_masked
+from slidewise.engine.imagery.segmetrics import Confusion
 
-PARAMS = {
-    "INPUT",
-    "REFERENCE",
-    "OUTPUT",
-    "OUTPUT_HTML",
-    "THRESHOLD",
-    "REFERENCE_KIND",
-    "LANDSLIDE_VALUES",
-    "IGNORE_VALUES",
-}
-REFERENCE_KINDS = ("mask", "points")
 STRIP_PIXELS = 4_000_000
 """Pixels per strip read at once (full raster width)."""
+
+
+@dataclass(frozen=True)
+class EvaluateMappingParams(JobParams):
+    """Parameters of the ``evaluatemapping`` job (see ``contract/specs/evaluatemapping.py``).
+
+    Attributes:
+        input: Landslide probability raster (from ``maplandslides``) or a 0/1 mask
+            raster; nodata/NaN pixels are skipped.
+        reference: Reference labels: a label raster (any grid: warped to the
+            prediction grid with nearest neighbour) or a polygon layer of landslide
+            outlines (``mask`` only; any CRS).
+        reference_kind: ``mask`` (complete landslide mask or outlines: pixel and
+            object figures) or ``points`` (labels only in blobs around inventory
+            points: pixel figures on labelled pixels, blob hit rate and false-alarm rate).
+        threshold: Prediction values at or above it are landslide (for a 0/1 mask
+            any value in (0, 1] works).
+        landslide_values: Reference raster values meaning landslide, comma
+            separated (Chattogram labels: 2).
+        ignore_values: Reference raster values not evaluated, comma separated
+            (Chattogram labels: 0 = unlabelled). All other valid values are "not
+            landslide".
+        output: The figures as JSON.
+        output_html: The same as an HTML report (optional).
+    """
+
+    SPEC = EVALUATE_SPEC
+
+    input: str = ""
+    reference: str = ""
+    reference_kind: str = "mask"
+    threshold: float = 0.5
+    landslide_values: str = "1"
+    ignore_values: str | None = None
+    output: str = ""
+    output_html: str | None = None
 
 
 def _strip_rows(width: int) -> int:
@@ -106,11 +136,65 @@ class _Reference:
         return slide, valid & ~slide, valid
 
 
-def _values(params: dict[str, Any], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+def _values(value: str | None, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     from slidewise.engine.imagery.datasets import parse_values
 
-    parsed = parse_values(params.get(name), name)
+    parsed = parse_values(value, name)
     return default if parsed is None else parsed
+
+
+@dataclass
+class _Tally:
+    """Pixel counts and objects, added strip by strip.
+
+    Objects: the first labeller holds the reference landslides, the second the
+    predicted landslides (``mask``) or the non-landslide blobs (``points``); each
+    object's ``hit`` maximum says whether it overlaps what it must.
+    """
+
+    kind: str
+    width: int
+    confusion: Confusion = field(default_factory=Confusion)
+    first: StripLabeller = field(init=False)
+    second: StripLabeller = field(init=False)
+    firsts: list[Components] = field(default_factory=list)
+    seconds: list[Components] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.first = StripLabeller(self.width, maxima=("hit",))
+        self.second = StripLabeller(self.width, maxima=("hit",))
+
+    def add(
+        self,
+        top: int,
+        pred: np.ndarray,
+        slide: np.ndarray,
+        other: np.ndarray,
+        evaluated: np.ndarray,
+    ) -> None:
+        """Count one strip starting at row ``top``."""
+        self.confusion.update(pred, slide, evaluated)
+        pred_eval = (pred & evaluated).astype(np.float64)
+        self.firsts.append(self.first.add(top, slide & evaluated, {"hit": pred_eval}))
+        if self.kind == "points":
+            self.seconds.append(self.second.add(top, other & evaluated, {"hit": pred_eval}))
+        else:
+            hit = (slide & evaluated).astype(np.float64)
+            self.seconds.append(self.second.add(top, pred & evaluated, {"hit": hit}))
+
+    def hits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each object of the first and of the second kind was hit."""
+        firsts = [*self.firsts, self.first.finish()]
+        seconds = [*self.seconds, self.second.finish()]
+        hits_a = np.concatenate([c.maxima["hit"] for c in firsts]) > 0
+        hits_b = np.concatenate([c.maxima["hit"] for c in seconds]) > 0
+        return hits_a, hits_b
+
+    @property
+    def evaluated(self) -> int:
+        """Pixels evaluated."""
+        c = self.confusion
+        return c.tp + c.fp + c.fn + c.tn
 
 
 def evaluate_rasters(
@@ -142,65 +226,29 @@ def evaluate_rasters(
         InputError: unreadable inputs, overlapping value lists, a polygon layer
             for ``points``, or no pixel to evaluate.
     """
-    from slidewise.engine.geo.polygons import StripLabeller
-    from slidewise.engine.imagery.segmetrics import Confusion
-
-    info = open_raster(prediction, what="prediction raster")
-    if set(landslide_values) & set(ignore_values):
-        raise InputError(
-            "LANDSLIDE_VALUES and IGNORE_VALUES share "
-            f"{sorted(set(landslide_values) & set(ignore_values))}: a value is either "
-            "landslide or ignored."
-        )
-    from slidewise.engine.mapping.apply import is_raster_path
-
-    if not Path(reference).exists():
-        raise InputError(f"The reference '{reference}' does not exist: check the path.")
-    if kind == "points" and not is_raster_path(reference):
-        raise InputError(
-            "REFERENCE_KIND 'points' needs a label raster (labelled blobs around inventory "
-            "points); for landslide polygons use REFERENCE_KIND 'mask'."
-        )
-    confusion = Confusion()
-    # Objects: (pixels that form them, what they must overlap to count as hit).
-    first = StripLabeller(info.width, maxima=("hit",))
-    second = StripLabeller(info.width, maxima=("hit",))
-    firsts, seconds = [], []
-    rows = _strip_rows(info.width)
     import rasterio
 
+    info = open_raster(prediction, what="prediction raster")
+    _check_reference(reference, kind, landslide_values, ignore_values)
+    tally = _Tally(kind, info.width)
     with ExitStack() as stack:
         ref = _Reference(reference, info, landslide_values, ignore_values, stack)
         src = stack.enter_context(rasterio.open(prediction))
-        for top in range(0, info.height, rows):
-            window = Window(0, top, info.width, min(rows, info.height - top))
+        for window in _strips(info):
             data, pred_valid = read_masked(src, window=window, indexes=1)
             with np.errstate(invalid="ignore"):
                 pred = pred_valid & (data[0] >= threshold)
             slide, other, ref_valid = ref.read(window)
-            evaluated = pred_valid & ref_valid
-            confusion.update(pred, slide, evaluated)
-            pred_eval = (pred & evaluated).astype(np.float64)
-            firsts.append(first.add(top, slide & evaluated, {"hit": pred_eval}))
-            if kind == "points":
-                seconds.append(second.add(top, other & evaluated, {"hit": pred_eval}))
-            else:
-                hit = (slide & evaluated).astype(np.float64)
-                seconds.append(second.add(top, pred & evaluated, {"hit": hit}))
+            tally.add(int(window.row_off), pred, slide, other, pred_valid & ref_valid)
             if progress is not None:
-                progress((top + window.height) / info.height)
+                progress((window.row_off + window.height) / info.height)
         warped = ref.warped
-    firsts.append(first.finish())
-    seconds.append(second.finish())
-    evaluated_pixels = confusion.tp + confusion.fp + confusion.fn + confusion.tn
-    if evaluated_pixels == 0:
+    if tally.evaluated == 0:
         raise InputError(
             "No pixel could be evaluated: the prediction and the reference do not overlap, "
             "or every reference pixel is nodata or in IGNORE_VALUES. Check the inputs and "
             "LANDSLIDE_VALUES / IGNORE_VALUES."
         )
-    hits_a = np.concatenate([c.maxima["hit"] for c in firsts]) > 0
-    hits_b = np.concatenate([c.maxima["hit"] for c in seconds]) > 0
     figures: dict[str, Any] = {
         "prediction": str(prediction),
         "reference": str(reference),
@@ -209,38 +257,72 @@ def evaluate_rasters(
         "landslide_values": list(landslide_values),
         "ignore_values": list(ignore_values),
         "reference_warped": warped,
-        "evaluated_pixels": evaluated_pixels,
-        **confusion.as_dict(),
+    }
+    return figures | _pixel_figures(tally.confusion) | _object_figures(kind, *tally.hits())
+
+
+def _check_reference(
+    reference: str, kind: str, landslide_values: tuple[int, ...], ignore_values: tuple[int, ...]
+) -> None:
+    from slidewise.engine.mapping.apply import is_raster_path
+
+    shared = set(landslide_values) & set(ignore_values)
+    if shared:
+        raise InputError(
+            f"LANDSLIDE_VALUES and IGNORE_VALUES share {sorted(shared)}: a value is either "
+            "landslide or ignored."
+        )
+    if not Path(reference).exists():
+        raise InputError(f"The reference '{reference}' does not exist: check the path.")
+    if kind == "points" and not is_raster_path(reference):
+        raise InputError(
+            "REFERENCE_KIND 'points' needs a label raster (labelled blobs around inventory "
+            "points); for landslide polygons use REFERENCE_KIND 'mask'."
+        )
+
+
+def _strips(info: RasterInfo) -> Iterator[Window]:
+    """Full-width windows of :func:`_strip_rows` rows, from the top."""
+    rows = _strip_rows(info.width)
+    for top in range(0, info.height, rows):
+        yield Window(0, top, info.width, min(rows, info.height - top))
+
+
+def _pixel_figures(confusion: Confusion) -> dict[str, Any]:
+    c = confusion
+    return {
+        "evaluated_pixels": c.tp + c.fp + c.fn + c.tn,
+        **c.as_dict(),
         "confusion_matrix": {
             "labels": ["not landslide", "landslide"],
             "rows": "reference",
             "columns": "prediction",
-            "matrix": [[confusion.tn, confusion.fp], [confusion.fn, confusion.tp]],
+            "matrix": [[c.tn, c.fp], [c.fn, c.tp]],
         },
     }
+
+
+def _object_figures(kind: str, hits_a: np.ndarray, hits_b: np.ndarray) -> dict[str, Any]:
+    def rate(hits: np.ndarray) -> float | None:
+        return float(hits.mean()) if hits.size else None
+
     if kind == "points":
-        figures.update(
-            {
-                "landslide_blobs": int(hits_a.size),
-                "landslide_blobs_hit": int(hits_a.sum()),
-                "hit_rate": float(hits_a.mean()) if hits_a.size else None,
-                "non_landslide_blobs": int(hits_b.size),
-                "non_landslide_blobs_hit": int(hits_b.sum()),
-                "false_alarm_rate": float(hits_b.mean()) if hits_b.size else None,
-            }
-        )
-    else:
-        figures.update(
-            {
-                "reference_objects": int(hits_a.size),
-                "reference_objects_hit": int(hits_a.sum()),
-                "object_hit_rate": float(hits_a.mean()) if hits_a.size else None,
-                "predicted_objects": int(hits_b.size),
-                "predicted_objects_hit": int(hits_b.sum()),
-                "predicted_object_precision": float(hits_b.mean()) if hits_b.size else None,
-            }
-        )
-    return figures
+        return {
+            "landslide_blobs": int(hits_a.size),
+            "landslide_blobs_hit": int(hits_a.sum()),
+            "hit_rate": rate(hits_a),
+            "non_landslide_blobs": int(hits_b.size),
+            "non_landslide_blobs_hit": int(hits_b.sum()),
+            "false_alarm_rate": rate(hits_b),
+        }
+    return {
+        "reference_objects": int(hits_a.size),
+        "reference_objects_hit": int(hits_a.sum()),
+        "object_hit_rate": rate(hits_a),
+        "predicted_objects": int(hits_b.size),
+        "predicted_objects_hit": int(hits_b.sum()),
+        "predicted_object_precision": rate(hits_b),
+    }
 
 
 def report_html(figures: dict[str, Any]) -> str:
@@ -298,74 +380,49 @@ def report_html(figures: dict[str, Any]) -> str:
 def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """Evaluate a landslide map against a reference mask, polygons or point labels.
 
-    Parameters:
-        INPUT (str, raster path): Landslide probability raster (from
-            ``maplandslides``) or a 0/1 mask raster; nodata/NaN pixels are skipped.
-        REFERENCE (str, raster or vector path): Reference labels: a label raster
-            (any grid: warped to the prediction grid with nearest neighbour) or a
-            polygon layer of landslide outlines (``mask`` only; any CRS).
-        OUTPUT (str, .json path): The figures as JSON.
-        OUTPUT_HTML (str, optional .html path, default ""): The same as an HTML report.
-        THRESHOLD (float, default 0.5): Prediction values at or above it are
-            landslide (for a 0/1 mask any value in (0, 1] works).
-        REFERENCE_KIND (str, default "mask"): ``mask`` (complete landslide
-            mask or outlines: pixel and object figures) or ``points`` (labels
-            only in blobs around inventory points: pixel figures on labelled
-            pixels, blob hit rate and false-alarm rate).
-        LANDSLIDE_VALUES (str, default "1"): Reference raster values meaning
-            landslide, comma separated (Chattogram labels: 2).
-        IGNORE_VALUES (str, default ""): Reference raster values not evaluated,
-            comma separated (Chattogram labels: 0 = unlabelled). All other valid
-            values are "not landslide".
+    The parameters are those of :class:`EvaluateMappingParams`.
     """
-    check_known(params, PARAMS)
-    require(params, "INPUT", "REFERENCE", "OUTPUT")
-    output = str(params["OUTPUT"])
-    html_path = str(params.get("OUTPUT_HTML") or "").strip()
-    check_writable(output)
-    if html_path:
-        check_writable(html_path)
-        if Path(html_path).resolve() == Path(output).resolve():
-            raise InputError("OUTPUT and OUTPUT_HTML are the same file: give each its own path.")
-    kind = choice(params, "REFERENCE_KIND", REFERENCE_KINDS, "mask")
-    try:
-        threshold = float(params.get("THRESHOLD", 0.5) if params.get("THRESHOLD") != "" else 0.5)
-    except (TypeError, ValueError):
-        raise InputError(f"THRESHOLD must be a number, got '{params.get('THRESHOLD')}'.") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"THRESHOLD must be between 0 and 1, got {threshold}.")
-    landslide = _values(params, "LANDSLIDE_VALUES", (1,))
-    ignore = _values(params, "IGNORE_VALUES", ())
+    options = EvaluateMappingParams.from_params(params)
+    html_path = options.output_html or ""
+    _check_outputs(options.output, html_path)
+    landslide = _values(options.landslide_values, "LANDSLIDE_VALUES", (1,))
+    ignore = _values(options.ignore_values, "IGNORE_VALUES", ())
     started = time.perf_counter()
     figures = evaluate_rasters(
-        str(params["INPUT"]),
-        str(params["REFERENCE"]),
-        threshold=threshold,
-        kind=kind,
+        options.input,
+        options.reference,
+        threshold=options.threshold,
+        kind=options.reference_kind,
         landslide_values=landslide,
         ignore_values=ignore,
         progress=ctx.stage(0, 95),
     )
     figures["seconds"] = round(time.perf_counter() - started, 3)
-    from slidewise.engine.core.report import json_ready
-
-    text = json.dumps(json_ready(figures), indent=2, allow_nan=False) + "\n"
-    outputs = {"OUTPUT": output}
-    if html_path:
-        from slidewise.engine.core.report import write_report
-
-        write_report(html_path, report_html(figures), figures, json_path=output)
-        outputs["OUTPUT_HTML"] = html_path
-    else:
-        with atomic_output(output) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    outputs = _write_outputs(figures, options.output, html_path)
     ctx.log(
         f"F1 {figures['f1']:.3f}, IoU {figures['iou']:.3f}, precision "
         f"{figures['precision']:.3f}, recall {figures['recall']:.3f}, MCC {figures['mcc']:.3f} "
         f"on {figures['evaluated_pixels']} pixels."
     )
-    return JobResult(
-        outputs=outputs,
-        figures=figures,
-        inputs=[str(params["INPUT"]), str(params["REFERENCE"])],
-    )
+    return JobResult(outputs=outputs, figures=figures, inputs=[options.input, options.reference])
+
+
+def _check_outputs(output: str, html_path: str) -> None:
+    check_writable(output)
+    if html_path:
+        check_writable(html_path)
+        if Path(html_path).resolve() == Path(output).resolve():
+            raise InputError("OUTPUT and OUTPUT_HTML are the same file: give each its own path.")
+
+
+def _write_outputs(figures: dict[str, Any], output: str, html_path: str) -> dict[str, str]:
+    """Write the JSON (and the HTML report); output name -> path."""
+    from slidewise.engine.core.report import json_ready, write_report
+
+    if html_path:
+        write_report(html_path, report_html(figures), figures, json_path=output)
+        return {"OUTPUT": output, "OUTPUT_HTML": html_path}
+    text = json.dumps(json_ready(figures), indent=2, allow_nan=False) + "\n"
+    with atomic_output(output) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return {"OUTPUT": output}

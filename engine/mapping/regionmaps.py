@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.imagery.regions import NO_REGION, MultiRegionModel, ProgressFn
+from slidewise.engine.imagery.regions import NO_REGION, MultiRegionModel
+from slidewise.engine.imagery.tiling import (
+    DEFAULT_TILE,
+    OutputMaskFn,
+    PredictionStats,
+    ProgressFn,
+    TilingOptions,
+    iter_predictions,
+)
 
 
 class _RegionAreas:
@@ -97,30 +106,44 @@ class _RegionAreas:
         return np.zeros(shape, dtype=bool)
 
 
+@dataclass(frozen=True)
+class RegionChoice:
+    """Which region's decoder maps which pixels.
+
+    Attributes:
+        region: Region for the whole raster, or for pixels outside the polygons
+            (``None``: the only region of a one-region model, or the polygons alone).
+        polygons: Polygon layer path (or :class:`~slidewise.engine.geo.vectors.VectorData`)
+            with a region attribute; reprojected to the raster's CRS.
+        field_name: Attribute holding region names (case-insensitive field name).
+    """
+
+    region: str | None = None
+    polygons: Any = None
+    field_name: str = "region"
+
+
+#: One region's decoder and the pixels it predicts (``None``: every pixel).
+PlanItem = tuple[str, OutputMaskFn | None]
+
+
 def iter_region_predictions(
     model: MultiRegionModel,
     raster: Any,
-    region: str | None = None,
-    regions_polygons: Any = None,
-    region_field: str = "region",
+    choice: RegionChoice,
+    options: TilingOptions | None = None,
     *,
     bands: Sequence[int] | None = None,
-    output_mask: Callable[[Any], np.ndarray] | None = None,
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch_size: int | None = None,
-    tta: bool = False,
-    device: str | torch.device | None = None,
-    progress: ProgressFn | None = None,
+    output_mask: OutputMaskFn | None = None,
     stats: dict[str, Any] | None = None,
 ) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
     """Landslide probabilities strip by strip, each pixel with its region's decoder.
 
-    Without ``regions_polygons`` every pixel is predicted with ``region``'s
-    decoder (``None`` is allowed for a one-region model). With it, pixels
-    inside polygons whose ``region_field`` value is a region name use that
+    Without ``choice.polygons`` every pixel is predicted with ``choice.region``'s
+    decoder (``None`` is allowed for a one-region model). With them, pixels
+    inside polygons whose ``choice.field_name`` value is a region name use that
     region's decoder (overlaps: the first region in the model's order wins);
-    pixels outside every polygon use ``region`` when given, else they are
+    pixels outside every polygon use ``choice.region`` when given, else they are
     nodata (NaN). Each region runs :func:`slidewise.engine.imagery.tiling.iter_predictions`
     over the tiles that hold its pixels, with its own normalisation; the
     strips are merged as they come, so memory stays bounded by one tile row
@@ -132,19 +155,13 @@ def iter_region_predictions(
     Args:
         model: The multi-region model (:func:`load_multiregion`).
         raster: Raster path or open rasterio dataset (an array only without polygons).
-        region: Region for the whole raster, or for pixels outside the polygons.
-        regions_polygons: Polygon layer path (or :class:`~slidewise.engine.geo.vectors.VectorData`)
-            with a region attribute; reprojected to the raster's CRS.
-        region_field: Attribute holding region names (case-insensitive field name).
+        choice: The region, and the region polygons.
+        options: Tiles, batches, device and progress (``progress`` sees the fraction
+            done over all regions; ``stats`` and ``multiple`` are set per region).
+            ``None``: the defaults, with the largest region training tile, at least 576.
         bands: 1-based raster bands feeding the model, in the model's band order
             (all bands when ``None``).
         output_mask: Extra ``f(window) -> bool`` (e.g. an AOI): pixels outside are NaN.
-        tile: Tile side (default: the largest region training tile, at least 576).
-        overlap: Tile overlap (default :data:`slidewise.engine.imagery.tiling.DEFAULT_OVERLAP`).
-        batch_size: Tiles per forward pass.
-        tta: Dihedral test-time augmentation.
-        device: Torch device.
-        progress: Called with the fraction done.
         stats: Filled with ``region -> PredictionStats`` and ``"regions"`` (those used).
 
     Returns:
@@ -158,114 +175,137 @@ def iter_region_predictions(
             for a several-region model, a bad polygon layer, or polygon values
             that are not region names.
     """
-    import rasterio
+    plan = _region_plan(model, raster, choice, output_mask)
+    if options is None:
+        trained = max(int(model.record(r).get("tile_size") or 0) for r, _ in plan)
+        options = TilingOptions(tile=max(trained, DEFAULT_TILE))
+    to_close = None
+    if choice.polygons is not None and isinstance(raster, (str, os.PathLike)):
+        import rasterio
 
-    from slidewise.engine.imagery.tiling import (
-        DEFAULT_OVERLAP,
-        DEFAULT_TILE,
-        GDAL_CACHE_MB,
-        PredictionStats,
-        iter_predictions,
-    )
+        to_close = raster = rasterio.open(raster)
+    streams = _RegionStreams(model, plan, options, stats)
+    return streams.merged(raster, bands, to_close)
 
+
+def _region_plan(
+    model: MultiRegionModel, raster: Any, choice: RegionChoice, output_mask: OutputMaskFn | None
+) -> list[PlanItem]:
+    """The decoders to run and the pixels of each; refuses a choice that maps nothing."""
+    region = choice.region
     if region is not None:
         model.require(region)
-    if region is None and regions_polygons is None:
-        if len(model.regions) != 1:
+    if choice.polygons is None:
+        if region is None and len(model.regions) != 1:
             raise InputError(
                 f"Choose the region whose decoder maps this raster: the model has regions "
                 f"{', '.join(model.regions)} (or give a region polygon layer)."
             )
-        region = model.regions[0]
-    plan: list[tuple[str, Callable[[Any], np.ndarray] | None]] = []
-    to_close = None
-    src = raster
-    if regions_polygons is not None:
-        from slidewise.engine.geo.raster import open_raster
+        return [(region or model.regions[0], output_mask)]
+    from slidewise.engine.geo.raster import open_raster
 
-        if isinstance(raster, np.ndarray):
-            raise InputError("Region polygons need a georeferenced raster, not an array.")
-        info = open_raster(raster if isinstance(raster, (str, os.PathLike)) else raster.name)
-        areas = _RegionAreas(regions_polygons, region_field, info, model.regions)
-
-        def area_mask(r: str | None) -> Callable[[Any], np.ndarray]:
-            def f(window: Any) -> np.ndarray:
-                inside = areas.mask(r, window)
-                return inside if output_mask is None else inside & np.asarray(output_mask(window))
-
-            return f
-
-        plan = [(r, area_mask(r)) for r in areas.order]
-        if region is not None:
-            plan.append((region, area_mask(None)))
-        if isinstance(raster, (str, os.PathLike)):
-            to_close = src = rasterio.open(raster)
-    else:
-        assert region is not None
-        plan = [(region, output_mask)]
+    if isinstance(raster, np.ndarray):
+        raise InputError("Region polygons need a georeferenced raster, not an array.")
+    info = open_raster(raster if isinstance(raster, (str, os.PathLike)) else raster.name)
+    areas = _RegionAreas(choice.polygons, choice.field_name, info, model.regions)
+    plan: list[PlanItem] = [(r, _area_mask(areas, r, output_mask)) for r in areas.order]
+    if region is not None:
+        plan.append((region, _area_mask(areas, None, output_mask)))
     if not plan:
         raise InputError(
             "No polygon of the region layer names one of the model's regions "
             f"({', '.join(model.regions)}) and no REGION was given for the rest: fix the "
             "layer's region values or choose a REGION."
         )
+    return plan
 
-    trained = max(int(model.record(r).get("tile_size") or 0) for r, _ in plan)
-    tile = int(tile or max(trained, DEFAULT_TILE))
-    overlap = DEFAULT_OVERLAP if overlap is None else int(overlap)
-    fractions = [0.0] * len(plan)
-    codes = [model.regions.index(r) for r, _ in plan]
 
-    def stage(k: int) -> ProgressFn:
+def _area_mask(
+    areas: _RegionAreas, region: str | None, output_mask: OutputMaskFn | None
+) -> OutputMaskFn:
+    """``f(window) -> bool``: pixels of ``region`` (``None``: no polygon's) in ``output_mask``."""
+
+    def inside(window: Any) -> np.ndarray:
+        mine = areas.mask(region, window)
+        return mine if output_mask is None else mine & np.asarray(output_mask(window))
+
+    return inside
+
+
+class _RegionStreams:
+    """One tiled prediction per region of the plan, merged strip by strip."""
+
+    def __init__(
+        self,
+        model: MultiRegionModel,
+        plan: list[PlanItem],
+        options: TilingOptions,
+        stats: dict[str, Any] | None,
+    ) -> None:
+        self.model, self.plan, self.options, self.stats = model, plan, options, stats
+        self.codes = [model.regions.index(r) for r, _ in plan]
+        self.run_stats = {r: PredictionStats() for r, _ in plan}
+        self.fractions = [0.0] * len(plan)
+
+    def _stage(self, k: int) -> ProgressFn:
         def report(fraction: float) -> None:
-            fractions[k] = fraction
-            if progress is not None:
-                progress(sum(fractions) / len(fractions))
+            self.fractions[k] = fraction
+            if self.options.progress is not None:
+                self.options.progress(sum(self.fractions) / len(self.fractions))
 
         return report
 
-    run_stats = {r: PredictionStats() for r, _ in plan}
+    def _stream(
+        self, k: int, src: Any, bands: Sequence[int] | None
+    ) -> Iterator[tuple[Any, np.ndarray]]:
+        region, mask = self.plan[k]
+        options = replace(
+            self.options,
+            progress=self._stage(k),
+            stats=self.run_stats[region],
+            multiple=self.model.output_stride,
+            gdal_cache_mb=None,
+        )
+        return iter_predictions(
+            self.model.view(region),
+            src,
+            options,
+            bands=bands,
+            normalisation=self.model.record(region).get("normalisation") or {},
+            output_mask=mask,
+        )
 
-    def generate() -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+    def merged(
+        self, src: Any, bands: Sequence[int] | None, to_close: Any
+    ) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+        """``(window, probability, region_index)`` strips; closes ``to_close`` at the end."""
+        import rasterio
+
+        cache = self.options.gdal_cache_mb
         try:
             # One GDAL environment for all regions: the region streams run interleaved.
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-                streams: list[Iterator[tuple[Any, np.ndarray]]] = [
-                    iter_predictions(
-                        model.view(r),
-                        src,
-                        bands=bands,
-                        normalisation=model.record(r).get("normalisation") or {},
-                        tile=tile,
-                        overlap=overlap,
-                        batch_size=batch_size,
-                        tta=tta,
-                        device=device,
-                        progress=stage(k),
-                        output_mask=mask,
-                        multiple=model.output_stride,
-                        stats=run_stats[r],
-                        gdal_cache_mb=None,
-                    )
-                    for k, (r, mask) in enumerate(plan)
-                ]
+            with rasterio.Env(GDAL_CACHEMAX=int(cache)) if cache else nullcontext():
+                streams = [self._stream(k, src, bands) for k in range(len(self.plan))]
                 # Every stream yields the same strips (same raster, tile and overlap).
                 for parts in zip(*streams, strict=True):
-                    window, merged = parts[0]
-                    index = np.where(np.isfinite(merged), codes[0], NO_REGION).astype(np.uint8)
-                    for code, (_, prob) in zip(codes[1:], parts[1:], strict=True):
-                        have = np.isfinite(prob)
-                        merged = np.where(have, prob, merged)
-                        index[have] = code
-                    yield window, merged, index
+                    yield self._merge(parts)
         finally:
             if to_close is not None:
                 to_close.close()
-        if stats is not None:
-            stats.update(run_stats)
-            stats["regions"] = [r for r, _ in plan]
+        if self.stats is not None:
+            self.stats.update(self.run_stats)
+            self.stats["regions"] = [r for r, _ in self.plan]
 
-    return generate()
+    def _merge(
+        self, parts: tuple[tuple[Any, np.ndarray], ...]
+    ) -> tuple[Any, np.ndarray, np.ndarray]:
+        window, merged = parts[0]
+        index = np.where(np.isfinite(merged), self.codes[0], NO_REGION).astype(np.uint8)
+        for code, (_, prob) in zip(self.codes[1:], parts[1:], strict=True):
+            have = np.isfinite(prob)
+            merged = np.where(have, prob, merged)
+            index[have] = code
+        return window, merged, index
 
 
 def predict_regions(
@@ -288,8 +328,10 @@ def predict_regions(
         region_field: Attribute holding region names.
         sink: Receives ``(window, probability)`` strips; when ``None`` the whole
             array is returned (small rasters only).
-        **options: Keyword options of :func:`iter_region_predictions` (bands,
-            output_mask, tile, overlap, batch_size, tta, device, progress, stats).
+        **options: ``bands``, ``output_mask`` and ``stats`` of
+            :func:`iter_region_predictions`, and fields of
+            :class:`~slidewise.engine.imagery.tiling.TilingOptions` (tile, overlap,
+            batch_size, tta, device, progress...).
 
     Returns:
         Probabilities (rows, cols) float32 with NaN where not predicted, or
@@ -298,10 +340,11 @@ def predict_regions(
     Raises:
         InputError: as :func:`iter_region_predictions`.
     """
+    keywords = {k: options.pop(k) for k in ("bands", "output_mask", "stats") if k in options}
+    tiling = TilingOptions(**options) if options else None
+    choice = RegionChoice(region, regions_polygons, region_field)
     strips: list[np.ndarray] = []
-    for window, prob, _ in iter_region_predictions(
-        model, raster, region, regions_polygons, region_field, **options
-    ):
+    for window, prob, _ in iter_region_predictions(model, raster, choice, tiling, **keywords):
         if sink is not None:
             sink(window, prob)
         else:

@@ -382,7 +382,7 @@ def test_bad_inputs(model_file, tmp_path) -> None:
     for name, value, message in (
         ("TILE_SIZE", 9000, "TILE_SIZE must be between 32 and 8192"),
         ("BATCH_SIZE", 2.5, "BATCH_SIZE must be a whole number"),
-        ("MIN_AREA", -1, "MIN_AREA must be between 0 and inf"),
+        ("MIN_AREA", -1, "MIN_AREA must be at least 0, got -1"),
     ):
         with pytest.raises(InputError, match=message):
             run_map(
@@ -400,3 +400,24 @@ def test_bad_inputs(model_file, tmp_path) -> None:
     with pytest.raises(ModelFileError, match="susceptibility"):
         run_map({"INPUT": path, "MODEL": str(other), "OUTPUT_MASK": out}, _ctx()[0])
     assert not Path(out).exists()
+
+
+def test_parameters_come_from_the_contract() -> None:
+    """Defaults are the engine's; the tile's help names the default tile; numbers are checked."""
+    from slidewise.contract.specs.maplandslides import SPEC
+    from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+    from slidewise.engine.mapping.apply import MapParams
+
+    assert SPEC["OVERLAP"].default == DEFAULT_OVERLAP == MapParams.overlap
+    assert str(DEFAULT_TILE) in SPEC["TILE_SIZE"].full_help()
+    options = MapParams.from_params({"INPUT": "a.tif", "MODEL": "m", "OUTPUT_MASK": "o.tif"})
+    assert options == MapParams(input="a.tif", model="m", output_mask="o.tif")
+    assert options.outputs() == {
+        "OUTPUT_PROBABILITY": "",
+        "OUTPUT_MASK": "o.tif",
+        "OUTPUT_POLYGONS": "",
+    }
+    given = {"INPUT": "a.tif", "MODEL": "m", "TTA": "yes", "BATCH_SIZE": "4"}
+    assert MapParams.from_params(given).batch_size == 4
+    with pytest.raises(InputError, match="OVERLAP must be between 0 and 4096, got 5000"):
+        MapParams.from_params({"INPUT": "a.tif", "MODEL": "m", "OVERLAP": 5000})

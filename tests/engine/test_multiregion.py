@@ -107,7 +107,7 @@ def test_round_trip_two_regions_and_region_mapping(
     from rasterio.transform import from_origin
 
     from slidewise.engine.geo.vectors import write_vector
-    from slidewise.engine.imagery.tiling import predict_raster
+    from slidewise.engine.imagery.tiling import TilingOptions, predict_raster
 
     torch.manual_seed(0)
     model = MultiRegionModel(TINY, ["a"])
@@ -156,9 +156,8 @@ def test_round_trip_two_regions_and_region_mapping(
         r: predict_raster(
             loaded.view(r),
             str(raster),
+            TilingOptions(tile=64, overlap=32),
             normalisation=loaded.records[r]["normalisation"],
-            tile=64,
-            overlap=32,
         )
         for r in ("a", "b")
     }

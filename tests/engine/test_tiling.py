@@ -17,6 +17,7 @@ from slidewise.engine.imagery.tiling import (
     AxisLayout,
     PredictionStats,
     TileLayout,
+    TilingOptions,
     fold_batch_norms,
     make_runner,
     predict_raster,
@@ -99,7 +100,7 @@ def test_tiled_prediction_matches_whole_image() -> None:
     image = _image(4, 200, 333)
     for tile, overlap in ((128, 64), (512, 64)):
         stats = PredictionStats()
-        tiled = predict_raster(model, image, tile=tile, overlap=overlap, stats=stats)
+        tiled = predict_raster(model, image, TilingOptions(tile=tile, overlap=overlap, stats=stats))
         whole = predict_whole_image(model, image, pad=stats.margin)
         assert tiled.shape == (200, 333)
         assert np.isfinite(tiled).all()
@@ -111,7 +112,7 @@ def test_hard_seams_without_overlap_are_visible() -> None:
     """The seam test has teeth: without overlap the tile borders differ."""
     model = _conv_net()
     image = _image(4, 256, 256)
-    tiled = predict_raster(model, image, tile=64, overlap=0)
+    tiled = predict_raster(model, image, TilingOptions(tile=64, overlap=0))
     whole = predict_whole_image(model, image, pad=0)
     assert seam_error(tiled, whole) > 1e-2
 
@@ -122,7 +123,10 @@ def test_borders_are_predicted_from_a_raster_file(tmp_path) -> None:
     model = _conv_net()
     strips = []
     out = predict_raster(
-        model, path, tile=128, overlap=64, sink=lambda w, p: strips.append((w, p.copy()))
+        model,
+        path,
+        TilingOptions(tile=128, overlap=64),
+        sink=lambda w, p: strips.append((w, p.copy())),
     )
     assert out is None
     rows = sorted((int(w.row_off), int(w.height)) for w, _ in strips)
@@ -142,7 +146,7 @@ def test_nodata_gives_nan_and_empty_tiles_are_skipped(tmp_path) -> None:
     image[2, 100, 100] = np.nan  # one band not finite -> pixel invalid
     path = _write(tmp_path / "nodata.tif", image, nodata=-9999.0)
     stats = PredictionStats()
-    prob = predict_raster(_conv_net(), path, tile=64, overlap=32, stats=stats)
+    prob = predict_raster(_conv_net(), path, TilingOptions(tile=64, overlap=32, stats=stats))
     invalid = np.zeros((256, 256), bool)
     invalid[10:20, 30:50] = True
     invalid[128:, 128:] = True
@@ -159,7 +163,9 @@ def test_output_mask_limits_prediction() -> None:
         cols = np.arange(window.col_off, window.col_off + window.width)
         return np.broadcast_to(cols < 80, (int(window.height), int(window.width))).copy()
 
-    prob = predict_raster(_conv_net(), image, tile=64, overlap=32, output_mask=left_half)
+    prob = predict_raster(
+        _conv_net(), image, TilingOptions(tile=64, overlap=32), output_mask=left_half
+    )
     assert np.isfinite(prob[:, :80]).all() and np.isnan(prob[:, 80:]).all()
 
 
@@ -192,9 +198,7 @@ def _peak_numpy_bytes(model: nn.Module, path: str) -> tuple[int, PredictionStats
         predict_raster(
             model,
             path,
-            tile=256,
-            overlap=32,
-            stats=stats,
+            TilingOptions(tile=256, overlap=32, stats=stats),
             sink=lambda w, p: seen.append(int(w.height)),
         )
         _, peak = tracemalloc.get_traced_memory()
@@ -240,8 +244,8 @@ class _SymmetricConv(nn.Module):
 def test_tta_leaves_an_equivariant_model_unchanged() -> None:
     model = _SymmetricConv().eval()
     image = _image(3, 150, 170, seed=4)
-    plain = predict_raster(model, image, tile=128, overlap=32)
-    tta = predict_raster(model, image, tile=128, overlap=32, tta=True)
+    plain = predict_raster(model, image, TilingOptions(tile=128, overlap=32))
+    tta = predict_raster(model, image, TilingOptions(tile=128, overlap=32, tta=True))
     np.testing.assert_allclose(tta, plain, atol=1e-5)
 
 
@@ -281,7 +285,7 @@ def test_normalisation_and_nodata_fill_use_the_band_mean() -> None:
     image = np.full((2, 64, 64), 5.0, np.float32)
     image[:, :, 32:] = np.nan
     norm = {"mean": [5.0, 5.0], "std": [2.0, 2.0]}
-    prob = predict_raster(model, image, normalisation=norm, tile=64, overlap=0)
+    prob = predict_raster(model, image, TilingOptions(tile=64, overlap=0), normalisation=norm)
     np.testing.assert_allclose(prob[:, :32], 0.5, atol=1e-6)  # (5-5)/2 -> logit 0
     assert np.isnan(prob[:, 32:]).all()
 

@@ -1,0 +1,149 @@
+"""slidewise:maplandslides: probability, mask and polygons from a mapping model."""
+
+from __future__ import annotations
+
+from slidewise.contract.spec import AlgorithmSpec, Param
+
+#: The three outputs; the job needs at least one.
+OUTPUT_NAMES = ("OUTPUT_PROBABILITY", "OUTPUT_MASK", "OUTPUT_POLYGONS")
+
+SPEC = AlgorithmSpec(
+    "maplandslides",
+    (
+        Param(
+            "INPUT",
+            "Image",
+            "raster",
+            "Raster to map, with the bands the model was trained on.",
+            required=True,
+        ),
+        Param(
+            "MODEL",
+            "Model file",
+            "file",
+            "A model from Train mapping model.",
+            required=True,
+            file_filter="Slidewise model (*.safetensors)",
+        ),
+        Param(
+            "AOI",
+            "Area of interest",
+            "polygons",
+            "Optional polygons (or, for scripts, a mask raster: non-zero is inside); outside "
+            "them every output is nodata.",
+        ),
+        Param(
+            "THRESHOLD",
+            "Threshold",
+            "float",
+            "Probability at or above which a pixel is a landslide (mask and polygons); empty: "
+            "the threshold stored in the model (tuned on validation in training; per region for "
+            "multi-region models), else 0.5.",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        Param(
+            "REGION",
+            "Region",
+            "text",
+            "Multi-region models (Add region to mapping model): the region whose decoder maps "
+            "the raster, or the pixels outside the region polygons. Empty: the only region, or "
+            "the region polygons alone.",
+            advanced=True,
+        ),
+        Param(
+            "REGION_POLYGONS",
+            "Region polygons",
+            "polygons",
+            "Multi-region models: polygons with a region attribute; each pixel inside is mapped "
+            "by its polygon's region decoder (overlaps: the model's first region wins).",
+            advanced=True,
+        ),
+        Param(
+            "REGION_FIELD",
+            "Region field",
+            "field",
+            "Attribute of the region polygons holding region names.",
+            default="region",
+            parent="REGION_POLYGONS",
+            advanced=True,
+        ),
+        Param(
+            "MIN_AREA",
+            "Minimum polygon area",
+            "float",
+            "Landslide polygons smaller than this are dropped (the mask keeps every pixel).",
+            default=0.0,
+            minimum=0.0,
+            unit="m²",
+        ),
+        Param(
+            "BANDS",
+            "Bands",
+            "text",
+            "Raster bands that feed the model, in the model's order (1-based numbers or band "
+            "names, e.g. 4,3,2,8); empty: the raster's bands, checked against the model's.",
+            advanced=True,
+        ),
+        Param(
+            "TILE_SIZE",
+            "Tile size",
+            "int",
+            "Largest tile side (rounded up to the model's alignment, 32 for a U-Net); empty: "
+            "the model's training tile, at least 576 for fully convolutional models (U-Net "
+            "and friends).",
+            minimum=32,
+            maximum=8192,
+            unit="px",
+            advanced=True,
+        ),
+        Param(
+            "OVERLAP",
+            "Tile overlap",
+            "int",
+            "Overlap of neighbouring tiles over which predictions are blended (rounded up like "
+            "the tile size).",
+            default=64,
+            minimum=0,
+            maximum=4096,
+            unit="px",
+            advanced=True,
+        ),
+        Param(
+            "BATCH_SIZE",
+            "Batch size",
+            "int",
+            "Tiles per forward pass; empty: 1 on CPU, 8 on GPU.",
+            minimum=1,
+            maximum=1024,
+            advanced=True,
+        ),
+        Param(
+            "TTA",
+            "Test-time augmentation",
+            "bool",
+            "Average over the 8 flips and rotations (8 times slower, usually smoother).",
+            default=False,
+            advanced=True,
+        ),
+        Param(
+            "OUTPUT_PROBABILITY",
+            "Landslide probability",
+            "output_raster",
+            "Float32 GeoTIFF, 0-1, NaN = nodata.",
+        ),
+        Param(
+            "OUTPUT_MASK",
+            "Landslide mask",
+            "output_raster",
+            "Uint8 GeoTIFF: 1 = landslide, 0 = not landslide, 255 = nodata.",
+        ),
+        Param(
+            "OUTPUT_POLYGONS",
+            "Landslide polygons",
+            "output_vector",
+            "Polygons (.gpkg, .shp or .geojson) with id, area_m2, pixels, mean_probability and "
+            "max_probability.",
+        ),
+    ),
+)
