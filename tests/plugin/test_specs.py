@@ -26,8 +26,6 @@ WITHOUT_SPEC = frozenset(
     {
         "addregion",
         "detectlandslides",
-        "evaluatemapping",
-        "maplandslides",
         "predictsusceptibility",
         "pretrainencoder",
         "samplefactors",
