@@ -13,6 +13,10 @@ from slidewise.contract.spec import AlgorithmSpec
 #: Algorithm (and engine job) name -> module holding its ``SPEC``.
 SPEC_MODULES: dict[str, str] = {
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
+    "samplefactors": "slidewise.contract.specs.samplefactors",
+    "segmentblocks": "slidewise.contract.specs.segmentblocks",
+    "trainsusceptibility": "slidewise.contract.specs.trainsusceptibility",
+    "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
 }
 
 
