@@ -81,10 +81,10 @@ RANDOM_NEGATIVES: tuple[Param, ...] = (
         "BUFFER",
         "Buffer around landslides",
         "float",
-        "Random non-landslides lie farther than this from every landslide (map units of the "
-        "factor stack); empty: 2 pixels.",
+        "Random non-landslides lie farther than this from every landslide, in the units of "
+        "the factor stack's CRS (metres for the usual projected CRS); empty: 2 pixels.",
         minimum=0.0,
-        maximum=1e6,
+        maximum=100_000.0,
         unit="m",
         advanced=True,
     ),

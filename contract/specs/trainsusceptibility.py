@@ -57,7 +57,7 @@ META: tuple[Param, ...] = (
         "Outer MAML iterations (meta-batches).",
         2000,
         1,
-        1_000_000,
+        100_000,
     ),
     _count(
         "INNER_STEPS",
@@ -130,7 +130,7 @@ META: tuple[Param, ...] = (
         "Blocks with fewer samples keep the meta-learned initialisation.",
         3,
         1,
-        1_000_000,
+        100_000,
     ),
     _count(
         "SHOTS",
