@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark and return the JSON document."""
     import torch
 
-    from slidewise.engine.geo.samples import read_sample_table
+    from slidewise.engine.geo.sampletables import read_sample_table
     from slidewise.engine.susceptibility.blocks import kmeans_blocks
     from slidewise.engine.susceptibility.crossval import LabelledSamples, summarise
     from slidewise.engine.susceptibility.maml import MetaConfig

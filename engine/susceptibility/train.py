@@ -23,7 +23,8 @@ from slidewise.contract.specs.trainsusceptibility import SPEC as TRAIN_SPEC
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
-from slidewise.engine.geo.samples import FeatureEncoder, collect_samples, read_sample_table
+from slidewise.engine.geo.samples import FeatureEncoder, collect_samples
+from slidewise.engine.geo.sampletables import read_sample_table
 from slidewise.engine.susceptibility.blocks import (
     BlockJobParams,
     auto_blocks,

@@ -19,7 +19,7 @@ from slidewise.engine.core.errors import InputError, ModelFileError
 from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
-from slidewise.engine.geo.samples import read_sample_table
+from slidewise.engine.geo.sampletables import read_sample_table
 from slidewise.engine.preparation.samplefactors import run_sample_factors
 from slidewise.engine.susceptibility.crossval import LabelledSamples, leave_blocks_out, summarise
 from slidewise.engine.susceptibility.maml import MetaConfig
