@@ -6,9 +6,10 @@ Usage::
         --y COLUMN --shots K --blocks N --repeats R --seed S --json OUT
 
 Blocks are k-means clusters of the coordinates (N blocks). Each repeat runs a
-5-fold leave-blocks-out evaluation (:func:`slidewise.engine.susceptibility.jobs.leave_blocks_out`):
-in each fold the held-out blocks give K support samples each and the rest of
-their samples are the query; ``meta`` is meta-trained on the other blocks and
+5-fold leave-blocks-out evaluation
+(:func:`slidewise.engine.susceptibility.crossval.leave_blocks_out`): in each fold
+the held-out blocks give K support samples each and the rest of their samples
+are the query; ``meta`` is meta-trained on the other blocks and
 adapted per held-out block on its support samples; ``rf``, ``lr`` and ``mlp``
 train on the other blocks plus the support samples; all are scored on the same
 query samples. Columns other than the label and coordinates are factors.
@@ -56,22 +57,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark and return the JSON document."""
     import torch
 
-    from slidewise.engine.geo.samples import FeatureEncoder
+    from slidewise.engine.geo.sampletables import read_sample_table
     from slidewise.engine.susceptibility.blocks import kmeans_blocks
-    from slidewise.engine.susceptibility.jobs import (
-        TrainSettings,
-        leave_blocks_out,
-        read_sample_table,
-        summarise,
-    )
-    from slidewise.engine.susceptibility.maml import (
-        MetaConfig,
-        MetaState,
-        SusceptibilityMLP,
-        TaskSampler,
-        init_params,
-        time_iterations,
-    )
+    from slidewise.engine.susceptibility.crossval import LabelledSamples, summarise
+    from slidewise.engine.susceptibility.maml import MetaConfig
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # small models: one thread is fastest and timings are steadier
@@ -79,47 +68,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.table, args.label, args.x, args.y, warn=lambda m: print(m, file=sys.stderr)
     )
     blocks, _ = kmeans_blocks(xs, ys, args.blocks, args.seed)
+    data = LabelledSamples(values, labels, blocks, names)
     meta = MetaConfig(support=args.shots)
     if args.meta_iterations is not None:
         meta = replace(meta, iterations=args.meta_iterations)
-    settings = TrainSettings(meta=meta, seed=args.seed)
     started = time.time()
-    records: list[dict[str, Any]] = []
-    for r in range(args.repeats):
-        seed = args.seed + 1000 * r
-        recs = leave_blocks_out(
-            values,
-            labels,
-            blocks,
-            names,
-            METHODS,
-            replace(settings, seed=seed),
-            shots=args.shots,
-            n_folds=args.folds,
-            seed=seed,
-            log=lambda m: print(m, file=sys.stderr),
-        )
-        records += recs
-    # Speed: vmap vs loop on the same tasks (training blocks of the first fold).
-    encoder = FeatureEncoder.fit(values, names)
-    x = encoder.transform(values)
-    sampler = TaskSampler(x, labels, blocks, meta.support, meta.query, seed=args.seed)
-    skeleton = SusceptibilityMLP(x.shape[1], meta.hidden)
-    state = MetaState(
-        init_params(skeleton),
-        {k: torch.tensor(meta.inner_lr) for k, _ in skeleton.named_parameters()},
-    )
-    timing = {
-        "meta_iter_per_s_vmap": time_iterations(
-            skeleton, state, sampler, meta, "vmap", args.timing_iterations
-        ),
-        "meta_iter_per_s_loop": time_iterations(
-            skeleton, state, sampler, meta, "loop", args.timing_iterations
-        ),
-    }
-    doc = {
+    records = evaluate(data, meta, args)
+    return {
         "methods": summarise(records, METHODS),
-        "timing": timing,
+        "timing": timing(data, meta, args),
         "settings": {
             "table": str(Path(args.table).name),
             "samples": int(labels.size),
@@ -135,7 +92,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(),
         },
     }
-    return doc
+
+
+def evaluate(data: Any, meta: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Fold records of ``args.repeats`` leave-blocks-out evaluations of every method."""
+    from slidewise.engine.susceptibility.crossval import leave_blocks_out
+    from slidewise.engine.susceptibility.models import TrainSettings
+
+    records: list[dict[str, Any]] = []
+    for r in range(args.repeats):
+        seed = args.seed + 1000 * r
+        records += leave_blocks_out(
+            data,
+            METHODS,
+            TrainSettings(meta=meta, seed=seed),
+            shots=args.shots,
+            n_folds=args.folds,
+            seed=seed,
+            log=lambda m: print(m, file=sys.stderr),
+        )
+    return records
+
+
+def timing(data: Any, meta: Any, args: argparse.Namespace) -> dict[str, float]:
+    """Meta-iterations per second, ``vmap`` vs a loop over tasks, on the same tasks."""
+    import torch
+
+    from slidewise.engine.geo.samples import FeatureEncoder
+    from slidewise.engine.susceptibility.maml import (
+        MetaState,
+        SusceptibilityMLP,
+        TaskSampler,
+        init_params,
+        time_iterations,
+    )
+
+    x = FeatureEncoder.fit(data.values, data.bands).transform(data.values)
+    sampler = TaskSampler(x, data.labels, data.blocks, meta.support, meta.query, seed=args.seed)
+    skeleton = SusceptibilityMLP(x.shape[1], meta.hidden)
+    state = MetaState(
+        init_params(skeleton),
+        {k: torch.tensor(meta.inner_lr) for k, _ in skeleton.named_parameters()},
+    )
+    return {
+        f"meta_iter_per_s_{mode}": time_iterations(
+            skeleton, state, sampler, meta, mode, args.timing_iterations
+        )
+        for mode in ("vmap", "loop")
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

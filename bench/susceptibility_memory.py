@@ -126,7 +126,7 @@ def train_model(
     Returns:
         ``{"model", "seconds", "train_auc"}``.
     """
-    from slidewise.engine.susceptibility.jobs import run_train
+    from slidewise.engine.susceptibility.train import run_train
 
     params: dict[str, Any] = {
         "INPUT": str(stack),
@@ -157,7 +157,7 @@ def run_child_job(
     """Run ``predictsusceptibility`` in this (child) process; report time and peak RSS."""
     import torch
 
-    from slidewise.engine.susceptibility.jobs import run_predict
+    from slidewise.engine.susceptibility.predict import run_predict
 
     if threads > 0:
         torch.set_num_threads(threads)

@@ -19,10 +19,10 @@ JOBS: dict[str, str] = {
     "terrainfactors": "slidewise.engine.preparation.terrainfactors:run_job",
     "sleep": "slidewise.engine.maintenance.sleep:run_sleep_job",
     # Susceptibility (issue: block-wise few-shot susceptibility)
-    "samplefactors": "slidewise.engine.susceptibility.jobs:run_sample_factors",
-    "segmentblocks": "slidewise.engine.susceptibility.jobs:run_segment_blocks",
-    "trainsusceptibility": "slidewise.engine.susceptibility.jobs:run_train",
-    "predictsusceptibility": "slidewise.engine.susceptibility.jobs:run_predict",
+    "samplefactors": "slidewise.engine.preparation.samplefactors:run_sample_factors",
+    "segmentblocks": "slidewise.engine.susceptibility.segmentblocks:run_segment_blocks",
+    "trainsusceptibility": "slidewise.engine.susceptibility.train:run_train",
+    "predictsusceptibility": "slidewise.engine.susceptibility.predict:run_predict",
     "evaluatesusceptibility": "slidewise.engine.susceptibility.evaluate:run_evaluate",
     # Mapping (issue: segmentation models, seam-free tiled mapping)
     "trainmapping": "slidewise.engine.mapping.train:run_train",

@@ -18,6 +18,10 @@ SPEC_MODULES: dict[str, str] = {
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
     "maplandslides": "slidewise.contract.specs.maplandslides",
     "evaluatemapping": "slidewise.contract.specs.evaluatemapping",
+    "samplefactors": "slidewise.contract.specs.samplefactors",
+    "segmentblocks": "slidewise.contract.specs.segmentblocks",
+    "trainsusceptibility": "slidewise.contract.specs.trainsusceptibility",
+    "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
 }
 
 

@@ -553,68 +553,10 @@ def collect_samples(
         )
     parts = [pos]
     if options.negatives:
-        neg_inv = read_inventory(
-            options.negatives,
-            stack.crs,
-            options.x_field,
-            options.y_field,
-            "",
-            options.inventory_crs,
-            what="non-landslide layer",
-            warn=warn,
-        )
-        parts.append(
-            sample_inventory(
-                stack, neg_inv, "negatives", 0, options.per_polygon, options.seed, warn
-            )
-        )
+        parts.append(given_negatives(stack, options, warn))
     elif not np.any(pos.labels == 0) and options.negative_ratio > 0:
-        n_pos = int(np.sum(pos.labels == 1))
-        n = round(options.negative_ratio * n_pos)
-        buffer = (
-            options.buffer
-            if options.buffer is not None
-            else 2.0 * max(abs(stack.transform.a), abs(stack.transform.e))
-        )
-        slides = inv.geometries if inv.labels is None else inv.geometries[inv.labels == 1]
-        exclude = set(zip(pos.rows.tolist(), pos.cols.tolist(), strict=False))
-        rows, cols = draw_negatives(stack, slides, n, buffer, options.seed, exclude)
-        if rows.size == 0:
-            raise InputError(
-                f"No valid pixel lies farther than BUFFER={buffer:g} map units from the "
-                "landslides: use a smaller BUFFER or give NEGATIVES."
-            )
-        if rows.size < n:
-            warn(
-                f"Only {rows.size} of {n} random non-landslide samples could be drawn "
-                "outside the buffer."
-            )
-        values, _ = sample_pixels(stack, rows, cols)
-        xs, ys = pixel_centres(stack, rows, cols)
-        parts.append(
-            SampleSet(
-                values,
-                np.zeros(rows.size, dtype=np.int64),
-                rows,
-                cols,
-                xs,
-                ys,
-                np.full(rows.size, "random"),
-                stack.names,
-                {"random": int(rows.size)},
-            )
-        )
-    merged = SampleSet(
-        np.concatenate([p.values for p in parts]),
-        np.concatenate([p.labels for p in parts]),
-        np.concatenate([p.rows for p in parts]),
-        np.concatenate([p.cols for p in parts]),
-        np.concatenate([p.xs for p in parts]),
-        np.concatenate([p.ys for p in parts]),
-        np.concatenate([p.origin for p in parts]),
-        stack.names,
-        {k: v for p in parts for k, v in p.counts.items()},
-    )
+        parts.append(random_negatives(stack, inv, pos, options, warn))
+    merged = merge_samples(parts, stack.names)
     if not np.any(merged.labels == 0):
         raise InputError(
             "There are no non-landslide samples: give NEGATIVES, a LABEL_FIELD with 0 values, "
@@ -624,6 +566,82 @@ def collect_samples(
         landslides=int(np.sum(merged.labels == 1)), non_landslides=int(np.sum(merged.labels == 0))
     )
     return merged
+
+
+def given_negatives(stack: AlignedStack, options: SamplingOptions, warn: Warn) -> SampleSet:
+    """Samples of the NEGATIVES layer (label 0)."""
+    neg_inv = read_inventory(
+        options.negatives,
+        stack.crs,
+        options.x_field,
+        options.y_field,
+        "",
+        options.inventory_crs,
+        what="non-landslide layer",
+        warn=warn,
+    )
+    return sample_inventory(stack, neg_inv, "negatives", 0, options.per_polygon, options.seed, warn)
+
+
+def random_negatives(
+    stack: AlignedStack,
+    inv: Inventory,
+    pos: SampleSet,
+    options: SamplingOptions,
+    warn: Warn,
+) -> SampleSet:
+    """NEGATIVE_RATIO random non-landslides per landslide, outside the buffer.
+
+    Raises:
+        InputError: no valid pixel lies outside the buffer.
+    """
+    n = round(options.negative_ratio * int(np.sum(pos.labels == 1)))
+    buffer = (
+        options.buffer
+        if options.buffer is not None
+        else 2.0 * max(abs(stack.transform.a), abs(stack.transform.e))
+    )
+    slides = inv.geometries if inv.labels is None else inv.geometries[inv.labels == 1]
+    exclude = set(zip(pos.rows.tolist(), pos.cols.tolist(), strict=False))
+    rows, cols = draw_negatives(stack, slides, n, buffer, options.seed, exclude)
+    if rows.size == 0:
+        raise InputError(
+            f"No valid pixel lies farther than BUFFER={buffer:g} map units from the "
+            "landslides: use a smaller BUFFER or give NEGATIVES."
+        )
+    if rows.size < n:
+        warn(
+            f"Only {rows.size} of {n} random non-landslide samples could be drawn "
+            "outside the buffer."
+        )
+    values, _ = sample_pixels(stack, rows, cols)
+    xs, ys = pixel_centres(stack, rows, cols)
+    return SampleSet(
+        values,
+        np.zeros(rows.size, dtype=np.int64),
+        rows,
+        cols,
+        xs,
+        ys,
+        np.full(rows.size, "random"),
+        stack.names,
+        {"random": int(rows.size)},
+    )
+
+
+def merge_samples(parts: Sequence[SampleSet], bands: list[str]) -> SampleSet:
+    """One sample set of several (counts merged)."""
+    return SampleSet(
+        np.concatenate([p.values for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.rows for p in parts]),
+        np.concatenate([p.cols for p in parts]),
+        np.concatenate([p.xs for p in parts]),
+        np.concatenate([p.ys for p in parts]),
+        np.concatenate([p.origin for p in parts]),
+        bands,
+        {k: v for p in parts for k, v in p.counts.items()},
+    )
 
 
 # --- features ----------------------------------------------------------------------

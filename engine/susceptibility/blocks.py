@@ -24,12 +24,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.geo.align import AlignedStack
+from slidewise.engine.geo.stackparams import SamplingParams
 
 # Original meta_LSM weights: DEM 0.3, aspect 0.1, curvature 0.2, slope 0.4.
 TERRAIN_ROLES: dict[str, tuple[str, float]] = {
@@ -375,3 +377,89 @@ def sample_blocks(
     r = np.minimum(np.asarray(rows) // factor, block_raster.shape[0] - 1)
     c = np.minimum(np.asarray(cols) // factor, block_raster.shape[1] - 1)
     return block_raster[r, c].astype(np.int64)
+
+
+# --- job parameters and block rasters -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockJobParams(SamplingParams):
+    """Job parameters with the block group (segmentblocks, trainsusceptibility).
+
+    Attributes:
+        n_blocks: N_BLOCKS, approximate number of blocks (0: the job's default).
+        compactness: COMPACTNESS of SLIC.
+        bands: BANDS to segment on (empty: terrain bands by name).
+        weights: WEIGHTS, one per band (empty: the meta_LSM weights).
+        iterations: ITERATIONS of SLIC.
+    """
+
+    n_blocks: int = 0
+    compactness: float = 0.5
+    bands: Sequence[str] = ()
+    weights: Sequence[float] = ()
+    iterations: int = 10
+
+    def block_params(self, n_default: int) -> BlockParams:
+        """SLIC parameters; N_BLOCKS 0 means ``n_default``."""
+        return BlockParams(
+            n_blocks=self.n_blocks or n_default,
+            compactness=self.compactness,
+            bands=list(self.bands),
+            weights=list(self.weights),
+            iterations=self.iterations,
+        )
+
+
+def auto_blocks(n_samples: int) -> int:
+    """Default block count: about 25 samples per block, 4 to 256 blocks."""
+    return int(min(256, max(4, n_samples // 25)))
+
+
+def write_block_raster(path: str, labels: np.ndarray, factor: int, stack: AlignedStack) -> None:
+    """Write block labels (segmented at ``1 / factor`` resolution) on the stack's grid."""
+    from slidewise.engine.geo.raster import create_raster, iter_windows, output_profile
+
+    profile = output_profile(stack.grid.profile(), 1, dtype="int32", nodata=0)
+    with create_raster(path, profile, band_names=["block"]) as dst:
+        for _, write, _ in iter_windows(stack.width, stack.height, 1024):
+            win = upsample_window(
+                labels,
+                factor,
+                int(write.row_off),
+                int(write.col_off),
+                int(write.height),
+                int(write.width),
+            )
+            dst.write(win[None].astype(np.int32), window=write)
+
+
+def read_block_raster(path: str, stack: AlignedStack) -> np.ndarray:
+    """Read a block raster, refusing one on another grid than the stack."""
+    import rasterio
+
+    from slidewise.engine.geo.align import GridSpec, grid_differences
+    from slidewise.engine.geo.raster import open_raster
+
+    info = open_raster(path, what="block raster")
+    diff = grid_differences(GridSpec.from_info(info), stack.grid, path)
+    if diff is not None:
+        raise InputError(
+            f"The block raster '{Path(path).name}' is not on the grid of the factor stack "
+            f"({diff.describe()}): segment the same stack with segmentblocks."
+        )
+    with rasterio.open(path) as src:
+        data = src.read(1)
+    if not np.issubdtype(data.dtype, np.integer):
+        data = np.nan_to_num(data, nan=0).astype(np.int64)
+    return data.astype(np.int64)
+
+
+def grid_doc(stack: AlignedStack) -> dict[str, Any]:
+    """The stack's grid as JSON (CRS WKT, transform, size), recorded in model files."""
+    return {
+        "crs": stack.crs.to_wkt() if stack.crs is not None else None,
+        "transform": list(stack.transform)[:6],
+        "width": stack.width,
+        "height": stack.height,
+    }

@@ -19,17 +19,14 @@ from slidewise.engine.core.errors import InputError, ModelFileError
 from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
-from slidewise.engine.susceptibility.jobs import (
-    MetaConfig,
-    TrainSettings,
-    leave_blocks_out,
-    read_sample_table,
-    run_predict,
-    run_sample_factors,
-    run_segment_blocks,
-    run_train,
-    summarise,
-)
+from slidewise.engine.geo.sampletables import read_sample_table
+from slidewise.engine.preparation.samplefactors import run_sample_factors
+from slidewise.engine.susceptibility.crossval import LabelledSamples, leave_blocks_out, summarise
+from slidewise.engine.susceptibility.maml import MetaConfig
+from slidewise.engine.susceptibility.models import TrainSettings
+from slidewise.engine.susceptibility.predict import run_predict
+from slidewise.engine.susceptibility.segmentblocks import run_segment_blocks
+from slidewise.engine.susceptibility.train import run_train
 
 DATA = SHARED / "susceptibility"
 ECUADOR = DATA / "ecuador"
@@ -355,9 +352,8 @@ def test_meta_beats_chance_on_held_out_ecuador_blocks() -> None:
 
     blocks, _ = kmeans_blocks(xs, ys, 12, seed=0)
     settings = TrainSettings(meta=MetaConfig(iterations=100, tasks_per_batch=8, support=5), seed=0)
-    records = leave_blocks_out(
-        values, labels, blocks, names, ["meta"], settings, shots=5, n_folds=3, seed=0
-    )
+    data = LabelledSamples(values, labels, blocks, names)
+    records = leave_blocks_out(data, ["meta"], settings, shots=5, n_folds=3, seed=0)
     auc = summarise(records, ["meta"])["meta"]["auc_mean"]
     assert auc > 0.65, auc
 

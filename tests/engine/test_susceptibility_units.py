@@ -216,3 +216,61 @@ def test_dae_pretraining_initialises_hidden_layers() -> None:
     after = pretrain_dae(model, x, epochs=2, seed=0)
     assert not torch.equal(before["net.0.weight"], after["net.0.weight"])
     torch.testing.assert_close(before["net.6.weight"], after["net.6.weight"])  # output layer fresh
+
+
+# --- parameter specifications --------------------------------------------------------
+
+
+SPECS = ("samplefactors", "segmentblocks", "trainsusceptibility", "predictsusceptibility")
+
+
+def test_contract_choices_match_the_engine() -> None:
+    from slidewise.contract.specs.factors import CLASSIFICATIONS
+    from slidewise.contract.specs.trainsusceptibility import METHODS
+    from slidewise.engine.susceptibility.classical import ARCHITECTURES
+    from slidewise.engine.susceptibility.classify import METHODS as CLASS_METHODS
+
+    assert CLASSIFICATIONS == CLASS_METHODS
+    assert set(METHODS) == {"meta", *ARCHITECTURES}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_every_count_has_a_range_and_every_field_a_parameter(name: str) -> None:
+    import dataclasses
+    import importlib
+
+    from slidewise.contract.specs import spec_of
+    from slidewise.engine.jobs import JOBS
+
+    spec = spec_of(name)
+    for param in spec.params:
+        if param.kind == "int":
+            assert param.minimum is not None and param.maximum is not None, param.name
+    module_name, _ = JOBS[name].split(":")
+    module = importlib.import_module(module_name)
+    (params_cls,) = [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and getattr(v, "SPEC", None) is spec and dataclasses.is_dataclass(v)
+    ]
+    fields = {f.name for f in dataclasses.fields(params_cls)}
+    assert {p.name.lower() for p in spec.params} <= fields
+
+
+def test_refused_parameters_name_the_range(tmp_path: Path) -> None:
+    import io
+
+    from slidewise.engine.core.job import JobContext
+    from slidewise.engine.core.protocol import Reporter
+    from slidewise.engine.core.runtime import RuntimeOptions
+    from slidewise.engine.susceptibility.segmentblocks import run_segment_blocks
+    from slidewise.engine.susceptibility.train import run_train
+
+    ctx = JobContext(name="test", options=RuntimeOptions(seed=0), reporter=Reporter(io.StringIO()))
+    out = str(tmp_path / "m.safetensors")
+    with pytest.raises(InputError, match=r"N_BLOCKS must be between 0 and 100000, got -1\."):
+        run_train({"TABLE": "t.csv", "N_BLOCKS": -1, "OUTPUT": out}, ctx)
+    with pytest.raises(InputError, match="ALIGN must be true or false, got 'maybe'"):
+        run_segment_blocks({"INPUT": "s.tif", "ALIGN": "maybe", "OUTPUT": out}, ctx)
+    with pytest.raises(InputError, match="Missing required parameter"):
+        run_train({"INPUT": "s.tif", "OUTPUT": out}, ctx)

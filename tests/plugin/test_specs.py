@@ -26,13 +26,9 @@ WITHOUT_SPEC = frozenset(
     {
         "addregion",
         "detectlandslides",
-        "predictsusceptibility",
         "pretrainencoder",
-        "samplefactors",
-        "segmentblocks",
         "traindetection",
         "trainmapping",
-        "trainsusceptibility",
     }
 )
 

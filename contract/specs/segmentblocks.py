@@ -1,0 +1,48 @@
+"""slidewise:segmentblocks: terrain blocks (SLIC superpixels) of a factor stack."""
+
+from __future__ import annotations
+
+from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
+from slidewise.contract.specs.factors import (
+    BLOCKS,
+    FACTOR_STACK,
+    INVENTORY,
+    SAMPLING_HIDDEN,
+    SAMPLING_HIDDEN_NAMES,
+)
+
+#: Blocks when N_BLOCKS is 0.
+DEFAULT_BLOCKS = 256
+
+SPEC = AlgorithmSpec(
+    "segmentblocks",
+    params(
+        FACTOR_STACK,
+        replace_param(
+            BLOCKS,
+            "N_BLOCKS",
+            default=DEFAULT_BLOCKS,
+            advanced=False,
+            help=f"Approximate number of blocks (SLIC superpixels); 0 = {DEFAULT_BLOCKS}.",
+        ),
+        INVENTORY,
+        (
+            Param(
+                "OUTPUT",
+                "Blocks",
+                "output_raster",
+                "Block-ID raster (GeoTIFF, int32, 0 = nodata).",
+                required=True,
+            ),
+            Param(
+                "OUTPUT_POLYGONS",
+                "Block polygons",
+                "output_vector",
+                "Block polygons (GeoPackage) with block, pixels, area, landslides, samples and "
+                "mean_<band> fields.",
+            ),
+        ),
+        SAMPLING_HIDDEN,
+    ),
+    hidden=SAMPLING_HIDDEN_NAMES,
+)

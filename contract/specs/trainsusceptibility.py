@@ -1,0 +1,197 @@
+"""slidewise:trainsusceptibility: block-wise few-shot (or global) susceptibility model."""
+
+from __future__ import annotations
+
+from slidewise.contract.spec import AlgorithmSpec, Param, params
+from slidewise.contract.specs.factors import (
+    BLOCKS,
+    FACTOR_STACK,
+    INVENTORY,
+    SAMPLING_HIDDEN,
+    SAMPLING_HIDDEN_NAMES,
+)
+
+#: Susceptibility methods (engine: ``susceptibility.models.METHODS``).
+METHODS = ("meta", "rf", "lr", "mlp", "fr")
+#: What blocks whose samples are all one class do.
+ONE_CLASS_CHOICES = ("fallback", "adapt")
+
+
+def _count(name: str, label: str, help_text: str, default: int, lo: int, hi: int) -> Param:
+    return Param(
+        name, label, "int", help_text, default=default, minimum=lo, maximum=hi, advanced=True
+    )
+
+
+SOURCES: tuple[Param, ...] = (
+    Param(
+        "TABLE",
+        "Sample table (instead of stack and inventory)",
+        "file",
+        "A CSV or XLSX table with factor columns, X, Y and label (meta_LSM and Hong Kong "
+        "layouts); blocks are then spatial clusters of X, Y.",
+        file_filter="Tables (*.csv *.xlsx)",
+    ),
+    Param(
+        "BLOCKS",
+        "Blocks",
+        "raster",
+        "Block-ID raster from Segment terrain blocks; empty: the stack is segmented with "
+        "the block parameters below.",
+    ),
+    Param(
+        "METHOD",
+        "Method",
+        "choice",
+        "meta: block-wise few-shot meta-learning (MAML); rf: random forest; lr: logistic "
+        "regression; mlp: multilayer perceptron; fr: frequency ratio.",
+        default="meta",
+        choices=METHODS,
+    ),
+)
+
+META: tuple[Param, ...] = (
+    _count(
+        "ITERATIONS_META",
+        "Meta-iterations",
+        "Outer MAML iterations (meta-batches).",
+        2000,
+        1,
+        100_000,
+    ),
+    _count(
+        "INNER_STEPS",
+        "Adaptation steps",
+        "Gradient steps of the per-block adaptation, the same in meta-training and when "
+        "adapting to each block.",
+        5,
+        1,
+        100,
+    ),
+    Param(
+        "INNER_LR",
+        "Adaptation learning rate",
+        "float",
+        "Learning rate of the adaptation steps (the same in meta-training and adaptation).",
+        default=0.1,
+        minimum=0.0,
+        maximum=100.0,
+        advanced=True,
+    ),
+    Param(
+        "LEARN_INNER_LR",
+        "Learn the adaptation learning rates",
+        "bool",
+        "Meta-learn one adaptation learning rate per weight (the Hong Kong variant).",
+        default=False,
+        advanced=True,
+    ),
+    Param(
+        "META_LR",
+        "Meta learning rate",
+        "float",
+        "Learning rate of the outer Adam optimiser.",
+        default=0.001,
+        minimum=0.0,
+        maximum=10.0,
+        advanced=True,
+    ),
+    _count(
+        "TASKS_PER_BATCH", "Blocks per meta-batch", "Tasks (blocks) per meta-batch.", 16, 1, 10_000
+    ),
+    _count(
+        "SUPPORT",
+        "Support samples per block",
+        "Samples a block adapts on in meta-training.",
+        6,
+        1,
+        10_000,
+    ),
+    _count(
+        "QUERY",
+        "Query samples per block",
+        "Samples a block is scored on in meta-training; blocks with at least support + "
+        "query samples are tasks.",
+        6,
+        1,
+        10_000,
+    ),
+    _count(
+        "PRETRAIN_EPOCHS",
+        "Autoencoder pretraining epochs",
+        "Denoising-autoencoder pretraining on unlabelled pixels before meta-training (0 = none).",
+        0,
+        0,
+        10_000,
+    ),
+    _count(
+        "MIN_BLOCK_SAMPLES",
+        "Minimum samples to adapt a block",
+        "Blocks with fewer samples keep the meta-learned initialisation.",
+        3,
+        1,
+        100_000,
+    ),
+    _count(
+        "SHOTS",
+        "Shots in spatial cross-validation",
+        "Support samples per held-out block in the leave-blocks-out cross-validation.",
+        5,
+        1,
+        10_000,
+    ),
+    _count(
+        "CV_FOLDS",
+        "Cross-validation folds",
+        "Folds of the leave-blocks-out and random cross-validation (0 = none).",
+        5,
+        0,
+        100,
+    ),
+    _count("N_ESTIMATORS", "Random forest trees", "Trees of the rf method.", 200, 1, 100_000),
+)
+
+OUTPUTS: tuple[Param, ...] = (
+    Param(
+        "OUTPUT",
+        "Model file",
+        "output_file",
+        "The trained model (safetensors with JSON metadata: factors, normalisation, block "
+        "raster reference, per-block weights, metrics).",
+        required=True,
+        file_filter="Slidewise model (*.safetensors)",
+    ),
+    Param(
+        "OUTPUT_BLOCKS",
+        "Blocks used",
+        "output_raster",
+        "Where to write the blocks when the stack is segmented here (default: next to the model).",
+    ),
+)
+
+#: Parameters only scripts set: sampling extras, table factor columns, one-class blocks.
+HIDDEN: tuple[Param, ...] = (
+    *SAMPLING_HIDDEN,
+    Param(
+        "FACTOR_FIELDS",
+        "Factor fields",
+        "names",
+        "Factor columns of TABLE; empty: every numeric column besides label, X and Y.",
+        default=(),
+    ),
+    Param(
+        "ONE_CLASS_BLOCKS",
+        "Blocks with one class",
+        "choice",
+        "adapt: adapt blocks whose samples are all one class on them; fallback: keep the "
+        "meta-learned initialisation there.",
+        default="adapt",
+        choices=ONE_CLASS_CHOICES,
+    ),
+)
+
+SPEC = AlgorithmSpec(
+    "trainsusceptibility",
+    params(FACTOR_STACK, INVENTORY, SOURCES, BLOCKS, META, OUTPUTS, HIDDEN),
+    hidden=SAMPLING_HIDDEN_NAMES | {"FACTOR_FIELDS", "ONE_CLASS_BLOCKS"},
+)
