@@ -20,7 +20,8 @@ from typing import Any
 #: Kinds of parameter. Values a job receives:
 #: ``int``/``float`` numbers, ``bool`` switches, ``text`` strings, ``choice`` one of
 #: ``choices``, ``names`` a list of strings (comma-separated text), ``numbers`` a list of
-#: floats; ``file``/``folder``/``raster``/``vector``/``points``/``polygons`` an input path;
+#: floats; ``file``/``folder``/``raster``/``vector``/``points``/``polygons``/
+#: ``points_or_polygons`` an input path;
 #: ``rasters`` a list of paths; ``field`` a field name of the layer ``parent``;
 #: ``output_*`` a path the job writes.
 KINDS = (
@@ -38,6 +39,7 @@ KINDS = (
     "vector",
     "points",
     "polygons",
+    "points_or_polygons",
     "field",
     "output_raster",
     "output_vector",

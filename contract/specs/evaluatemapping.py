@@ -69,6 +69,7 @@ SPEC = AlgorithmSpec(
             "output_file",
             "The same figures as an HTML report.",
             file_filter="HTML (*.html)",
+            create_by_default=False,
         ),
     ),
 )

@@ -28,7 +28,7 @@ INVENTORY: tuple[Param, ...] = (
     Param(
         "INVENTORY",
         "Validation inventory",
-        "vector",
+        "points_or_polygons",
         "Landslides not used in training (points or polygons, or a CSV/XLSX table with "
         "X/Y columns), optionally with non-landslides marked 0 in the label field. Other "
         "CRS are reprojected; polygons count every pixel whose centre is inside.",
@@ -62,7 +62,7 @@ INVENTORY: tuple[Param, ...] = (
     Param(
         "TRAINING",
         "Training inventory",
-        "vector",
+        "points_or_polygons",
         "The landslides the model was trained on (same formats and label field), for the "
         "success-rate curve.",
     ),

@@ -94,7 +94,7 @@ INVENTORY: tuple[Param, ...] = (
     Param(
         "INVENTORY",
         "Landslide inventory",
-        "vector",
+        "points_or_polygons",
         "Landslide points or polygons (a CSV loaded as a point layer works too). Layers in "
         "another CRS are reprojected.",
     ),
@@ -102,7 +102,7 @@ INVENTORY: tuple[Param, ...] = (
     Param(
         "NEGATIVES",
         "Non-landslide samples",
-        "vector",
+        "points_or_polygons",
         "Optional non-landslide points or polygons; without them (and without 0 labels) "
         "non-landslides are drawn at random outside a buffer around the landslides.",
     ),

@@ -166,6 +166,7 @@ OUTPUTS: tuple[Param, ...] = (
         "Blocks used",
         "output_raster",
         "Where to write the blocks when the stack is segmented here (default: next to the model).",
+        create_by_default=False,
     ),
 )
 

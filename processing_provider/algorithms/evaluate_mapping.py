@@ -24,8 +24,3 @@ class EvaluateMappingAlgorithm(SlidewiseAlgorithm):
         "and the false-alarm rate at non-landslide points. A reference on another grid is "
         "aligned (nearest neighbour)."
     )
-
-    def initAlgorithm(self, config=None) -> None:
-        """The parameters of ``SPEC``; the optional HTML report is not made unless asked for."""
-        super().initAlgorithm(config)
-        self.parameterDefinition("OUTPUT_HTML").setCreateByDefault(False)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsProcessing, QgsProcessingOutputFile
+from qgis.core import QgsProcessingOutputFile
 
 from slidewise.contract.specs.evaluatesusceptibility import SPEC
 from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
-
-#: The inventories are points or polygons (the contract's ``vector`` kind takes any layer).
-INVENTORY_PARAMETERS = ("INVENTORY", "TRAINING")
-POINTS_OR_POLYGONS = [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]
 
 
 class EvaluateSusceptibilityAlgorithm(SlidewiseAlgorithm):
@@ -33,13 +29,8 @@ class EvaluateSusceptibilityAlgorithm(SlidewiseAlgorithm):
     )
 
     def initAlgorithm(self, config=None) -> None:
-        """Declare ``SPEC``'s parameters and the JSON output.
-
-        The inventories are limited to point and polygon layers, as before the contract.
-        """
+        """Declare ``SPEC``'s parameters and the JSON output."""
         super().initAlgorithm(config)
-        for name in INVENTORY_PARAMETERS:
-            self.parameterDefinition(name).setDataTypes(POINTS_OR_POLYGONS)
         self.addOutput(QgsProcessingOutputFile("JSON", tr("Figures (JSON)")))
 
     def job_parameters(self, parameters, context, feedback):

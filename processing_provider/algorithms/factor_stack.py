@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -23,18 +22,6 @@ class FactorStackAlgorithm(SlidewiseAlgorithm):
     """
 
     RUNTIME_PARAMETERS = True
-    #: Layer parameters that take points or polygons (the contract's ``vector`` takes any).
-    POINTS_OR_POLYGONS = ("INVENTORY", "NEGATIVES")
-
-    def initAlgorithm(self, config=None) -> None:
-        """The spec's parameters; inventories list point and polygon layers only."""
-        super().initAlgorithm(config)
-        for name in self.POINTS_OR_POLYGONS:
-            definition = self.parameterDefinition(name)
-            if definition is not None:
-                definition.setDataTypes(
-                    [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]
-                )
 
     def needs_factors(self, params: dict[str, Any]) -> bool:
         """Whether these job parameters need a factor stack (subclasses may say no)."""

@@ -37,6 +37,7 @@ VECTOR_TYPES = {
     "vector": [QgsProcessing.TypeVectorAnyGeometry],
     "points": [QgsProcessing.TypeVectorPoint],
     "polygons": [QgsProcessing.TypeVectorPolygon],
+    "points_or_polygons": [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
 }
 
 
@@ -163,7 +164,7 @@ def job_value(
     if kind == "rasters":
         layers = alg.parameterAsLayerList(parameters, name, context)
         return [layer.source().split("|")[0] for layer in layers] or None
-    if kind in ("vector", "points", "polygons"):
+    if kind in VECTOR_TYPES:
         return alg.vector_path(parameters, name, context) or None
     if kind in ("output_raster", "output_vector"):
         return alg.parameterAsOutputLayer(parameters, name, context) or None

@@ -35,11 +35,6 @@ class TrainSusceptibilityAlgorithm(FactorStackAlgorithm):
         "of random splits is visible."
     )
 
-    def initAlgorithm(self, config=None) -> None:
-        """The spec's parameters; the blocks are written next to the model unless asked."""
-        super().initAlgorithm(config)
-        self.parameterDefinition("OUTPUT_BLOCKS").setCreateByDefault(False)
-
     def needs_factors(self, params: dict[str, Any]) -> bool:
         """A sample table replaces the factor stack."""
         return not params.get("TABLE")

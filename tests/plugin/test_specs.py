@@ -48,6 +48,7 @@ PROCESSING_TYPES = {
     "vector": "vector",
     "points": "vector",
     "polygons": "vector",
+    "points_or_polygons": "vector",
     "field": "field",
     "output_raster": "rasterDestination",
     "output_vector": "vectorDestination",
