@@ -51,7 +51,8 @@ def write_scaled(pairs: list[tuple[Path, Path]], out: Path, scale: float) -> tup
     """Write downscaled images and 0/255 masks (decoded first) to ``out``."""
     from PIL import Image
 
-    from slidewise.engine.imagery.datasets import IGNORE, LabelMapping, decode_mask, read_picture
+    from slidewise.engine.imagery.labels import IGNORE, LabelMapping, decode_mask
+    from slidewise.engine.imagery.scenes import read_picture
 
     img_dir, msk_dir = out / "images", out / "masks"
     img_dir.mkdir(parents=True)
@@ -97,13 +98,8 @@ def evaluate_pairs(
     import torch.nn.functional as F  # noqa: N812
     from PIL import Image
 
-    from slidewise.engine.imagery.datasets import (
-        IGNORE,
-        LabelMapping,
-        PairScene,
-        decode_mask,
-        read_picture,
-    )
+    from slidewise.engine.imagery.labels import IGNORE, LabelMapping, decode_mask
+    from slidewise.engine.imagery.scenes import PairScene, read_picture
     from slidewise.engine.imagery.segmetrics import Confusion
     from slidewise.engine.imagery.segmodels import load_mapping_model
     from slidewise.engine.mapping.train import predict_scene

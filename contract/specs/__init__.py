@@ -12,7 +12,9 @@ from slidewise.contract.spec import AlgorithmSpec
 
 #: Algorithm (and engine job) name -> module holding its ``SPEC``.
 SPEC_MODULES: dict[str, str] = {
+    "addregion": "slidewise.contract.specs.addregion",
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
+    "trainmapping": "slidewise.contract.specs.trainmapping",
 }
 
 

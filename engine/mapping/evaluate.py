@@ -107,7 +107,7 @@ class _Reference:
 
 
 def _values(params: dict[str, Any], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    from slidewise.engine.imagery.datasets import parse_values
+    from slidewise.engine.imagery.labels import parse_values
 
     parsed = parse_values(params.get(name), name)
     return default if parsed is None else parsed

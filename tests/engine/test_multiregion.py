@@ -16,7 +16,12 @@ from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.modelfile import read_metadata
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
-from slidewise.engine.imagery.datasets import DatasetSpec, MappingData, prepare_mapping_data
+from slidewise.engine.imagery.datasets import (
+    ChipRequest,
+    DatasetSpec,
+    MappingData,
+    prepare_mapping_data,
+)
 from slidewise.engine.imagery.regions import (
     MultiRegionModel,
     distillation_loss,
@@ -25,15 +30,14 @@ from slidewise.engine.imagery.regions import (
     save_multiregion,
 )
 from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
-from slidewise.engine.mapping.addregion import (
-    RegionSettings,
+from slidewise.engine.mapping.addregion import run_add_region
+from slidewise.engine.mapping.forgetting import (
     forgetting_table,
     format_table,
     parse_old_region_data,
-    run_add_region,
-    train_region,
 )
 from slidewise.engine.mapping.regionmaps import predict_regions
+from slidewise.engine.mapping.regiontraining import RegionSettings, train_region
 
 TINY = SegModelConfig("unet", "resnet18", 3, 3, extra={"decoder_channels": [16, 8, 8]})
 
@@ -64,7 +68,7 @@ def _pairs(root: Path, n: int, seed: int, colour: tuple[int, int, int]) -> tuple
 
 def _data(root: Path, seed: int, colour: tuple[int, int, int]) -> MappingData:
     img, msk = _pairs(root, 6, seed, colour)
-    return prepare_mapping_data(DatasetSpec("pairs", img, msk), chip_size=64, seed=0)
+    return prepare_mapping_data(ChipRequest(DatasetSpec("pairs", img, msk), chip_size=64, seed=0))
 
 
 def _record(data: MappingData) -> dict:
