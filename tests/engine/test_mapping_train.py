@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -28,7 +29,7 @@ from slidewise.engine.imagery.segmodels import (
 from slidewise.engine.imagery.training import chip_batches
 from slidewise.engine.mapping.checkpoints import load_checkpoint
 from slidewise.engine.mapping.recipes import RECIPES, TrainSettings, pos_weight_from
-from slidewise.engine.mapping.train import run_train
+from slidewise.engine.mapping.train import TrainMappingParams, run_train
 from slidewise.engine.mapping.trainloop import epoch_order, train_model
 from slidewise.engine.mapping.validation import choose_threshold, predict_scene, validate
 
@@ -234,6 +235,23 @@ def test_job_checkpoint_resume_and_model_file(tmp_path: Path) -> None:
     ctx, _ = _ctx()
     with pytest.raises(InputError, match="made with another"):
         run_train(dict(params, EPOCHS=3, RESUME=True, BANDS="1,2"), ctx)
+
+
+def test_parameters_follow_the_contract() -> None:
+    fields = {f.name for f in dataclasses.fields(TrainMappingParams)}
+    assert fields == {p.name.lower() for p in TrainMappingParams.SPEC.params}
+    base = {"TRAIN_IMAGES": "images", "OUTPUT": "m.safetensors"}
+    # qgis_process passes enums by index; the dialog's indexes are those of before.
+    options = TrainMappingParams.from_params(
+        dict(base, ARCHITECTURE=1, AUGMENT="2", LOSS="0", RECIPE="1")
+    )
+    assert (options.architecture, options.augment, options.loss) == ("unet", "false", "recipe")
+    assert options.recipe == "l4s_baseline" and options.seed is None
+    assert TrainMappingParams.from_params(dict(base, AUGMENT=True)).augment == "true"
+    with pytest.raises(InputError, match="EPOCHS must be between 1 and 100000, got 100001"):
+        TrainMappingParams.from_params(dict(base, EPOCHS=100001))
+    with pytest.raises(InputError, match="Missing required parameter"):
+        TrainMappingParams.from_params({"OUTPUT": "m.safetensors"})
 
 
 @needs_bijie

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from slidewise.engine.imagery.regions import (
     save_multiregion,
 )
 from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
-from slidewise.engine.mapping.addregion import run_add_region
+from slidewise.engine.mapping.addregion import AddRegionParams, run_add_region
 from slidewise.engine.mapping.forgetting import (
     forgetting_table,
     format_table,
@@ -361,6 +362,20 @@ def test_distill_changes_encoder_but_old_outputs_stay_close(
 
 
 # --------------------------------------------------------------------------- the job
+
+
+def test_parameters_follow_the_contract() -> None:
+    fields = {f.name for f in dataclasses.fields(AddRegionParams)}
+    assert fields == {p.name.lower() for p in AddRegionParams.SPEC.params} - {"lambda"} | {
+        "lambda_"
+    }
+    base = {"REGION": "east", "TRAIN_IMAGES": "images", "OUTPUT": "m.safetensors"}
+    options = AddRegionParams.from_params(dict(base, LAMBDA="0.5", LOSS="0", MODE=1))
+    assert (options.lambda_, options.task_loss, options.mode) == (0.5, "dice", "distill")
+    assert AddRegionParams.from_params(dict(base, LOSS="1")).task_loss == "dice"
+    assert AddRegionParams.from_params(base).mode is None
+    with pytest.raises(InputError, match="WARMUP_EPOCHS must be between 0 and 100000"):
+        AddRegionParams.from_params(dict(base, WARMUP_EPOCHS=-1))
 
 
 def test_job_first_region_then_add_and_replace(tmp_path: Path) -> None:
