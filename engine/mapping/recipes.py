@@ -19,6 +19,7 @@ overrides its recipe value:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -146,6 +147,9 @@ def parse_streams(value: Any, n_bands: int) -> list[list[int]] | None:
     """``"1,2,3;4,5,6"`` (1-based positions among the selected bands) -> 0-based lists."""
     if value is None or value == "" or value == []:
         return None
+    if isinstance(value, str) and value.strip().startswith("["):
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(value)  # a JSON list of groups, from a job file
     groups = value if isinstance(value, list) else str(value).split(";")
     out = []
     for g in groups:
