@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,23 +107,52 @@ def prepare_data(tmp: Path, l4s_train: int, l4s_valid: int, seed: int) -> dict[s
     return out
 
 
-def _run(
-    params: dict[str, Any], name: str, seed: int, verbose: bool, threads: int = 0
-) -> tuple[Any, float]:
-    from slidewise.bench.mapping_accuracy import LogStream
-    from slidewise.engine.core.job import JobContext
-    from slidewise.engine.core.protocol import Reporter
-    from slidewise.engine.core.runtime import RuntimeOptions
-    from slidewise.engine.mapping.addregion import run_add_region
+@dataclass(frozen=True)
+class JobRunner:
+    """Runs the benchmark's addregion jobs on the CPU.
 
-    ctx = JobContext(
-        name="addregion",
-        options=RuntimeOptions(device="cpu", seed=seed, threads=threads),
-        reporter=Reporter(LogStream(name, verbose)),  # type: ignore[arg-type]
-    )
-    t0 = time.time()
-    result = run_add_region(params, ctx)
-    return result, time.time() - t0
+    Attributes:
+        seed: Runtime seed of every job.
+        verbose: Print the jobs' log lines.
+        threads: PyTorch CPU threads (0: PyTorch's choice).
+    """
+
+    seed: int = 0
+    verbose: bool = True
+    threads: int = 0
+
+    def run(self, params: dict[str, Any], name: str) -> tuple[Any, float]:
+        """Run addregion with ``params``; its result and wall seconds."""
+        from slidewise.bench.mapping_accuracy import LogStream
+        from slidewise.engine.core.job import JobContext
+        from slidewise.engine.core.protocol import Reporter
+        from slidewise.engine.core.runtime import RuntimeOptions
+        from slidewise.engine.mapping.addregion import run_add_region
+
+        ctx = JobContext(
+            name="addregion",
+            options=RuntimeOptions(device="cpu", seed=self.seed, threads=self.threads),
+            reporter=Reporter(LogStream(name, self.verbose)),  # type: ignore[arg-type]
+        )
+        t0 = time.time()
+        result = run_add_region(params, ctx)
+        return result, time.time() - t0
+
+
+#: How the L4S region is added to the Bijie model, by variant name (see the module doc).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "frozen": {"MODE": "frozen"},
+    "distill": {"MODE": "distill", "LAMBDA": 1.0, "TEMPERATURE": 2.0},
+    "finetune": {"MODE": "distill", "LAMBDA": 0.0},
+    "distill_full_lr": {"MODE": "distill", "LAMBDA": 1.0, "ENCODER_LR_SCALE": 1.0},
+    "finetune_full_lr": {"MODE": "distill", "LAMBDA": 0.0, "ENCODER_LR_SCALE": 1.0},
+    "distill_lwf_joint": {
+        "MODE": "distill",
+        "LAMBDA": 1.0,
+        "ENCODER_LR_SCALE": 1.0,
+        "TRAIN_OLD_DECODERS": True,
+    },
+}
 
 
 def run_benchmark(
@@ -135,8 +165,9 @@ def run_benchmark(
     verbose: bool = True,
     threads: int = 0,
 ) -> dict[str, Any]:
-    """Train the Bijie base, add L4S three ways (and Chattogram), collect the tables."""
+    """Train the Bijie base, add L4S in every variant (and Chattogram), collect the tables."""
     base_epochs = base_epochs or epochs
+    runner = JobRunner(seed, verbose, threads)
     results: dict[str, Any] = {
         "settings": {
             "epochs": epochs,
@@ -154,75 +185,68 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="slidewise-forgetting-") as name:
         tmp = Path(name)
         data = prepare_data(tmp, l4s_train, l4s_valid, seed)
-        common = {"DATASET_TYPE": "pairs", "CHIP_SIZE": CHIP_SIZE, "SEED": seed}
         base_path = tmp / "bijie.safetensors"
-        result, seconds = _run(
-            {
-                **common,
-                "REGION": "bijie",
-                "TRAIN_IMAGES": str(data["bijie_train"][0]),
-                "TRAIN_MASKS": str(data["bijie_train"][1]),
-                "VALID_IMAGES": str(data["bijie_valid"][0]),
-                "VALID_MASKS": str(data["bijie_valid"][1]),
-                "EPOCHS": base_epochs,
-                "BATCH_SIZE": 8,
-                "LOSS": "dice_bce",
-                "OUTPUT": str(base_path),
-            },
-            "bijie",
-            seed,
-            verbose,
-            threads,
-        )
-        results["base"] = {**result.figures, "seconds": round(seconds, 1)}
-        old = {
-            "bijie": {
-                "images": str(data["bijie_valid"][0]),
-                "masks": str(data["bijie_valid"][1]),
-                "dataset_type": "pairs",
-            }
-        }
-        new = {
-            **common,
-            "REGION": "l4s",
-            "TRAIN_IMAGES": str(data["l4s_train"][0]),
-            "TRAIN_MASKS": str(data["l4s_train"][1]),
-            "VALID_IMAGES": str(data["l4s_valid"][0]),
-            "VALID_MASKS": str(data["l4s_valid"][1]),
-            "EPOCHS": epochs,
-            "OLD_REGION_DATA": json.dumps(old),
-        }
-        variants: dict[str, dict[str, Any]] = {
-            "frozen": {"MODE": "frozen"},
-            "distill": {"MODE": "distill", "LAMBDA": 1.0, "TEMPERATURE": 2.0},
-            "finetune": {"MODE": "distill", "LAMBDA": 0.0},
-            "distill_full_lr": {"MODE": "distill", "LAMBDA": 1.0, "ENCODER_LR_SCALE": 1.0},
-            "finetune_full_lr": {"MODE": "distill", "LAMBDA": 0.0, "ENCODER_LR_SCALE": 1.0},
-            "distill_lwf_joint": {
-                "MODE": "distill",
-                "LAMBDA": 1.0,
-                "ENCODER_LR_SCALE": 1.0,
-                "TRAIN_OLD_DECODERS": True,
-            },
-        }
-        for variant, extra in variants.items():
-            out = tmp / f"{variant}.safetensors"
-            result, seconds = _run(
-                {**new, **extra, "MODEL": str(base_path), "OUTPUT": str(out)},
-                variant,
-                seed,
-                verbose,
-                threads,
-            )
+        results["base"] = train_base(runner, data, base_epochs, base_path)
+        old = {"bijie": valid_data(data, "bijie")}
+        for variant, extra in VARIANTS.items():
+            params = {**l4s_params(data, epochs, seed, old), **extra}
+            params.update(MODEL=str(base_path), OUTPUT=str(tmp / f"{variant}.safetensors"))
+            result, seconds = runner.run(params, variant)
             results["variants"][variant] = {
                 "table": result.figures["forgetting"],
                 "seconds": round(seconds, 1),
             }
         if chattogram:
             results["variants"]["frozen+chattogram"] = _add_chattogram(
-                tmp, tmp / "frozen.safetensors", old, data, epochs, seed, verbose, threads
+                tmp, tmp / "frozen.safetensors", old, data, epochs, runner
             )
     return results
+
+
+def valid_data(data: dict[str, Any], region: str) -> dict[str, str]:
+    """OLD_REGION_DATA entry of ``region``: its validation pairs."""
+    images, masks = data[f"{region}_valid"]
+    return {"images": str(images), "masks": str(masks), "dataset_type": "pairs"}
+
+
+def train_base(
+    runner: JobRunner, data: dict[str, Any], epochs: int, output: Path
+) -> dict[str, Any]:
+    """Train the first region, Bijie (encoder and decoder); its figures and seconds."""
+    result, seconds = runner.run(
+        {
+            "DATASET_TYPE": "pairs",
+            "CHIP_SIZE": CHIP_SIZE,
+            "SEED": runner.seed,
+            "REGION": "bijie",
+            "TRAIN_IMAGES": str(data["bijie_train"][0]),
+            "TRAIN_MASKS": str(data["bijie_train"][1]),
+            "VALID_IMAGES": str(data["bijie_valid"][0]),
+            "VALID_MASKS": str(data["bijie_valid"][1]),
+            "EPOCHS": epochs,
+            "BATCH_SIZE": 8,
+            "LOSS": "dice_bce",
+            "OUTPUT": str(output),
+        },
+        "bijie",
+    )
+    return {**result.figures, "seconds": round(seconds, 1)}
+
+
+def l4s_params(data: dict[str, Any], epochs: int, seed: int, old: dict[str, Any]) -> dict[str, Any]:
+    """addregion parameters of the L4S region (without MODEL, OUTPUT and the variant)."""
+    return {
+        "DATASET_TYPE": "pairs",
+        "CHIP_SIZE": CHIP_SIZE,
+        "SEED": seed,
+        "REGION": "l4s",
+        "TRAIN_IMAGES": str(data["l4s_train"][0]),
+        "TRAIN_MASKS": str(data["l4s_train"][1]),
+        "VALID_IMAGES": str(data["l4s_valid"][0]),
+        "VALID_MASKS": str(data["l4s_valid"][1]),
+        "EPOCHS": epochs,
+        "OLD_REGION_DATA": json.dumps(old),
+    }
 
 
 def _add_chattogram(
@@ -231,9 +255,7 @@ def _add_chattogram(
     old: dict[str, Any],
     data: dict[str, Any],
     epochs: int,
-    seed: int,
-    verbose: bool,
-    threads: int = 0,
+    runner: JobRunner,
 ) -> dict[str, Any]:
     """Add Chattogram (RGB of the 4-band tiles) as a third region to ``model``."""
     root = DATA / "mapping" / "chattogram_s2"
@@ -248,15 +270,8 @@ def _add_chattogram(
             (img / f.name).symlink_to(f)
             (lab / f.name).symlink_to(root / "labels" / f.name)
         folders[name] = (img, lab)
-    old = {
-        **old,
-        "l4s": {
-            "images": str(data["l4s_valid"][0]),
-            "masks": str(data["l4s_valid"][1]),
-            "dataset_type": "pairs",
-        },
-    }
-    result, seconds = _run(
+    old = {**old, "l4s": valid_data(data, "l4s")}
+    result, seconds = runner.run(
         {
             "DATASET_TYPE": "geotiff",
             "REGION": "chattogram",
@@ -270,22 +285,19 @@ def _add_chattogram(
             "BANDS": "1,2,3",
             "CHIP_SIZE": CHIP_SIZE,
             "EPOCHS": epochs,
-            "SEED": seed,
+            "SEED": runner.seed,
             "MODEL": str(model),
             "OLD_REGION_DATA": json.dumps(old),
             "OUTPUT": str(tmp / "three.safetensors"),
         },
         "chattogram",
-        seed,
-        verbose,
-        threads,
     )
     return {"table": result.figures["forgetting"], "seconds": round(seconds, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: prints the forgetting tables."""
-    from slidewise.engine.mapping.addregion import format_table
+    from slidewise.engine.mapping.forgetting import format_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", required=True, help="output JSON file")

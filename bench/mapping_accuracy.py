@@ -5,10 +5,10 @@ Usage::
     python -m slidewise.bench.mapping_accuracy --train-images DIR --train-masks DIR \\
         --test-images DIR --test-masks DIR --json OUT [--epochs E] [--seed S]
 
-Both recipes (:data:`slidewise.engine.mapping.train.RECIPES`) are trained on the
+Both recipes (:data:`slidewise.engine.mapping.recipes.RECIPES`) are trained on the
 same image/mask pairs (Bijie format: RGB images, masks 0/1, 0/255 or coloured)
 with the ``trainmapping`` job. Each job splits its validation images off the
-training folders (whole images, :func:`slidewise.engine.imagery.datasets.spatial_split`)
+training folders (whole images, :func:`slidewise.engine.imagery.splits.spatial_split`)
 for epoch and threshold selection; the test folders are only used for the
 final scores. The JSON holds the landslide-class figures on the test pairs::
 
@@ -30,6 +30,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ def write_scaled(pairs: list[tuple[Path, Path]], out: Path, scale: float) -> tup
     """Write downscaled images and 0/255 masks (decoded first) to ``out``."""
     from PIL import Image
 
-    from slidewise.engine.imagery.datasets import IGNORE, LabelMapping, decode_mask, read_picture
+    from slidewise.engine.imagery.labels import IGNORE, LabelMapping, decode_mask
+    from slidewise.engine.imagery.scenes import read_picture
 
     img_dir, msk_dir = out / "images", out / "masks"
     img_dir.mkdir(parents=True)
@@ -97,16 +99,11 @@ def evaluate_pairs(
     import torch.nn.functional as F  # noqa: N812
     from PIL import Image
 
-    from slidewise.engine.imagery.datasets import (
-        IGNORE,
-        LabelMapping,
-        PairScene,
-        decode_mask,
-        read_picture,
-    )
+    from slidewise.engine.imagery.labels import IGNORE, LabelMapping, decode_mask
+    from slidewise.engine.imagery.scenes import PairScene, read_picture
     from slidewise.engine.imagery.segmetrics import Confusion
     from slidewise.engine.imagery.segmodels import load_mapping_model
-    from slidewise.engine.mapping.train import predict_scene
+    from slidewise.engine.mapping.validation import predict_scene
 
     model, meta = load_mapping_model(model_path)
     bands = [b - 1 for b in meta.extra.get("band_indices", [1, 2, 3])]
@@ -139,62 +136,91 @@ def evaluate_pairs(
     return {"f1": total.f1, "precision": total.precision, "recall": total.recall, "iou": total.iou}
 
 
+@dataclass(frozen=True)
+class AccuracySettings:
+    """How every recipe of the benchmark is trained.
+
+    Attributes:
+        epochs: Training epochs of each recipe.
+        seed: Seed of every job.
+        scale: Downscaling factor of the pairs.
+        chip_size: Training chip side (pixels, after downscaling).
+        batch_size: Chips per batch.
+        chips_per_epoch: Chips drawn per epoch.
+        recipes: The recipes trained, in order.
+        overrides: Recipe -> extra trainmapping parameters.
+        verbose: Print the jobs' log lines.
+    """
+
+    epochs: int = DEFAULT_EPOCHS
+    seed: int = 0
+    scale: float = SCALE
+    chip_size: int = CHIP_SIZE
+    batch_size: int = BATCH_SIZE
+    chips_per_epoch: int = CHIPS_PER_EPOCH
+    recipes: tuple[str, ...] = ("l4s_baseline", "default")
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verbose: bool = True
+
+
 def run_benchmark(
     train_images: str,
     train_masks: str,
     test_images: str,
     test_masks: str,
-    epochs: int = DEFAULT_EPOCHS,
-    seed: int = 0,
-    scale: float = SCALE,
-    chip_size: int = CHIP_SIZE,
-    batch_size: int = BATCH_SIZE,
-    chips_per_epoch: int = CHIPS_PER_EPOCH,
-    recipes: tuple[str, ...] = ("l4s_baseline", "default"),
-    overrides: dict[str, dict[str, Any]] | None = None,
-    verbose: bool = True,
+    settings: AccuracySettings | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Train every recipe on the training pairs and score it on the test pairs.
 
     Returns:
         ``({"recipes": {name: figures}}, {name: training seconds})``.
     """
-    from slidewise.engine.core.job import JobContext
-    from slidewise.engine.core.protocol import Reporter
-    from slidewise.engine.core.runtime import RuntimeOptions
     from slidewise.engine.imagery.datasets import discover_pairs
-    from slidewise.engine.mapping.train import run_train
 
+    settings = settings or AccuracySettings()
     train_pairs = discover_pairs(train_images, train_masks)
     test_pairs = discover_pairs(test_images, test_masks)
     results: dict[str, Any] = {"recipes": {}}
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
-        img_dir, msk_dir = write_scaled(train_pairs, Path(tmp) / "train", scale)
-        for name in recipes:
+        folders = write_scaled(train_pairs, Path(tmp) / "train", settings.scale)
+        for name in settings.recipes:
             t0 = time.time()
-            params: dict[str, Any] = {
-                "DATASET_TYPE": "pairs",
-                "TRAIN_IMAGES": str(img_dir),
-                "TRAIN_MASKS": str(msk_dir),
-                "RECIPE": name,
-                "EPOCHS": epochs,
-                "BATCH_SIZE": batch_size,
-                "CHIPS_PER_EPOCH": chips_per_epoch,
-                "CHIP_SIZE": chip_size,
-                "SEED": seed,
-                "OUTPUT": str(Path(tmp) / f"{name}.safetensors"),
-            }
-            params.update((overrides or {}).get(name, {}))
-            ctx = JobContext(
-                name="trainmapping",
-                options=RuntimeOptions(device="cpu", seed=seed),
-                reporter=Reporter(LogStream(name, verbose)),  # type: ignore[arg-type]
-            )
-            run_train(params, ctx)
-            results["recipes"][name] = evaluate_pairs(Path(params["OUTPUT"]), test_pairs, scale)
+            model = train_recipe(name, folders, Path(tmp) / f"{name}.safetensors", settings)
+            results["recipes"][name] = evaluate_pairs(model, test_pairs, settings.scale)
             seconds[name] = time.time() - t0
     return results, seconds
+
+
+def train_recipe(
+    name: str, folders: tuple[Path, Path], output: Path, settings: AccuracySettings
+) -> Path:
+    """Run the trainmapping job with recipe ``name`` on the scaled pairs; the model file."""
+    from slidewise.engine.core.job import JobContext
+    from slidewise.engine.core.protocol import Reporter
+    from slidewise.engine.core.runtime import RuntimeOptions
+    from slidewise.engine.mapping.train import run_train
+
+    params: dict[str, Any] = {
+        "DATASET_TYPE": "pairs",
+        "TRAIN_IMAGES": str(folders[0]),
+        "TRAIN_MASKS": str(folders[1]),
+        "RECIPE": name,
+        "EPOCHS": settings.epochs,
+        "BATCH_SIZE": settings.batch_size,
+        "CHIPS_PER_EPOCH": settings.chips_per_epoch,
+        "CHIP_SIZE": settings.chip_size,
+        "SEED": settings.seed,
+        "OUTPUT": str(output),
+    }
+    params.update(settings.overrides.get(name, {}))
+    ctx = JobContext(
+        name="trainmapping",
+        options=RuntimeOptions(device="cpu", seed=settings.seed),
+        reporter=Reporter(LogStream(name, settings.verbose)),  # type: ignore[arg-type]
+    )
+    run_train(params, ctx)
+    return output
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         args.train_masks,
         args.test_images,
         args.test_masks,
-        epochs=args.epochs,
-        seed=args.seed,
+        AccuracySettings(epochs=args.epochs, seed=args.seed),
     )
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'recipe':<14} {'precision':>9} {'recall':>7} {'F1':>7} {'IoU':>7} {'seconds':>8}")

@@ -12,6 +12,7 @@ Standard library only: the plugin imports this without the engine's packages.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -325,6 +326,12 @@ def _read_paths(param: Param, value: Any) -> list[str]:
 
 
 def _read_text(param: Param, value: Any) -> str:
+    # A job file may give a JSON list or object: a flat list becomes "a;b;c" (what the
+    # value readers split on), anything nested JSON text.
+    if isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+        return ";".join(str(v).strip() for v in value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value)
     return str(value).strip()
 
 

@@ -12,16 +12,18 @@ from slidewise.contract.spec import AlgorithmSpec
 
 #: Algorithm (and engine job) name -> module holding its ``SPEC``.
 SPEC_MODULES: dict[str, str] = {
+    "addregion": "slidewise.contract.specs.addregion",
     "checkengine": "slidewise.contract.specs.checkengine",
-    "sleep": "slidewise.contract.specs.sleep",
-    "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
-    "terrainfactors": "slidewise.contract.specs.terrainfactors",
-    "maplandslides": "slidewise.contract.specs.maplandslides",
     "evaluatemapping": "slidewise.contract.specs.evaluatemapping",
+    "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
+    "maplandslides": "slidewise.contract.specs.maplandslides",
+    "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
     "samplefactors": "slidewise.contract.specs.samplefactors",
     "segmentblocks": "slidewise.contract.specs.segmentblocks",
+    "sleep": "slidewise.contract.specs.sleep",
+    "terrainfactors": "slidewise.contract.specs.terrainfactors",
+    "trainmapping": "slidewise.contract.specs.trainmapping",
     "trainsusceptibility": "slidewise.contract.specs.trainsusceptibility",
-    "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
 }
 
 

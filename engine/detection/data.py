@@ -141,7 +141,7 @@ class DetectionSet:
 
 def image_size(path: Path) -> tuple[int, int, int]:
     """``(height, width, bands)`` of an image file, from its header."""
-    from slidewise.engine.imagery.datasets import picture_size
+    from slidewise.engine.imagery.scenes import picture_size
 
     return picture_size(path, "image")
 
@@ -153,7 +153,7 @@ def read_image(path: Path, bands: Sequence[int] | None = None) -> np.ndarray:
         path: JPEG/PNG/BMP (Pillow) or TIFF (rasterio) file.
         bands: 0-based bands to keep (all when ``None``).
     """
-    from slidewise.engine.imagery.datasets import read_picture
+    from slidewise.engine.imagery.scenes import read_picture
 
     a = read_picture(Path(path), "image")
     if a.ndim == 2:
@@ -707,12 +707,9 @@ def read_mask_pairs(
     Raises:
         InputError: no image/mask folders, unmatched pairs, unreadable masks.
     """
-    from slidewise.engine.imagery.datasets import (
-        LabelMapping,
-        decode_mask,
-        discover_pairs,
-        read_picture,
-    )
+    from slidewise.engine.imagery.datasets import discover_pairs
+    from slidewise.engine.imagery.labels import LabelMapping, decode_mask
+    from slidewise.engine.imagery.scenes import read_picture
 
     root = Path(folder)
     if not str(folder) or not root.is_dir():

@@ -71,26 +71,22 @@ from slidewise.engine.core.modelfile import ModelMetadata, load_model, read_meta
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import integer_param, is_set, number_param, to_bool
 from slidewise.engine.imagery.augment import random_d4
-from slidewise.engine.imagery.datasets import (
-    DATASET_TYPES,
-    IGNORE,
-    PAIR_SUFFIXES,
-    Chip,
+from slidewise.engine.imagery.chips import (
     ChipDataset,
-    DatasetSpec,
-    DecodeCache,
-    LabelMapping,
-    PairScene,
-    Scene,
     fit_normalisation,
     l4s_normalisation,
-    load_scenes,
     make_chips,
-    parse_color,
-    parse_values,
+)
+from slidewise.engine.imagery.datasets import (
+    DATASET_TYPES,
+    PAIR_SUFFIXES,
+    DatasetSpec,
+    load_scenes,
     resolve_bands,
 )
+from slidewise.engine.imagery.labels import IGNORE, LabelMapping, parse_color, parse_values
 from slidewise.engine.imagery.losses import make_loss
+from slidewise.engine.imagery.scenes import Chip, DecodeCache, PairScene, Scene
 from slidewise.engine.imagery.training import chip_batches
 
 MODES = ("mae", "distill")

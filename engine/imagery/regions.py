@@ -223,7 +223,7 @@ class RegionView(nn.Module):
     """A :class:`MultiRegionModel` seen as a one-region model: ``forward(x)``.
 
     For :func:`slidewise.engine.imagery.tiling.predict_raster`,
-    :func:`slidewise.engine.mapping.train.validate` and anything else that calls
+    :func:`slidewise.engine.mapping.validation.validate` and anything else that calls
     ``model(x)``. Moving or switching the mode of the view acts on the whole
     shared model.
     """

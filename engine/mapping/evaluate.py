@@ -137,7 +137,7 @@ class _Reference:
 
 
 def _values(value: str | None, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    from slidewise.engine.imagery.datasets import parse_values
+    from slidewise.engine.imagery.labels import parse_values
 
     parsed = parse_values(value, name)
     return default if parsed is None else parsed

@@ -12,28 +12,26 @@ from engine_helpers import SHARED, bijie_subset
 
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.imagery.augment import d4_inverse, d4_transform, random_d4
-from slidewise.engine.imagery.datasets import (
-    IGNORE,
+from slidewise.engine.imagery.chips import (
     L4S_MEAN,
     L4S_STD,
-    Chip,
     ChipDataset,
-    DatasetSpec,
-    LabelMapping,
-    PairScene,
-    RasterScene,
     chip_grid,
-    decode_mask,
+    l4s_normalisation,
+    make_chips,
+)
+from slidewise.engine.imagery.datasets import (
+    ChipRequest,
+    DatasetSpec,
     discover_l4s,
     discover_pairs,
-    l4s_normalisation,
     load_scenes,
-    make_chips,
-    parse_color,
     prepare_mapping_data,
     resolve_bands,
-    spatial_split,
 )
+from slidewise.engine.imagery.labels import IGNORE, LabelMapping, decode_mask, parse_color
+from slidewise.engine.imagery.scenes import Chip, PairScene, RasterScene
+from slidewise.engine.imagery.splits import spatial_split
 
 DATA = SHARED / "mapping"
 L4S = DATA / "l4s_patches"
@@ -200,7 +198,7 @@ def test_pairs_bad_inputs(tmp_path: Path) -> None:
         size = Image.open(img / name).size
         Image.new("L", size, 0).save(msk / name)
     with pytest.raises(InputError, match="no landslide pixels"):
-        prepare_mapping_data(DatasetSpec("pairs", str(img), str(msk)), chip_size=256)
+        prepare_mapping_data(ChipRequest(DatasetSpec("pairs", str(img), str(msk)), chip_size=256))
 
 
 def test_band_selection() -> None:
@@ -219,7 +217,9 @@ def test_split_by_whole_images_and_normalisation_fitted_on_train_only(tmp_path: 
     names = sorted(p.name for p in (BIJIE / "images").iterdir())[:8]
     img, msk = bijie_subset(tmp_path, names)
     data = prepare_mapping_data(
-        DatasetSpec("pairs", str(img), str(msk)), chip_size=256, valid_fraction=0.25, seed=3
+        ChipRequest(
+            DatasetSpec("pairs", str(img), str(msk)), chip_size=256, valid_fraction=0.25, seed=3
+        )
     )
     assert data.split.method == "scenes"
     train_scenes = {c.scene for c in data.train.chips}

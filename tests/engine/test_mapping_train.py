@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -13,13 +14,10 @@ from engine_helpers import BIJIE, bijie_subset, job_context, log_messages
 
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext
-from slidewise.engine.imagery.datasets import (
-    DatasetSpec,
-    LabelMapping,
-    PairScene,
-    prepare_mapping_data,
-)
+from slidewise.engine.imagery.datasets import ChipRequest, DatasetSpec, prepare_mapping_data
+from slidewise.engine.imagery.labels import LabelMapping
 from slidewise.engine.imagery.resunet import ResUNet
+from slidewise.engine.imagery.scenes import PairScene
 from slidewise.engine.imagery.segmodels import (
     SegModelConfig,
     build_model,
@@ -28,19 +26,12 @@ from slidewise.engine.imagery.segmodels import (
     main_logits,
     normalise,
 )
-from slidewise.engine.mapping.train import (
-    RECIPES,
-    TrainSettings,
-    chip_batches,
-    choose_threshold,
-    epoch_order,
-    load_checkpoint,
-    pos_weight_from,
-    predict_scene,
-    run_train,
-    train_model,
-    validate,
-)
+from slidewise.engine.imagery.training import chip_batches
+from slidewise.engine.mapping.checkpoints import load_checkpoint
+from slidewise.engine.mapping.recipes import RECIPES, TrainSettings, pos_weight_from
+from slidewise.engine.mapping.train import TrainMappingParams, run_train
+from slidewise.engine.mapping.trainloop import epoch_order, train_model
+from slidewise.engine.mapping.validation import choose_threshold, predict_scene, validate
 
 needs_bijie = pytest.mark.skipif(not BIJIE.is_dir(), reason="Bijie pairs not available")
 TINY = {"widths": [8, 16, 32], "residual": False, "deep_supervision": False}
@@ -142,7 +133,8 @@ def _downscaled_bijie(tmp: Path, n: int, scale: float) -> tuple[Path, Path]:
     """Real Bijie pairs, downscaled (images by area, masks decoded then nearest)."""
     from PIL import Image
 
-    from slidewise.engine.imagery.datasets import LabelMapping, decode_mask, read_picture
+    from slidewise.engine.imagery.labels import decode_mask
+    from slidewise.engine.imagery.scenes import read_picture
 
     img, msk = tmp / "small_images", tmp / "small_masks"
     img.mkdir()
@@ -163,7 +155,9 @@ def test_training_on_bijie_beats_untrained_model(tmp_path: Path) -> None:
     # Real evidence: ten Bijie pairs at quarter resolution, three whole images held out.
     img, msk = _downscaled_bijie(tmp_path, 10, 0.25)
     data = prepare_mapping_data(
-        DatasetSpec("pairs", str(img), str(msk)), chip_size=128, valid_fraction=0.25, seed=0
+        ChipRequest(
+            DatasetSpec("pairs", str(img), str(msk)), chip_size=128, valid_fraction=0.25, seed=0
+        )
     )
     assert data.split.method == "scenes" and len(data.valid) >= 4
     config = SegModelConfig("resunet", in_channels=3, extra=dict(TINY))
@@ -243,6 +237,23 @@ def test_job_checkpoint_resume_and_model_file(tmp_path: Path) -> None:
         run_train(dict(params, EPOCHS=3, RESUME=True, BANDS="1,2"), ctx)
 
 
+def test_parameters_follow_the_contract() -> None:
+    fields = {f.name for f in dataclasses.fields(TrainMappingParams)}
+    assert fields == {p.name.lower() for p in TrainMappingParams.SPEC.params}
+    base = {"TRAIN_IMAGES": "images", "OUTPUT": "m.safetensors"}
+    # qgis_process passes enums by index; the dialog's indexes are those of before.
+    options = TrainMappingParams.from_params(
+        dict(base, ARCHITECTURE=1, AUGMENT="2", LOSS="0", RECIPE="1")
+    )
+    assert (options.architecture, options.augment, options.loss) == ("unet", "false", "recipe")
+    assert options.recipe == "l4s_baseline" and options.seed is None
+    assert TrainMappingParams.from_params(dict(base, AUGMENT=True)).augment == "true"
+    with pytest.raises(InputError, match="EPOCHS must be between 1 and 100000, got 100001"):
+        TrainMappingParams.from_params(dict(base, EPOCHS=100001))
+    with pytest.raises(InputError, match="Missing required parameter"):
+        TrainMappingParams.from_params({"OUTPUT": "m.safetensors"})
+
+
 @needs_bijie
 def test_job_bad_parameters(tmp_path: Path) -> None:
     img, msk = bijie_subset(tmp_path, ["10009.png", "10013.png", "10040.png"])
@@ -255,7 +266,7 @@ def test_job_bad_parameters(tmp_path: Path) -> None:
     }
     cases = [
         ({"BANDS": "1,4"}, "Band 4 is out of range"),
-        ({"ARCHITECTURE": "segnet"}, "Unknown architecture"),
+        ({"ARCHITECTURE": "segnet"}, "Unknown value 'segnet' for ARCHITECTURE"),
         ({"ENCODER": "resnet9"}, "unknown encoder"),
         ({"RESUME": True, "CHECKPOINT": str(tmp_path / "none.safetensors")}, "does not exist"),
         ({"RESUME": True}, "no CHECKPOINT"),

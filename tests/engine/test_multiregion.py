@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 from pathlib import Path
 
@@ -16,7 +17,12 @@ from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.modelfile import read_metadata
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
-from slidewise.engine.imagery.datasets import DatasetSpec, MappingData, prepare_mapping_data
+from slidewise.engine.imagery.datasets import (
+    ChipRequest,
+    DatasetSpec,
+    MappingData,
+    prepare_mapping_data,
+)
 from slidewise.engine.imagery.regions import (
     MultiRegionModel,
     distillation_loss,
@@ -25,15 +31,14 @@ from slidewise.engine.imagery.regions import (
     save_multiregion,
 )
 from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
-from slidewise.engine.mapping.addregion import (
-    RegionSettings,
+from slidewise.engine.mapping.addregion import AddRegionParams, run_add_region
+from slidewise.engine.mapping.forgetting import (
     forgetting_table,
     format_table,
     parse_old_region_data,
-    run_add_region,
-    train_region,
 )
 from slidewise.engine.mapping.regionmaps import predict_regions
+from slidewise.engine.mapping.regiontraining import RegionSettings, train_region
 
 TINY = SegModelConfig("unet", "resnet18", 3, 3, extra={"decoder_channels": [16, 8, 8]})
 
@@ -64,7 +69,7 @@ def _pairs(root: Path, n: int, seed: int, colour: tuple[int, int, int]) -> tuple
 
 def _data(root: Path, seed: int, colour: tuple[int, int, int]) -> MappingData:
     img, msk = _pairs(root, 6, seed, colour)
-    return prepare_mapping_data(DatasetSpec("pairs", img, msk), chip_size=64, seed=0)
+    return prepare_mapping_data(ChipRequest(DatasetSpec("pairs", img, msk), chip_size=64, seed=0))
 
 
 def _record(data: MappingData) -> dict:
@@ -356,6 +361,20 @@ def test_distill_changes_encoder_but_old_outputs_stay_close(
 
 
 # --------------------------------------------------------------------------- the job
+
+
+def test_parameters_follow_the_contract() -> None:
+    fields = {f.name for f in dataclasses.fields(AddRegionParams)}
+    assert fields == {p.name.lower() for p in AddRegionParams.SPEC.params} - {"lambda"} | {
+        "lambda_"
+    }
+    base = {"REGION": "east", "TRAIN_IMAGES": "images", "OUTPUT": "m.safetensors"}
+    options = AddRegionParams.from_params(dict(base, LAMBDA="0.5", LOSS="0", MODE=1))
+    assert (options.lambda_, options.task_loss, options.mode) == (0.5, "dice", "distill")
+    assert AddRegionParams.from_params(dict(base, LOSS="1")).task_loss == "dice"
+    assert AddRegionParams.from_params(base).mode is None
+    with pytest.raises(InputError, match="WARMUP_EPOCHS must be between 0 and 100000"):
+        AddRegionParams.from_params(dict(base, WARMUP_EPOCHS=-1))
 
 
 def test_job_first_region_then_add_and_replace(tmp_path: Path) -> None:

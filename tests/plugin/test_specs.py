@@ -24,11 +24,9 @@ from slidewise.contract.specs.groups import RUNTIME_NAMES
 #: every algorithm has its specification; it must never grow.
 WITHOUT_SPEC = frozenset(
     {
-        "addregion",
         "detectlandslides",
         "pretrainencoder",
         "traindetection",
-        "trainmapping",
     }
 )
 

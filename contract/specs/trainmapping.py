@@ -1,0 +1,312 @@
+"""slidewise:trainmapping: train a landslide segmentation model on labelled imagery."""
+
+from __future__ import annotations
+
+from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
+from slidewise.contract.specs.groups import SEED
+from slidewise.contract.specs.imagery import MAPPING_DATASET
+
+#: Training recipes (engine: ``slidewise.engine.mapping.recipes.RECIPES``).
+RECIPES = ("default", "l4s_baseline")
+#: Word of a choice that keeps the recipe's value.
+FROM_RECIPE = "recipe"
+#: Architectures: the dialog's list first (its indexes stay), then the other smp ones.
+ARCHITECTURES = (
+    FROM_RECIPE,
+    "unet",
+    "unetplusplus",
+    "deeplabv3plus",
+    "fpn",
+    "linknet",
+    "manet",
+    "pan",
+    "segformer",
+    "resunet",
+    "pspnet",
+    "upernet",
+)
+#: Losses (engine: ``slidewise.engine.imagery.losses.LOSSES``), ``ce`` last (an alias of bce).
+LOSSES = (FROM_RECIPE, "dice_bce", "bce", "dice", "focal", "lovasz", "lovasz_bce", "ce")
+NORMALISATIONS = ("fit", "l4s", "none")
+SELECT_METRICS = ("f1", "iou", "mcc")
+#: D4 augmentation: the recipe's, on or off.
+AUGMENT_CHOICES = (FROM_RECIPE, "true", "false")
+#: Largest number of epochs (and of early-stopping patience).
+MAX_EPOCHS = 100000
+#: Largest batch.
+MAX_BATCH = 4096
+#: Largest number of chips drawn per epoch.
+MAX_CHIPS_PER_EPOCH = 10**9
+
+#: Chip size, stride, validation share and normalisation: shared with addregion.
+CHIPS: tuple[Param, ...] = (
+    Param(
+        "NORMALISATION",
+        "Normalisation",
+        "choice",
+        "fit: per-band mean/std from the training split; l4s: the Landslide4Sense "
+        "constants (14-band data); none. Stored in the model and re-applied when mapping.",
+        default="fit",
+        choices=NORMALISATIONS,
+        advanced=True,
+    ),
+    Param(
+        "CHIP_SIZE",
+        "Chip size",
+        "int",
+        "Side of training chips (capped at the largest image side).",
+        default=256,
+        minimum=16,
+        maximum=8192,
+        unit="px",
+        advanced=True,
+    ),
+    Param(
+        "STRIDE",
+        "Chip stride",
+        "int",
+        "Step between training chips; empty: the chip size.",
+        minimum=1,
+        maximum=8192,
+        unit="px",
+        advanced=True,
+    ),
+    Param(
+        "VALID_FRACTION",
+        "Validation share",
+        "float",
+        "Share of the training data split off by space for validation when no validation "
+        "set is given.",
+        default=0.2,
+        minimum=0.01,
+        maximum=0.9,
+        advanced=True,
+    ),
+)
+
+#: How the model is built (recipe values unless set).
+MODEL: tuple[Param, ...] = (
+    Param(
+        "RECIPE",
+        "Recipe",
+        "choice",
+        "default: the engine's recipe; l4s_baseline: the Landslide4Sense baseline.",
+        default="default",
+        choices=RECIPES,
+    ),
+    Param(
+        "ARCHITECTURE",
+        "Architecture",
+        "choice",
+        "Segmentation architecture; resunet is the residual U-Net with deep supervision "
+        "(Prakash et al. 2021); recipe: the recipe's.",
+        default=FROM_RECIPE,
+        choices=ARCHITECTURES,
+        choice_labels=("(recipe)", *ARCHITECTURES[1:]),
+    ),
+    Param(
+        "LOSS",
+        "Loss",
+        "choice",
+        "Training loss; recipe keeps the recipe's.",
+        default=FROM_RECIPE,
+        choices=LOSSES,
+        choice_labels=("(recipe)", *LOSSES[1:]),
+        advanced=True,
+    ),
+)
+
+#: Everything the recipe sets that a parameter may override.
+TRAINING: tuple[Param, ...] = (
+    Param(
+        "SELECT_METRIC",
+        "Model selection metric",
+        "choice",
+        "Landslide-class metric used to pick the epoch and tune the threshold.",
+        default="f1",
+        choices=SELECT_METRICS,
+        advanced=True,
+    ),
+    Param(
+        "AUGMENT",
+        "D4 augmentation",
+        "choice",
+        "Random rotations and mirrors of each chip; recipe: the recipe's.",
+        default=FROM_RECIPE,
+        choices=AUGMENT_CHOICES,
+        choice_labels=("(recipe)", "yes", "no"),
+        advanced=True,
+    ),
+    Param(
+        "ENCODER",
+        "Encoder",
+        "text",
+        "segmentation-models-pytorch encoder, e.g. resnet18, resnet34, efficientnet-b0, "
+        "mit_b0; empty: the recipe's (random start, nothing is downloaded).",
+        advanced=True,
+    ),
+    Param(
+        "STREAMS",
+        "Input streams (residual U-Net)",
+        "text",
+        "Groups of 1-based band positions, each with its own stem, e.g. 1,2,3;4,5,6;7,8 for "
+        "pre-event RGB, post-event RGB, terrain.",
+        advanced=True,
+    ),
+    Param(
+        "MODEL_OPTIONS",
+        "Model options (JSON)",
+        "text",
+        "Extra architecture options as a JSON object.",
+        advanced=True,
+    ),
+    Param(
+        "THRESHOLD",
+        "Threshold",
+        "text",
+        "auto (tuned on validation) or a probability stored with the model and used by Map "
+        "landslides by default; empty: the recipe's.",
+        advanced=True,
+    ),
+    Param(
+        "POS_WEIGHT",
+        "Landslide weight",
+        "text",
+        "auto, none, or a number: weight of landslide pixels in the BCE loss (class "
+        "imbalance); empty: the recipe's.",
+        advanced=True,
+    ),
+    Param(
+        "EPOCHS",
+        "Epochs",
+        "int",
+        "Training epochs; empty: the recipe's (30).",
+        minimum=1,
+        maximum=MAX_EPOCHS,
+        advanced=True,
+    ),
+    Param(
+        "BATCH_SIZE",
+        "Batch size",
+        "int",
+        "Chips per batch; empty: the recipe's (8).",
+        minimum=1,
+        maximum=MAX_BATCH,
+        advanced=True,
+    ),
+    Param(
+        "LR",
+        "Learning rate",
+        "float",
+        "Adam learning rate; empty: the recipe's.",
+        minimum=1e-7,
+        maximum=1.0,
+        advanced=True,
+    ),
+    Param(
+        "WEIGHT_DECAY",
+        "Weight decay",
+        "float",
+        "Weight decay; empty: the recipe's.",
+        minimum=0.0,
+        maximum=1.0,
+        advanced=True,
+    ),
+)
+
+#: Early stopping, sampling, encoder depth and weights, checkpoints.
+RUN: tuple[Param, ...] = (
+    Param(
+        "PATIENCE",
+        "Early-stopping patience",
+        "int",
+        "Stop after this many epochs without a better validation score (0 = never); empty: "
+        "the recipe's.",
+        minimum=0,
+        maximum=MAX_EPOCHS,
+        advanced=True,
+    ),
+    Param(
+        "OVERSAMPLE",
+        "Landslide oversampling",
+        "float",
+        "Share of chips with landslides drawn per epoch (0 = plain shuffling); empty: the "
+        "recipe's.",
+        minimum=0.0,
+        maximum=0.95,
+        advanced=True,
+    ),
+    Param(
+        "CHIPS_PER_EPOCH",
+        "Chips per epoch",
+        "int",
+        "0 = as many as there are.",
+        default=0,
+        minimum=0,
+        maximum=MAX_CHIPS_PER_EPOCH,
+        advanced=True,
+    ),
+    Param(
+        "ENCODER_DEPTH",
+        "Encoder depth",
+        "int",
+        "smp encoder depth; empty: the recipe's (5).",
+        minimum=3,
+        maximum=5,
+        advanced=True,
+    ),
+    Param(
+        "ENCODER_WEIGHTS",
+        "Encoder weights",
+        "file",
+        "Optional local encoder weights (for example from Pre-train encoder), loaded with "
+        "strict key checking.",
+        file_filter="Slidewise encoder (*.safetensors)",
+        advanced=True,
+    ),
+    Param(
+        "CHECKPOINT",
+        "Checkpoint",
+        "output_file",
+        "Checkpoint written every epoch (weights, optimiser and random state; no pickle).",
+        file_filter="Checkpoint (*.safetensors)",
+        advanced=True,
+    ),
+    Param(
+        "RESUME",
+        "Resume from checkpoint",
+        "bool",
+        "Continue training from the checkpoint up to the number of epochs.",
+        default=False,
+        advanced=True,
+    ),
+)
+
+#: The seed as a job parameter; unset: the runtime seed.
+JOB_SEED: tuple[Param, ...] = replace_param(
+    (SEED,), "SEED", default=None, help="Seed of splits, sampling, augmentation and weights."
+)
+
+OUTPUT = Param(
+    "OUTPUT",
+    "Model file",
+    "output_file",
+    "The trained model (safetensors with JSON metadata: architecture, bands, normalisation, "
+    "tile size, threshold, validation metrics).",
+    file_filter="Slidewise model (*.safetensors)",
+    required=True,
+)
+
+SPEC = AlgorithmSpec(
+    "trainmapping",
+    params(
+        MAPPING_DATASET,
+        MODEL,
+        CHIPS[:1],
+        TRAINING,
+        CHIPS[1:],
+        RUN,
+        (OUTPUT,),
+        JOB_SEED,
+    ),
+)

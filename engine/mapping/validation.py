@@ -1,0 +1,218 @@
+"""Validation of mapping models: probability histograms, metrics, epoch and threshold choice.
+
+One pass of the model over the validation chips keeps per-class histograms of
+the landslide probability (:class:`ValidationPass`), from which the metrics at
+any threshold follow; :class:`EpochSelection` keeps the best epoch and
+:func:`choose_threshold` tunes the threshold. :func:`predict_scene` maps a
+whole small scene for evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slidewise.engine.imagery.chips import chip_grid
+from slidewise.engine.imagery.labels import IGNORE
+from slidewise.engine.imagery.scenes import Chip, Scene
+from slidewise.engine.imagery.segmetrics import Confusion
+from slidewise.engine.imagery.segmodels import main_logits, normalise
+from slidewise.engine.imagery.training import chip_batches
+
+#: Candidate thresholds when THRESHOLD is "auto".
+THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
+#: Bins of the probability histograms.
+BINS = 100
+
+
+@dataclass
+class ValidationPass:
+    """Validation loss and per-class histograms of the landslide probability.
+
+    Attributes:
+        loss: Mean validation loss (0 without a loss function).
+        pos_hist: Landslide pixels per probability bin.
+        neg_hist: Other labelled pixels per probability bin.
+    """
+
+    loss: float
+    pos_hist: np.ndarray
+    neg_hist: np.ndarray
+
+    def confusion(self, threshold: float) -> Confusion:
+        """The confusion counts at ``threshold`` (to the bin)."""
+        k = min(BINS, max(0, round(threshold * BINS)))
+        tp = int(self.pos_hist[k:].sum())
+        fp = int(self.neg_hist[k:].sum())
+        return Confusion(
+            tp=tp, fp=fp, fn=int(self.pos_hist.sum()) - tp, tn=int(self.neg_hist.sum()) - fp
+        )
+
+
+def validate(
+    model: nn.Module,
+    data: Any,
+    batch_size: int,
+    device: torch.device,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> ValidationPass:
+    """Run the model over validation chips; keep probability histograms per class."""
+    model.eval()
+    pos = torch.zeros(BINS, dtype=torch.float64)
+    neg = torch.zeros(BINS, dtype=torch.float64)
+    total, count = 0.0, 0
+    order = torch.arange(len(data))
+    with torch.no_grad():
+        for images, masks in chip_batches(data, order, batch_size):
+            x = images.to(device)
+            logits = main_logits(model(x)).float()[:, 0].cpu()
+            valid = masks != IGNORE
+            target = (masks == 1).float()
+            if loss_fn is not None:
+                total += float(loss_fn(logits, target, valid)) * len(images)
+                count += len(images)
+            prob = torch.sigmoid(logits)
+            bins = (prob * BINS).long().clamp_(0, BINS - 1)
+            t = target.bool()
+            pos += torch.bincount(bins[valid & t], minlength=BINS).double()
+            neg += torch.bincount(bins[valid & ~t], minlength=BINS).double()
+    return ValidationPass(total / max(count, 1), pos.numpy(), neg.numpy())
+
+
+def metrics_at(vp: ValidationPass, threshold: float) -> dict[str, Any]:
+    """Landslide-class precision, recall, F1, IoU, MCC and counts at ``threshold``."""
+    c = vp.confusion(threshold)
+    out = {k: v for k, v in c.as_dict().items() if k in ("precision", "recall", "f1", "iou", "mcc")}
+    out.update(tp=c.tp, fp=c.fp, fn=c.fn, tn=c.tn, threshold=threshold, valid_loss=vp.loss)
+    return out
+
+
+@dataclass
+class EpochSelection:
+    """Model selection on the validation split: the best epoch so far, its weights, patience.
+
+    Attributes:
+        metric: Landslide-class metric that ranks epochs (``f1``, ``iou`` or ``mcc``).
+        best: ``epoch`` (0 = none yet), ``score``, ``threshold`` and ``metrics`` (the
+            epoch's record) of the best epoch.
+        state: The best epoch's weights (on the CPU); ``None`` before the first epoch.
+        stale: Epochs since the last improvement.
+    """
+
+    metric: str
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "score": -math.inf, "threshold": 0.5, "metrics": {}}
+    )
+    state: dict[str, torch.Tensor] | None = None
+    stale: int = 0
+
+    def offer(
+        self, record: dict[str, Any], vp: ValidationPass, has_slides: bool, model: nn.Module
+    ) -> bool:
+        """Keep the epoch of ``record`` (keys ``epoch``, ``threshold``, the metric) if best.
+
+        Without landslides in the validation split the validation loss ranks epochs.
+
+        Returns:
+            Whether the epoch is the best so far.
+        """
+        score = record[self.metric] if has_slides else -vp.loss
+        if score <= self.best["score"] + 1e-9:
+            self.stale += 1
+            return False
+        self.best = {
+            "epoch": record["epoch"],
+            "score": score,
+            "threshold": record["threshold"],
+            "metrics": record,
+        }
+        self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.stale = 0
+        return True
+
+    def exhausted(self, patience: int) -> bool:
+        """True when ``patience`` (> 0) epochs in a row brought no improvement."""
+        return bool(patience) and self.stale >= patience
+
+
+#: Thresholds within this much of the best validation score count as equally good.
+THRESHOLD_TOLERANCE = 0.01
+
+
+def choose_threshold(vp: ValidationPass, setting: str, metric: str) -> float:
+    """The threshold for ``setting`` ("auto" = tuned on the validation pass).
+
+    Tuning takes, among the thresholds of :data:`THRESHOLD_GRID` whose score is
+    within :data:`THRESHOLD_TOLERANCE` of the best, the one closest to 0.5: a
+    few validation images should not pull the threshold far for a tiny gain.
+    """
+    if str(setting).strip().lower() != "auto":
+        return float(setting)
+    scores = [getattr(vp.confusion(t), metric) for t in THRESHOLD_GRID]
+    best = max(scores)
+    near = [
+        t
+        for t, s in zip(THRESHOLD_GRID, scores, strict=True)
+        if s >= best - THRESHOLD_TOLERANCE - 1e-12
+    ]
+    return min(near, key=lambda t: abs(t - 0.5))
+
+
+def predict_scene(
+    model: nn.Module,
+    scene: Scene,
+    bands: list[int],
+    normalisation: dict[str, Any],
+    device: str | torch.device = "cpu",
+    window: int = 1024,
+    overlap: int = 0,
+) -> np.ndarray:
+    """Landslide probability of a whole (small) scene, window by window.
+
+    For evaluating small images (the seam-free mapping of large rasters lives
+    in the mapping job). Use the training chip size as ``window`` (the model
+    file's ``tile_size``): a network trained on small chips can behave
+    differently on much larger inputs. Overlapping windows are averaged; each
+    window is padded to a multiple of 32 by reflection.
+
+    Args:
+        model: Trained model.
+        scene: The scene.
+        bands: 0-based band indices.
+        normalisation: Stored normalisation.
+        device: Torch device.
+        window: Window side in pixels.
+        overlap: Overlap of neighbouring windows in pixels (``< window``).
+
+    Returns:
+        Probabilities (H, W) float32; NaN where the image has nodata.
+    """
+    if not 0 <= overlap < window:
+        raise ValueError("overlap must be in [0, window)")
+    model.eval()
+    total = np.zeros((scene.height, scene.width), np.float32)
+    count = np.zeros((scene.height, scene.width), np.float32)
+    nodata = np.zeros((scene.height, scene.width), bool)
+    with torch.no_grad():
+        for r, c, h, w in chip_grid(scene.height, scene.width, window, window - overlap):
+            a = scene.read_image(Chip(0, r, c, h, w), bands)
+            bad = ~np.all(np.isfinite(a), axis=0)
+            x = normalise(torch.from_numpy(a)[None], normalisation)
+            x = torch.nan_to_num(x, nan=0.0)
+            ph, pw = (-h) % 32, (-w) % 32
+            if ph or pw:
+                mode = "reflect" if h > ph and w > pw else "replicate"
+                x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+            logits = main_logits(model(x.to(device))).float()[0, 0, :h, :w].cpu()
+            total[r : r + h, c : c + w] += torch.sigmoid(logits).numpy()
+            count[r : r + h, c : c + w] += 1
+            nodata[r : r + h, c : c + w] |= bad
+    out = total / np.maximum(count, 1)
+    out[nodata] = np.nan
+    return out
