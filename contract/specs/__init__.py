@@ -13,6 +13,9 @@ from slidewise.contract.spec import AlgorithmSpec
 #: Algorithm (and engine job) name -> module holding its ``SPEC``.
 SPEC_MODULES: dict[str, str] = {
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
+    "pretrainencoder": "slidewise.contract.specs.pretrainencoder",
+    "traindetection": "slidewise.contract.specs.traindetection",
+    "detectlandslides": "slidewise.contract.specs.detectlandslides",
 }
 
 
