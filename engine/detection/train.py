@@ -545,13 +545,7 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
         train, options.backbone, bands, options.image_size, options.trainable_layers, seed
     )
     build_detector(config)  # fail early on a bad backbone
-    ctx.log(
-        f"{len(train)} training image(s) with {train.n_boxes} boxes ({train.n_negatives} "
-        f"negatives), {len(valid)} validation image(s) with {valid.n_boxes} boxes; {data.split}. "
-        f"Backbone {options.backbone}-FPN, resize to {config.min_size} px, {options.epochs} "
-        f"epochs, batch {options.batch_size}, lr {options.lr:g}, augment {options.augment}, "
-        f"device {device}."
-    )
+    ctx.log(_summary(options, data, config, device))
     settings = DetTrainSettings(
         epochs=options.epochs,
         batch_size=options.batch_size,
@@ -569,18 +563,30 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ctx.log(f"Model written to {options.output}.")
     inputs = [options.train]
     inputs += [p for p in (options.valid, options.label_polygons, options.encoder_weights) if p]
+    figures = {
+        "valid_map50": outcome.metrics.get("map50"),
+        "valid_map": outcome.metrics.get("map"),
+        "best_epoch": outcome.best_epoch,
+        "train_images": len(train),
+        "train_boxes": train.n_boxes,
+        "valid_images": len(valid),
+    }
     return JobResult(
-        outputs={"OUTPUT": options.output},
-        figures={
-            "valid_map50": outcome.metrics.get("map50"),
-            "valid_map": outcome.metrics.get("map"),
-            "best_epoch": outcome.best_epoch,
-            "train_images": len(train),
-            "train_boxes": train.n_boxes,
-            "valid_images": len(valid),
-        },
-        inputs=inputs,
-        device=device.type,
+        outputs={"OUTPUT": options.output}, figures=figures, inputs=inputs, device=device.type
+    )
+
+
+def _summary(
+    options: TrainDetectionParams, data: TrainingData, config: DetectorConfig, device: torch.device
+) -> str:
+    """The log line that says what is about to be trained."""
+    train, valid = data.train, data.valid
+    return (
+        f"{len(train)} training image(s) with {train.n_boxes} boxes ({train.n_negatives} "
+        f"negatives), {len(valid)} validation image(s) with {valid.n_boxes} boxes; {data.split}. "
+        f"Backbone {options.backbone}-FPN, resize to {config.min_size} px, {options.epochs} "
+        f"epochs, batch {options.batch_size}, lr {options.lr:g}, augment {options.augment}, "
+        f"device {device}."
     )
 
 
