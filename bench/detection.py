@@ -97,6 +97,7 @@ def _train_frcnn(
     extra_seconds: float = 0.0,
 ) -> dict[str, Any]:
     from slidewise.engine.detection.train import (
+        BackboneStart,
         DetTrainSettings,
         evaluate_detector,
         make_config,
@@ -113,7 +114,7 @@ def _train_frcnn(
         bands=bands,
     )
     outcome = train_detector(
-        train, valid, config, settings, encoder_state=encoder_state, log=_log(name)
+        train, valid, config, settings, BackboneStart(state=encoder_state), log=_log(name)
     )
     metrics = evaluate_detector(outcome.model, test.samples, bands, config.image_mean, args.device)
     return _entry(
@@ -131,25 +132,27 @@ def _pretrain(train: Any, args: argparse.Namespace) -> tuple[Any, float]:
     the same training images), so that the encoder sees what the detector feeds it.
     """
     from slidewise.engine.detection.data import DetectionDataset
-    from slidewise.engine.detection.pretrain import (
-        pretrain_encoder,  # imported lazily: optional module
+    from slidewise.engine.detection.pretrain import (  # imported lazily: optional module
+        InMemoryImages,
+        pretrain_encoder,
     )
+    from slidewise.engine.detection.pretraining import PretrainSettings
     from slidewise.engine.detection.train import make_config
 
     bands = list(range(len(train.band_names)))
     config, _ = make_config(train, "resnet18", bands, args.image_size, 5, args.seed)
     images = DetectionDataset(train.samples, bands, config.image_mean)
     t0 = time.time()
-    state = pretrain_encoder(
-        images,
+    settings = PretrainSettings(
         backbone="resnet18",
-        in_channels=len(bands),
         epochs=args.pretrain_epochs or args.epochs,
         seed=args.seed,
-        normalisation={"mean": config.image_mean, "std": config.image_std},
         device=args.device,
-        log=_log("mae"),
     )
+    layout = InMemoryImages(
+        len(bands), normalisation={"mean": config.image_mean, "std": config.image_std}
+    )
+    state = pretrain_encoder(images, settings, layout, log=_log("mae"))
     return state, time.time() - t0
 
 
@@ -237,7 +240,7 @@ def _seg_boxes(train: Any, valid: Any, test: Any, args: argparse.Namespace) -> d
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Train and score the chosen models; returns the JSON document."""
     from slidewise.engine.core.runtime import seed_everything
-    from slidewise.engine.detection.data import read_voc
+    from slidewise.engine.detection.annotations import read_voc
     from slidewise.engine.detection.train import subsample
 
     seed_everything(args.seed)

@@ -24,6 +24,9 @@ SPEC_MODULES: dict[str, str] = {
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
     "trainmapping": "slidewise.contract.specs.trainmapping",
     "trainsusceptibility": "slidewise.contract.specs.trainsusceptibility",
+    "pretrainencoder": "slidewise.contract.specs.pretrainencoder",
+    "traindetection": "slidewise.contract.specs.traindetection",
+    "detectlandslides": "slidewise.contract.specs.detectlandslides",
 }
 
 

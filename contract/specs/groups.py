@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slidewise.contract.spec import Param
 
 #: Where and how repeatably a job computes; added to every torch-based algorithm.
@@ -37,3 +39,9 @@ RUNTIME: tuple[Param, ...] = (
 RUNTIME_NAMES = frozenset(p.name for p in RUNTIME)
 #: The seed as a job parameter (jobs that draw random numbers take it).
 SEED = RUNTIME[1]
+#: The seed as a job parameter that falls back on the runtime seed when unset.
+RUNTIME_SEED = replace(
+    SEED,
+    help="Seed for every random generator of the job; empty: the runtime seed.",
+    default=None,
+)

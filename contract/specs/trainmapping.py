@@ -271,6 +271,7 @@ RUN: tuple[Param, ...] = (
         "Checkpoint written every epoch (weights, optimiser and random state; no pickle).",
         file_filter="Checkpoint (*.safetensors)",
         advanced=True,
+        create_by_default=False,
     ),
     Param(
         "RESUME",

@@ -29,29 +29,74 @@ atomically with :func:`slidewise.engine.geo.vectors.write_vector`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from slidewise.contract.specs.detectlandslides import SPEC as DETECT_SPEC
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.job import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
-from slidewise.engine.core.params import integer_param, number_param
+from slidewise.engine.core.params import JobParams
+from slidewise.engine.detection.boxes import boxes_from_mask, map_to_pixel
 from slidewise.engine.geo.raster import RasterInfo, open_raster, read_masked
 
-SOURCES = ("detector", "segmentation")
 DEFAULT_OVERLAP = 64
 DEFAULT_NMS_IOU = 0.5
 #: Boxes within this many pixels of an inner tile edge count as cut by it.
 EDGE_MARGIN = 2.0
 #: A cut box is dropped when a box from another tile covers this share of it.
 COVER_SHARE = 0.5
+#: Output formats of the box layer.
+VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json")
 
 Detector = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class DetectParams(JobParams):
+    """Parameters of the ``detectlandslides`` job (``contract/specs/detectlandslides.py``).
+
+    ``None`` means unset: TILE_SIZE, OVERLAP, SCORE_THRESHOLD, THRESHOLD and
+    BATCH_SIZE then take defaults that depend on the source, the model or the device.
+    """
+
+    SPEC = DETECT_SPEC
+
+    input: str | None = None
+    model: str | None = None
+    source: str = "detector"
+    bands: str | None = None
+    tile_size: int | None = None
+    overlap: int | None = None
+    score_threshold: float | None = None
+    nms_iou: float = DEFAULT_NMS_IOU
+    threshold: float | None = None
+    min_area: int = 16
+    batch_size: int | None = None
+    probability: str | None = None
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How a detector runs on the tiles of a raster.
+
+    Attributes:
+        score_threshold: Boxes scoring lower are dropped.
+        nms_iou: IoU of the global non-maximum suppression after the merge.
+        batch_size: Tiles per detector call.
+        device: Device of the tensors.
+    """
+
+    score_threshold: float = 0.0
+    nms_iou: float = DEFAULT_NMS_IOU
+    batch_size: int = 1
+    device: torch.device | str = "cpu"
 
 
 @dataclass
@@ -71,6 +116,42 @@ class TileBoxes:
     tiles: np.ndarray
     cut: np.ndarray
     tiles_run: int = 0
+
+
+@dataclass(frozen=True)
+class _PendingTile:
+    """A tile read and waiting for the detector."""
+
+    index: int
+    row: int
+    col: int
+    data: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass
+class _Found:
+    """Boxes collected tile by tile."""
+
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    tiles: list[np.ndarray] = field(default_factory=list)
+    cut: list[np.ndarray] = field(default_factory=list)
+    run: int = 0
+
+    def result(self) -> TileBoxes:
+        """The collected boxes as one :class:`TileBoxes`."""
+        if not self.boxes:
+            return TileBoxes(
+                np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool), self.run
+            )
+        return TileBoxes(
+            np.concatenate(self.boxes),
+            np.concatenate(self.scores),
+            np.concatenate(self.tiles),
+            np.concatenate(self.cut),
+            self.run,
+        )
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -115,9 +196,7 @@ def detect_raster(
     fill: Sequence[float],
     tile: int,
     overlap: int,
-    score_threshold: float = 0.0,
-    batch_size: int = 1,
-    device: torch.device | str = "cpu",
+    options: DetectOptions | None = None,
     progress: Progress | None = None,
 ) -> TileBoxes:
     """Run a detector on overlapping tiles of an open raster.
@@ -131,81 +210,101 @@ def detect_raster(
         fill: Value per band for nodata and padding.
         tile: Tile side in pixels.
         overlap: Overlap of neighbouring tiles in pixels.
-        score_threshold: Boxes scoring lower are dropped.
-        batch_size: Tiles per detector call.
-        device: Device of the tensors.
+        options: Score threshold, tiles per detector call and device (``nms_iou``
+            is not used here).
         progress: Receives the fraction of tiles done.
 
     Returns:
         Boxes in raster pixels with their tile and whether an inner tile edge cut them.
     """
+    options = options or DetectOptions()
     fill_arr = np.asarray(fill, np.float32)
     rows = tile_starts(src.height, tile, overlap)
     cols = tile_starts(src.width, tile, overlap)
     origins = [(r, c) for r in rows for c in cols]
-    boxes, scores, tiles, cut = [], [], [], []
-    run = 0
-    pending: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
-
-    def flush() -> None:
-        nonlocal run
-        if not pending:
-            return
-        batch = [torch.from_numpy(p[3]).to(device) for p in pending]
-        with torch.inference_mode():
-            results = detector(batch)
-        run += len(pending)
-        for (k, r0, c0, _, ok), res in zip(pending, results, strict=True):
-            b = res["boxes"].detach().float().cpu().numpy().astype(np.float64).reshape(-1, 4)
-            s = res["scores"].detach().float().cpu().numpy().astype(np.float64).reshape(-1)
-            lab = res.get("labels")
-            keep = s >= score_threshold
-            if lab is not None:
-                keep &= lab.detach().cpu().numpy().reshape(-1) == 1
-            b, s = b[keep], s[keep]
-            if len(b):
-                cy = np.clip(((b[:, 1] + b[:, 3]) / 2).astype(int), 0, tile - 1)
-                cx = np.clip(((b[:, 0] + b[:, 2]) / 2).astype(int), 0, tile - 1)
-                inside = ok[cy, cx]  # drop boxes centred on nodata or padding
-                b, s = b[inside], s[inside]
-            inner_left, inner_top = c0 > 0, r0 > 0
-            inner_right = c0 + tile < src.width
-            inner_bottom = r0 + tile < src.height
-            touches = (
-                (inner_left & (b[:, 0] <= EDGE_MARGIN))
-                | (inner_top & (b[:, 1] <= EDGE_MARGIN))
-                | (inner_right & (b[:, 2] >= tile - EDGE_MARGIN))
-                | (inner_bottom & (b[:, 3] >= tile - EDGE_MARGIN))
-            )
-            b = b + np.array([c0, r0, c0, r0], np.float64)
-            b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, src.width)
-            b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, src.height)
-            boxes.append(b)
-            scores.append(s)
-            tiles.append(np.full(len(b), k, np.int64))
-            cut.append(touches)
-        pending.clear()
-
+    found = _Found()
+    pending: list[_PendingTile] = []
     for k, (r0, c0) in enumerate(origins):
         data, ok = _read_tile(src, r0, c0, tile, indexes, fill_arr)
         if ok.any():
-            pending.append((k, r0, c0, data, ok))
-        if len(pending) >= batch_size:
-            flush()
+            pending.append(_PendingTile(k, r0, c0, data, ok))
+        if len(pending) >= options.batch_size:
+            _detect_pending(detector, pending, (src.height, src.width, tile), options, found)
         if progress is not None:
             progress((k + 1) / len(origins))
-    flush()
-    if not boxes:
-        return TileBoxes(
-            np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool), run
-        )
-    return TileBoxes(
-        np.concatenate(boxes),
-        np.concatenate(scores),
-        np.concatenate(tiles),
-        np.concatenate(cut),
-        run,
+    _detect_pending(detector, pending, (src.height, src.width, tile), options, found)
+    return found.result()
+
+
+def _detect_pending(
+    detector: Detector,
+    pending: list[_PendingTile],
+    shape: tuple[int, int, int],
+    options: DetectOptions,
+    found: _Found,
+) -> None:
+    """Run the detector on the pending tiles, add their boxes to ``found``, empty ``pending``.
+
+    Args:
+        detector: See :func:`detect_raster`.
+        pending: Tiles read and not yet run.
+        shape: ``(raster height, raster width, tile side)``.
+        options: Score threshold and device.
+        found: Receives the boxes.
+    """
+    if not pending:
+        return
+    batch = [torch.from_numpy(p.data).to(options.device) for p in pending]
+    with torch.inference_mode():
+        results = detector(batch)
+    found.run += len(pending)
+    for item, res in zip(pending, results, strict=True):
+        b, s, touches = _tile_result(res, item, shape, options.score_threshold)
+        found.boxes.append(b)
+        found.scores.append(s)
+        found.tiles.append(np.full(len(b), item.index, np.int64))
+        found.cut.append(touches)
+    pending.clear()
+
+
+def _tile_result(
+    res: dict[str, torch.Tensor],
+    item: _PendingTile,
+    shape: tuple[int, int, int],
+    score_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The landslide boxes of one tile in raster pixels, their scores, and which are cut.
+
+    Boxes scoring below ``score_threshold`` or centred on nodata or padding are
+    dropped; a box within :data:`EDGE_MARGIN` of an inner tile edge is cut.
+    """
+    height, width, tile = shape
+    r0, c0 = item.row, item.col
+    b = res["boxes"].detach().float().cpu().numpy().astype(np.float64).reshape(-1, 4)
+    s = res["scores"].detach().float().cpu().numpy().astype(np.float64).reshape(-1)
+    lab = res.get("labels")
+    keep = s >= score_threshold
+    if lab is not None:
+        keep &= lab.detach().cpu().numpy().reshape(-1) == 1
+    b, s = b[keep], s[keep]
+    if len(b):
+        cy = np.clip(((b[:, 1] + b[:, 3]) / 2).astype(int), 0, tile - 1)
+        cx = np.clip(((b[:, 0] + b[:, 2]) / 2).astype(int), 0, tile - 1)
+        inside = item.valid[cy, cx]  # drop boxes centred on nodata or padding
+        b, s = b[inside], s[inside]
+    inner_left, inner_top = c0 > 0, r0 > 0
+    inner_right = c0 + tile < width
+    inner_bottom = r0 + tile < height
+    touches = (
+        (inner_left & (b[:, 0] <= EDGE_MARGIN))
+        | (inner_top & (b[:, 1] <= EDGE_MARGIN))
+        | (inner_right & (b[:, 2] >= tile - EDGE_MARGIN))
+        | (inner_bottom & (b[:, 3] >= tile - EDGE_MARGIN))
     )
+    b = b + np.array([c0, r0, c0, r0], np.float64)
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    return b, s, touches
 
 
 def _overlapping_pairs(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -308,31 +407,24 @@ def detect_on_raster(
     fill: Sequence[float],
     tile: int,
     overlap: int,
-    *,
-    score_threshold: float = 0.0,
-    nms_iou: float = DEFAULT_NMS_IOU,
-    batch_size: int = 1,
-    device: torch.device | str = "cpu",
+    options: DetectOptions | None = None,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, TileBoxes]:
     """Detect on tiles (:func:`detect_raster`) and merge in map coordinates.
 
     The tile boxes are transformed to map coordinates with the raster's
-    transform and merged there (:func:`merge_tile_boxes`); the merged boxes
-    come back as raster pixel boxes (exact for north-up rasters; for rotated
-    grids, the pixel box around the merged map box).
+    transform and merged there (:func:`merge_tile_boxes`, at ``options.nms_iou``);
+    the merged boxes come back as raster pixel boxes (exact for north-up
+    rasters; for rotated grids, the pixel box around the merged map box).
 
     Returns:
         ``(pixel_boxes, scores, raw)``: merged ``(N, 4)`` boxes in raster pixels,
         their scores (decreasing), and the unmerged tile boxes.
     """
-    from slidewise.engine.detection.data import map_to_pixel
-
-    found = detect_raster(
-        detector, src, indexes, fill, tile, overlap, score_threshold, batch_size, device, progress
-    )
+    options = options or DetectOptions()
+    found = detect_raster(detector, src, indexes, fill, tile, overlap, options, progress)
     _, bounds = pixel_boxes_to_polygons(found.boxes, src.transform)
-    merged, scores = merge_tile_boxes(bounds, found.scores, found.tiles, found.cut, nms_iou)
+    merged, scores = merge_tile_boxes(bounds, found.scores, found.tiles, found.cut, options.nms_iou)
     x0, y0, x1, y1 = (merged[:, k] for k in range(4))
     cs, rs = map_to_pixel(
         src.transform, np.concatenate([x0, x0, x1, x1]), np.concatenate([y0, y1, y0, y1])
@@ -386,8 +478,6 @@ def segmentation_boxes(
         ``(boxes, scores, pixels)``: ``(N, 4)`` pixel boxes, mean probability
         per component, and component sizes in pixels, by decreasing score.
     """
-    from slidewise.engine.detection.data import boxes_from_mask
-
     p = np.asarray(probability, np.float32)
     mask = np.isfinite(p) & (p >= threshold)
     boxes, areas, means = boxes_from_mask(mask, min_area, values=np.where(mask, p, 0.0))
@@ -398,8 +488,9 @@ def segmentation_boxes(
 
 
 def _probability_from_model(
-    params: dict[str, Any], info: RasterInfo, device: torch.device, progress: Progress
+    options: DetectParams, info: RasterInfo, device: torch.device, progress: Progress
 ) -> tuple[np.ndarray, float, list[str]]:
+    """The landslide probability of a mapping model on the raster, its threshold, and notes."""
     from slidewise.engine.imagery.bands import match_bands
     from slidewise.engine.imagery.segmodels import load_mapping_model
     from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP as MAP_OVERLAP
@@ -411,12 +502,12 @@ def _probability_from_model(
     )
 
     notes = []
-    model, meta = load_mapping_model(str(params["MODEL"]), device=device)
-    band_choice = match_bands(info, list(meta.bands), params.get("BANDS"))
+    model, meta = load_mapping_model(str(options.model), device=device)
+    band_choice = match_bands(info, list(meta.bands), options.bands)
     if band_choice.warning:
         notes.append(band_choice.warning)
-    tile = integer_param(params, "TILE_SIZE", default_tile_size(meta), 32, 16384)
-    overlap = integer_param(params, "OVERLAP", MAP_OVERLAP, 0, 4096)
+    tile = options.tile_size if options.tile_size is not None else default_tile_size(meta)
+    overlap = options.overlap if options.overlap is not None else MAP_OVERLAP
     tiling = TilingOptions(
         tile=tile, overlap=overlap, device=device, progress=progress, multiple=model_multiple(meta)
     )
@@ -430,190 +521,202 @@ def _probability_from_model(
 
 # --------------------------------------------------------------------------- the job
 
-KNOWN_PARAMS = {
-    "INPUT",
-    "MODEL",
-    "OUTPUT",
-    "SOURCE",
-    "PROBABILITY",
-    "BANDS",
-    "TILE_SIZE",
-    "OVERLAP",
-    "SCORE_THRESHOLD",
-    "NMS_IOU",
-    "THRESHOLD",
-    "MIN_AREA",
-    "BATCH_SIZE",
-}
+
+@dataclass
+class _Route:
+    """What a route found: the raster, its pixel boxes and scores, inputs and figures."""
+
+    info: RasterInfo
+    boxes: np.ndarray
+    scores: np.ndarray
+    inputs: list[str]
+    figures: dict[str, Any]
 
 
 def run_detect(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """Detect landslides on a raster and write their boxes as polygons.
 
-    Parameters:
-        INPUT (str, raster path): Georeferenced image with the model's bands
-            (required, except with PROBABILITY).
-        MODEL (str, .safetensors path): A detection model (``traindetection``)
-            for SOURCE detector, or a mapping model (``trainmapping``) for
-            SOURCE segmentation (required unless PROBABILITY is given).
-        OUTPUT (str, vector path, required): Box polygons (.gpkg recommended,
-            .shp, .geojson) with fields ``score`` (detector: model score;
-            segmentation: mean probability of the component), ``class``
-            ("landslide") and ``area`` (map units²).
-        SOURCE (str, "detector"): "detector" (Faster R-CNN on tiles) or
-            "segmentation" (boxes of connected components of a probability map).
-        PROBABILITY (str, raster path, optional, segmentation only): an existing
-            landslide probability raster (band 1, 0..1) used instead of MODEL.
-        BANDS (str, optional): Raster bands fed to the model in its order (1-based
-            numbers or band descriptions); default: the model's bands.
-        TILE_SIZE (int, default: detector: the model's training image side;
-            segmentation: as in maplandslides): tile side in pixels.
-        OVERLAP (int, default 64): overlap of neighbouring tiles in pixels; an
-            object smaller than the overlap is always seen whole by one tile.
-        SCORE_THRESHOLD (float, default 0.5 for detector, 0 for segmentation):
-            boxes scoring lower are dropped.
-        NMS_IOU (float, default 0.5): IoU above which the lower-scoring of two
-            boxes is suppressed (global NMS over all tiles, map coordinates).
-        THRESHOLD (float, segmentation only, default: the mapping model's
-            threshold, 0.5 for PROBABILITY): pixel probability for landslide.
-        MIN_AREA (int, segmentation only, default 16): smallest component in pixels.
-        BATCH_SIZE (int, default 1 on CPU, 4 on GPU): tiles per forward pass.
+    The parameters are declared in ``contract/specs/detectlandslides.py``.
+    SOURCE detector runs a detection model (MODEL, from ``traindetection``) on
+    the tiles of INPUT; SOURCE segmentation boxes the connected components of
+    a mapping model's probability (MODEL, from ``trainmapping``) or of an
+    existing probability raster (PROBABILITY, band 1, 0..1, instead of INPUT
+    and MODEL). Unset TILE_SIZE: the detector's training image side
+    (segmentation: as in maplandslides); unset OVERLAP: 64 px, at most a
+    quarter tile (segmentation: as in maplandslides); unset SCORE_THRESHOLD:
+    0.5 for the detector, 0 for segmentation; unset THRESHOLD: the mapping
+    model's threshold (0.5 for PROBABILITY); unset BATCH_SIZE: 1 on CPU, 4 on
+    GPU. OUTPUT (.gpkg, .shp or .geojson) gets fields ``score`` (detector:
+    model score; segmentation: mean probability of the component), ``class``
+    ("landslide") and ``area`` (map units²).
     """
     from slidewise.engine.core.runtime import apply, select_device
-    from slidewise.engine.geo.vectors import write_vector
 
-    check_known(params, KNOWN_PARAMS)
-    require(params, "OUTPUT")
-    source = choice(params, "SOURCE", SOURCES, "detector")
-    out_path = str(params["OUTPUT"])
-    check_writable(out_path)
-    if Path(out_path).suffix.lower() not in (".gpkg", ".shp", ".geojson", ".json"):
-        raise InputError(
-            f"Unsupported output '{Path(out_path).name}': use .gpkg, .shp or .geojson."
-        )
-    prob_path = str(params.get("PROBABILITY") or "").strip()
-    if prob_path and source != "segmentation":
-        raise InputError("PROBABILITY is only used with SOURCE segmentation: set SOURCE.")
-    if not prob_path:
-        require(params, "INPUT", "MODEL")
-    nms_iou = number_param(params, "NMS_IOU", DEFAULT_NMS_IOU, 0.0, 1.0)
+    options = DetectParams.from_params(params)
+    _check_job(options)
     apply(ctx.options)
     device = select_device(ctx.options.device)
-    inputs: list[str] = []
-    figures: dict[str, Any] = {"source": source}
-    if source == "detector":
-        info = open_raster(str(params["INPUT"]), "input raster")
-        inputs += [info.path, str(params["MODEL"])]
-        boxes, scores = _run_detector(params, info, device, ctx, figures, nms_iou)
+    if options.source == "detector":
+        route = _detector_route(options, device, ctx)
     else:
-        score_threshold = number_param(params, "SCORE_THRESHOLD", 0.0, 0.0, 1.0)
-        min_area = integer_param(params, "MIN_AREA", 16, 1, 10**12)
-        if prob_path:
-            info = open_raster(prob_path, "probability raster")
-            inputs.append(info.path)
-            import rasterio
+        route = _segmentation_route(options, device, ctx)
+    count = _write_boxes(options.output, route, ctx)
+    figures = {"source": options.source, **route.figures, "boxes": count}
+    ctx.log(f"{count} landslide box(es) written to {options.output}.")
+    return JobResult(
+        outputs={"OUTPUT": options.output},
+        figures=figures,
+        inputs=route.inputs,
+        device=device.type,
+    )
 
-            with rasterio.open(info.path) as src:
-                prob, _ = read_masked(src, indexes=1)
-            prob = prob[0]
-            finite = prob[np.isfinite(prob)]
-            if finite.size and (finite.min() < 0 or finite.max() > 1):
-                raise InputError(
-                    f"The probability raster '{Path(prob_path).name}' has values from "
-                    f"{finite.min():g} to {finite.max():g}: give probabilities in 0..1."
-                )
-            default_threshold = 0.5
-        else:
-            info = open_raster(str(params["INPUT"]), "input raster")
-            inputs += [info.path, str(params["MODEL"])]
-            prob, default_threshold, notes = _probability_from_model(
-                params, info, device, ctx.stage(2, 90)
-            )
-            for note in notes:
-                ctx.warn(note)
-        threshold = number_param(params, "THRESHOLD", default_threshold, 0.0, 1.0)
-        boxes, scores, _ = segmentation_boxes(prob, threshold, min_area, score_threshold)
-        figures.update(threshold=threshold, components=len(boxes))
+
+def _check_job(options: DetectParams) -> None:
+    """The output is writable and a vector file; the inputs fit the source.
+
+    Raises:
+        InputError: otherwise.
+    """
+    check_writable(options.output)
+    if Path(options.output).suffix.lower() not in VECTOR_SUFFIXES:
+        raise InputError(
+            f"Unsupported output '{Path(options.output).name}': use .gpkg, .shp or .geojson."
+        )
+    if options.probability and options.source != "segmentation":
+        raise InputError("PROBABILITY is only used with SOURCE segmentation: set SOURCE.")
+    if not options.probability:
+        missing = [name for name in ("INPUT", "MODEL") if not getattr(options, name.lower())]
+        if missing:
+            raise InputError(f"Missing required parameter(s): {', '.join(missing)}.")
+
+
+def _write_boxes(path: str, route: _Route, ctx: JobContext) -> int:
+    """Write the boxes as map polygons with score, class and area; returns their count."""
+    import shapely
+
+    from slidewise.engine.geo.vectors import write_vector
+
+    info = route.info
     if info.crs is None:
         ctx.warn(
             f"The raster '{Path(info.path).name}' has no CRS: the boxes are written in its "
             "pixel/map coordinates without a CRS."
         )
-    polys, _ = pixel_boxes_to_polygons(boxes, info.transform)
-    import shapely
-
+    polys, _ = pixel_boxes_to_polygons(route.boxes, info.transform)
     area = shapely.area(polys) if len(polys) else np.zeros(0)
     write_vector(
-        out_path,
+        path,
         polys,
         {
-            "score": np.asarray(scores, np.float64),
+            "score": np.asarray(route.scores, np.float64),
             "class": np.array(["landslide"] * len(polys), dtype=object),
             "area": np.asarray(area, np.float64),
         },
         info.crs,
         geometry_type="Polygon",
     )
-    figures["boxes"] = len(polys)
-    ctx.log(f"{len(polys)} landslide box(es) written to {out_path}.")
-    return JobResult(
-        outputs={"OUTPUT": out_path}, figures=figures, inputs=inputs, device=device.type
-    )
+    return len(polys)
 
 
-def _run_detector(
-    params: dict[str, Any],
-    info: RasterInfo,
-    device: torch.device,
-    ctx: JobContext,
-    figures: dict[str, Any],
-    nms_iou: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The detector route: tiles, detection, cross-tile merge (pixel boxes)."""
+def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobContext) -> _Route:
+    """Boxes of the connected components of a probability (raster, or a mapping model's)."""
+    if options.probability:
+        info = open_raster(options.probability, "probability raster")
+        inputs = [info.path]
+        prob = _read_probability(info, options.probability)
+        default_threshold = 0.5
+    else:
+        info = open_raster(str(options.input), "input raster")
+        inputs = [info.path, str(options.model)]
+        prob, default_threshold, notes = _probability_from_model(
+            options, info, device, ctx.stage(2, 90)
+        )
+        for note in notes:
+            ctx.warn(note)
+    threshold = default_threshold if options.threshold is None else options.threshold
+    score_threshold = options.score_threshold or 0.0
+    boxes, scores, _ = segmentation_boxes(prob, threshold, options.min_area, score_threshold)
+    figures = {"threshold": threshold, "components": len(boxes)}
+    return _Route(info, boxes, scores, inputs, figures)
+
+
+def _read_probability(info: RasterInfo, name: str) -> np.ndarray:
+    """Band 1 of a probability raster (NaN = nodata).
+
+    Raises:
+        InputError: values outside 0..1.
+    """
+    import rasterio
+
+    with rasterio.open(info.path) as src:
+        prob, _ = read_masked(src, indexes=1)
+    prob = prob[0]
+    finite = prob[np.isfinite(prob)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        raise InputError(
+            f"The probability raster '{Path(name).name}' has values from "
+            f"{finite.min():g} to {finite.max():g}: give probabilities in 0..1."
+        )
+    return prob
+
+
+def _detector_route(options: DetectParams, device: torch.device, ctx: JobContext) -> _Route:
+    """The detector route: tiles, detection, cross-tile merge (pixel boxes).
+
+    Raises:
+        InputError: OVERLAP not smaller than the tile, or bands that do not fit the model.
+    """
     import rasterio
 
     from slidewise.engine.detection.models import load_detector
     from slidewise.engine.imagery.bands import match_bands
 
-    model, meta = load_detector(str(params["MODEL"]), device=device)
-    band_choice = match_bands(info, list(meta.bands), params.get("BANDS"))
+    info = open_raster(str(options.input), "input raster")
+    model, meta = load_detector(str(options.model), device=device)
+    band_choice = match_bands(info, list(meta.bands), options.bands)
     if band_choice.warning:
         ctx.warn(band_choice.warning)
     native = int(meta.tile_size or 0) or int(meta.config.get("min_size", 512))
-    tile = integer_param(params, "TILE_SIZE", native, 32, 16384)
-    overlap = integer_param(params, "OVERLAP", min(DEFAULT_OVERLAP, tile // 4), 0, tile - 1)
-    score_threshold = number_param(params, "SCORE_THRESHOLD", 0.5, 0.0, 1.0)
-    default_batch = 4 if device.type == "cuda" else 1
-    batch = integer_param(params, "BATCH_SIZE", default_batch, 1, 1024)
+    tile = options.tile_size if options.tile_size is not None else native
+    overlap = _detector_overlap(options.overlap, tile)
+    run = DetectOptions(
+        score_threshold=0.5 if options.score_threshold is None else options.score_threshold,
+        nms_iou=options.nms_iou,
+        batch_size=options.batch_size or (4 if device.type == "cuda" else 1),
+        device=device,
+    )
     scale = float(meta.config.get("min_size", native)) / max(1, native)
     side = max(32, round(tile * scale))
     model.transform.min_size = (side,)
     model.transform.max_size = side
-    model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, score_threshold)
+    model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, run.score_threshold)
     ctx.log(
         f"Detecting on {info.width} x {info.height} px in {tile}-px tiles with {overlap} px "
-        f"overlap (resized to {side} px), score >= {score_threshold:g}, device {device}."
+        f"overlap (resized to {side} px), score >= {run.score_threshold:g}, device {device}."
     )
     fill = [float(v) for v in (meta.normalisation.get("mean") or meta.config["image_mean"])]
     with rasterio.open(info.path) as src:
         px, scores, found = detect_on_raster(
-            model,
-            src,
-            band_choice.indexes,
-            fill,
-            tile,
-            overlap,
-            score_threshold=score_threshold,
-            nms_iou=nms_iou,
-            batch_size=batch,
-            device=device,
-            progress=ctx.stage(2, 95),
+            model, src, band_choice.indexes, fill, tile, overlap, run, ctx.stage(2, 95)
         )
-    figures.update(
-        tiles=found.tiles_run,
-        raw_boxes=len(found.boxes),
-        tile_size=tile,
-        overlap=overlap,
-        score_threshold=score_threshold,
-    )
-    return px, scores
+    figures = {
+        "tiles": found.tiles_run,
+        "raw_boxes": len(found.boxes),
+        "tile_size": tile,
+        "overlap": overlap,
+        "score_threshold": run.score_threshold,
+    }
+    return _Route(info, px, scores, [info.path, str(options.model)], figures)
+
+
+def _detector_overlap(overlap: int | None, tile: int) -> int:
+    """OVERLAP of the detector route: at most ``tile - 1``; unset: 64, at most a quarter tile.
+
+    Raises:
+        InputError: OVERLAP is not smaller than the tile.
+    """
+    if overlap is None:
+        return min(DEFAULT_OVERLAP, tile // 4)
+    if overlap > tile - 1:
+        raise InputError(f"OVERLAP must be between 0 and {tile - 1}, got {overlap}.")
+    return overlap

@@ -18,6 +18,7 @@ import contextlib
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,21 +50,61 @@ def detection_map(
         the precisions are NaN when there is no ground-truth box at all, and
         0 when there are boxes but no detections.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     if not (len(gt_boxes) == len(det_boxes) == len(det_scores)):
         raise ValueError("gt_boxes, det_boxes and det_scores need one entry per image")
-    images, annotations, results = [], [], []
-    ann_id = 0
+    coco = _coco_records(gt_boxes, det_boxes, det_scores, sizes)
+    out: dict[str, Any] = {
+        "images": len(coco.images),
+        "gt_boxes": len(coco.annotations),
+        "detections": len(coco.results),
+    }
+    if not coco.annotations:
+        return {**out, "map": math.nan, "map50": math.nan, "map75": math.nan, "mar100": math.nan}
+    if not coco.results:
+        return {**out, "map": 0.0, "map50": 0.0, "map75": 0.0, "mar100": 0.0}
+    stats = _coco_stats(coco)
+
+    def clean(v: float) -> float:
+        return math.nan if v < 0 else v
+
+    return {
+        **out,
+        "map": clean(stats[0]),
+        "map50": clean(stats[1]),
+        "map75": clean(stats[2]),
+        "mar100": clean(stats[8]),
+    }
+
+
+@dataclass
+class _CocoRecords:
+    """Images, ground-truth annotations and detection results in COCO's format."""
+
+    images: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _coco_records(
+    gt_boxes: Sequence[np.ndarray],
+    det_boxes: Sequence[np.ndarray],
+    det_scores: Sequence[np.ndarray],
+    sizes: Sequence[tuple[int, int]] | None,
+) -> _CocoRecords:
+    """The boxes of :func:`detection_map` as COCO records (``x, y, w, h``; ids from 1).
+
+    Raises:
+        ValueError: an image with another number of boxes than scores.
+    """
+    coco = _CocoRecords()
     for i, gt in enumerate(gt_boxes):
         w, h = sizes[i] if sizes is not None else (0, 0)
-        images.append({"id": i + 1, "width": int(w), "height": int(h)})
+        coco.images.append({"id": i + 1, "width": int(w), "height": int(h)})
         for x, y, bw, bh in _xywh(gt):
-            ann_id += 1  # ids start at 1: pycocotools treats id 0 as "unmatched"
-            annotations.append(
+            coco.annotations.append(
                 {
-                    "id": ann_id,
+                    # ids start at 1: pycocotools treats id 0 as "unmatched"
+                    "id": len(coco.annotations) + 1,
                     "image_id": i + 1,
                     "category_id": 1,
                     "bbox": [x, y, bw, bh],
@@ -76,41 +117,29 @@ def detection_map(
         if len(scores) != len(dets):
             raise ValueError(f"image {i}: {len(dets)} boxes but {len(scores)} scores")
         for (x, y, bw, bh), s in zip(dets, scores, strict=True):
-            results.append(
+            coco.results.append(
                 {"image_id": i + 1, "category_id": 1, "bbox": [x, y, bw, bh], "score": float(s)}
             )
-    out: dict[str, Any] = {
-        "images": len(images),
-        "gt_boxes": len(annotations),
-        "detections": len(results),
-    }
-    if not annotations:
-        return {**out, "map": math.nan, "map50": math.nan, "map75": math.nan, "mar100": math.nan}
-    if not results:
-        return {**out, "map": 0.0, "map50": 0.0, "map75": 0.0, "mar100": 0.0}
+    return coco
+
+
+def _coco_stats(coco: _CocoRecords) -> list[float]:
+    """pycocotools' twelve summary figures (its console output suppressed)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = {
-            "images": images,
-            "annotations": annotations,
+            "images": coco.images,
+            "annotations": coco.annotations,
             "categories": [{"id": 1, "name": "landslide"}],
         }
         gt.createIndex()
-        dt = gt.loadRes(results)
+        dt = gt.loadRes(coco.results)
         ev = COCOeval(gt, dt, iouType="bbox")
         ev.params.maxDets = [1, 10, MAX_DETECTIONS]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = [float(v) for v in ev.stats]
-
-    def clean(v: float) -> float:
-        return math.nan if v < 0 else v
-
-    return {
-        **out,
-        "map": clean(stats[0]),
-        "map50": clean(stats[1]),
-        "map75": clean(stats[2]),
-        "mar100": clean(stats[8]),
-    }
+    return [float(v) for v in ev.stats]

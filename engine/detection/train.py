@@ -27,18 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from slidewise.contract.specs.traindetection import SPEC as TRAIN_SPEC
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.job import JobContext, JobResult, check_known, choice, require
+from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
-from slidewise.engine.core.params import integer_param, is_set, number_param, to_bool
+from slidewise.engine.core.params import JobParams
+from slidewise.engine.detection.annotations import read_detection_set
 from slidewise.engine.detection.data import (
-    BOX_FRAMES,
-    FORMATS,
     DetectionDataset,
     DetectionSample,
     DetectionSet,
     fit_band_stats,
-    read_detection_set,
 )
 from slidewise.engine.detection.metrics import detection_map
 from slidewise.engine.detection.models import (
@@ -208,13 +207,51 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 # --------------------------------------------------------------------------- training
 
 
+@dataclass(frozen=True)
+class BackboneStart:
+    """Weights the detector's backbone body starts from (random when both are unset).
+
+    Attributes:
+        weights: Safetensors file loaded strictly into the backbone body.
+        state: The same as tensors (e.g. straight from pre-training).
+    """
+
+    weights: str | None = None
+    state: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class _Loop:
+    """What the training steps share: the model, its optimiser and the schedule."""
+
+    model: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    data: DetectionDataset
+    device: torch.device
+    use_amp: bool
+    total: int
+    warmup: int
+    step: int = 0
+
+
+@dataclass
+class _Best:
+    """The best epoch so far and its weights."""
+
+    epoch: int = 0
+    score: float = -math.inf
+    metrics: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] | None = None
+
+
 def train_detector(
     train: DetectionSet,
     valid: DetectionSet,
     config: DetectorConfig,
     settings: DetTrainSettings,
-    encoder_weights: str | None = None,
-    encoder_state: dict[str, torch.Tensor] | None = None,
+    start: BackboneStart | None = None,
     log: Log = print,
     progress: Progress | None = None,
     warn: Log | None = None,
@@ -226,8 +263,7 @@ def train_detector(
         valid: Validation images (selection only).
         config: Detector configuration (see :func:`make_config`).
         settings: Training settings.
-        encoder_weights: Safetensors file loaded strictly into the backbone body.
-        encoder_state: The same as tensors (e.g. straight from pre-training).
+        start: Backbone weights to start from (random start when ``None``).
         log: Receives per-epoch lines.
         progress: Receives the fraction done after every batch.
         warn: Receives warnings.
@@ -241,128 +277,159 @@ def train_detector(
     started = time.time()
     seed_everything(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    device = torch.device(settings.device)
-    model = build_detector(config)
-    if encoder_weights:
-        info = load_backbone_weights(model, encoder_weights)
-        log(f"Loaded {info['tensors']} backbone tensors from {Path(encoder_weights).name}.")
-    elif encoder_state is not None:
-        info = load_backbone_state(model, encoder_state, "the pre-trained encoder")
-        log(f"Loaded {info['tensors']} pre-trained backbone tensors.")
-    model.to(device)
-    cuda = device.type == "cuda"
-    use_amp = cuda and settings.amp
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    fill = config.image_mean
-    data = DetectionDataset(train.samples, settings.bands, fill, settings.augment, generator)
-    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
-    total = max(1, settings.epochs * steps_per_epoch)
-    warmup = min(WARMUP_STEPS, total // 4)
-    valid_has_boxes = valid.n_boxes > 0
-    if not valid_has_boxes:
+    model = _start_model(config, start or BackboneStart(), log)
+    data = DetectionDataset(
+        train.samples, settings.bands, config.image_mean, settings.augment, generator
+    )
+    loop = _make_loop(model, data, settings)
+    if valid.n_boxes == 0:
         warn(
             "The validation images hold no boxes: mAP cannot be measured, so the last epoch is "
             "kept. Give VALID images with landslides for a meaningful selection."
         )
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": 0, "score": -math.inf, "metrics": {}}
-    best_state: dict[str, torch.Tensor] | None = None
-    step = 0
+    best = _Best()
     for epoch in range(settings.epochs):
         t0 = time.time()
-        model.train()
-        order = torch.randperm(len(data), generator=generator).tolist()
-        running: dict[str, float] = {}
-        seen = 0
-        for start in range(0, len(order), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            images, targets = _collate([data[i] for i in idx])
-            images = [im.to(device, non_blocking=True) for im in images]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            for group in optimizer.param_groups:
-                group["lr"] = settings.lr * _lr_factor(step, total, warmup)
-            with torch.autocast(device_type="cuda", enabled=use_amp):
-                losses = model(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise InputError(
-                    f"Training diverged (loss {float(loss)} in epoch {epoch + 1}): lower LR."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-            scaler.step(optimizer)
-            scaler.update()
-            for k, v in losses.items():
-                running[k] = running.get(k, 0.0) + float(v.detach()) * len(idx)
-            seen += len(idx)
-            step += 1
-            if progress is not None:
-                progress(step / total)
-        metrics = (
-            evaluate_detector(model, valid.samples, settings.bands, fill, device)
-            if valid_has_boxes
-            else {"map": math.nan, "map50": math.nan}
-        )
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": sum(running.values()) / max(seen, 1),
-            **{k: v / max(seen, 1) for k, v in running.items()},
-            "map50": metrics["map50"],
-            "map": metrics["map"],
-            "seconds": round(time.time() - t0, 1),
-        }
+        running, seen = _train_epoch(loop, settings, generator, epoch, progress)
+        metrics = _validate(loop, valid, settings, config.image_mean)
+        record = _epoch_record(epoch, running, seen, metrics, t0)
         history.append(record)
-        score = metrics["map50"] if valid_has_boxes else float(epoch)
-        improved = score > best["score"] + 1e-9
-        if improved:
-            best = {"epoch": epoch + 1, "score": score, "metrics": dict(metrics)}
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        improved = _keep_if_best(best, loop.model, epoch, metrics, valid.n_boxes > 0)
         log(
             f"epoch {epoch + 1}/{settings.epochs}: train loss {record['train_loss']:.4f}, "
             f"valid mAP@0.5 {metrics['map50']:.4f}, mAP {metrics['map']:.4f}"
             f"{' *' if improved else ''} [{record['seconds']:.1f} s]"
         )
     final = build_detector(config)
-    final.load_state_dict(best_state if best_state is not None else model.state_dict())
+    final.load_state_dict(best.state if best.state is not None else loop.model.state_dict())
     final.eval()
-    log(f"Selected epoch {best['epoch']} (validation mAP@0.5 {best['score']:.4f}).")
+    log(f"Selected epoch {best.epoch} (validation mAP@0.5 {best.score:.4f}).")
     return DetTrainOutcome(
         model=final,
-        metrics=dict(best["metrics"]),
+        metrics=dict(best.metrics),
         history=history,
-        best_epoch=int(best["epoch"]),
+        best_epoch=int(best.epoch),
         seconds=time.time() - started,
     )
 
 
-# --------------------------------------------------------------------------- the job
+def _start_model(config: DetectorConfig, start: BackboneStart, log: Log) -> nn.Module:
+    """A new detector, its backbone body loaded from ``start`` when given."""
+    model = build_detector(config)
+    if start.weights:
+        info = load_backbone_weights(model, start.weights)
+        log(f"Loaded {info['tensors']} backbone tensors from {Path(start.weights).name}.")
+    elif start.state is not None:
+        info = load_backbone_state(model, start.state, "the pre-trained encoder")
+        log(f"Loaded {info['tensors']} pre-trained backbone tensors.")
+    return model
 
-KNOWN_PARAMS = {
-    "TRAIN",
-    "VALID",
-    "VALID_FRACTION",
-    "FORMAT",
-    "BOX_COORDINATES",
-    "MIN_AREA",
-    "LABEL_POLYGONS",
-    "BANDS",
-    "BACKBONE",
-    "TRAINABLE_LAYERS",
-    "ENCODER_WEIGHTS",
-    "EPOCHS",
-    "BATCH_SIZE",
-    "LR",
-    "IMAGE_SIZE",
-    "MAX_TRAIN_IMAGES",
-    "MAX_VALID_IMAGES",
-    "AUGMENT",
-    "SEED",
-    "OUTPUT",
-}
+
+def _make_loop(model: nn.Module, data: DetectionDataset, settings: DetTrainSettings) -> _Loop:
+    """AdamW, the gradient scaler (AMP on CUDA only) and the warm-up/cosine schedule length."""
+    device = torch.device(settings.device)
+    model.to(device)
+    use_amp = device.type == "cuda" and settings.amp
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
+    total = max(1, settings.epochs * steps_per_epoch)
+    warmup = min(WARMUP_STEPS, total // 4)
+    return _Loop(model, params, optimizer, scaler, data, device, use_amp, total, warmup)
+
+
+def _train_epoch(
+    loop: _Loop,
+    settings: DetTrainSettings,
+    generator: torch.Generator,
+    epoch: int,
+    progress: Progress | None,
+) -> tuple[dict[str, float], int]:
+    """One pass over the training images; returns the summed losses and the images seen.
+
+    Raises:
+        InputError: the loss is not finite (training diverged).
+    """
+    loop.model.train()
+    order = torch.randperm(len(loop.data), generator=generator).tolist()
+    running: dict[str, float] = {}
+    seen = 0
+    for start in range(0, len(order), settings.batch_size):
+        idx = order[start : start + settings.batch_size]
+        losses = _train_step(loop, settings, [loop.data[i] for i in idx], epoch)
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v.detach()) * len(idx)
+        seen += len(idx)
+        loop.step += 1
+        if progress is not None:
+            progress(loop.step / loop.total)
+    return running, seen
+
+
+def _train_step(
+    loop: _Loop,
+    settings: DetTrainSettings,
+    items: list[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    epoch: int,
+) -> dict[str, torch.Tensor]:
+    """One optimiser step on a batch (scheduled lr, AMP, gradient clipping)."""
+    images, targets = _collate(items)
+    images = [im.to(loop.device, non_blocking=True) for im in images]
+    targets = [{k: v.to(loop.device) for k, v in t.items()} for t in targets]
+    for group in loop.optimizer.param_groups:
+        group["lr"] = settings.lr * _lr_factor(loop.step, loop.total, loop.warmup)
+    with torch.autocast(device_type="cuda", enabled=loop.use_amp):
+        losses = loop.model(images, targets)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise InputError(f"Training diverged (loss {float(loss)} in epoch {epoch + 1}): lower LR.")
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.scaler.scale(loss).backward()
+    loop.scaler.unscale_(loop.optimizer)
+    torch.nn.utils.clip_grad_norm_(loop.params, GRAD_CLIP)
+    loop.scaler.step(loop.optimizer)
+    loop.scaler.update()
+    return losses
+
+
+def _validate(
+    loop: _Loop, valid: DetectionSet, settings: DetTrainSettings, fill: Sequence[float]
+) -> dict[str, Any]:
+    """Validation mAP of the current weights (NaN when the validation images have no box)."""
+    if valid.n_boxes == 0:
+        return {"map": math.nan, "map50": math.nan}
+    return evaluate_detector(loop.model, valid.samples, settings.bands, fill, loop.device)
+
+
+def _epoch_record(
+    epoch: int, running: dict[str, float], seen: int, metrics: dict[str, Any], t0: float
+) -> dict[str, Any]:
+    """The history entry of an epoch: mean losses, validation mAP and seconds."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": sum(running.values()) / max(seen, 1),
+        **{k: v / max(seen, 1) for k, v in running.items()},
+        "map50": metrics["map50"],
+        "map": metrics["map"],
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def _keep_if_best(
+    best: _Best, model: nn.Module, epoch: int, metrics: dict[str, Any], measured: bool
+) -> bool:
+    """Keep the weights when mAP@0.5 improved (the latest epoch when mAP is not measured)."""
+    score = metrics["map50"] if measured else float(epoch)
+    if not score > best.score + 1e-9:
+        return False
+    best.epoch, best.score, best.metrics = epoch + 1, score, dict(metrics)
+    best.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return True
+
+
+# --------------------------------------------------------------------------- the job
 
 
 def subsample(data: DetectionSet, n: int, seed: int) -> DetectionSet:
@@ -396,49 +463,68 @@ def resolve_detection_bands(value: Any, band_names: Sequence[str]) -> list[int]:
     return resolve_bands(value, list(band_names))
 
 
+@dataclass(frozen=True)
+class TrainDetectionParams(JobParams):
+    """Parameters of the ``traindetection`` job (``contract/specs/traindetection.py``).
+
+    ``seed`` is ``None`` when unset (the runtime seed applies).
+    """
+
+    SPEC = TRAIN_SPEC
+
+    format: str = "voc"
+    train: str = ""
+    valid: str | None = None
+    backbone: str = "resnet18"
+    encoder_weights: str | None = None
+    label_polygons: str | None = None
+    valid_fraction: float = 0.2
+    box_coordinates: str = "auto"
+    min_area: int = 100
+    bands: str | None = None
+    trainable_layers: int = 5
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 2e-4
+    image_size: int = 0
+    max_train_images: int = 0
+    max_valid_images: int = 0
+    augment: bool = True
+    seed: int | None = None
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The images a job trains and selects on.
+
+    Attributes:
+        train: Training images.
+        valid: Validation images.
+        split: How the validation images were chosen (for the log and provenance).
+    """
+
+    train: DetectionSet
+    valid: DetectionSet
+    split: str
+
+
 def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """Train a Faster R-CNN landslide detector and write it to OUTPUT.
 
-    Parameters (an empty value means the default):
-
-    * TRAIN (folder or file, required): training images with boxes: a Pascal
-      VOC folder (FORMAT voc: image + .xml with the same name), a COCO .json
-      (FORMAT coco; images next to it or in an "images" folder), or a folder
-      with "images" and "masks" subfolders (FORMAT masks).
-    * VALID (folder or file, optional): validation images of the same format,
-      used to select the epoch. Without it, VALID_FRACTION of the training
-      images (whole images, seeded) is split off.
-    * VALID_FRACTION (float, 0.2): share of TRAIN split off when VALID is empty.
-    * FORMAT (str, "voc"): "voc", "coco" or "masks".
-    * BOX_COORDINATES (str, "auto"): when an annotation states another image
-      size than the image file: "auto" (decide from the boxes, see
-      slidewise.engine.detection.data), "image" (boxes are in image pixels) or
-      "annotation" (boxes are in the stated size and are scaled).
-    * MIN_AREA (int, 100): FORMAT masks: smallest connected landslide
-      component (pixels, 8-connected) that becomes a box.
-    * LABEL_POLYGONS (vector file, optional): landslide polygons; TRAIN (and
-      VALID) are then georeferenced images and every polygon gives a box.
-    * BANDS (str, all): image bands fed to the model (1-based numbers or names).
-    * BACKBONE (str, "resnet18"): "resnet18", "resnet34", "resnet50",
-      "resnet101", "resnet152" (torchvision) or "timm:<name>" (e.g.
-      "timm:efficientnet_b0"); always with a feature pyramid; no download.
-    * TRAINABLE_LAYERS (int, 5): trainable backbone stages from the top (0-5).
-    * ENCODER_WEIGHTS (safetensors file, optional): backbone weights (e.g. from
-      the pretrainencoder job), loaded strictly into the backbone body; keys
-      are the body's names, a prefix "backbone.body.", "encoder.", "body." or
-      "backbone." is removed; missing or unexpected keys are an error that
-      lists them.
-    * EPOCHS (int, 10): training epochs.
-    * BATCH_SIZE (int, 4): images per step.
-    * LR (float, 2e-4): peak AdamW learning rate (warm-up, cosine decay).
-    * IMAGE_SIZE (int, 0 = auto): shorter image side after the detector's
-      resize; auto = the median shorter side of the training images, at least 448.
-    * MAX_TRAIN_IMAGES (int, 0 = all): train on at most this many images
-      (seeded random subset).
-    * MAX_VALID_IMAGES (int, 0 = all): validate on at most this many images.
-    * AUGMENT (bool, true): random flips and quarter turns of images and boxes.
-    * SEED (int, runtime seed): seed of splits, subsets, augmentation, weights.
-    * OUTPUT (file, required): the model file (.safetensors, task "detection").
+    The parameters are declared in ``contract/specs/traindetection.py``: TRAIN
+    (required) and VALID folders of FORMAT voc, coco or masks (or georeferenced
+    images with LABEL_POLYGONS); without VALID, VALID_FRACTION of the training
+    images (whole images, seeded) is split off. BOX_COORDINATES decides the
+    frame of boxes whose annotation states another image size (see
+    :mod:`slidewise.engine.detection.annotations`); MIN_AREA is the smallest
+    mask component that becomes a box. BANDS, BACKBONE (torchvision ResNets or
+    ``timm:<name>``, always with a feature pyramid), TRAINABLE_LAYERS and
+    ENCODER_WEIGHTS (loaded strictly into the backbone body; a prefix
+    ``backbone.body.``, ``encoder.``, ``body.`` or ``backbone.`` is removed)
+    make the model; EPOCHS, BATCH_SIZE, LR, IMAGE_SIZE (0: the median shorter
+    training image side, at least 448), MAX_TRAIN_IMAGES, MAX_VALID_IMAGES,
+    AUGMENT and SEED the training. OUTPUT is the model file (task ``detection``).
 
     Returns:
         OUTPUT = the model path; figures = validation mAP@0.5 and mAP of the
@@ -446,103 +532,149 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """
     from slidewise.engine.core.runtime import apply, select_device
 
-    check_known(params, KNOWN_PARAMS)
-    require(params, "TRAIN", "OUTPUT")
-    check_writable(params["OUTPUT"])
-    fmt = choice(params, "FORMAT", FORMATS, "voc")
-    frame = choice(params, "BOX_COORDINATES", BOX_FRAMES, "auto")
-    seed = integer_param(params, "SEED", ctx.options.seed, 0, 2**31 - 1)
-    epochs = integer_param(params, "EPOCHS", 10, 1, 100000)
-    batch_size = integer_param(params, "BATCH_SIZE", 4, 1, 1024)
-    lr = number_param(params, "LR", 2e-4, 1e-7, 1.0)
-    image_size = integer_param(params, "IMAGE_SIZE", 0, 0, 4096)
-    if 0 < image_size < 32:
-        raise InputError(f"IMAGE_SIZE must be 0 (auto) or at least 32, got {image_size}.")
-    max_train = integer_param(params, "MAX_TRAIN_IMAGES", 0, 0, 10**9)
-    max_valid = integer_param(params, "MAX_VALID_IMAGES", 0, 0, 10**9)
-    trainable = integer_param(params, "TRAINABLE_LAYERS", 5, 0, 5)
-    min_area = integer_param(params, "MIN_AREA", 100, 1, 10**9)
-    fraction = number_param(params, "VALID_FRACTION", 0.2, 0.01, 0.9)
-    augment = to_bool(params.get("AUGMENT", True), "AUGMENT")
-    backbone = str(params.get("BACKBONE") or "resnet18").strip()
-    polygons = str(params["LABEL_POLYGONS"]) if is_set(params, "LABEL_POLYGONS") else None
-    encoder_weights = str(params["ENCODER_WEIGHTS"]) if is_set(params, "ENCODER_WEIGHTS") else None
-    if encoder_weights and not Path(encoder_weights).is_file():
-        raise InputError(
-            f"The encoder weights file '{encoder_weights}' does not exist: check ENCODER_WEIGHTS."
-        )
+    options = TrainDetectionParams.from_params(params)
+    check_writable(options.output)
+    _check_options(options)
+    seed = ctx.options.seed if options.seed is None else options.seed
     apply(replace(ctx.options, seed=seed))
     device = select_device(ctx.options.device)
+    data = _read_training_data(options, seed, ctx)
+    train, valid = data.train, data.valid
+    bands = resolve_detection_bands(options.bands, train.band_names)
+    config, norm = make_config(
+        train, options.backbone, bands, options.image_size, options.trainable_layers, seed
+    )
+    build_detector(config)  # fail early on a bad backbone
+    ctx.log(_summary(options, data, config, device))
+    settings = DetTrainSettings(
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        augment=options.augment,
+        seed=seed,
+        device=str(device),
+        bands=bands,
+    )
+    start = BackboneStart(weights=options.encoder_weights)
+    outcome = train_detector(
+        train, valid, config, settings, start, ctx.log, ctx.stage(3, 98), ctx.warn
+    )
+    _save(options, data, config, settings, outcome, norm)
+    ctx.log(f"Model written to {options.output}.")
+    inputs = [options.train]
+    inputs += [p for p in (options.valid, options.label_polygons, options.encoder_weights) if p]
+    figures = {
+        "valid_map50": outcome.metrics.get("map50"),
+        "valid_map": outcome.metrics.get("map"),
+        "best_epoch": outcome.best_epoch,
+        "train_images": len(train),
+        "train_boxes": train.n_boxes,
+        "valid_images": len(valid),
+    }
+    return JobResult(
+        outputs={"OUTPUT": options.output}, figures=figures, inputs=inputs, device=device.type
+    )
 
-    ctx.log(f"Reading the {fmt} training data ...")
+
+def _summary(
+    options: TrainDetectionParams, data: TrainingData, config: DetectorConfig, device: torch.device
+) -> str:
+    """The log line that says what is about to be trained."""
+    train, valid = data.train, data.valid
+    return (
+        f"{len(train)} training image(s) with {train.n_boxes} boxes ({train.n_negatives} "
+        f"negatives), {len(valid)} validation image(s) with {valid.n_boxes} boxes; {data.split}. "
+        f"Backbone {options.backbone}-FPN, resize to {config.min_size} px, {options.epochs} "
+        f"epochs, batch {options.batch_size}, lr {options.lr:g}, augment {options.augment}, "
+        f"device {device}."
+    )
+
+
+def _check_options(options: TrainDetectionParams) -> None:
+    """Checks the contract cannot make: IMAGE_SIZE 0 or >= 32, the encoder file exists.
+
+    Raises:
+        InputError: either check fails.
+    """
+    if 0 < options.image_size < 32:
+        raise InputError(f"IMAGE_SIZE must be 0 (auto) or at least 32, got {options.image_size}.")
+    weights = options.encoder_weights
+    if weights and not Path(weights).is_file():
+        raise InputError(
+            f"The encoder weights file '{weights}' does not exist: check ENCODER_WEIGHTS."
+        )
+
+
+def _read_training_data(options: TrainDetectionParams, seed: int, ctx: JobContext) -> TrainingData:
+    """Read the training and validation images (split and subsampled, seeded).
+
+    Raises:
+        InputError: unreadable data, no boxes in the training images, or validation
+            images with another band count.
+    """
+    ctx.log(f"Reading the {options.format} training data ...")
     ctx.progress(1)
-    read = {"box_frame": frame, "min_area": min_area, "polygons": polygons, "warn": ctx.warn}
-    train = read_detection_set(str(params["TRAIN"]), fmt, **read)  # type: ignore[arg-type]
-    if is_set(params, "VALID"):
-        valid = read_detection_set(str(params["VALID"]), fmt, **read)  # type: ignore[arg-type]
-        valid = subsample(valid, max_valid, seed + 1)
+
+    def read(source: str) -> DetectionSet:
+        return read_detection_set(
+            source,
+            options.format,
+            box_frame=options.box_coordinates,
+            min_area=options.min_area,
+            polygons=options.label_polygons,
+            warn=ctx.warn,
+        )
+
+    train = read(options.train)
+    if options.valid:
+        valid = subsample(read(options.valid), options.max_valid_images, seed + 1)
         split = f"validation = {len(valid)} given image(s)"
     else:
-        train, valid = split_validation(train, fraction, seed)
-        valid = subsample(valid, max_valid, seed + 1)
+        train, valid = split_validation(train, options.valid_fraction, seed)
+        valid = subsample(valid, options.max_valid_images, seed + 1)
         split = f"validation = {len(valid)} random training image(s) (seed {seed})"
     for note in train.notes:
         if "negatives" in note or "ignored" in note or note.startswith("Boxes are"):
             ctx.log(f"Training data: {note}")
-    train = subsample(train, max_train, seed)
+    train = subsample(train, options.max_train_images, seed)
     if train.n_boxes == 0:
         raise InputError(
             "The training images hold no boxes: check the annotations (or MIN_AREA for masks)."
         )
-    bands = resolve_detection_bands(params.get("BANDS"), train.band_names)
     if len(valid.band_names) != len(train.band_names):
         raise InputError(
             f"The validation images have {len(valid.band_names)} bands but the training images "
             f"have {len(train.band_names)}: use images with the same bands."
         )
-    config, norm = make_config(train, backbone, bands, image_size, trainable, seed)
-    build_detector(config)  # fail early on a bad backbone
-    ctx.log(
-        f"{len(train)} training image(s) with {train.n_boxes} boxes ({train.n_negatives} "
-        f"negatives), {len(valid)} validation image(s) with {valid.n_boxes} boxes; {split}. "
-        f"Backbone {backbone}-FPN, resize to {config.min_size} px, {epochs} epochs, batch "
-        f"{batch_size}, lr {lr:g}, augment {augment}, device {device}."
-    )
-    settings = DetTrainSettings(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        augment=augment,
-        seed=seed,
-        device=str(device),
-        bands=bands,
-    )
-    outcome = train_detector(
-        train,
-        valid,
-        config,
-        settings,
-        encoder_weights=encoder_weights,
-        log=ctx.log,
-        progress=ctx.stage(3, 98),
-        warn=ctx.warn,
-    )
+    return TrainingData(train, valid, split)
+
+
+def _save(
+    options: TrainDetectionParams,
+    data: TrainingData,
+    config: DetectorConfig,
+    settings: DetTrainSettings,
+    outcome: DetTrainOutcome,
+    norm: dict[str, Any],
+) -> None:
+    """Write the model file with its provenance, metrics and band indices."""
+    train, bands = data.train, settings.bands
     save_detector(
-        params["OUTPUT"],
+        options.output,
         outcome.model,
         config,
         [train.band_names[b] for b in bands],
         tile_size=native_size(train.samples),
         provenance={
             "job": "traindetection",
-            "format": fmt,
-            "train": str(params["TRAIN"]),
-            "valid": str(params.get("VALID") or ""),
-            "split": split,
+            "format": options.format,
+            "train": options.train,
+            "valid": options.valid or "",
+            "split": data.split,
             "train_images": len(train),
             "train_boxes": train.n_boxes,
             "data_notes": train.notes,
-            "encoder_weights": encoder_weights or "",
+            "encoder_weights": options.encoder_weights or "",
             "settings": asdict(settings),
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -553,22 +685,4 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
             "normalisation_images": norm.get("images"),
             "box_format": "x1,y1,x2,y2 image pixels",
         },
-    )
-    ctx.log(f"Model written to {params['OUTPUT']}.")
-    inputs = [str(params["TRAIN"])]
-    for name in ("VALID", "LABEL_POLYGONS", "ENCODER_WEIGHTS"):
-        if is_set(params, name):
-            inputs.append(str(params[name]))
-    return JobResult(
-        outputs={"OUTPUT": str(params["OUTPUT"])},
-        figures={
-            "valid_map50": outcome.metrics.get("map50"),
-            "valid_map": outcome.metrics.get("map"),
-            "best_epoch": outcome.best_epoch,
-            "train_images": len(train),
-            "train_boxes": train.n_boxes,
-            "valid_images": len(valid),
-        },
-        inputs=inputs,
-        device=device.type,
     )

@@ -26,8 +26,3 @@ class TrainMappingAlgorithm(SlidewiseAlgorithm):
         "uses Dice + BCE, D4 augmentation and class-imbalance handling; l4s_baseline is the "
         "Landslide4Sense baseline (plain U-Net, cross-entropy, no augmentation)."
     )
-
-    def initAlgorithm(self, config=None) -> None:
-        """SPEC's parameters; the checkpoint is written only when a file is chosen."""
-        super().initAlgorithm(config)
-        self.parameterDefinition("CHECKPOINT").setCreateByDefault(False)

@@ -23,7 +23,7 @@ from slidewise.engine.detection.apply import (
     segmentation_boxes,
     tile_starts,
 )
-from slidewise.engine.detection.data import boxes_from_mask
+from slidewise.engine.detection.boxes import boxes_from_mask
 from slidewise.engine.detection.models import DetectorConfig, build_detector, save_detector
 from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
 

@@ -13,16 +13,14 @@ from engine_helpers import SHARED
 from PIL import Image
 
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.detection.data import (
-    DetectionDataset,
-    boxes_from_mask,
-    boxes_from_polygons,
-    d4_boxes,
+from slidewise.engine.detection.annotations import (
     read_coco,
     read_mask_pairs,
     read_voc,
     resolve_box_frame,
 )
+from slidewise.engine.detection.boxes import boxes_from_mask, boxes_from_polygons
+from slidewise.engine.detection.data import DetectionDataset, d4_boxes
 from slidewise.engine.detection.metrics import detection_map
 from slidewise.engine.imagery.augment import d4_transform
 

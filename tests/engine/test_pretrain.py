@@ -13,16 +13,15 @@ from torch import nn
 from slidewise.engine.core.errors import InputError, ModelFileError
 from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.modelfile import read_metadata
+from slidewise.engine.detection.encoders import encoder_state_dict, save_encoder
+from slidewise.engine.detection.mae import mae_loss, random_patch_mask
 from slidewise.engine.detection.pretrain import (
-    PretrainSettings,
-    _pretrain_in_memory,
-    encoder_state_dict,
-    mae_loss,
+    InMemoryImages,
     pretrain_encoder,
-    random_patch_mask,
+    pretrain_in_memory,
     run_pretrain,
-    save_encoder,
 )
+from slidewise.engine.detection.pretraining import PretrainSettings
 from slidewise.engine.imagery.segmodels import (
     SegModelConfig,
     build_model,
@@ -84,7 +83,8 @@ def test_mae_loss_decreases_on_real_images() -> None:
     """20 Bijie images at 128 px, 8 epochs: the fixed-mask loss falls below predicting zeros."""
     images = _bijie(20, 128)
     settings = PretrainSettings(epochs=8, batch_size=2, lr=1e-3, patch=16, seed=0)
-    result = _pretrain_in_memory(images, settings, 3, 128, "fit", lambda _: None, None)
+    layout = InMemoryImages(3, 128, "fit")
+    result = pretrain_in_memory(images, settings, layout, lambda _: None, None)
     m = result.metrics
     losses = [h["loss"] for h in result.history]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
@@ -100,7 +100,8 @@ def test_mae_loss_decreases_on_real_images() -> None:
 def test_encoder_file_loads_strictly_into_smp_and_torchvision(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (64, 64, 3)).astype(np.uint8) for _ in range(2)]
-    state = pretrain_encoder(images, "resnet18", 3, epochs=1, seed=0, batch_size=2, device="cpu")
+    settings = PretrainSettings("resnet18", epochs=1, batch_size=2, seed=0, device="cpu")
+    state = pretrain_encoder(images, settings, InMemoryImages(3))
 
     class Boxes(torch.utils.data.Dataset):
         """A detection-style dataset: (image tensor (C, H, W) in [0, 1], target)."""
@@ -113,7 +114,9 @@ def test_encoder_file_loads_strictly_into_smp_and_torchvision(tmp_path: Path) ->
 
     imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     from_dataset = pretrain_encoder(
-        Boxes(), epochs=1, batch_size=2, normalisation=imagenet, device="cpu"
+        Boxes(),
+        PretrainSettings(epochs=1, batch_size=2, device="cpu"),
+        InMemoryImages(3, None, imagenet),
     )
     assert set(from_dataset) == set(state)
     path = save_encoder(tmp_path / "enc.safetensors", state, "resnet18", 3, ["r", "g", "b"])
@@ -241,5 +244,6 @@ def test_pretraining_on_fewer_chips_than_the_evaluation_count() -> None:
     """Fewer chips than EVAL_CHIPS (32) used to raise IndexError in mae_eval_loss."""
     images = _bijie(3, 64)
     settings = PretrainSettings(epochs=1, batch_size=2, lr=1e-3, patch=16, seed=0)
-    result = _pretrain_in_memory(images, settings, 3, 64, "fit", lambda _: None, None)
+    layout = InMemoryImages(3, 64, "fit")
+    result = pretrain_in_memory(images, settings, layout, lambda _: None, None)
     assert np.isfinite(result.metrics["eval_loss_after"])

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from slidewise.engine.imagery import tvcompat
+from slidewise.engine.imagery import tvcompat, tvlibraries, tvops_nms
 
 if importlib.util.find_spec("torchvision") is None:  # pragma: no cover - environment
     pytest.skip("torchvision is not installed", allow_module_level=True)
@@ -221,7 +221,7 @@ def test_torchvision_smp_and_detection_import(tv: ModuleType) -> None:
 
 def test_torch_ops_load_library_is_restored() -> None:
     assert "load_library" not in vars(torch.ops)
-    libraries = tvcompat._find_native_libraries()
+    libraries = tvcompat.find_native_libraries()
     assert all(path.name.startswith("_C") and path.exists() for path in libraries)
 
 
@@ -275,8 +275,8 @@ def test_nms_iou_exactly_at_threshold_is_kept(dtype: torch.dtype) -> None:
 
 def test_nms_blocks_and_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small blocks/tiles exercise the chunked greedy pass against the reference."""
-    monkeypatch.setattr(tvcompat, "_NMS_BLOCK", 7)
-    monkeypatch.setattr(tvcompat, "_NMS_TILE", 20)
+    monkeypatch.setattr(tvops_nms, "_NMS_BLOCK", 7)
+    monkeypatch.setattr(tvops_nms, "_NMS_TILE", 20)
     generator = torch.Generator().manual_seed(3)
     boxes = random_boxes(200, generator, span=60.0)
     scores = torch.randint(0, 20, (200,), generator=generator).double()
@@ -720,22 +720,22 @@ def test_native_libraries_are_the_ones_torchvision_loads(
     expected: list[str],
 ) -> None:
     package = _fake_torchvision(tmp_path / "torchvision", files, extension_source)
-    monkeypatch.setattr(tvcompat, "_torchvision_directories", lambda: [package])
-    assert [path.name for path in tvcompat._find_native_libraries()] == expected
+    monkeypatch.setattr(tvlibraries, "_torchvision_directories", lambda: [package])
+    assert [path.name for path in tvcompat.find_native_libraries()] == expected
 
 
 def test_ambiguous_native_libraries_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = _fake_torchvision(tmp_path / "torchvision", ["_C.so", "_C_stable.so"])
-    monkeypatch.setattr(tvcompat, "_torchvision_directories", lambda: [package])
+    monkeypatch.setattr(tvlibraries, "_torchvision_directories", lambda: [package])
     with pytest.raises(tvcompat.TorchvisionUnavailableError, match="several compiled operator"):
-        tvcompat._find_native_libraries()
+        tvcompat.find_native_libraries()
 
 
 def test_every_name_of_the_operator_library_is_skipped_in_fallback_imports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     package = _fake_torchvision(tmp_path / "torchvision", [], '_load_library("_vision_ops")\n')
-    monkeypatch.setattr(tvcompat, "_torchvision_directories", lambda: [package])
+    monkeypatch.setattr(tvlibraries, "_torchvision_directories", lambda: [package])
     for name in (
         "_C.so",
         "_C.cpython-311-x86_64-linux-gnu.so",
@@ -746,10 +746,10 @@ def test_every_name_of_the_operator_library_is_skipped_in_fallback_imports(
         "_C_stable.pyd",
         "_vision_ops.so",  # named by the loader
     ):
-        assert tvcompat._is_ops_library(package / name), name
+        assert tvlibraries.is_ops_library(package / name), name
     for name in ("image.so", "image_stable.so", "video_reader.so", "_Cx.so"):
-        assert not tvcompat._is_ops_library(package / name), name
-    assert not tvcompat._is_ops_library(tmp_path / "elsewhere" / "_C_stable.so")
+        assert not tvlibraries.is_ops_library(package / name), name
+    assert not tvlibraries.is_ops_library(tmp_path / "elsewhere" / "_C_stable.so")
 
 
 def test_defined_operators_are_never_mixed_with_the_fallback(
@@ -782,7 +782,7 @@ _STABLE_NATIVE_SCRIPT = """
     assert tvcompat.ensure_torchvision_ops() == "native"
     assert tvcompat.ensure_torchvision_ops() == "native"
     assert not tvcompat._FALLBACK_LIBRARIES
-    assert [p.name.split(".")[0] for p in tvcompat._find_native_libraries()] == ["_C_stable"]
+    assert [p.name.split(".")[0] for p in tvcompat.find_native_libraries()] == ["_C_stable"]
     import torchvision
     assert torchvision.extension._has_ops()
     for op in ("nms", "roi_align"):  # the compiled CPU kernels run, not the fallback
@@ -817,7 +817,7 @@ _STABLE_FALLBACK_SCRIPT = """
 
     # As if the compiled library's name were unknown: it must still never load
     # over the fallback schemas (the process would abort).
-    tvcompat._find_native_libraries = lambda: []
+    tvcompat.find_native_libraries = lambda: []
     assert tvcompat.ensure_torchvision_ops() == "fallback"
     import torchvision
     assert "load_library" not in vars(torch.ops)
@@ -840,7 +840,7 @@ def test_stable_abi_torchvision_native_and_fallback(tmp_path: Path) -> None:
     shim = tmp_path / "shim"
     shim.mkdir()
     try:
-        (shim / "slidewise").symlink_to(Path(tvcompat.__file__).resolve().parents[1])
+        (shim / "slidewise").symlink_to(Path(tvcompat.__file__).resolve().parents[2])
     except OSError as exc:  # pragma: no cover - e.g. Windows without symlink rights
         pytest.skip(f"cannot link the package for the other interpreter: {exc}")
     env = {**os.environ, "PYTHONPATH": str(shim)}

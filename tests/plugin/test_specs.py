@@ -20,16 +20,6 @@ from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs import SPEC_MODULES, spec_of
 from slidewise.contract.specs.groups import RUNTIME_NAMES
 
-#: Algorithms still declaring their parameters by hand. The lead empties this set once
-#: every algorithm has its specification; it must never grow.
-WITHOUT_SPEC = frozenset(
-    {
-        "detectlandslides",
-        "pretrainencoder",
-        "traindetection",
-    }
-)
-
 #: Processing parameter type of each kind of parameter.
 PROCESSING_TYPES = {
     "int": "number",
@@ -178,12 +168,9 @@ def test_every_algorithm_has_an_engine_job(algorithms: dict[str, Any]) -> None:
         assert type(alg).JOB in jobs, f"slidewise:{name} runs unknown job {type(alg).JOB}"
 
 
-def test_algorithms_without_spec_are_only_the_allowed_ones(algorithms: dict[str, Any]) -> None:
-    without = {name for name, alg in algorithms.items() if type(alg).SPEC is None}
-    assert without == WITHOUT_SPEC, (
-        f"without SPEC but not allowed: {sorted(without - WITHOUT_SPEC)}; "
-        f"converted, remove from WITHOUT_SPEC: {sorted(WITHOUT_SPEC - without)}"
-    )
+def test_every_algorithm_has_a_spec(algorithms: dict[str, Any]) -> None:
+    without = sorted(name for name, alg in algorithms.items() if type(alg).SPEC is None)
+    assert without == [], f"algorithms declaring parameters by hand: {without}"
 
 
 def test_specs_are_the_registered_ones(algorithms: dict[str, Any]) -> None:
