@@ -10,6 +10,7 @@ the same values with the same message.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 from typing import Any, ClassVar, TypeVar
 
 from slidewise.contract.spec import AlgorithmSpec, Param, ParameterError, is_unset
@@ -36,7 +37,8 @@ class JobParams:
     """Base of every job's parameter dataclass.
 
     Subclasses set ``SPEC`` and declare one field per parameter of it, named in
-    lower case (``TILE_SIZE`` -> ``tile_size``).
+    lower case (``TILE_SIZE`` -> ``tile_size``; a Python keyword gets a trailing
+    underscore: ``LAMBDA`` -> ``lambda_``).
     """
 
     SPEC: ClassVar[AlgorithmSpec]
@@ -49,7 +51,13 @@ class JobParams:
             InputError: a parameter is unknown, missing or refused.
         """
         values = read_params(cls.SPEC, params)
-        return cls(**{name.lower(): value for name, value in values.items()})
+        return cls(**{field_name(name): value for name, value in values.items()})
+
+
+def field_name(name: str) -> str:
+    """Dataclass field of parameter ``name``: lower case, ``_`` after a Python keyword."""
+    lower = name.lower()
+    return f"{lower}_" if keyword.iskeyword(lower) else lower
 
 
 def is_set(params: dict[str, Any], name: str) -> bool:

@@ -44,7 +44,7 @@ from slidewise.contract.specs.pretrainencoder import SPEC as PRETRAIN_SPEC
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
-from slidewise.engine.core.params import JobParams, read_params
+from slidewise.engine.core.params import JobParams
 from slidewise.engine.detection.distill import load_teacher, train_distill
 from slidewise.engine.detection.encoders import EncoderRecord, build_encoder, save_encoder
 from slidewise.engine.detection.mae import train_mae
@@ -73,7 +73,7 @@ MODES = ("mae", "distill")
 class PretrainParams(JobParams):
     """Parameters of the ``pretrainencoder`` job (``contract/specs/pretrainencoder.py``).
 
-    ``LAMBDA`` is the field ``distill_lambda`` (``lambda`` is a Python keyword);
+    ``LAMBDA`` is the field ``lambda_`` (``lambda`` is a Python keyword);
     ``seed`` is ``None`` when unset (the runtime seed applies).
     """
 
@@ -101,21 +101,10 @@ class PretrainParams(JobParams):
     chip_size: int = 128
     chips_per_epoch: int = 0
     temperature: float = 5.0
-    distill_lambda: float = 0.9
+    lambda_: float = 0.9
     augment: bool = True
     seed: int | None = None
     output: str = ""
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PretrainParams:
-        """Validate the job parameters (``LAMBDA`` goes to ``distill_lambda``).
-
-        Raises:
-            InputError: a parameter is unknown, missing or refused.
-        """
-        values = {k.lower(): v for k, v in read_params(cls.SPEC, params).items()}
-        values["distill_lambda"] = values.pop("lambda")
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -214,7 +203,7 @@ def pretrain_settings(options: PretrainParams, seed: int, device: str) -> Pretra
         patch=options.patch_size,
         norm_pix=options.norm_pix,
         temperature=options.temperature,
-        distill_lambda=options.distill_lambda,
+        distill_lambda=options.lambda_,
         augment=options.augment,
         chips_per_epoch=options.chips_per_epoch,
         seed=seed,

@@ -60,7 +60,6 @@ from slidewise.contract.specs.addregion import SPEC as ADDREGION_SPEC
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
-from slidewise.engine.core.params import read_params
 from slidewise.engine.imagery.chips import ChipDataset
 from slidewise.engine.imagery.datasets import MappingData
 from slidewise.engine.imagery.regions import (
@@ -163,17 +162,6 @@ class AddRegionParams(MappingDataParams):
     threshold: str = "auto"
     patience: int = 0
     output: str = ""
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> AddRegionParams:
-        """Validate the job parameters (LAMBDA, a Python keyword, becomes ``lambda_``).
-
-        Raises:
-            InputError: a parameter is unknown, missing or refused.
-        """
-        values = {name.lower(): value for name, value in read_params(cls.SPEC, params).items()}
-        values["lambda_"] = values.pop("lambda")
-        return cls(**values)
 
     @property
     def task_loss(self) -> str:

@@ -618,6 +618,45 @@ def _padded_block(
     return z
 
 
+def write_factors(
+    src: Any,
+    info: raster.RasterInfo,
+    output: str,
+    params: TerrainParams,
+    geometry: PixelGeometry,
+    sca: FloatArray,
+    report: Progress,
+) -> BandStats:
+    """Write the terrain bands block by block (progress 0.4 to 1) and return their statistics.
+
+    Args:
+        src: The open DEM dataset.
+        info: The DEM.
+        output: GeoTIFF path, written atomically.
+        params: Job parameters (block size, z factor, hillshade light).
+        geometry: Pixel sizes per row (:func:`pixel_geometry`).
+        sca: Specific catchment area of the whole DEM.
+        report: Callback taking a fraction in [0, 1].
+    """
+    profile = raster.output_profile(info, count=len(TERRAIN_BANDS), dtype="float32")
+    stats = BandStats(TERRAIN_BANDS)
+    windows = list(raster.iter_windows(info.width, info.height, block=params.block_size, halo=1))
+    with raster.create_raster(output, profile, band_names=TERRAIN_BANDS) as dst:
+        for band, unit in enumerate(BAND_UNITS, start=1):
+            if unit:
+                dst.set_band_unit(band, unit)
+        for i, (read, write, _inner) in enumerate(windows):
+            z = _padded_block(src, read, write, params.z_factor * geometry.unit)
+            row, col = int(write.row_off), int(write.col_off)
+            rows, cols = int(write.height), int(write.width)
+            dx, dy = geometry.rows(row, rows)
+            block = terrain_block(z, dx, dy, sca[row : row + rows, col : col + cols], params)
+            dst.write(block, window=write)
+            stats.update(block)
+            report(0.4 + 0.6 * (i + 1) / len(windows))
+    return stats
+
+
 def compute_terrain(
     info: raster.RasterInfo,
     output: str,
@@ -672,24 +711,7 @@ def compute_terrain(
         del dem
         say(f"Flow routing done in {time.perf_counter() - started:.1f} s.")
 
-        profile = raster.output_profile(info, count=len(TERRAIN_BANDS), dtype="float32")
-        stats = BandStats(TERRAIN_BANDS)
-        windows = list(
-            raster.iter_windows(info.width, info.height, block=params.block_size, halo=1)
-        )
-        with raster.create_raster(output, profile, band_names=TERRAIN_BANDS) as dst:
-            for band, unit in enumerate(BAND_UNITS, start=1):
-                if unit:
-                    dst.set_band_unit(band, unit)
-            for i, (read, write, _inner) in enumerate(windows):
-                z = _padded_block(src, read, write, params.z_factor * geometry.unit)
-                row, col = int(write.row_off), int(write.col_off)
-                rows, cols = int(write.height), int(write.width)
-                dx, dy = geometry.rows(row, rows)
-                block = terrain_block(z, dx, dy, sca[row : row + rows, col : col + cols], params)
-                dst.write(block, window=write)
-                stats.update(block)
-                report(0.4 + 0.6 * (i + 1) / len(windows))
+        stats = write_factors(src, info, output, params, geometry, sca, report)
     flat = stats.count[0] - stats.count[1]
     say(
         f"Wrote {len(TERRAIN_BANDS)} bands to {Path(output).name}; {flat} flat pixels have "
