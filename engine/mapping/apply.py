@@ -380,13 +380,13 @@ def load_model(options: MapParams, device: torch.device) -> LoadedModel:
     net, meta = load_mapping_model(options.model, device=device)
     in_channels = int((meta.config or {}).get("in_channels", len(meta.bands)) or 0)
     stored = (meta.extra or {}).get("threshold")
-    valid = isinstance(stored, (int, float)) and 0 <= stored <= 1
+    valid = isinstance(stored, int | float) and 0 <= stored <= 1
     return LoadedModel(
         meta=meta,
         net=net,
         bands=list(meta.bands) or [f"band_{i + 1}" for i in range(in_channels)],
         trained_indexes=meta.extra.get("band_indices"),
-        thresholds={"": float(stored)} if valid else {},
+        thresholds={"": float(stored)} if valid and stored is not None else {},
         default_tile=default_tile_size(meta),
         multiple=model_multiple(meta),
         described=str(meta.architecture),

@@ -624,7 +624,7 @@ def write_factors(
     output: str,
     params: TerrainParams,
     geometry: PixelGeometry,
-    sca: FloatArray,
+    sca: npt.NDArray[np.floating[Any]],
     report: Progress,
 ) -> BandStats:
     """Write the terrain bands block by block (progress 0.4 to 1) and return their statistics.
