@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
 
@@ -69,29 +68,3 @@ class JobContext:
             self.reporter.progress(start + (end - start) * min(1.0, max(0.0, fraction)))
 
         return report
-
-
-def require(params: dict[str, Any], *names: str) -> None:
-    """Raise a clear error when required parameters are missing."""
-    missing = [n for n in names if params.get(n) in (None, "")]
-    if missing:
-        raise InputError(f"Missing required parameter(s): {', '.join(missing)}.")
-
-
-def check_known(params: dict[str, Any], known: set[str]) -> None:
-    """Raise a clear error for parameters the job does not know."""
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InputError(
-            f"Unknown parameter(s) {', '.join(unknown)}: this job takes {', '.join(sorted(known))}."
-        )
-
-
-def choice(params: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
-    """Read a string parameter that must be one of ``allowed``."""
-    value = str(params.get(name, default) or default).strip().lower()
-    if value not in allowed:
-        raise InputError(
-            f"Unknown value '{params.get(name)}' for {name}: use one of {', '.join(allowed)}."
-        )
-    return value

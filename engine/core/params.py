@@ -13,7 +13,7 @@ import dataclasses
 import keyword
 from typing import Any, ClassVar, TypeVar
 
-from slidewise.contract.spec import AlgorithmSpec, Param, ParameterError, is_unset
+from slidewise.contract.spec import AlgorithmSpec, ParameterError
 from slidewise.contract.spec import read_params as read_spec
 from slidewise.engine.core.errors import InputError
 
@@ -58,50 +58,3 @@ def field_name(name: str) -> str:
     """Dataclass field of parameter ``name``: lower case, ``_`` after a Python keyword."""
     lower = name.lower()
     return f"{lower}_" if keyword.iskeyword(lower) else lower
-
-
-def is_set(params: dict[str, Any], name: str) -> bool:
-    """True when parameter ``name`` has a value (not missing, ``None``, ``""`` or ``[]``)."""
-    return not is_unset(params.get(name))
-
-
-def to_bool(value: Any, name: str) -> bool:
-    """Read a switch: a bool, or 1/0, true/false, yes/no, on/off (empty = false).
-
-    Raises:
-        InputError: any other value, naming the parameter.
-    """
-    if is_unset(value):
-        return False
-    return _read(Param(name, name, "bool", ""), value)
-
-
-def number_param(params: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
-    """Read a number in ``[lo, hi]``; ``default`` when unset.
-
-    Raises:
-        InputError: not a number, NaN or out of range, naming the parameter and range.
-    """
-    value = params.get(name)
-    if is_unset(value):
-        return default
-    return _read(Param(name, name, "float", "", minimum=lo, maximum=hi), value)
-
-
-def integer_param(params: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    """Read a whole number in ``[lo, hi]``; ``default`` when unset.
-
-    Raises:
-        InputError: not a whole number or out of range.
-    """
-    value = params.get(name)
-    if is_unset(value):
-        return default
-    return _read(Param(name, name, "int", "", minimum=lo, maximum=hi), value)
-
-
-def _read(param: Param, value: Any) -> Any:
-    try:
-        return param.read(value)
-    except ParameterError as exc:
-        raise InputError(str(exc)) from None

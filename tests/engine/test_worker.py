@@ -32,12 +32,21 @@ TEST_JOBS = textwrap.dedent(
     import os
     import shutil
 
-    from slidewise.engine.core.job import JobResult, check_known, require
+    from slidewise.contract.spec import AlgorithmSpec, Param
+    from slidewise.engine.core.job import JobResult
     from slidewise.engine.core.outputs import atomic_output
+    from slidewise.engine.core.params import read_params
+
+    COPY = AlgorithmSpec(
+        "copy",
+        (
+            Param("INPUT", "Input", "file", "File to copy.", required=True),
+            Param("OUTPUT", "Output", "output_file", "Copy.", required=True),
+        ),
+    )
 
     def copy(params, ctx):
-        check_known(params, {"INPUT", "OUTPUT"})
-        require(params, "INPUT", "OUTPUT")
+        read_params(COPY, params)
         # Libraries that print must not corrupt the protocol.
         print("noise: print() from a library")
         os.write(1, b"noise: os.write to fd 1\\n")
