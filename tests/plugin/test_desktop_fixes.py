@@ -1,0 +1,70 @@
+"""Desktop bugs of issue 11: styles from Python runs, a safe worker, ungeoreferenced images.
+
+Each test here fails if its fix is undone (checked by hand when it was written).
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from plugin_helpers import BIJIE, TEST_DATA, real_dem
+
+STACK = TEST_DATA / "ecuador" / "ta.tif"
+
+
+def _loaded(path: str):
+    """The project layer loaded from ``path``."""
+    from qgis.core import QgsProject
+
+    layers = [
+        layer
+        for layer in QgsProject.instance().mapLayers().values()
+        if layer.source().split("|")[0] == path
+    ]
+    assert len(layers) == 1, [
+        layer.source() for layer in QgsProject.instance().mapLayers().values()
+    ]
+    return layers[0]
+
+
+def test_run_and_load_results_styles_a_raster_output(qgis_app, tmp_path: Path) -> None:
+    """processing.runAndLoadResults: the terrain factors come with terrain_factors.qml."""
+    import processing
+    from qgis.core import QgsProject
+
+    out = str(tmp_path / "factors.tif")
+    processing.runAndLoadResults(
+        "slidewise:terrainfactors", {"INPUT": str(real_dem()), "OUTPUT": out}
+    )
+    gc.collect()
+    layer = _loaded(out)
+    renderer = layer.renderer()
+    # Unstyled, QGIS draws a multi-band raster as RGB ("multibandcolor").
+    assert renderer.type() == "singlebandpseudocolor"
+    assert renderer.band() == 1
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_run_and_load_results_styles_a_vector_output(qgis_app, tmp_path: Path) -> None:
+    """processing.runAndLoadResults: block polygons come with blocks.qml (hollow fill)."""
+    import processing
+    from qgis.core import QgsProject
+
+    polygons = str(tmp_path / "blocks.gpkg")
+    processing.runAndLoadResults(
+        "slidewise:segmentblocks",
+        {
+            "INPUT": str(STACK),
+            "N_BLOCKS": 16,
+            "OUTPUT": str(tmp_path / "blocks.tif"),
+            "OUTPUT_POLYGONS": polygons,
+        },
+    )
+    gc.collect()
+    layer = _loaded(polygons)
+    symbol = layer.renderer().symbol()
+    # blocks.qml: transparent fill, dark grey outline (QGIS would pick a random colour).
+    assert symbol.symbolLayer(0).color().alpha() == 0
+    assert symbol.symbolLayer(0).strokeColor().name() == "#37474f"
+    QgsProject.instance().removeAllMapLayers()
