@@ -68,3 +68,31 @@ def test_run_and_load_results_styles_a_vector_output(qgis_app, tmp_path: Path) -
     assert symbol.symbolLayer(0).color().alpha() == 0
     assert symbol.symbolLayer(0).strokeColor().name() == "#37474f"
     QgsProject.instance().removeAllMapLayers()
+
+
+STRAY = 'raise SystemExit("stray {name}.py from the working directory was imported")\n'
+
+
+def test_stray_modules_in_the_working_directory_do_not_break_the_worker(
+    engine_python: str, tmp_path: Path, monkeypatch
+) -> None:
+    """QGIS's current folder holds inspect.py and json.py: jobs still run.
+
+    Relative paths in a job still mean the caller's working directory.
+    """
+    from slidewise.processing_provider import engine_client
+
+    for name in ("inspect", "json", "typing", "enum"):
+        (tmp_path / f"{name}.py").write_text(STRAY.format(name=name))
+    monkeypatch.chdir(tmp_path)
+    outcome = engine_client.run_job(
+        "sleep", {"OUTPUT": "slow.txt", "SECONDS": 0.1}, python=engine_python
+    )
+    assert outcome.outputs == {"OUTPUT": "slow.txt"}
+    assert (tmp_path / "slow.txt").is_file()
+    factors = engine_client.run_job(
+        "terrainfactors",
+        {"INPUT": str(real_dem()), "OUTPUT": "factors.tif"},
+        python=engine_python,
+    )
+    assert (tmp_path / "factors.tif").is_file(), factors.log

@@ -41,16 +41,24 @@ def test_cancel_ends_worker_within_two_seconds_and_leaves_nothing(
         if value > 5 and not started:
             started.append(time.monotonic())
 
+    logs: list[str] = []
     with pytest.raises(engine_client.EngineJobCancelled):
         engine_client.run_job(
             "sleep",
             {"OUTPUT": str(out), "SECONDS": 60},
             python=engine_python,
-            callbacks=engine_client.JobCallbacks(on_progress=on_progress, is_cancelled=cancelled),
+            callbacks=engine_client.JobCallbacks(
+                on_progress=on_progress,
+                is_cancelled=cancelled,
+                on_log=lambda message, level: logs.append(message),
+            ),
             outputs=[str(out)],
         )
     assert time.monotonic() - started[0] < 2.0
     assert list(tmp_path.iterdir()) == []
+    # The log of a cancelled job never says it is done.
+    assert not [line for line in logs if "job done" in line], logs
+    assert any("job cancelled" in line for line in logs), logs
 
 
 def test_killed_worker_becomes_clear_error_and_partials_are_removed(
