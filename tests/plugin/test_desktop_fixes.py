@@ -96,3 +96,28 @@ def test_stray_modules_in_the_working_directory_do_not_break_the_worker(
         python=engine_python,
     )
     assert (tmp_path / "factors.tif").is_file(), factors.log
+
+
+def test_outputs_of_a_png_overlay_it_in_qgis(trained, qgis_app, tmp_path: Path) -> None:
+    """Map landslides on a Bijie PNG: QGIS puts the outputs exactly on the image."""
+    import processing
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    png = BIJIE / "test" / "images" / "10105.png"
+    mapped = processing.run(
+        "slidewise:maplandslides",
+        {
+            "INPUT": str(png),
+            "MODEL": trained["result"]["OUTPUT"],
+            "THRESHOLD": 0.0,
+            "OUTPUT_PROBABILITY": str(tmp_path / "prob.tif"),
+            "OUTPUT_MASK": str(tmp_path / "mask.tif"),
+            "OUTPUT_POLYGONS": str(tmp_path / "slides.gpkg"),
+        },
+    )
+    image = QgsRasterLayer(str(png)).extent()
+    assert image.toString(1) == "0.0,-720.0 : 512.0,0.0"
+    for name in ("OUTPUT_PROBABILITY", "OUTPUT_MASK"):
+        assert QgsRasterLayer(mapped[name]).extent() == image, name
+    # THRESHOLD 0: one polygon covering the whole image.
+    assert QgsVectorLayer(mapped["OUTPUT_POLYGONS"]).extent() == image
