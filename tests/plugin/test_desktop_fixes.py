@@ -121,3 +121,77 @@ def test_outputs_of_a_png_overlay_it_in_qgis(trained, qgis_app, tmp_path: Path) 
         assert QgsRasterLayer(mapped[name]).extent() == image, name
     # THRESHOLD 0: one polygon covering the whole image.
     assert QgsVectorLayer(mapped["OUTPUT_POLYGONS"]).extent() == image
+
+
+def _algorithm(name: str):
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById(f"slidewise:{name}")
+    assert alg is not None, name
+    return alg
+
+
+def test_method_choice_shows_plain_names_and_sends_the_words(qgis_app) -> None:
+    from qgis.core import QgsProcessingContext
+
+    from slidewise.contract.specs.trainsusceptibility import METHODS, SPEC
+    from slidewise.processing_provider.algorithms.spec_parameters import job_values
+
+    alg = _algorithm("trainsusceptibility")
+    options = alg.parameterDefinition("METHOD").options()
+    assert options == [
+        "Block-wise meta-learning (MAML)",
+        "Random forest",
+        "Logistic regression",
+        "Neural network (MLP)",
+        "Frequency ratio",
+    ]
+    method = next(p for p in SPEC.params if p.name == "METHOD")
+    context = QgsProcessingContext()
+    for index, word in enumerate(METHODS):
+        assert job_values(alg, [method], {"METHOD": index}, context) == {"METHOD": word}
+
+
+#: Every choice of these algorithms reads as words in the dialog, not as codes.
+LABELLED = {
+    "trainsusceptibility": ["METHOD"],
+    "predictsusceptibility": ["CLASSIFICATION"],
+    "evaluatesusceptibility": ["CLASSIFICATION"],
+    "evaluatemapping": ["REFERENCE_KIND"],
+    "terrainfactors": ["GEOGRAPHIC"],
+}
+
+
+def test_choices_show_plain_labels(qgis_app) -> None:
+    for name, params in LABELLED.items():
+        alg = _algorithm(name)
+        for param in params:
+            options = alg.parameterDefinition(param).options()
+            assert all(option[0].isupper() for option in options), (name, param, options)
+            assert not any("_" in option for option in options), (name, param, options)
+    train = _algorithm("trainsusceptibility")
+    device = train.parameterDefinition("DEVICE").options()
+    assert device == ["Automatic", "CPU", "NVIDIA GPU (CUDA)", "Apple GPU (MPS)"]
+
+
+def test_train_susceptibility_says_which_inputs_are_alternatives(qgis_app) -> None:
+    alg = _algorithm("trainsusceptibility")
+    label = {p.name(): p.description() for p in alg.parameterDefinitions()}
+    assert label["INPUT"] == "Factor stack (or single factor rasters below)"
+    assert label["FACTORS"] == "Single factor rasters (instead of a factor stack)"
+    assert label["INVENTORY"] == "Landslide inventory (or a sample table below)"
+    assert label["TABLE"] == "Sample table (instead of stack and inventory)"
+    help_text = alg.shortHelpString()
+    assert "Needed: a factor stack (or single factor rasters instead) and a landslide" in (
+        help_text
+    )
+    assert "every other input is optional" in help_text
+
+
+def test_buffer_is_in_map_units(qgis_app) -> None:
+    """The engine reads BUFFER in the units of the factor stack's CRS."""
+    for name in ("trainsusceptibility", "samplefactors", "segmentblocks", "evaluatesusceptibility"):
+        alg = _algorithm(name)
+        buffer = alg.parameterDefinition("BUFFER")
+        assert buffer.description() == "Buffer around landslides (map units)", name
+        assert "Unit: map units." in buffer.help(), name
