@@ -155,6 +155,7 @@ class WorkerRun:
         stderr_tail: The last lines of the worker's stderr (for crash messages).
         error: The worker's error message, if it sent one.
         cancelled: The caller cancelled the job and the worker was stopped.
+        finished: The worker sent its result (a cancel after that is too late: ignored).
         code: The worker's exit status.
     """
 
@@ -162,6 +163,7 @@ class WorkerRun:
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     error: dict[str, Any] | None = None
     cancelled: bool = False
+    finished: bool = False
     code: int = 0
 
 
@@ -309,7 +311,7 @@ def relay(proc: subprocess.Popen[str], callbacks: JobCallbacks) -> WorkerRun:
     run = WorkerRun()
     open_streams = 2
     while open_streams:
-        if not run.cancelled and callbacks.is_cancelled():
+        if not run.cancelled and not run.finished and callbacks.is_cancelled():
             run.cancelled = True
             _stop(proc)
         try:
@@ -344,6 +346,7 @@ def relay_line(line: str, run: WorkerRun, callbacks: JobCallbacks) -> None:
         run.outcome.outputs = dict(message.get("outputs") or {})
         run.outcome.figures = dict(message.get("figures") or {})
         run.outcome.manifest = message.get("manifest")
+        run.finished = True
     elif kind == "error":
         run.error = message
 
