@@ -6,6 +6,12 @@ standard input). The job file holds ``{"job": name, "params": {...},
 worker redirects file descriptor 1 to standard error first, so that anything a
 library prints cannot corrupt the protocol.
 
+The plugin starts the worker in a private folder (so that nothing in QGIS's
+working directory lands first on ``sys.path``) and names its own working
+directory in ``SLIDEWISE_CALLER_CWD``: the worker moves there once started, so
+relative paths of a job keep their meaning. Python warnings of the libraries
+become one protocol log line each (:func:`route_warnings`).
+
 Exit codes: 0 success, 1 user error, 2 internal error, 3 cancelled (SIGTERM).
 """
 
@@ -17,6 +23,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -29,6 +36,11 @@ from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
 
 EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3
+#: Set by the plugin's engine client: the folder relative job paths are meant in.
+CALLER_CWD_VAR = "SLIDEWISE_CALLER_CWD"
+#: How the last stderr line of a worker ends, by exit code.
+ENDINGS = {EXIT_OK: "done", EXIT_CANCELLED: "cancelled", EXIT_USER: "failed"}
+WARNING_CHARS = 400
 
 
 class Cancelled(BaseException):
@@ -46,6 +58,40 @@ def protocol_stream() -> IO[str]:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return os.fdopen(proto_fd, "w", buffering=1, encoding="utf-8")
+
+
+def warning_line(message: Warning | str, category: type[Warning]) -> str:
+    """One log line for a Python warning: ``warning: <category>: <message>``."""
+    text = " ".join(str(message).split())
+    if len(text) > WARNING_CHARS:
+        text = text[: WARNING_CHARS - 3] + "..."
+    return f"warning: {category.__name__}: {text}"
+
+
+def route_warnings(reporter: Reporter) -> None:
+    """Send each Python warning as one clean log line (no file name, no source line).
+
+    The usual filters still apply, so a warning from one place is shown once.
+    """
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: IO[str] | None = None,
+        line: str | None = None,
+    ) -> None:
+        reporter.log(warning_line(message, category))
+
+    warnings.showwarning = show
+
+
+def enter_caller_folder() -> None:
+    """Move to the caller's working directory, where relative job paths are meant."""
+    folder = os.environ.get(CALLER_CWD_VAR, "")
+    if folder and os.path.isdir(folder):
+        os.chdir(folder)
 
 
 def load_job(argv: list[str]) -> dict[str, Any]:
@@ -123,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGTERM, _on_sigterm)
     reporter = Reporter(protocol_stream())
+    route_warnings(reporter)
+    enter_caller_folder()
     started = time.time()
     try:
         job = load_job(argv)
@@ -130,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         reporter.error(f"Could not read the job description: {exc}", kind="internal")
         return EXIT_INTERNAL
     code = run(job, reporter)
-    print(f"slidewise worker: job done in {time.time() - started:.2f} s", file=sys.stderr)
+    ending = ENDINGS.get(code, "ended with an internal error")
+    print(f"slidewise worker: job {ending} after {time.time() - started:.2f} s", file=sys.stderr)
     return code
 
 

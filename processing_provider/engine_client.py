@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ ENV_VAR = "SLIDEWISE_PYTHON"
 SETTINGS_KEY = "slidewise/engine_python"
 DEFAULT_ENGINE_ENV = Path.home() / ".local" / "share" / "slidewise" / "engine-venv"
 CANCEL_GRACE_S = 1.0
+CALLER_CWD_VAR = "SLIDEWISE_CALLER_CWD"
 
 
 class EngineJobError(Exception):
@@ -153,6 +155,7 @@ class WorkerRun:
         stderr_tail: The last lines of the worker's stderr (for crash messages).
         error: The worker's error message, if it sent one.
         cancelled: The caller cancelled the job and the worker was stopped.
+        finished: The worker sent its result (a cancel after that is too late: ignored).
         code: The worker's exit status.
     """
 
@@ -160,6 +163,7 @@ class WorkerRun:
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     error: dict[str, Any] | None = None
     cancelled: bool = False
+    finished: bool = False
     code: int = 0
 
 
@@ -203,33 +207,58 @@ def run_job(
         finally:
             close_worker(proc)
     finally:
-        os.unlink(job_file)
+        remove_job_file(job_file)
     return finish(run, outputs or [], python, origin)
 
 
 def worker_environment() -> dict[str, str]:
-    """The worker's environment: this plugin on ``PYTHONPATH``, unbuffered, no ``PYTHONHOME``."""
+    """The worker's environment: this plugin on ``PYTHONPATH``, unbuffered, no ``PYTHONHOME``.
+
+    ``SLIDEWISE_CALLER_CWD`` tells the worker the caller's working directory, in
+    which relative paths of the job are meant (the worker itself starts in its
+    job folder, see :func:`start_worker`).
+    """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (python_path_for_engine(), env.get("PYTHONPATH", "")) if p
-    )
+    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p not in ("", ".")]
+    env["PYTHONPATH"] = os.pathsep.join([python_path_for_engine(), *inherited])
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONHOME", None)
     env.setdefault("MPLBACKEND", "Agg")
+    try:
+        env[CALLER_CWD_VAR] = os.getcwd()
+    except OSError:  # the caller's folder was deleted: relative paths mean nothing
+        env.pop(CALLER_CWD_VAR, None)
     return env
 
 
 def write_job_file(job: str, params: dict[str, Any], options: dict[str, Any] | None) -> str:
-    """Write the job description to a temporary JSON file; return its path."""
-    with tempfile.NamedTemporaryFile(
-        "w", suffix=".json", prefix="slidewise-job-", delete=False
-    ) as handle:
+    """Write the job description into a new private folder; return the file's path.
+
+    The folder is the worker's working directory (:func:`start_worker`), so it
+    holds nothing but the job file.
+    """
+    folder = tempfile.mkdtemp(prefix="slidewise-job-")
+    path = os.path.join(folder, "job.json")
+    with open(path, "w", encoding="utf-8") as handle:
         json.dump({"job": job, "params": params, "options": options or {}}, handle)
-        return handle.name
+    return path
+
+
+def remove_job_file(job_file: str) -> None:
+    """Remove the job file and the private folder :func:`write_job_file` made for it."""
+    folder = os.path.dirname(job_file)
+    if os.path.basename(folder).startswith("slidewise-job-"):
+        shutil.rmtree(folder, ignore_errors=True)
+    elif os.path.exists(job_file):
+        os.unlink(job_file)
 
 
 def start_worker(python: str, origin: str, job_file: str) -> subprocess.Popen[str]:
     """Start the worker on ``job_file`` in its own session, stdout and stderr piped.
+
+    ``python -m`` puts the working directory first on ``sys.path``, so the worker
+    starts in the job file's private folder: a stray ``inspect.py`` or
+    ``json.py`` in QGIS's working directory cannot shadow the standard library.
 
     Raises:
         EngineUnavailableError: the interpreter could not be started.
@@ -244,6 +273,7 @@ def start_worker(python: str, origin: str, job_file: str) -> subprocess.Popen[st
             encoding="utf-8",
             errors="replace",
             env=worker_environment(),
+            cwd=os.path.dirname(job_file),
             start_new_session=True,
         )
     except OSError as exc:
@@ -281,7 +311,7 @@ def relay(proc: subprocess.Popen[str], callbacks: JobCallbacks) -> WorkerRun:
     run = WorkerRun()
     open_streams = 2
     while open_streams:
-        if not run.cancelled and callbacks.is_cancelled():
+        if not run.cancelled and not run.finished and callbacks.is_cancelled():
             run.cancelled = True
             _stop(proc)
         try:
@@ -316,6 +346,7 @@ def relay_line(line: str, run: WorkerRun, callbacks: JobCallbacks) -> None:
         run.outcome.outputs = dict(message.get("outputs") or {})
         run.outcome.figures = dict(message.get("figures") or {})
         run.outcome.manifest = message.get("manifest")
+        run.finished = True
     elif kind == "error":
         run.error = message
 

@@ -28,10 +28,11 @@ SPEC = AlgorithmSpec(
             "REFERENCE_KIND",
             "Reference kind",
             "choice",
-            "mask: complete landslide outlines; points: small labelled blobs around "
-            "inventory points (hit and false-alarm rates).",
+            "Complete landslide outlines (a mask or polygons: pixel scores), or small "
+            "labelled blobs around inventory points (hit and false-alarm rates).",
             default="mask",
             choices=REFERENCE_KINDS,
+            choice_labels=("Complete outlines (mask or polygons)", "Points (blobs around points)"),
         ),
         Param(
             "THRESHOLD",

@@ -10,6 +10,7 @@ non-landslides only when the inventory has none).
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param, replace_param
+from slidewise.contract.specs.factors import CLASSIFICATION_LABELS
 from slidewise.contract.specs.groups import SEED
 
 #: How class breaks are computed (engine: ``slidewise.engine.susceptibility.classify``).
@@ -85,6 +86,7 @@ CLASSES: tuple[Param, ...] = (
         "or equal interval.",
         default="quantile",
         choices=CLASSIFICATIONS,
+        choice_labels=CLASSIFICATION_LABELS,
     ),
     Param(
         "N_CLASSES",

@@ -16,14 +16,14 @@ from slidewise.contract.specs.groups import SEED
 STACK_INPUTS: tuple[Param, ...] = (
     Param(
         "INPUT",
-        "Factor stack",
+        "Factor stack (or single factor rasters below)",
         "raster",
         "Multi-band raster of conditioning factors; band descriptions name the factors (for "
         "example the output of Terrain factors). Give this or single factor rasters.",
     ),
     Param(
         "FACTORS",
-        "Single factor rasters",
+        "Single factor rasters (instead of a factor stack)",
         "rasters",
         "Instead of a stack: one raster per factor; the first one gives the grid, the file "
         "names name the factors.",
@@ -85,7 +85,7 @@ RANDOM_NEGATIVES: tuple[Param, ...] = (
         "the factor stack's CRS (metres for the usual projected CRS); empty: 2 pixels.",
         minimum=0.0,
         maximum=100_000.0,
-        unit="m",
+        unit="map units",
         advanced=True,
     ),
 )
@@ -192,6 +192,12 @@ BLOCKS: tuple[Param, ...] = (
 
 #: Class breaks of a classed susceptibility map (engine: ``susceptibility.classify.METHODS``).
 CLASSIFICATIONS = ("quantile", "natural_breaks", "equal_interval")
+#: What the dialog shows for :data:`CLASSIFICATIONS`.
+CLASSIFICATION_LABELS = (
+    "Quantiles (equal areas)",
+    "Natural breaks (Fisher-Jenks)",
+    "Equal intervals",
+)
 #: CLASSIFICATION / N_CLASSES: classed susceptibility maps (prediction and evaluation).
 CLASSES: tuple[Param, ...] = (
     Param(
@@ -202,6 +208,7 @@ CLASSES: tuple[Param, ...] = (
         "or equal interval.",
         default="quantile",
         choices=CLASSIFICATIONS,
+        choice_labels=CLASSIFICATION_LABELS,
     ),
     Param(
         "N_CLASSES",

@@ -12,9 +12,11 @@ RUNTIME: tuple[Param, ...] = (
         "DEVICE",
         "Device",
         "choice",
-        "Where the engine computes: auto picks a CUDA GPU, then Apple MPS, then the CPU.",
+        "Where the engine computes: automatic picks an NVIDIA GPU (CUDA), then an Apple "
+        "GPU (MPS), then the CPU.",
         default="auto",
         choices=("auto", "cpu", "cuda", "mps"),
+        choice_labels=("Automatic", "CPU", "NVIDIA GPU (CUDA)", "Apple GPU (MPS)"),
         advanced=True,
     ),
     Param(

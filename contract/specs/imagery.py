@@ -6,6 +6,12 @@ from slidewise.contract.spec import Param
 
 #: Dataset readers of the mapping jobs (engine: ``slidewise.engine.imagery.datasets``).
 DATASET_TYPES = ("pairs", "l4s_h5", "geotiff")
+#: What the dialog shows for :data:`DATASET_TYPES`.
+DATASET_TYPE_LABELS = (
+    "Image and mask files with the same names",
+    "Landslide4Sense HDF5 (image_N.h5 / mask_N.h5)",
+    "Georeferenced images with labels or polygons",
+)
 
 #: How label files are read: shared by trainmapping, addregion and pretrainencoder.
 LABEL_READING: tuple[Param, ...] = (
@@ -46,11 +52,12 @@ MAPPING_DATASET: tuple[Param, ...] = (
         "DATASET_TYPE",
         "Dataset type",
         "choice",
-        "pairs: image and mask files with the same names; l4s_h5: Landslide4Sense "
-        "image_N.h5 / mask_N.h5; geotiff: georeferenced images with label rasters or "
-        "landslide polygons.",
+        "How the training data is stored: image and mask files with the same names "
+        "('pairs'); Landslide4Sense image_N.h5 / mask_N.h5 ('l4s_h5'); georeferenced images "
+        "with label rasters or landslide polygons ('geotiff').",
         default="pairs",
         choices=DATASET_TYPES,
+        choice_labels=DATASET_TYPE_LABELS,
     ),
     Param(
         "TRAIN_IMAGES",

@@ -56,6 +56,7 @@ SPEC = AlgorithmSpec(
             "convert degrees to metres row by row from the latitude.",
             default="refuse",
             choices=GEOGRAPHIC_CHOICES,
+            choice_labels=("Refuse it (reproject the DEM first)", "Convert degrees to metres"),
             advanced=True,
         ),
         Param(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slidewise.contract.spec import AlgorithmSpec, Param, params
+from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.factors import (
     BLOCKS,
     FACTOR_STACK,
@@ -13,6 +13,14 @@ from slidewise.contract.specs.factors import (
 
 #: Susceptibility methods (engine: ``susceptibility.models.METHODS``).
 METHODS = ("meta", "rf", "lr", "mlp", "fr")
+#: What the dialog shows for :data:`METHODS` (the job still receives the words).
+METHOD_LABELS = (
+    "Block-wise meta-learning (MAML)",
+    "Random forest",
+    "Logistic regression",
+    "Neural network (MLP)",
+    "Frequency ratio",
+)
 #: What blocks whose samples are all one class do.
 ONE_CLASS_CHOICES = ("fallback", "adapt")
 
@@ -23,13 +31,24 @@ def _count(name: str, label: str, help_text: str, default: int, lo: int, hi: int
     )
 
 
+#: The inventory: needed with a factor stack, replaced by a sample table.
+TRAINING_INVENTORY = replace_param(
+    INVENTORY,
+    "INVENTORY",
+    label="Landslide inventory (or a sample table below)",
+    help="Landslide points or polygons (a CSV loaded as a point layer works too), needed "
+    "with a factor stack; a sample table replaces both. Layers in another CRS are "
+    "reprojected.",
+)
+
 SOURCES: tuple[Param, ...] = (
     Param(
         "TABLE",
         "Sample table (instead of stack and inventory)",
         "file",
-        "A CSV or XLSX table with factor columns, X, Y and label (meta_LSM and Hong Kong "
-        "layouts); blocks are then spatial clusters of X, Y.",
+        "Instead of a factor stack and a landslide inventory: a CSV or XLSX table with "
+        "factor columns, X, Y and label (meta_LSM and Hong Kong layouts); blocks are then "
+        "spatial clusters of X, Y.",
         file_filter="Tables (*.csv *.xlsx)",
     ),
     Param(
@@ -43,10 +62,14 @@ SOURCES: tuple[Param, ...] = (
         "METHOD",
         "Method",
         "choice",
-        "meta: block-wise few-shot meta-learning (MAML); rf: random forest; lr: logistic "
-        "regression; mlp: multilayer perceptron; fr: frequency ratio.",
+        "How the model learns. Block-wise meta-learning (MAML, the script word 'meta') "
+        "learns a start that adapts to each terrain block from a few samples; random forest "
+        "('rf'), logistic regression ('lr') and a small neural network ('mlp') fit one "
+        "model for the whole area; frequency ratio ('fr') is the classic statistical "
+        "method.",
         default="meta",
         choices=METHODS,
+        choice_labels=METHOD_LABELS,
     ),
 )
 
@@ -188,11 +211,12 @@ HIDDEN: tuple[Param, ...] = (
         "meta-learned initialisation there.",
         default="adapt",
         choices=ONE_CLASS_CHOICES,
+        choice_labels=("Keep the meta-learned start", "Adapt them on their samples"),
     ),
 )
 
 SPEC = AlgorithmSpec(
     "trainsusceptibility",
-    params(FACTOR_STACK, INVENTORY, SOURCES, BLOCKS, META, OUTPUTS, HIDDEN),
+    params(FACTOR_STACK, TRAINING_INVENTORY, SOURCES, BLOCKS, META, OUTPUTS, HIDDEN),
     hidden=SAMPLING_HIDDEN_NAMES | {"FACTOR_FIELDS", "ONE_CLASS_BLOCKS"},
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,35 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.outputs import atomic_output
+
+#: How QGIS and GDAL draw an image without georeference (a plain PNG or JPEG):
+#: origin (0, 0) at the top-left corner, 1 unit a pixel, rows going down to
+#: y = -height. Outputs of such an image use it, so that they overlay the image.
+UNGEOREFERENCED = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+
+
+def grid_transform(src: Any) -> Affine:
+    """The pixel-to-map transform of an open rasterio dataset, as QGIS draws it.
+
+    rasterio gives an image without geotransform, GCPs or RPCs the identity
+    (rows going *up*, y = 0 ... height), while QGIS shows it with rows going
+    down (y = 0 ... -height): such images get :data:`UNGEOREFERENCED`.
+    """
+    transform = src.transform
+    if (
+        src.crs is None
+        and transform.is_identity
+        and not src.gcps[0]
+        and not getattr(src, "rpcs", None)
+    ):
+        return UNGEOREFERENCED
+    return transform
 
 
 @dataclass(frozen=True)
@@ -90,7 +115,7 @@ def open_raster(path: str | os.PathLike[str], what: str = "input raster") -> Ras
                 height=src.height,
                 count=src.count,
                 crs=src.crs,
-                transform=src.transform,
+                transform=grid_transform(src),
                 nodata=src.nodata,
                 dtype=src.dtypes[0] if src.count else "",
                 descriptions=tuple(src.descriptions),
@@ -217,7 +242,11 @@ def create_raster(
         The open dataset; write to it by windows.
     """
     with atomic_output(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with warnings.catch_warnings():
+            # Written on purpose for an image without georeference (UNGEOREFERENCED).
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            writer = rasterio.open(tmp, "w", **profile)
+        with writer as dst:
             if band_names is not None:
                 if len(band_names) != profile["count"]:
                     raise ValueError("band_names must match the band count")

@@ -8,6 +8,7 @@ them with the style from ``resources/styles``.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,14 @@ def flatten_figures(figures: dict[str, Any], prefix: str = "", depth: int = 2) -
 
 
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Applies a QML style to an output layer once Processing has loaded it."""
+    """Applies a QML style to an output layer once Processing has loaded it.
+
+    Processing keeps only a raw pointer to a post-processor and calls it after
+    the algorithm has finished, when the copy of the algorithm that ran (and
+    anything it owned) is already gone. So post-processors are never owned by
+    an algorithm: :func:`style_post_processor` hands out one shared instance per
+    style, kept for the life of the plugin.
+    """
 
     def __init__(self, qml: Path) -> None:
         super().__init__()
@@ -75,6 +83,21 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         if layer is not None and layer.isValid() and self.qml.is_file():
             layer.loadNamedStyle(str(self.qml))
             layer.triggerRepaint()
+
+
+#: One post-processor per QML file, alive as long as this module (see StylePostProcessor).
+_STYLE_POST_PROCESSORS: dict[str, StylePostProcessor] = {}
+_STYLE_LOCK = threading.Lock()
+
+
+def style_post_processor(qml_name: str) -> StylePostProcessor:
+    """The shared post-processor that applies ``resources/styles/<qml_name>``."""
+    with _STYLE_LOCK:
+        processor = _STYLE_POST_PROCESSORS.get(qml_name)
+        if processor is None:
+            processor = StylePostProcessor(STYLES / qml_name)
+            _STYLE_POST_PROCESSORS[qml_name] = processor
+        return processor
 
 
 class SlidewiseAlgorithm(QgsProcessingAlgorithm):
@@ -94,10 +117,6 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
     JOB = ""
     SPEC: AlgorithmSpec | None = None
     RUNTIME_PARAMETERS = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._post_processors: list[StylePostProcessor] = []
 
     # --- metadata -------------------------------------------------------
     def name(self) -> str:
@@ -232,8 +251,7 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
     def style_output(self, path: str, qml_name: str, context: QgsProcessingContext) -> None:
         """Attach the QML style to an output if Processing loads it."""
         if path and context.willLoadLayerOnCompletion(path):
-            processor = StylePostProcessor(STYLES / qml_name)
-            self._post_processors.append(processor)
+            processor = style_post_processor(qml_name)
             context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
 
     # --- engine call -----------------------------------------------------

@@ -25,12 +25,14 @@ class TrainSusceptibilityAlgorithm(FactorStackAlgorithm):
     JOB = "trainsusceptibility"
     SPEC = SPEC
     SHORT_HELP = (
-        "Trains a landslide susceptibility model from a factor stack and a landslide "
-        "inventory (or from a sample table). Method meta (default): MAML over terrain "
-        "blocks learns an initialisation that adapts to each block from a few samples; each "
-        "block's adapted weights are stored, and blocks with too few samples keep the "
-        "meta-learned initialisation (the log says which). rf, lr and mlp train one global "
-        "scikit-learn model; fr is the frequency ratio method. The log and the model file "
+        "Trains a landslide susceptibility model. Needed: a factor stack (or single factor "
+        "rasters instead) and a landslide inventory, or else a sample table, which replaces "
+        "both; every other input is optional. Block-wise meta-learning (default, MAML over "
+        "terrain blocks) learns an initialisation that adapts to each block from a few "
+        "samples; each block's adapted weights are stored, and blocks with too few samples "
+        "keep the meta-learned initialisation (the log says which). Random forest, logistic "
+        "regression and the neural network (MLP) train one global scikit-learn model; "
+        "frequency ratio is the classic statistical method. The log and the model file "
         "report leave-blocks-out (spatial) and random cross-validation AUC, so the optimism "
         "of random splits is visible."
     )

@@ -68,6 +68,19 @@ TEST_JOBS = textwrap.dedent(
     def boom(params, ctx):
         ctx.log("about to fail")
         return {}["missing"]
+
+    def warn(params, ctx):
+        import warnings
+
+        import numpy as np
+        from rasterio.errors import NotGeoreferencedWarning
+        from sklearn.linear_model import LogisticRegression
+
+        warnings.warn("first line\\n   second   line", UserWarning)
+        warnings.warn("Dataset has no geotransform.", NotGeoreferencedWarning)
+        rng = np.random.default_rng(0)
+        LogisticRegression(max_iter=1).fit(rng.normal(size=(40, 3)), np.arange(40) % 2)
+        return JobResult(figures={"warned": 3})
     """
 )
 LAUNCHER = textwrap.dedent(
@@ -77,6 +90,7 @@ LAUNCHER = textwrap.dedent(
     from slidewise.engine import jobs
     jobs.JOBS["testcopy"] = "sw_test_jobs:copy"
     jobs.JOBS["testboom"] = "sw_test_jobs:boom"
+    jobs.JOBS["testwarn"] = "sw_test_jobs:warn"
     from slidewise.engine.worker import main
     sys.exit(main(sys.argv[2:]))
     """
@@ -161,6 +175,22 @@ def test_sigterm_cancels_within_two_seconds_and_cleans_up(tmp_path: Path) -> Non
     assert all(m["type"] == "progress" for m in _messages(stdout))  # no result, no error
     assert not output.exists()
     assert not list(tmp_path.glob(partial_glob(output)))
+    assert "job done" not in stderr
+    assert "slidewise worker: job cancelled after" in stderr
+
+
+def test_library_warnings_become_one_clean_log_line_each(tmp_path: Path) -> None:
+    """rasterio, sklearn and plain warnings: 'warning: <category>: <message>', no source."""
+    code, messages, stderr = _run(tmp_path, {"job": "testwarn"}, test_jobs=True)
+    assert code == 0, stderr
+    logs = [m["message"] for m in messages if m["type"] == "log"]
+    assert "warning: UserWarning: first line second line" in logs
+    assert "warning: NotGeoreferencedWarning: Dataset has no geotransform." in logs
+    convergence = [line for line in logs if line.startswith("warning: ConvergenceWarning: ")]
+    assert len(convergence) == 1 and "\n" not in convergence[0]
+    assert "Warning" not in stderr, stderr  # nothing about them on stderr either
+    assert "sw_test_jobs.py" not in stderr and "warnings.warn(" not in stderr
+    assert "slidewise worker: job done after" in stderr
 
 
 def test_sigkill_leaves_a_partial_that_remove_partials_cleans(tmp_path: Path) -> None:

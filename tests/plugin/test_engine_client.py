@@ -41,16 +41,24 @@ def test_cancel_ends_worker_within_two_seconds_and_leaves_nothing(
         if value > 5 and not started:
             started.append(time.monotonic())
 
+    logs: list[str] = []
     with pytest.raises(engine_client.EngineJobCancelled):
         engine_client.run_job(
             "sleep",
             {"OUTPUT": str(out), "SECONDS": 60},
             python=engine_python,
-            callbacks=engine_client.JobCallbacks(on_progress=on_progress, is_cancelled=cancelled),
+            callbacks=engine_client.JobCallbacks(
+                on_progress=on_progress,
+                is_cancelled=cancelled,
+                on_log=lambda message, level: logs.append(message),
+            ),
             outputs=[str(out)],
         )
     assert time.monotonic() - started[0] < 2.0
     assert list(tmp_path.iterdir()) == []
+    # The log of a cancelled job never says it is done.
+    assert not [line for line in logs if "job done" in line], logs
+    assert any("job cancelled" in line for line in logs), logs
 
 
 def test_killed_worker_becomes_clear_error_and_partials_are_removed(
@@ -152,3 +160,41 @@ def test_partials_of_a_killed_worker_are_removed(tmp_path: Path) -> None:
     partial.write_text("x")
     engine_client.remove_partials(str(final))
     assert not partial.exists()
+
+
+def test_cancel_after_the_result_is_too_late(tmp_path: Path) -> None:
+    """A job that sent its result is done: a cancel then neither stops it nor hides it."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "done.txt"
+    out.write_text("written")
+    lines = [
+        {"type": "progress", "value": 100},
+        {"type": "result", "outputs": {"OUTPUT": str(out)}, "figures": {}},
+        {"type": "log", "message": "after the result", "level": "info"},
+    ]
+    script = (
+        "import sys, time\n"
+        + "".join(f"print({json.dumps(json.dumps(line))}, flush=True)\n" for line in lines)
+        + "time.sleep(0.5)\n"
+        + "print('slidewise worker: job done after 0.50 s', file=sys.stderr)\n"
+    )
+    seen: list[str] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    callbacks = engine_client.JobCallbacks(
+        on_log=lambda message, level: seen.append(message),
+        is_cancelled=lambda: "after the result" in seen,
+    )
+    try:
+        run = engine_client.relay(proc, callbacks)
+    finally:
+        engine_client.close_worker(proc)
+    assert not run.cancelled and run.code == 0
+    assert "slidewise worker: job done after 0.50 s" in seen
+    outcome = engine_client.finish(run, [str(out)], sys.executable, "test")
+    assert outcome.outputs == {"OUTPUT": str(out)}
+    assert out.read_text() == "written"
