@@ -43,7 +43,7 @@ DATA_DIR = engine_client.DEFAULT_ENGINE_ENV.parent
 LOG_DIR = DATA_DIR / "logs"
 MARKER = ".slidewise-installed"
 MIN_PYTHON = (3, 10)
-ACTIONS = ("install", "repair", "remove")
+ACTIONS = ("install", "repair", "remove", "wheelhouse")
 TORCH_CHOICES = ("auto", "cpu", "cuda", "index")
 TORCH_INDEX = "https://download.pytorch.org/whl/"
 #: Oldest NVIDIA driver (major version) for each CUDA build of torch, newest first.
@@ -580,6 +580,8 @@ def run_setup(plan: SetupPlan, callbacks: SetupCallbacks | None = None) -> dict[
     callbacks = callbacks or SetupCallbacks()
     if plan.action not in ACTIONS:
         raise SetupError(f"Unknown action '{plan.action}': one of {', '.join(ACTIONS)}.")
+    if plan.action == "wheelhouse":
+        return make_wheelhouse(plan, callbacks)
     check_target(plan)
     log = Log(Path(plan.log_file), callbacks.on_log)
     try:
@@ -708,6 +710,28 @@ def build_wheelhouse(
         log.close()
     callbacks.on_progress(100)
     return sorted(dest.glob("*.whl"))
+
+
+def make_wheelhouse(plan: SetupPlan, callbacks: SetupCallbacks) -> dict[str, Any]:
+    """The ``wheelhouse`` action: fill ``plan.wheelhouse`` with the engine's wheels.
+
+    pip runs in the engine environment when it works, else in the Python setup would use.
+
+    Raises:
+        SetupError: no wheelhouse folder was given, or pip failed.
+    """
+    if not plan.wheelhouse.strip():
+        raise SetupError("Building a wheelhouse needs the wheelhouse folder to fill.")
+    index = ""
+    if plan.torch != "auto" or plan.index_url:
+        index, _ = torch_index(plan.torch, detect_gpus(), plan.index_url)
+    py = env_python(plan.env_dir)
+    python = str(py) if py.is_file() and probe_python(str(py)).usable else ""
+    python = python or find_python(plan.python).path
+    wheels = build_wheelhouse(
+        Path(plan.wheelhouse), index, python, Path(plan.plugin_dir), callbacks
+    )
+    return {"wheelhouse": plan.wheelhouse, "wheels": len(wheels)}
 
 
 # --- quick check and diagnostics -----------------------------------------------------------

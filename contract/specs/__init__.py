@@ -22,7 +22,11 @@ SPEC_MODULES: dict[str, str] = {
     "segmentblocks": "slidewise.contract.specs.segmentblocks",
     "trainsusceptibility": "slidewise.contract.specs.trainsusceptibility",
     "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
+    "setupengine": "slidewise.contract.specs.setupengine",
 }
+
+#: Algorithms that run in QGIS's own Python and have no engine job (setup creates the engine).
+RUNS_IN_QGIS: frozenset[str] = frozenset({"setupengine"})
 
 
 def spec_of(name: str) -> AlgorithmSpec:
