@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ CUDA_BUILDS = ((570, "cu128"), (525, "cu126"), (450, "cu118"))
 QUICK_IMPORTS = "import slidewise.engine, torch"
 #: Folders of the plugin that the engine install does not need.
 COPY_IGNORE = (".git", "tests", "docs", "dist", "build", "__pycache__", "*.pyc", "*.egg-info")
+#: The last errors of setup, checks and quick checks in this QGIS session (for diagnostics).
+RECENT_ERRORS: deque[str] = deque(maxlen=10)
 PIP_STEPS = ("Collecting", "Processing", "Downloading", "Building", "Installing", "Successfully")
 PIP = ("-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off")
 
@@ -395,16 +398,22 @@ def engine_command(env_py: str, source_dir: Path, wheelhouse: str = "") -> list[
 
 
 def wheelhouse_commands(
-    python: str, dest: Path, plugin_dir: Path, index: str = "", torch_files: Sequence[str] = ()
+    python: str,
+    dest: Path,
+    plugin_dir: Path,
+    index: str = "",
+    torch_files: Sequence[str] = (),
+    torch_spec: str = "torch",
 ) -> list[list[str]]:
     """The ``pip download`` commands that fill a wheelhouse, in order.
 
     The first fetches torch and torchvision (from ``index`` when given), the second
     everything else the engine and its build need, with torch pinned to the wheels
-    already fetched (``torch_files``, found after the first command ran).
+    already fetched (``torch_files``, found after the first command ran). ``torch_spec``
+    pins torch (``torch==2.13.0``) where the index holds several builds.
     """
     download = [python, "-m", "pip", "download", "--disable-pip-version-check", "--dest", str(dest)]
-    first = [*download, *(["--index-url", index] if index else []), "torch", "torchvision"]
+    first = [*download, *(["--index-url", index] if index else []), torch_spec, "torchvision"]
     second = [*download, "--find-links", str(dest), str(plugin_dir), *torch_files]
     second += ["setuptools>=68", "wheel", "pip"]
     return [first, second]
@@ -594,6 +603,7 @@ def run_setup(plan: SetupPlan, callbacks: SetupCallbacks | None = None) -> dict[
         return install(plan, log, callbacks)
     except SetupError as exc:
         log(f"ERROR: {exc}")
+        RECENT_ERRORS.append(str(exc))
         raise
     finally:
         log.close()
@@ -682,6 +692,7 @@ def build_wheelhouse(
     python: str = sys.executable,
     plugin_dir: Path = PLUGIN_DIR,
     callbacks: SetupCallbacks | None = None,
+    torch_spec: str = "torch",
 ) -> list[Path]:
     """Download every wheel the engine needs into ``dest`` (for an offline setup).
 
@@ -695,7 +706,7 @@ def build_wheelhouse(
     dest.mkdir(parents=True, exist_ok=True)
     log = Log(dest / "wheelhouse.log", callbacks.on_log)
     try:
-        first, _ = wheelhouse_commands(python, dest, plugin_dir, index)
+        first, _ = wheelhouse_commands(python, dest, plugin_dir, index, torch_spec=torch_spec)
         run_command(first, log, callbacks, span=(0, 40))
         torch_files = sorted(
             str(p)
@@ -745,6 +756,7 @@ class QuickCheck:
     python: str
     origin: str
     message: str = ""
+    missing: bool = False
 
 
 def quick_check(setting: str = "", timeout: float = 120.0) -> QuickCheck:
@@ -753,7 +765,7 @@ def quick_check(setting: str = "", timeout: float = 120.0) -> QuickCheck:
     try:
         engine_client.check_python(python, origin)
     except engine_client.EngineUnavailableError as exc:
-        return QuickCheck(False, python, origin, str(exc))
+        return QuickCheck(False, python, origin, str(exc), missing=True)
     try:
         done = subprocess.run(
             [python, "-c", QUICK_IMPORTS],
@@ -789,7 +801,7 @@ def diagnostics_report(
     qgis_version: str = "",
     setting: str = "",
     check: dict[str, Any] | None = None,
-    errors: Sequence[str] = (),
+    errors: Sequence[str] | None = None,
 ) -> str:
     """A plain-text report for a bug report: QGIS, OS, Pythons, engine, device, last logs.
 
@@ -797,8 +809,9 @@ def diagnostics_report(
         qgis_version: QGIS's version string (the caller has QGIS).
         setting: The engine Python setting.
         check: The engine check's report, when it ran.
-        errors: Recent error messages to include.
+        errors: Error messages to include (default: :data:`RECENT_ERRORS`).
     """
+    errors = list(RECENT_ERRORS) if errors is None else errors
     python, origin = engine_client.engine_python(setting)
     lines = [
         "Slidewise diagnostics",

@@ -1,0 +1,80 @@
+"""Run inside the real QGIS desktop (``qgis --code``) by test_engine_setup_gui.py.
+
+With no engine (SLIDEWISE_PYTHON points nowhere), the start-up check must show the
+message bar with a *Set up engine* button; the button opens the Set up engine dialog.
+Screenshots and what was found go to ``SLIDEWISE_GUI_OUT``; QGIS then quits.
+"""
+
+import json
+import os
+import traceback
+from pathlib import Path
+
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QApplication, QPushButton
+from qgis.utils import iface, plugins
+
+OUT = Path(os.environ["SLIDEWISE_GUI_OUT"])
+found = {"plugin_loaded": "slidewise" in plugins, "steps": []}
+
+
+def finish():
+    (OUT / "result.json").write_text(json.dumps(found, indent=1))
+    QApplication.instance().exit(0)
+
+
+def message_bar_button():
+    """The Set up engine button of a Slidewise message in the bar, if any."""
+    for item in iface.messageBar().items():
+        for button in item.findChildren(QPushButton):
+            if "Set up engine" in button.text():
+                return item, button
+    return None, None
+
+
+def wait_for_bar(tries=[0]):
+    try:
+        item, button = message_bar_button()
+        if item is None and tries[0] < 120:
+            tries[0] += 1
+            QTimer.singleShot(500, wait_for_bar)
+            return
+        found["message_bar"] = item is not None
+        if item is None:
+            finish()
+            return
+        found["message_text"] = item.text() if hasattr(item, "text") else ""
+        found["menu"] = [a.text() for a in iface.pluginMenu().actions()]
+        iface.mainWindow().grab().scaledToWidth(1200).save(str(OUT / "message_bar.png"))
+        # The button opens the dialog modally: look at it once it is up, then close it.
+        QTimer.singleShot(1500, look_at_dialog)
+        button.click()
+    except Exception:
+        found["error"] = traceback.format_exc()
+        finish()
+
+
+def look_at_dialog():
+    try:
+        from slidewise.ui.setup_dialog import SetupDialog
+
+        dialogs = [w for w in QApplication.topLevelWidgets() if isinstance(w, SetupDialog) and w.isVisible()]
+        found["dialog_open"] = bool(dialogs)
+        if dialogs:
+            dialog = dialogs[0]
+            dialog.log_view.setPlainText(
+                "Click Install to create the engine environment.\n"
+                "pip's output appears here line by line; Cancel stops it."
+            )
+            found["dialog_status"] = dialog.status.text()
+            found["dialog_gpu"] = dialog.gpu_label.text()
+            found["dialog_buttons"] = [b.text() for b in dialog.findChildren(QPushButton)]
+            found["dialog_env"] = dialog.env_dir()
+            dialog.grab().save(str(OUT / "setup_dialog.png"))
+            dialog.close()
+    except Exception:
+        found["error"] = traceback.format_exc()
+    QTimer.singleShot(300, finish)
+
+
+QTimer.singleShot(1000, wait_for_bar)

@@ -1,0 +1,103 @@
+"""End to end: the packaged zip sets up a working engine in a fresh folder, offline.
+
+``make package``'s zip is unzipped into a fresh plugins folder; a wheelhouse is built
+from it as ``make wheelhouse`` / Build an offline wheelhouse does (``pip download`` from
+this machine's configured indexes; ``SLIDEWISE_TEST_WHEELHOUSE`` may name one already
+built to save a minute); then the setup core creates an environment in a fresh
+folder from the unzipped plugin with ``--no-index --find-links`` (no network), and the
+engine check passes in it. No ``--system-site-packages``: the environment is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from plugin_helpers import REPO
+
+from slidewise.processing_provider import engine_setup
+from slidewise.processing_provider.engine_setup import SetupCallbacks, SetupPlan
+
+pytestmark = pytest.mark.slow
+
+#: The torch build this machine's indexes hold for CPUs (as the Makefile's TORCH_SPEC).
+TORCH_SPEC = os.environ.get("SLIDEWISE_TEST_TORCH_SPEC", "torch==2.13.0")
+
+
+@pytest.fixture(scope="module")
+def unzipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin as a user gets it: ``make package``'s zip unzipped into a plugins folder."""
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "package.sh")], capture_output=True, text=True, check=True
+    )
+    zip_path = out.stdout.strip().splitlines()[-1]
+    plugins = tmp_path_factory.mktemp("profile") / "python" / "plugins"
+    with zipfile.ZipFile(zip_path) as archive:
+        names = archive.namelist()
+        archive.extractall(plugins)
+    assert "slidewise/pyproject.toml" in names and "slidewise/README.md" in names
+    assert not [n for n in names if n.startswith(("slidewise/tests/", "slidewise/Makefile"))]
+    return plugins / "slidewise"
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(unzipped: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every wheel the engine needs, from this machine's configured indexes."""
+    given = os.environ.get("SLIDEWISE_TEST_WHEELHOUSE", "")
+    if given and any(Path(given).glob("torch-*.whl")):
+        return Path(given)
+    dest = tmp_path_factory.mktemp("wheelhouse")
+    wheels = engine_setup.build_wheelhouse(
+        dest, python=sys.executable, plugin_dir=unzipped, torch_spec=TORCH_SPEC
+    )
+    names = {w.name.split("-")[0].lower() for w in wheels}
+    assert {"torch", "torchvision", "numpy", "rasterio", "setuptools", "wheel"} <= names
+    return dest
+
+
+def test_setup_from_the_zip_creates_a_working_engine_offline(
+    unzipped: Path, wheelhouse: Path, tmp_path: Path
+) -> None:
+    env = tmp_path / "fresh" / "engine-venv"
+    log_file = tmp_path / "logs" / "setup.log"
+    lines: list[str] = []
+    progress: list[float] = []
+    plan = SetupPlan(
+        "install",
+        env,
+        wheelhouse=str(wheelhouse),
+        python="/usr/bin/python3",
+        plugin_dir=unzipped,
+        log_file=log_file,
+    )
+    report = engine_setup.run_setup(
+        plan, SetupCallbacks(on_progress=progress.append, on_log=lines.append)
+    )
+    assert report["device"] == "cpu"
+    assert report["python"].startswith(str(env))
+    assert {"torch", "numpy", "rasterio"} <= set(report["packages"])
+    assert progress[-1] == 100 and progress == sorted(progress)
+    assert any(line.startswith("Successfully installed") for line in lines)
+    assert (env / engine_setup.MARKER).is_file()
+    text = log_file.read_text(encoding="utf-8")
+    assert "--no-index" in text and "The engine is ready" in text
+    # The plugin folder stays as it was: pip built from a copy.
+    assert not list(unzipped.glob("*.egg-info")) and not (unzipped / "build").exists()
+
+    # The installed engine is the zip's, importable outside the plugin folder too.
+    python = str(engine_setup.env_python(env))
+    where = subprocess.run(
+        [python, "-c", "import slidewise.engine.cli as c; print(c.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert str(env) in where.stdout
+
+    engine_setup.run_setup(SetupPlan("remove", env, log_file=log_file))
+    assert not env.exists() and env.parent.is_dir()
