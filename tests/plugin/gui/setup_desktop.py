@@ -15,7 +15,8 @@ from qgis.PyQt.QtWidgets import QApplication, QPushButton
 from qgis.utils import iface, plugins
 
 OUT = Path(os.environ["SLIDEWISE_GUI_OUT"])
-found = {"plugin_loaded": "slidewise" in plugins, "steps": []}
+found = {"plugin_loaded": "slidewise" in plugins}
+waited = {"tries": 0}
 
 
 def finish():
@@ -32,11 +33,11 @@ def message_bar_button():
     return None, None
 
 
-def wait_for_bar(tries=[0]):
+def wait_for_bar():
     try:
         item, button = message_bar_button()
-        if item is None and tries[0] < 120:
-            tries[0] += 1
+        if item is None and waited["tries"] < 120:
+            waited["tries"] += 1
             QTimer.singleShot(500, wait_for_bar)
             return
         found["message_bar"] = item is not None
@@ -58,7 +59,11 @@ def look_at_dialog():
     try:
         from slidewise.ui.setup_dialog import SetupDialog
 
-        dialogs = [w for w in QApplication.topLevelWidgets() if isinstance(w, SetupDialog) and w.isVisible()]
+        dialogs = [
+            w
+            for w in QApplication.topLevelWidgets()
+            if isinstance(w, SetupDialog) and w.isVisible()
+        ]
         found["dialog_open"] = bool(dialogs)
         if dialogs:
             dialog = dialogs[0]
@@ -71,7 +76,31 @@ def look_at_dialog():
             found["dialog_buttons"] = [b.text() for b in dialog.findChildren(QPushButton)]
             found["dialog_env"] = dialog.env_dir()
             dialog.grab().save(str(OUT / "setup_dialog.png"))
+            engine_env = os.environ.get("SLIDEWISE_GUI_ENGINE_ENV", "")
+            if engine_env:
+                # Check an existing environment: the task runs, the log fills, the status turns.
+                dialog.env_widget.setFilePath(engine_env)
+                dialog.buttons["check"].click()
+                found["check_started"] = dialog.task is not None
+                QTimer.singleShot(500, lambda: wait_for_check(dialog))
+                return
             dialog.close()
+    except Exception:
+        found["error"] = traceback.format_exc()
+    QTimer.singleShot(300, finish)
+
+
+def wait_for_check(dialog):
+    try:
+        if dialog.task is not None and waited["tries"] < 240:
+            waited["tries"] += 1
+            QTimer.singleShot(500, lambda: wait_for_check(dialog))
+            return
+        found["check_status"] = dialog.status.text()
+        found["check_log"] = dialog.log_view.toPlainText()
+        found["check_progress"] = dialog.progress.value()
+        dialog.grab().save(str(OUT / "setup_dialog_check.png"))
+        dialog.close()
     except Exception:
         found["error"] = traceback.format_exc()
     QTimer.singleShot(300, finish)
