@@ -759,9 +759,18 @@ class QuickCheck:
     missing: bool = False
 
 
-def quick_check(setting: str = "", timeout: float = 120.0) -> QuickCheck:
-    """Does the engine interpreter exist and import the engine and torch? (a few seconds)"""
-    python, origin = engine_client.engine_python(setting)
+def quick_check(setting: str = "", timeout: float = 120.0, python: str = "") -> QuickCheck:
+    """Does the engine interpreter exist and import the engine and torch? (a few seconds)
+
+    Args:
+        setting: The Slidewise setting (resolved in the engine client's order).
+        timeout: Seconds the import may take.
+        python: Check this interpreter instead of the resolved one.
+    """
+    if python:
+        origin = "path given"
+    else:
+        python, origin = engine_client.engine_python(setting)
     try:
         engine_client.check_python(python, origin)
     except engine_client.EngineUnavailableError as exc:

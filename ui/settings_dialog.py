@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from typing import Any
 
 from qgis.core import QgsSettings
@@ -29,14 +30,14 @@ class SettingsDialog(QDialog):
         self.setWindowTitle(tr("Slidewise settings"))
         self.task = None
         layout = QVBoxLayout(self)
-        layout.addWidget(
-            QLabel(
-                tr(
-                    "Engine Python (empty: {default}). The environment variable {env}, "
-                    "when set, takes precedence."
-                ).format(default=engine_client.default_engine_python(), env=engine_client.ENV_VAR)
-            )
+        intro = QLabel(
+            tr(
+                "Engine Python (empty: {default}). The environment variable {env}, "
+                "when set, takes precedence."
+            ).format(default=engine_client.default_engine_python(), env=engine_client.ENV_VAR)
         )
+        intro.setWordWrap(True)
+        layout.addWidget(intro)
         row = QHBoxLayout()
         self.python_edit = QLineEdit(QgsSettings().value(engine_client.SETTINGS_KEY, "", type=str))
         self.python_edit.setToolTip(tr("Path to the python executable of the engine environment."))
@@ -81,12 +82,12 @@ class SettingsDialog(QDialog):
 
         if self.task is not None:
             return
-        setting = self.python_edit.text().strip()
+        typed = self.python_edit.text().strip()
         self.test_button.setEnabled(False)
         self.status.setText(tr("Status: testing…"))
         self.task = run_in_background(
             tr("Slidewise: test the engine"),
-            lambda callbacks: engine_setup.quick_check(setting),
+            lambda callbacks: engine_setup.quick_check(python=typed),
             self.tested,
         )
 
@@ -95,10 +96,13 @@ class SettingsDialog(QDialog):
         self.task = None
         self.test_button.setEnabled(True)
         if ok and result is not None and result.ok:
-            text = tr("Status: the engine works ({python}, from the {origin}).").format(
-                python=result.python, origin=result.origin
-            )
+            text = tr("Status: the engine works ({python}).").format(python=result.python)
             colour = "#1a7f37"
+            overridden = os.environ.get(engine_client.ENV_VAR, "").strip()
+            if overridden and overridden != result.python:
+                text += " " + tr("Note: Slidewise uses {env}={path} while it is set.").format(
+                    env=engine_client.ENV_VAR, path=overridden
+                )
         else:
             text = tr("Status: {message}").format(message=result.message if result else error)
             colour = "#b42318"

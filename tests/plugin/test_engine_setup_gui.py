@@ -96,7 +96,15 @@ def test_missing_engine_shows_message_bar_and_setup_dialog(
     assert found["check_started"]
     assert "The engine works" in found["check_status"], found["check_status"]
     assert "torch" in found["check_log"]
+    # Diagnostics: QGIS, OS, engine packages from the check; Copy fills the clipboard.
+    report = found["diagnostics"]
+    for needle in ("QGIS: 3.", "OS: ", "Engine Python:", "torch 2.", "Engine device: cpu"):
+        assert needle in report, needle
+    assert found["clipboard"] == report
+    assert "the engine works" in found["settings_status"], found["settings_status"]
     IMAGES.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(found["out"] / "diagnostics.png", IMAGES / "setup_diagnostics.png")
+    shutil.copyfile(found["out"] / "settings.png", IMAGES / "setup_settings.png")
     shutil.copyfile(found["out"] / "setup_dialog_check.png", IMAGES / "setup_dialog_check.png")
     shutil.copyfile(found["out"] / "setup_dialog.png", IMAGES / "setup_dialog.png")
     shutil.copyfile(found["out"] / "message_bar.png", IMAGES / "setup_message_bar.png")

@@ -101,6 +101,48 @@ def wait_for_check(dialog):
         found["check_progress"] = dialog.progress.value()
         dialog.grab().save(str(OUT / "setup_dialog_check.png"))
         dialog.close()
+        QTimer.singleShot(300, open_diagnostics)
+        return
+    except Exception:
+        found["error"] = traceback.format_exc()
+    QTimer.singleShot(300, finish)
+
+
+def open_diagnostics():
+    """Diagnostics (with the engine of SLIDEWISE_GUI_ENGINE_ENV) and Settings' Test button."""
+    try:
+        from slidewise.processing_provider import engine_client
+        from slidewise.ui.diagnostics_dialog import DiagnosticsDialog
+        from slidewise.ui.settings_dialog import SettingsDialog
+
+        python = os.environ["SLIDEWISE_GUI_ENGINE_ENV"] + "/bin/python"
+        os.environ[engine_client.ENV_VAR] = python
+        diagnostics = DiagnosticsDialog(iface.mainWindow())
+        diagnostics.show()
+        settings = SettingsDialog(iface.mainWindow())
+        settings.python_edit.setText(python)
+        settings.show()
+        settings.test_button.click()
+        QTimer.singleShot(500, lambda: wait_for_diagnostics(diagnostics, settings))
+    except Exception:
+        found["error"] = traceback.format_exc()
+        QTimer.singleShot(300, finish)
+
+
+def wait_for_diagnostics(diagnostics, settings):
+    try:
+        if (diagnostics.task or settings.task) and waited["tries"] < 400:
+            waited["tries"] += 1
+            QTimer.singleShot(500, lambda: wait_for_diagnostics(diagnostics, settings))
+            return
+        diagnostics.copy_button.click()
+        found["diagnostics"] = diagnostics.text.toPlainText()
+        found["clipboard"] = QApplication.clipboard().text()
+        found["settings_status"] = settings.status.text()
+        diagnostics.grab().save(str(OUT / "diagnostics.png"))
+        settings.grab().save(str(OUT / "settings.png"))
+        diagnostics.close()
+        settings.close()
     except Exception:
         found["error"] = traceback.format_exc()
     QTimer.singleShot(300, finish)
