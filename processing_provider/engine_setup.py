@@ -733,9 +733,8 @@ def make_wheelhouse(plan: SetupPlan, callbacks: SetupCallbacks) -> dict[str, Any
     """
     if not plan.wheelhouse.strip():
         raise SetupError("Building a wheelhouse needs the wheelhouse folder to fill.")
-    index = ""
-    if plan.torch != "auto" or plan.index_url:
-        index, _ = torch_index(plan.torch, detect_gpus(), plan.index_url)
+    gpus = detect_gpus() if plan.torch in ("auto", "cuda") else []
+    index, _ = torch_index(plan.torch, gpus, plan.index_url)
     py = env_python(plan.env_dir)
     python = str(py) if py.is_file() and probe_python(str(py)).usable else ""
     python = python or find_python(plan.python).path

@@ -44,7 +44,7 @@ SPEC = AlgorithmSpec(
             "Which PyTorch to install. Automatic: the CUDA build matching the NVIDIA driver when "
             "nvidia-smi finds a GPU, else the CPU build. Package index: torch from the URL "
             "below (a mirror, or another CUDA or ROCm build). Ignored when installing from a "
-            "wheelhouse; when building one, Automatic takes torch from pip's configured index.",
+            "wheelhouse; used when building one.",
             default="auto",
             choices=("auto", "cpu", "cuda", "index"),
             choice_labels=(

@@ -365,3 +365,24 @@ def test_diagnostics_report_names_everything_a_bug_report_needs(
         "ERROR: disk full",
     ):
         assert needle in text, needle
+
+
+def test_wheelhouse_action_downloads_the_chosen_torch_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Build an offline wheelhouse: torch's index as for an install, into the folder given."""
+    calls: list[tuple] = []
+
+    def fake_build(dest, index, python, plugin_dir, callbacks):
+        calls.append((dest, index, python))
+        return [dest / "torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl"]
+
+    monkeypatch.setattr(engine_setup, "build_wheelhouse", fake_build)
+    monkeypatch.setattr(engine_setup, "detect_gpus", lambda: [GpuInfo("RTX", "560.1")])
+    plan = SetupPlan(
+        "wheelhouse", tmp_path / "no-env", wheelhouse=str(tmp_path / "w"), python="/usr/bin/python3"
+    )
+    assert engine_setup.run_setup(plan) == {"wheelhouse": str(tmp_path / "w"), "wheels": 1}
+    assert calls == [(tmp_path / "w", engine_setup.TORCH_INDEX + "cu126", "/usr/bin/python3")]
+    with pytest.raises(SetupError, match="wheelhouse folder"):
+        engine_setup.run_setup(SetupPlan("wheelhouse", tmp_path / "no-env"))
