@@ -55,6 +55,8 @@ QUICK_IMPORTS = "import slidewise.engine, torch"
 COPY_IGNORE = (".git", "tests", "docs", "dist", "build", "__pycache__", "*.pyc", "*.egg-info")
 #: The last errors of setup, checks and quick checks in this QGIS session (for diagnostics).
 RECENT_ERRORS: deque[str] = deque(maxlen=10)
+#: No console window for each command on Windows (0 elsewhere).
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
 PIP_STEPS = ("Collecting", "Processing", "Downloading", "Building", "Installing", "Successfully")
 PIP = ("-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off")
 
@@ -189,6 +191,7 @@ def probe_python(path: str, timeout: float = 30.0) -> PythonInfo:
             env=clean_environment(),
             cwd=tempfile.gettempdir(),
             check=False,
+            creationflags=NO_WINDOW,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return PythonInfo(path, problem=f"does not run ({exc})")
@@ -294,6 +297,7 @@ def detect_gpus(timeout: float = 15.0) -> list[GpuInfo]:
             text=True,
             timeout=timeout,
             check=False,
+            creationflags=NO_WINDOW,
         )
     except (OSError, subprocess.TimeoutExpired):
         return []
@@ -474,6 +478,7 @@ def run_command(
             env=clean_environment(),
             cwd=tempfile.gettempdir(),
             start_new_session=sys.platform != "win32",
+            creationflags=NO_WINDOW,
         )
     except OSError as exc:
         raise SetupError(f"Could not start {command[0]}: {exc}") from None
@@ -783,6 +788,7 @@ def quick_check(setting: str = "", timeout: float = 120.0, python: str = "") -> 
             env=engine_client.worker_environment(),
             cwd=tempfile.gettempdir(),
             check=False,
+            creationflags=NO_WINDOW,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return QuickCheck(False, python, origin, f"The engine Python '{python}' did not run: {exc}")
