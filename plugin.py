@@ -135,7 +135,7 @@ class SlidewisePlugin:
         dialog = SetupDialog(self.iface.mainWindow())
         dialog.exec()
         message = getattr(self, "engine_message", None)
-        if message is not None and dialog.status.text().find("#1a7f37") >= 0:
+        if message is not None and dialog.engine_ready:
             self.iface.messageBar().popWidget(message)
             self.engine_message = None
 

@@ -121,6 +121,7 @@ class SetupDialog(QDialog):
         self.setWindowTitle(tr("Slidewise — Set up engine"))
         self.setWindowIcon(QIcon(str(ICONS / "engine.svg")))
         self.task: BackgroundTask | None = None
+        self.engine_ready = False
         self.gpus = engine_setup.detect_gpus() if gpus is None else gpus
         layout = QVBoxLayout(self)
         intro = QLabel(
@@ -314,6 +315,7 @@ class SetupDialog(QDialog):
             self.show_status(tr("The environment was removed."), None)
             return
         report = result or {}
+        self.engine_ready = True
         self.show_status(
             tr("The engine works: device {device}, torch {torch}.").format(
                 device=report.get("device", "?"),

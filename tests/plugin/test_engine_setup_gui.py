@@ -96,6 +96,7 @@ def test_missing_engine_shows_message_bar_and_setup_dialog(
     assert found["check_started"]
     assert "The engine works" in found["check_status"], found["check_status"]
     assert "torch" in found["check_log"]
+    assert not found["bar_after_setup"], "the message stayed after the engine was found working"
     # Diagnostics: QGIS, OS, engine packages from the check; Copy fills the clipboard.
     report = found["diagnostics"]
     for needle in ("QGIS: 3.", "OS: ", "Engine Python:", "torch 2.", "Engine device: cpu"):

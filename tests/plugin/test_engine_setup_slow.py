@@ -6,18 +6,23 @@ this machine's configured indexes; ``SLIDEWISE_TEST_WHEELHOUSE`` may name one al
 built to save a minute); then the setup core creates an environment in a fresh
 folder from the unzipped plugin with ``--no-index --find-links`` (no network), and the
 engine check passes in it. No ``--system-site-packages``: the environment is complete.
+qgis_process then runs *Terrain factors* with the unzipped plugin and the new engine;
+Repair mends the environment after torch is deleted from it, and Remove deletes it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from plugin_helpers import REPO
+from plugin_helpers import REPO, real_dem, run_qgis_process
 
 from slidewise.processing_provider import engine_setup
 from slidewise.processing_provider.engine_setup import SetupCallbacks, SetupPlan
@@ -59,11 +64,11 @@ def wheelhouse(unzipped: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return dest
 
 
-def test_setup_from_the_zip_creates_a_working_engine_offline(
-    unzipped: Path, wheelhouse: Path, tmp_path: Path
-) -> None:
-    env = tmp_path / "fresh" / "engine-venv"
-    log_file = tmp_path / "logs" / "setup.log"
+@pytest.fixture(scope="module")
+def installed(unzipped: Path, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Set up the engine from the unzipped plugin into a fresh folder, offline."""
+    root = tmp_path_factory.mktemp("fresh")
+    env = root / "engine-venv"
     lines: list[str] = []
     progress: list[float] = []
     plan = SetupPlan(
@@ -72,26 +77,36 @@ def test_setup_from_the_zip_creates_a_working_engine_offline(
         wheelhouse=str(wheelhouse),
         python="/usr/bin/python3",
         plugin_dir=unzipped,
-        log_file=log_file,
+        log_file=root / "logs" / "setup.log",
     )
     report = engine_setup.run_setup(
         plan, SetupCallbacks(on_progress=progress.append, on_log=lines.append)
     )
+    return {"plan": plan, "env": env, "report": report, "lines": lines, "progress": progress}
+
+
+def test_setup_from_the_zip_creates_a_working_engine_offline(
+    installed: dict, unzipped: Path, tmp_path: Path
+) -> None:
+    env, report, plan = installed["env"], installed["report"], installed["plan"]
     assert report["device"] == "cpu"
     assert report["python"].startswith(str(env))
     assert {"torch", "numpy", "rasterio"} <= set(report["packages"])
+    progress = installed["progress"]
     assert progress[-1] == 100 and progress == sorted(progress)
-    assert any(line.startswith("Successfully installed") for line in lines)
+    assert any(line.startswith("Successfully installed") for line in installed["lines"])
     assert (env / engine_setup.MARKER).is_file()
-    text = log_file.read_text(encoding="utf-8")
+    text = plan.log_file.read_text(encoding="utf-8")
     assert "--no-index" in text and "The engine is ready" in text
     # The plugin folder stays as it was: pip built from a copy.
     assert not list(unzipped.glob("*.egg-info")) and not (unzipped / "build").exists()
-
-    # The installed engine is the zip's, importable outside the plugin folder too.
-    python = str(engine_setup.env_python(env))
+    # The engine is installed in the environment (importable away from the plugin folder).
     where = subprocess.run(
-        [python, "-c", "import slidewise.engine.cli as c; print(c.__file__)"],
+        [
+            str(engine_setup.env_python(env)),
+            "-c",
+            "import slidewise.engine.cli as c; print(c.__file__)",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -99,5 +114,45 @@ def test_setup_from_the_zip_creates_a_working_engine_offline(
     )
     assert str(env) in where.stdout
 
-    engine_setup.run_setup(SetupPlan("remove", env, log_file=log_file))
+
+def test_the_zip_and_its_engine_run_terrain_factors(
+    installed: dict, unzipped: Path, tmp_path: Path
+) -> None:
+    """make package -> the zip in a fresh profile -> set up engine -> terrain factors."""
+    config = tmp_path / "profile"
+    env = dict(os.environ)
+    env.update(
+        QGIS_CUSTOM_CONFIG_PATH=str(config),
+        QGIS_PLUGINPATH=str(unzipped.parent),
+        QT_QPA_PLATFORM="offscreen",
+        SLIDEWISE_PYTHON=str(engine_setup.env_python(installed["env"])),
+    )
+    run_qgis_process(env, "plugins", "enable", "slidewise", timeout=120)
+    out = tmp_path / "factors.tif"
+    done = run_qgis_process(
+        env,
+        "--json",
+        "run",
+        "slidewise:terrainfactors",
+        "--",
+        f"INPUT={real_dem()}",
+        f"OUTPUT={out}",
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert out.is_file() and json.loads(done.stdout)["results"]["OUTPUT"] == str(out)
+
+
+def test_repair_mends_a_broken_environment_and_remove_deletes_it(
+    installed: dict, wheelhouse: Path
+) -> None:
+    env, plan = installed["env"], installed["plan"]
+    python = str(engine_setup.env_python(env))
+    torch_dir = next(env.glob("lib/python3*/site-packages/torch"))
+    shutil.rmtree(torch_dir)
+    broken = engine_setup.quick_check(python=python)
+    assert not broken.ok and "torch" in broken.message
+    report = engine_setup.run_setup(replace(plan, action="repair"))
+    assert report["device"] == "cpu"
+    assert engine_setup.quick_check(python=python).ok
+    engine_setup.run_setup(replace(plan, action="remove"))
     assert not env.exists() and env.parent.is_dir()

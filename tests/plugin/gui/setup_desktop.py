@@ -115,6 +115,8 @@ def open_diagnostics():
         from slidewise.ui.diagnostics_dialog import DiagnosticsDialog
         from slidewise.ui.settings_dialog import SettingsDialog
 
+        # The check found a working engine: the message went away with the dialog.
+        found["bar_after_setup"] = message_bar_button()[0] is not None
         python = os.environ["SLIDEWISE_GUI_ENGINE_ENV"] + "/bin/python"
         os.environ[engine_client.ENV_VAR] = python
         diagnostics = DiagnosticsDialog(iface.mainWindow())
