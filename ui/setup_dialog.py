@@ -218,6 +218,11 @@ class SetupDialog(QDialog):
         """The index field only for 'From the package index'; no torch choice offline."""
         offline = bool(self.wheelhouse_widget.filePath().strip())
         self.torch_combo.setEnabled(not offline)
+        self.gpu_label.setText(
+            tr("Offline: PyTorch and everything else come from the wheelhouse folder.")
+            if offline
+            else gpu_text(self.gpus)
+        )
         self.index_edit.setEnabled(not offline and self.torch_combo.currentData() == "index")
 
     def set_running(self, running: bool) -> None:

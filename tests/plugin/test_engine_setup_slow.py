@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from slidewise.processing_provider import engine_setup
 from slidewise.processing_provider.engine_setup import SetupCallbacks, SetupPlan
 
 pytestmark = pytest.mark.slow
+IMAGES = REPO / "docs" / "images"
 
 #: The torch build this machine's indexes hold for CPUs (as the Makefile's TORCH_SPEC).
 TORCH_SPEC = os.environ.get("SLIDEWISE_TEST_TORCH_SPEC", "torch==2.13.0")
@@ -156,3 +158,61 @@ def test_repair_mends_a_broken_environment_and_remove_deletes_it(
     assert engine_setup.quick_check(python=python).ok
     engine_setup.run_setup(replace(plan, action="remove"))
     assert not env.exists() and env.parent.is_dir()
+
+
+def test_the_dialog_installs_offline_and_cancels_cleanly(
+    unzipped: Path, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """In the QGIS desktop (Xvfb), the dialog of the unzipped plugin: Cancel, then Install."""
+    if not (shutil.which("xvfb-run") and shutil.which("qgis")):
+        pytest.skip("needs xvfb-run and qgis")
+    profile = tmp_path / "profiles" / "default" / "QGIS"
+    profile.mkdir(parents=True)
+    (profile / "QGIS3.ini").write_text("[PythonPlugins]\nslidewise=true\n[qgis]\nshowTips=false\n")
+    out, home = tmp_path / "out", Path(tempfile.mkdtemp(prefix="sw-")) / "home"
+    out.mkdir()
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("SLIDEWISE_PYTHON", "QT_QPA_PLATFORM")}
+    env.update(
+        HOME=str(home),
+        SLIDEWISE_GUI_OUT=str(out),
+        SLIDEWISE_GUI_WHEELHOUSE=str(wheelhouse),
+        QGIS_PLUGINPATH=str(unzipped.parent),
+    )
+    script = Path(__file__).resolve().parent / "gui" / "setup_install_desktop.py"
+    try:
+        subprocess.run(
+            [
+                "xvfb-run",
+                "-a",
+                "-s",
+                "-screen 0 1600x1000x24",
+                "qgis",
+                "--nologo",
+                "--noversioncheck",
+                "--profiles-path",
+                str(tmp_path),
+                "--code",
+                str(script),
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=1500,
+            check=False,
+        )
+        found = json.loads((out / "result.json").read_text())
+        assert "error" not in found, found.get("error")
+        assert found["env_dir"] == str(home / ".local/share/slidewise/engine-venv")
+        assert not found["torch_enabled_offline"]
+        assert found["cancel_while_running"]
+        assert "cancelled" in found["after_cancel_status"].lower()
+        assert not found["after_cancel_env_exists"], "a cancelled first install left a folder"
+        assert found["engine_ready"], found["status"] + found["log"]
+        assert "The engine works" in found["status"] and found["progress"] == 100
+        assert found["offline"], "pip was not run with --no-index only"
+        python = str(engine_setup.env_python(home / ".local/share/slidewise/engine-venv"))
+        assert engine_setup.quick_check(python=python).ok
+        shutil.copyfile(out / "setup_dialog_installed.png", IMAGES / "setup_dialog_installed.png")
+    finally:
+        shutil.rmtree(home.parent, ignore_errors=True)
