@@ -196,10 +196,10 @@ def probe_python(path: str, timeout: float = 30.0) -> PythonInfo:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return PythonInfo(path, problem=f"does not run ({exc})")
     lines = done.stdout.split()
-    if done.returncode != 0 or len(lines) < 4:
+    if done.returncode != 0 or len(lines) < 4 or not all(v.isdigit() for v in lines[-4:]):
         return PythonInfo(path, problem="is not a Python interpreter or does not run")
-    version = tuple(int(v) for v in lines[:3])
-    has_venv = lines[3] == "1"
+    version = tuple(int(v) for v in lines[-4:-1])
+    has_venv = lines[-1] == "1"
     if version < MIN_PYTHON:
         return PythonInfo(path, version, has_venv, "too old (the engine needs 3.10 or newer)")
     if not has_venv:

@@ -55,10 +55,12 @@ def test_old_python_and_non_python_are_refused_with_a_reason(tmp_path: Path) -> 
     old = script(tmp_path / "python3.8", 'echo "3 8 10"; echo 1')
     noenv = script(tmp_path / "python-novenv", 'echo "3 11 2"; echo 0')
     broken = script(tmp_path / "python-broken", "exit 3")
+    chatty = script(tmp_path / "python-chatty", 'echo "Welcome to QGIS"; echo x y z w')
     assert "too old" in engine_setup.probe_python(str(old)).problem
     assert "venv" in engine_setup.probe_python(str(noenv)).problem
     assert "python3-venv" in engine_setup.probe_python(str(noenv)).problem
     assert "not a Python" in engine_setup.probe_python(str(broken)).problem
+    assert "not a Python" in engine_setup.probe_python(str(chatty)).problem
     assert "does not run" in engine_setup.probe_python(str(tmp_path / "missing")).problem
 
 
