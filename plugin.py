@@ -28,6 +28,7 @@ class SlidewisePlugin:
         self.provider: SlidewiseProvider | None = None
         self.actions: list[QAction] = []
         self.startup_task = None
+        self.engine_message = None
 
     def initProcessing(self) -> None:
         """Register the Processing provider (called by QGIS and qgis_process)."""
@@ -97,15 +98,23 @@ class SlidewisePlugin:
         )
 
     def engine_checked(self, ok: bool, error: str, result) -> None:
-        """Show the message bar when the quick check failed."""
+        """Show the message bar when the quick check failed; take it away once it passes."""
         self.startup_task = None
+        shown = self.engine_message
         if ok and result is not None and result.ok:
+            self.engine_message = None
+            if shown is not None:
+                try:
+                    self.iface.messageBar().popWidget(shown)
+                except RuntimeError:  # the user closed it already
+                    pass
             return
         from slidewise.processing_provider import engine_setup
 
         message = result.message if result is not None else error
         engine_setup.RECENT_ERRORS.append(message)
-        self.show_engine_missing(message, missing=result is not None and result.missing)
+        if shown is None:
+            self.show_engine_missing(message, missing=result is not None and result.missing)
 
     def show_engine_missing(self, message: str, missing: bool = True) -> None:
         """A warning in QGIS's message bar with a *Set up engine* button."""
@@ -132,12 +141,9 @@ class SlidewisePlugin:
         """Open the Set up engine dialog."""
         from slidewise.ui.setup_dialog import SetupDialog
 
-        dialog = SetupDialog(self.iface.mainWindow())
-        dialog.exec()
-        message = getattr(self, "engine_message", None)
-        if message is not None and dialog.engine_ready:
-            self.iface.messageBar().popWidget(message)
-            self.engine_message = None
+        SetupDialog(self.iface.mainWindow()).exec()
+        if self.engine_message is not None and self.startup_task is None:
+            self.check_engine_at_startup()  # check again: the message goes once it passes
 
     def open_diagnostics(self) -> None:
         """Open the diagnostics report."""

@@ -559,6 +559,11 @@ def check_target(plan: SetupPlan) -> None:
         raise SetupError(f"The environment folder '{plan.env_dir}' must be an absolute path.")
     if env_dir.exists() and not env_dir.is_dir():
         raise SetupError(f"The environment folder {env_dir} is a file: choose a folder.")
+    if env_dir.exists() and env_dir.resolve() in {
+        Path(sys.prefix).resolve(),
+        Path.home().resolve(),
+    }:
+        raise SetupError(f"{env_dir} is QGIS's own Python or your home folder: choose another.")
     if plan.action == "remove":
         if not is_environment(env_dir):
             raise SetupError(

@@ -23,6 +23,7 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -273,7 +274,7 @@ class SetupDialog(QDialog):
 
             DiagnosticsDialog(self).exec()
             return
-        if self.task is not None:
+        if self.task is not None or not self.confirmed(action):
             return
         self.log_view.clear()
         self.progress.setValue(0)
@@ -298,6 +299,23 @@ class SetupDialog(QDialog):
             self.log_view.appendPlainText,
         )
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
+
+    def confirmed(self, action: str) -> bool:
+        """Repair and Remove delete the environment's contents: ask first."""
+        if action not in ("repair", "remove"):
+            return True
+        question = (
+            tr("Delete the engine environment {folder}? Your models and data are not touched.")
+            if action == "remove"
+            else tr("Empty the engine environment {folder} and install it again?")
+        ).format(folder=self.env_dir())
+        answer = QMessageBox.question(
+            self,
+            tr("Slidewise — Set up engine"),
+            question,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def cancel(self) -> None:
         """Ask the running task to stop (pip is killed)."""

@@ -325,6 +325,12 @@ def test_remove_deletes_only_the_environment(tmp_path: Path) -> None:
     assert "Removed" in log.read_text()
 
 
+def test_remove_refuses_qgis_own_python(tmp_path: Path) -> None:
+    with pytest.raises(SetupError, match="QGIS's own Python"):
+        engine_setup.run_setup(SetupPlan("remove", Path(sys.prefix), log_file=tmp_path / "s.log"))
+    assert Path(sys.prefix).is_dir()
+
+
 def test_remove_refuses_a_folder_that_is_not_an_environment(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(SetupError, match="not a Python environment"):

@@ -96,6 +96,8 @@ def test_missing_engine_shows_message_bar_and_setup_dialog(
     assert found["check_started"]
     assert "The engine works" in found["check_status"], found["check_status"]
     assert "torch" in found["check_log"]
+    assert "Delete the engine environment" in found["remove_question"]
+    assert found["fake_env_removed"] and "removed" in found["remove_status"]
     assert not found["bar_after_setup"], "the message stayed after the engine was found working"
     # Diagnostics: QGIS, OS, engine packages from the check; Copy fills the clipboard.
     report = found["diagnostics"]

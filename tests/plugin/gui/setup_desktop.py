@@ -100,25 +100,64 @@ def wait_for_check(dialog):
         found["check_log"] = dialog.log_view.toPlainText()
         found["check_progress"] = dialog.progress.value()
         dialog.grab().save(str(OUT / "setup_dialog_check.png"))
-        dialog.close()
-        QTimer.singleShot(300, open_diagnostics)
+        QTimer.singleShot(300, lambda: remove_fake(dialog))
         return
     except Exception:
         found["error"] = traceback.format_exc()
     QTimer.singleShot(300, finish)
 
 
+def remove_fake(dialog):
+    """Remove asks first (answered Yes here), then deletes a throw-away environment."""
+    try:
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        fake = OUT / "fake-env"
+        (fake / "bin").mkdir(parents=True)
+        (fake / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        dialog.env_widget.setFilePath(str(fake))
+
+        def answer():
+            boxes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox)]
+            boxes = [b for b in boxes if b.isVisible()]
+            if not boxes:
+                QTimer.singleShot(200, answer)
+                return
+            found["remove_question"] = boxes[0].text()
+            boxes[0].button(QMessageBox.StandardButton.Yes).click()
+
+        QTimer.singleShot(300, answer)
+        dialog.buttons["remove"].click()
+        QTimer.singleShot(500, lambda: wait_removed(dialog, fake))
+    except Exception:
+        found["error"] = traceback.format_exc()
+        QTimer.singleShot(300, finish)
+
+
+def wait_removed(dialog, fake):
+    try:
+        if dialog.task is not None and waited["tries"] < 400:
+            waited["tries"] += 1
+            QTimer.singleShot(300, lambda: wait_removed(dialog, fake))
+            return
+        found["fake_env_removed"] = not fake.exists()
+        found["remove_status"] = dialog.status.text()
+        # From now on Slidewise's engine is the working one: closing the dialog re-checks.
+        os.environ["SLIDEWISE_PYTHON"] = os.environ["SLIDEWISE_GUI_ENGINE_ENV"] + "/bin/python"
+        dialog.close()
+        QTimer.singleShot(300, open_diagnostics)
+    except Exception:
+        found["error"] = traceback.format_exc()
+        QTimer.singleShot(300, finish)
+
+
 def open_diagnostics():
     """Diagnostics (with the engine of SLIDEWISE_GUI_ENGINE_ENV) and Settings' Test button."""
     try:
-        from slidewise.processing_provider import engine_client
         from slidewise.ui.diagnostics_dialog import DiagnosticsDialog
         from slidewise.ui.settings_dialog import SettingsDialog
 
-        # The check found a working engine: the message went away with the dialog.
-        found["bar_after_setup"] = message_bar_button()[0] is not None
-        python = os.environ["SLIDEWISE_GUI_ENGINE_ENV"] + "/bin/python"
-        os.environ[engine_client.ENV_VAR] = python
+        python = os.environ["SLIDEWISE_PYTHON"]
         diagnostics = DiagnosticsDialog(iface.mainWindow())
         diagnostics.show()
         settings = SettingsDialog(iface.mainWindow())
@@ -133,10 +172,14 @@ def open_diagnostics():
 
 def wait_for_diagnostics(diagnostics, settings):
     try:
-        if (diagnostics.task or settings.task) and waited["tries"] < 400:
+        busy = plugins["slidewise"].startup_task is not None
+        if (diagnostics.task or settings.task or busy) and waited["tries"] < 400:
             waited["tries"] += 1
             QTimer.singleShot(500, lambda: wait_for_diagnostics(diagnostics, settings))
             return
+        # SLIDEWISE_PYTHON points at a working engine: the check after the dialog closed
+        # took the message away.
+        found["bar_after_setup"] = message_bar_button()[0] is not None
         diagnostics.copy_button.click()
         found["diagnostics"] = diagnostics.text.toPlainText()
         found["clipboard"] = QApplication.clipboard().text()
