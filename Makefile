@@ -3,6 +3,7 @@
 #   make test      everything above if missing, then the engine and plugin test suites
 #   make demo      the main jobs through qgis_process on the data in tests/data
 #   make package   the plugin zip (no tests, caches or dev files)
+#   make wheelhouse  every wheel the engine needs, in $(WHEELHOUSE), for an offline "Set up engine"
 #   make lint      ruff (lint + format check)
 
 SHELL := /bin/bash
@@ -15,13 +16,19 @@ QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 PLUGIN_LINK := $(QGIS_PROFILE)/python/plugins/slidewise
 QGIS_PROCESS ?= qgis_process.bin
 DEMO_OUT ?= $(CURDIR)/demo_output
-APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-venv python3-pytest
+APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-venv python3-pytest \
+  python3-pip xvfb xauth python3-pytestqt
+# make wheelhouse: where, with which Python (same version and OS as the offline machine),
+# and torch's index (empty: pip's configuration; e.g. https://download.pytorch.org/whl/cu126).
+WHEELHOUSE ?= $(CURDIR)/dist/wheelhouse
+WHEELHOUSE_PYTHON ?= $(SYSTEM_PYTHON)
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 export SLIDEWISE_PYTHON ?= $(ENGINE_PY)
 
-.PHONY: install system-deps engine link test test-engine test-plugin demo package lint format typecheck bench clean
+.PHONY: install system-deps engine link test test-engine test-plugin demo package wheelhouse lint format typecheck bench clean
 
 install: system-deps engine link
 
@@ -67,6 +74,24 @@ demo: install
 
 package:
 	bash scripts/package.sh
+
+# The same two pip downloads as Set up engine's "Build an offline wheelhouse"
+# (processing_provider/engine_setup.py wheelhouse_commands): torch first, then the engine
+# (from a clean copy of this folder) with torch pinned to the wheels just fetched, and the
+# build's setuptools and wheel. Copy the folder to the offline machine and give it to Set up engine.
+wheelhouse:
+	mkdir -p $(WHEELHOUSE)
+	$(WHEELHOUSE_PYTHON) -m pip download --disable-pip-version-check --dest $(WHEELHOUSE) \
+	  $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" torchvision
+	STAGE=$$(mktemp -d) && trap 'rm -rf "$$STAGE"' EXIT \
+	  && mkdir "$$STAGE/slidewise" && tar -C $(CURDIR) --exclude=./.git --exclude=./tests \
+	       --exclude=./docs --exclude=./dist --exclude=./build --exclude=__pycache__ \
+	       --exclude='*.egg-info' -cf - . | tar -C "$$STAGE/slidewise" -xf - \
+	  && $(WHEELHOUSE_PYTHON) -m pip download --disable-pip-version-check --dest $(WHEELHOUSE) \
+	       --find-links $(WHEELHOUSE) "$$STAGE/slidewise" \
+	       $$(ls $(WHEELHOUSE)/torch-*.whl $(WHEELHOUSE)/torchvision-*.whl) \
+	       "setuptools>=68" wheel pip
+	@echo "wheelhouse: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels in $(WHEELHOUSE)"
 
 lint:
 	$(ENGINE_PY) -m ruff check .

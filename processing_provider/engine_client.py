@@ -35,6 +35,12 @@ SETTINGS_KEY = "slidewise/engine_python"
 DEFAULT_ENGINE_ENV = Path.home() / ".local" / "share" / "slidewise" / "engine-venv"
 CANCEL_GRACE_S = 1.0
 CALLER_CWD_VAR = "SLIDEWISE_CALLER_CWD"
+#: Where a user sets up the engine (the same words in every message).
+SETUP_HINT = (
+    "Set up the engine with Plugins › Slidewise › Set up engine… (or the Processing "
+    "algorithm Slidewise › Engine › Set up engine)"
+)
+SETTINGS_HINT = "Plugins › Slidewise › Settings…"
 
 
 class EngineJobError(Exception):
@@ -50,7 +56,7 @@ class EngineJobCancelled(EngineJobError):  # noqa: N818 - reads better than ...E
 
 
 def default_engine_python() -> Path:
-    """The interpreter of the engine environment that ``make install`` creates."""
+    """The interpreter of the default engine environment (*Set up engine*, ``make install``)."""
     if sys.platform == "win32":  # pragma: no cover - documented, not tested here
         return DEFAULT_ENGINE_ENV / "Scripts" / "python.exe"
     return DEFAULT_ENGINE_ENV / "bin" / "python"
@@ -79,9 +85,8 @@ def check_python(python: str, origin: str) -> None:
     if not path.is_file() or not os.access(path, os.X_OK):
         raise EngineUnavailableError(
             f"The Slidewise engine Python '{python}' (from the {origin}) was not found. "
-            "Run 'make install' in the plugin folder to create the engine environment, "
-            f"or set {ENV_VAR} (or Settings > Slidewise) to a Python with the engine's "
-            "packages installed."
+            f"{SETUP_HINT} to create the engine environment, or set {ENV_VAR} (or "
+            f"{SETTINGS_HINT}) to a Python with the engine's packages installed."
         )
 
 
@@ -279,7 +284,7 @@ def start_worker(python: str, origin: str, job_file: str) -> subprocess.Popen[st
     except OSError as exc:
         raise EngineUnavailableError(
             f"The Slidewise engine Python '{python}' (from the {origin}) could not be started "
-            f"({exc}): run 'make install' again or point {ENV_VAR} to a working Python."
+            f"({exc}). {SETUP_HINT} and choose Repair, or point {ENV_VAR} to a working Python."
         ) from None
 
 
@@ -402,8 +407,8 @@ def _crash_error(code: int, stderr: list[str], python: str, origin: str) -> Engi
         missing = next((ln for ln in reversed(stderr) if "No module named" in ln), "")
         return EngineUnavailableError(
             f"The Slidewise engine environment '{python}' (from the {origin}) is broken: "
-            f"{missing.strip()}. Run 'make install' again, or point {ENV_VAR} to a Python "
-            "with the engine's packages."
+            f"{missing.strip()}. {SETUP_HINT} and choose Repair, or point {ENV_VAR} to a "
+            "Python with the engine's packages."
         )
     if code < 0:
         reason = f"was killed by signal {-code}"

@@ -14,20 +14,24 @@ from slidewise.contract.spec import AlgorithmSpec
 SPEC_MODULES: dict[str, str] = {
     "addregion": "slidewise.contract.specs.addregion",
     "checkengine": "slidewise.contract.specs.checkengine",
+    "detectlandslides": "slidewise.contract.specs.detectlandslides",
     "evaluatemapping": "slidewise.contract.specs.evaluatemapping",
     "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
     "maplandslides": "slidewise.contract.specs.maplandslides",
     "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
+    "pretrainencoder": "slidewise.contract.specs.pretrainencoder",
     "samplefactors": "slidewise.contract.specs.samplefactors",
     "segmentblocks": "slidewise.contract.specs.segmentblocks",
+    "setupengine": "slidewise.contract.specs.setupengine",
     "sleep": "slidewise.contract.specs.sleep",
     "terrainfactors": "slidewise.contract.specs.terrainfactors",
+    "traindetection": "slidewise.contract.specs.traindetection",
     "trainmapping": "slidewise.contract.specs.trainmapping",
     "trainsusceptibility": "slidewise.contract.specs.trainsusceptibility",
-    "pretrainencoder": "slidewise.contract.specs.pretrainencoder",
-    "traindetection": "slidewise.contract.specs.traindetection",
-    "detectlandslides": "slidewise.contract.specs.detectlandslides",
 }
+
+#: Algorithms that run in QGIS's own Python and have no engine job (setup creates the engine).
+RUNS_IN_QGIS: frozenset[str] = frozenset({"setupengine"})
 
 
 def spec_of(name: str) -> AlgorithmSpec:

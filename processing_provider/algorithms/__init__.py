@@ -14,6 +14,7 @@ from slidewise.processing_provider.algorithms.predict_susceptibility import (
 from slidewise.processing_provider.algorithms.pretrain_encoder import PretrainEncoderAlgorithm
 from slidewise.processing_provider.algorithms.sample_factors import SampleFactorsAlgorithm
 from slidewise.processing_provider.algorithms.segment_blocks import SegmentBlocksAlgorithm
+from slidewise.processing_provider.algorithms.setup_engine import SetupEngineAlgorithm
 from slidewise.processing_provider.algorithms.terrain_factors import TerrainFactorsAlgorithm
 from slidewise.processing_provider.algorithms.train_detection import TrainDetectionAlgorithm
 from slidewise.processing_provider.algorithms.train_mapping import TrainMappingAlgorithm
@@ -36,4 +37,5 @@ ALGORITHMS = [
     TrainDetectionAlgorithm,
     DetectLandslidesAlgorithm,
     CheckEngineAlgorithm,
+    SetupEngineAlgorithm,
 ]

@@ -24,8 +24,8 @@ class CheckEngineAlgorithm(SlidewiseAlgorithm):
         "of its packages, the torch device it will use (cuda, mps or cpu), the GPU name and "
         "memory, and whether torchvision's compiled operators or the pure-PyTorch fallbacks "
         "are used. Run it first when something does not work. The engine Python comes from "
-        "the SLIDEWISE_PYTHON environment variable, then Settings > Slidewise, then the "
-        "environment created by 'make install'."
+        "the SLIDEWISE_PYTHON environment variable, then Plugins › Slidewise › Settings…, then "
+        "the default environment created by Plugins › Slidewise › Set up engine…"
     )
 
     def initAlgorithm(self, config=None) -> None:

@@ -13,12 +13,13 @@ from types import ModuleType
 import pytest
 
 from slidewise.contract.spec import AlgorithmSpec, Param
-from slidewise.contract.specs import SPEC_MODULES, spec_of
+from slidewise.contract.specs import RUNS_IN_QGIS, SPEC_MODULES, spec_of
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.params import JobParams, field_name, read_params
 from slidewise.engine.jobs import JOBS
 
-SPEC_NAMES = sorted(SPEC_MODULES)
+#: Specifications of engine jobs (the algorithms that run in QGIS have none).
+SPEC_NAMES = sorted(set(SPEC_MODULES) - RUNS_IN_QGIS)
 
 
 def job_module(name: str) -> ModuleType:

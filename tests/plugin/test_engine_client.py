@@ -100,7 +100,7 @@ def test_missing_engine_python_is_a_clear_error(tmp_path: Path) -> None:
             "checkengine", {}, python=str(tmp_path / "nope" / "python"), origin="test"
         )
     message = str(info.value)
-    assert "was not found" in message and "make install" in message
+    assert "was not found" in message and "Set up engine" in message
 
 
 def test_broken_engine_python_is_a_clear_error(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_broken_engine_python_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(engine_client.EngineJobError) as info:
         engine_client.run_job("checkengine", {}, python=str(fake), origin="test")
     message = str(info.value)
-    assert "make install" in message
+    assert "Set up engine" in message
     assert "Traceback" not in message
 
 

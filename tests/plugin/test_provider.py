@@ -34,11 +34,7 @@ def test_metadata_follows_plugin_conventions() -> None:
         "about",
         "version",
         "author",
-        "email",
         "tags",
-        "homepage",
-        "repository",
-        "tracker",
         "icon",
         "category",
         "hasProcessingProvider",
@@ -49,6 +45,10 @@ def test_metadata_follows_plugin_conventions() -> None:
     assert general["qgisMinimumVersion"] == "3.22"
     assert general["hasProcessingProvider"] == "yes"
     assert (REPO / general["icon"]).is_file()
+    # The project has no public homepage, tracker or address yet: none is made up.
+    text = (REPO / "metadata.txt").read_text(encoding="utf-8")
+    assert "example.org" not in text and "github.com/slidewise" not in text
+    assert "make install" not in general["about"]
 
 
 def test_provider_lists_algorithms_with_help_and_icons(qgis_app) -> None:

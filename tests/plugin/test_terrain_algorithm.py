@@ -105,7 +105,7 @@ def test_unknown_enum_value(qgis_app, tmp_path: Path) -> None:
 def test_missing_engine_environment(qgis_app, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SLIDEWISE_PYTHON", str(tmp_path / "no-env" / "bin" / "python"))
     _expect_failure(
-        {"INPUT": str(real_dem()), "OUTPUT": str(tmp_path / "o.tif")}, "make install", tmp_path
+        {"INPUT": str(real_dem()), "OUTPUT": str(tmp_path / "o.tif")}, "Set up engine", tmp_path
     )
 
 
