@@ -45,7 +45,7 @@ class ReportBrowser(QTextBrowser):
         super().__init__(parent)
         self.setOpenExternalLinks(True)
 
-    def loadResource(self, kind: int, url: QUrl):  # noqa: N802 (Qt API)
+    def loadResource(self, kind: int, url: QUrl):
         if kind == QTextDocument.ImageResource:
             data = decode_data_url(url.toString())
             if data is not None:

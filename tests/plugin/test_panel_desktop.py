@@ -110,6 +110,24 @@ def test_report_opens_inside_qgis(desktop_run: dict) -> None:
     assert report["viewer"] in ("webkit", "textbrowser")
 
 
+def test_plugin_menu_has_one_entry_per_workflow(desktop_run: dict) -> None:
+    plugin = desktop_run["plugin"]
+    assert plugin["menu"] == [
+        "Slidewise panel",
+        "Susceptibility…",
+        "Mapping…",
+        "Detection…",
+        "Settings…",
+        "Set up engine…",
+        "Diagnostics…",
+        "Help",
+    ]
+    assert plugin["toolbar"] == ["Slidewise panel"]
+    assert plugin["tab"] == "Mapping"
+    assert plugin["button_checked"]
+    assert plugin["left_after_unload"] == []
+
+
 def test_screenshots_were_saved(desktop_run: dict) -> None:
     for name in desktop_run["screenshots"]:
         path = IMAGES / name
@@ -123,13 +141,13 @@ class _Iface:
     def __init__(self, window, canvas, bar) -> None:
         self.window, self.canvas, self.bar = window, canvas, bar
 
-    def mapCanvas(self):  # noqa: N802 (QGIS API)
+    def mapCanvas(self):
         return self.canvas
 
-    def messageBar(self):  # noqa: N802
+    def messageBar(self):
         return self.bar
 
-    def mainWindow(self):  # noqa: N802
+    def mainWindow(self):
         return self.window
 
 
@@ -169,10 +187,64 @@ def _shot(widget, name: str, shots: list[str], canvas=None) -> None:
     shots.append(name)
 
 
+class _DesktopIface(_Iface):
+    """The stand-in with the menu, toolbar and dock calls the plugin makes."""
+
+    def __init__(self, window, canvas, bar) -> None:
+        super().__init__(window, canvas, bar)
+        self.menu: list[str] = []
+        self.toolbar: list[str] = []
+        self.docks: list = []
+
+    def addPluginToMenu(self, menu, action):
+        self.menu.append(action.text())
+
+    def removePluginMenu(self, menu, action):
+        self.menu.remove(action.text())
+
+    def addToolBarIcon(self, action):
+        self.toolbar.append(action.text())
+
+    def removeToolBarIcon(self, action):
+        self.toolbar.remove(action.text())
+
+    def addDockWidget(self, area, dock):
+        self.window.addDockWidget(area, dock)
+        self.docks.append(dock)
+
+    def removeDockWidget(self, dock):
+        self.window.removeDockWidget(dock)
+        self.docks.remove(dock)
+
+
+def _plugin_menu(window, canvas, bar) -> dict:
+    """The plugin's toolbar button and menu; the Mapping entry opens the panel's tab."""
+    from slidewise.plugin import SlidewisePlugin
+
+    iface = _DesktopIface(window, canvas, bar)
+    plugin = SlidewisePlugin(iface)
+    plugin.provider = object()  # Processing is set up already: skip a second provider
+    plugin.initGui()
+    menu = list(iface.menu)
+    [mapping] = [a for a in plugin.actions if a.text() == "Mapping…"]
+    mapping.trigger()
+    tab = plugin.panel.tabs.tabText(plugin.panel.tabs.currentIndex())
+    checked = plugin.toolbar_action.isChecked()
+    toolbar = list(iface.toolbar)
+    plugin.provider = None
+    plugin.unload()
+    return {
+        "menu": menu,
+        "toolbar": toolbar,
+        "tab": tab,
+        "button_checked": checked,
+        "left_after_unload": iface.menu + iface.toolbar + iface.docks,
+    }
+
+
 def _window(app):
-    from qgis.core import QgsProject
+    from qgis.core import QgsLayerTreeModel, QgsProject
     from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsLayerTreeView, QgsMapCanvas, QgsMessageBar
-    from qgis.core import QgsLayerTreeModel
     from qgis.PyQt.QtCore import Qt
     from qgis.PyQt.QtWidgets import QDockWidget, QMainWindow, QVBoxLayout, QWidget
 
@@ -220,7 +292,7 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
     project_dir = out / "project"
     project_dir.mkdir()
     QgsProject.instance().setFileName(str(project_dir / "demo.qgz"))
-    window, canvas, bar, view = _window(app)
+    window, canvas, bar, _view = _window(app)
     panel = SlidewisePanel(_Iface(window, canvas, bar), window)
     window.addDockWidget(Qt.RightDockWidgetArea, panel)
     window.resizeDocks([panel], [440], Qt.Horizontal)
@@ -252,7 +324,8 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
         "styled": bool(first and first.customProperty(RANK_PROPERTY) is not None),
         "progress": progress,
         "next_inputs": {
-            alg: page.step(alg).values().get("INPUT") for alg in ("segmentblocks", "trainsusceptibility")
+            alg: page.step(alg).values().get("INPUT")
+            for alg in ("segmentblocks", "trainsusceptibility")
         },
     }
     page.step("segmentblocks").setCollapsed(False)
@@ -332,8 +405,11 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
     result["map"] = {
         "ok": ok,
         "layers": [n.layer().name() for n in nodes],
-        "opacity": {n.layer().name(): n.layer().renderer().opacity() for n in nodes
-                    if n.layer().type() == n.layer().RasterLayer},
+        "opacity": {
+            n.layer().name(): n.layer().renderer().opacity()
+            for n in nodes
+            if n.layer().type() == n.layer().RasterLayer
+        },
         "visible": {n.layer().name(): n.isVisible() for n in nodes},
         "evaluate_input": mapping.step("evaluatemapping").values().get("INPUT", ""),
     }
@@ -360,6 +436,7 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
     panel.show_workflow("results")
     app.processEvents()
     _shot(panel, "panel_results.png", shots)
+    result["plugin"] = _plugin_menu(window, canvas, bar)
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
     QgsApplication.processingRegistry().removeProvider(provider)
     sys.stdout.flush()

@@ -27,6 +27,7 @@ def run_group(name: str, project: QgsProject | None = None) -> QgsLayerTreeGroup
     group = root.findGroup(name)
     if group is None:
         group = root.insertGroup(0, name)
+        group.setExpanded(True)
     return group
 
 

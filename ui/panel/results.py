@@ -53,7 +53,9 @@ class ResultsPage(QWidget):
         layout.addLayout(row)
         layout.addWidget(QLabel("<b>" + tr("Reports") + "</b>"))
         self.reports = QListWidget()
-        self.reports.itemDoubleClicked.connect(lambda item: self.open_report(item.data(Qt.UserRole)))
+        self.reports.itemDoubleClicked.connect(
+            lambda item: self.open_report(item.data(Qt.UserRole))
+        )
         layout.addWidget(self.reports)
         row = QHBoxLayout()
         show = QPushButton(tr("Open report"))

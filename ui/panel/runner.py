@@ -19,31 +19,31 @@ class PanelFeedback(QgsProcessingFeedback):
 
     logged = pyqtSignal(str, str)
 
-    def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
+    def pushInfo(self, info: str) -> None:
         super().pushInfo(info)
         self.logged.emit(info, "info")
 
-    def pushWarning(self, warning: str) -> None:  # noqa: N802
+    def pushWarning(self, warning: str) -> None:
         super().pushWarning(warning)
         self.logged.emit(warning, "warning")
 
-    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
+    def reportError(self, error: str, fatalError: bool = False) -> None:
         super().reportError(error, fatalError)
         self.logged.emit(error, "error")
 
-    def pushCommandInfo(self, info: str) -> None:  # noqa: N802
+    def pushCommandInfo(self, info: str) -> None:
         super().pushCommandInfo(info)
         self.logged.emit(info, "debug")
 
-    def pushDebugInfo(self, info: str) -> None:  # noqa: N802
+    def pushDebugInfo(self, info: str) -> None:
         super().pushDebugInfo(info)
         self.logged.emit(info, "debug")
 
-    def pushConsoleInfo(self, info: str) -> None:  # noqa: N802
+    def pushConsoleInfo(self, info: str) -> None:
         super().pushConsoleInfo(info)
         self.logged.emit(info, "debug")
 
-    def setProgressText(self, text: str) -> None:  # noqa: N802
+    def setProgressText(self, text: str) -> None:
         super().setProgressText(text)
         self.logged.emit(text, "info")
 

@@ -23,7 +23,6 @@ from qgis.gui import (
     QgsGui,
     QgsProcessingContextGenerator,
     QgsProcessingGui,
-    QgsProcessingParameterWidgetContext,
 )
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -58,7 +57,7 @@ class _ContextGenerator(QgsProcessingContextGenerator):
         self.context = QgsProcessingContext()
         self.context.setProject(QgsProject.instance())
 
-    def processingContext(self) -> QgsProcessingContext:  # noqa: N802 (QGIS API)
+    def processingContext(self) -> QgsProcessingContext:
         return self.context
 
 

@@ -322,8 +322,9 @@ def default_outputs(
     """Output paths of one step: models in ``models_dir``, the rest in ``run_dir``.
 
     Optional outputs that are off by default are left out, except those of
-    :data:`WANTED_OUTPUTS`. Model names carry the algorithm and the run stamp (``trainmapping_20260312-141502``)
-    so that they never overwrite an earlier model; other outputs are named
+    :data:`WANTED_OUTPUTS`. Model names carry the algorithm and the run stamp
+    (``trainmapping_20260312-141502``) so that they never overwrite an earlier
+    model; other outputs are named
     ``<alg>_<output>`` inside the run's folder.
     """
     skipped = SKIPPED_OUTPUTS.get(alg, frozenset())
