@@ -105,8 +105,8 @@ class SlidewisePlugin:
             from slidewise.ui.panel.dock import SlidewisePanel
 
             self.panel = SlidewisePanel(self.iface, self.iface.mainWindow())
-            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.panel)
             self.panel.visibilityChanged.connect(self._panel_visibility)
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.panel)
         return self.panel
 
     def _panel_visibility(self, visible: bool) -> None:
@@ -126,6 +126,7 @@ class SlidewisePlugin:
     def open_panel(self, workflow: str) -> None:
         """Show the panel on the tab of ``workflow``."""
         self.ensure_panel().show_workflow(workflow)
+        self._panel_visibility(True)
 
     # --- dialogs ----------------------------------------------------------------
     def open_settings(self) -> None:

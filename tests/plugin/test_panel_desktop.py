@@ -75,7 +75,8 @@ def test_cancel_leaves_nothing_behind(desktop_run: dict) -> None:
     cancel = desktop_run["cancel"]
     assert not cancel["ok"]
     assert cancel["status"].startswith("Cancelled")
-    assert not Path(cancel["output"]).exists()
+    assert cancel["output"].endswith(".safetensors")
+    assert not cancel["output_exists"]
     assert cancel["new_files"] == [], cancel["new_files"]
     assert cancel["group_layers"] == desktop_run["terrain"]["layers"]
 
@@ -134,6 +135,81 @@ def test_screenshots_were_saved(desktop_run: dict) -> None:
         assert path.is_file() and path.stat().st_size > 5000, name
 
 
+REAL_QGIS_SCRIPT = """
+import json, traceback
+from qgis.utils import iface, plugins
+from qgis.PyQt.QtCore import QTimer
+from qgis.core import QgsApplication
+
+def check():
+    out = {}
+    try:
+        plugin = plugins["slidewise"]
+        out["menu"] = [a.text() for a in plugin.actions]
+        out["toolbar"] = plugin.toolbar_action.text()
+        plugin.open_panel("mapping")
+        out["tab"] = plugin.panel.tabs.tabText(plugin.panel.tabs.currentIndex())
+        out["visible"] = plugin.panel.isVisible()
+        out["checked"] = plugin.toolbar_action.isChecked()
+        provider = QgsApplication.processingRegistry().providerById("slidewise")
+        out["groups"] = sorted({alg.group() for alg in provider.algorithms()})
+        iface.mainWindow().grab().save(OUT + "/qgis.png")
+    except Exception:
+        out["error"] = traceback.format_exc()
+    with open(OUT + "/qgis.json", "w") as handle:
+        json.dump(out, handle)
+    QTimer.singleShot(300, lambda: QgsApplication.instance().exit(0))
+
+QTimer.singleShot(3000, check)
+"""
+
+
+def test_real_qgis_desktop_loads_the_plugin(tmp_path: Path) -> None:
+    """The real ``qgis`` binary with the plugin in a fresh profile: toolbar, menu, panel."""
+    if shutil.which("xvfb-run") is None or shutil.which("qgis") is None:
+        pytest.skip("xvfb-run or the qgis desktop is not installed")
+    sys.path.insert(0, str(HERE))
+    from plugin_helpers import PLUGINS_DIR
+
+    profile = tmp_path / "profiles" / "default"
+    (profile / "python" / "plugins").mkdir(parents=True)
+    (profile / "python" / "plugins" / "slidewise").symlink_to(PLUGINS_DIR / "slidewise")
+    (profile / "QGIS").mkdir()
+    (profile / "QGIS" / "QGIS3.ini").write_text(
+        "[PythonPlugins]\nslidewise=true\n\n[qgis]\nshowTips=false\ncheckVersion=false\n"
+    )
+    script = tmp_path / "check.py"
+    script.write_text(f"OUT = {str(tmp_path)!r}\n" + REAL_QGIS_SCRIPT)
+    env = dict(os.environ)
+    env.pop("QT_QPA_PLATFORM", None)
+    env.pop("QGIS_CUSTOM_CONFIG_PATH", None)
+    command = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo"]
+    command += ["--noversioncheck", "--profiles-path", str(tmp_path), "--code", str(script)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result_file = tmp_path / "qgis.json"
+    assert result_file.is_file(), proc.stderr[-3000:]
+    result = json.loads(result_file.read_text())
+    assert "error" not in result, result.get("error")
+    assert result["menu"] == [
+        "Susceptibility…",
+        "Mapping…",
+        "Detection…",
+        "Settings…",
+        "Set up engine…",
+        "Diagnostics…",
+        "Help",
+    ]
+    assert result["toolbar"] == "Slidewise panel"
+    assert result["tab"] == "Mapping" and result["visible"] and result["checked"]
+    assert result["groups"] == [
+        "1. Data preparation",
+        "2. Susceptibility",
+        "3. Mapping",
+        "4. Detection",
+        "5. Engine",
+    ]
+
+
 # --- the script (run under Xvfb) ----------------------------------------------------------
 class _Iface:
     """What the panel uses of QGIS's ``iface``: the canvas, the message bar, the window."""
@@ -183,7 +259,12 @@ def _shot(widget, name: str, shots: list[str], canvas=None) -> None:
         canvas.waitWhileRendering()
         QApplication.processEvents()
     IMAGES.mkdir(parents=True, exist_ok=True)
-    widget.grab().save(str(IMAGES / name))
+    image = widget.grab()
+    if image.width() > 1100:  # whole windows: small enough for the README
+        from qgis.PyQt.QtCore import Qt
+
+        image = image.scaledToWidth(1100, Qt.SmoothTransformation)
+    image.save(str(IMAGES / name))
     shots.append(name)
 
 
@@ -366,6 +447,7 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
         "ok": ok,
         "status": train.status.text(),
         "output": cancel_output,
+        "output_exists": Path(cancel_output).exists(),
         "new_files": new_files,
         "group_layers": layers if group is None else _group_layers(group),
     }
