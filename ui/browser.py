@@ -24,6 +24,11 @@ _CUSTOM = Qgis.BrowserItemType.Custom if hasattr(Qgis, "BrowserItemType") else Q
 _POPULATED = (
     Qgis.BrowserItemState.Populated if hasattr(Qgis, "BrowserItemState") else QgsDataItem.Populated
 )
+_FILES = (
+    Qgis.DataItemProviderCapability.Files
+    if hasattr(Qgis, "DataItemProviderCapability")
+    else QgsDataProvider.File
+)
 _OPEN: list = []
 
 
@@ -52,7 +57,7 @@ class ModelItemProvider(QgsDataItemProvider):
         return PROVIDER_KEY
 
     def capabilities(self) -> int:
-        return QgsDataProvider.File
+        return _FILES
 
     def createDataItem(self, path: str, parentItem):
         """A leaf item for a ``.safetensors`` file, ``None`` for anything else."""

@@ -102,6 +102,9 @@ def test_mapping_adds_styled_layers_in_order(desktop_run: dict) -> None:
     assert mapping["opacity"]["Landslide probability"] == pytest.approx(0.6)
     assert mapping["visible"]["Landslide mask"] is False
     assert mapping["evaluate_input"]
+    canvas_aoi = mapping["canvas_aoi"]
+    assert canvas_aoi["features"] == 1
+    assert canvas_aoi["aoi"] == pytest.approx(canvas_aoi["canvas"])
 
 
 def test_report_opens_inside_qgis(desktop_run: dict) -> None:
@@ -354,7 +357,7 @@ def _window(app):
 
 def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
     sys.path.insert(0, "/usr/share/qgis/python/plugins")
-    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
     app = QgsApplication([], True)
     QgsApplication.setPrefixPath("/usr", True)
@@ -496,7 +499,20 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
         "evaluate_input": mapping.step("evaluatemapping").values().get("INPUT", ""),
     }
     _shot(window, "panel_desktop_mapping.png", shots, canvas)
+    canvas.zoomByFactor(0.5)
+    aoi = QgsVectorLayer(panel.canvas_aoi(image.id(), panel.runs["mapping"]), "aoi", "ogr")
+    result["map"]["canvas_aoi"] = {
+        "features": aoi.featureCount(),
+        "aoi": [aoi.extent().xMinimum(), aoi.extent().yMaximum()],
+        "canvas": [canvas.extent().xMinimum(), canvas.extent().yMaximum()],
+    }
+    evaluate_step = mapping.step("evaluatemapping")
+    evaluate_step.setCollapsed(True)
+    map_step.setCollapsed(False)
+    app.processEvents()
     _shot(panel, "panel_mapping.png", shots)
+    map_step.setCollapsed(True)
+    evaluate_step.setCollapsed(False)
 
     # 4. evaluate the map against the image's mask: the report opens in QGIS
     evaluate = mapping.step("evaluatemapping")

@@ -111,7 +111,7 @@ def test_default_outputs_from_the_specs(tmp_path: Path) -> None:
     assert paths["OUTPUT_PROBABILITY"].endswith("maplandslides_probability.tif")
     slots = workflow.spec_outputs("evaluatemapping")
     paths = workflow.default_outputs("evaluatemapping", slots, run, models, "s")
-    assert paths["OUTPUT_HTML"].endswith(".html"), "the report is asked for"
+    assert paths["OUTPUT_HTML"].endswith("evaluatemapping_report.html"), "the report is wanted"
     assert paths["OUTPUT"].endswith(".json")
 
 

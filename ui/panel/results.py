@@ -36,7 +36,7 @@ class ResultsPage(QWidget):
         self.dialogs: list = []
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>" + tr("Models") + "</b>"))
-        self.models = QListWidget()
+        self.models = self._list()
         self.models.itemDoubleClicked.connect(lambda item: self.open_card(item.data(Qt.UserRole)))
         layout.addWidget(self.models)
         row = QHBoxLayout()
@@ -52,7 +52,7 @@ class ResultsPage(QWidget):
         row.addWidget(folder)
         layout.addLayout(row)
         layout.addWidget(QLabel("<b>" + tr("Reports") + "</b>"))
-        self.reports = QListWidget()
+        self.reports = self._list()
         self.reports.itemDoubleClicked.connect(
             lambda item: self.open_report(item.data(Qt.UserRole))
         )
@@ -76,6 +76,13 @@ class ResultsPage(QWidget):
             self.models, self.session_models, find_files(self.models_folder(), ".safetensors")
         )
         self._fill(self.reports, self.session_reports, find_files(self.runs_folder(), ".html"))
+
+    @staticmethod
+    def _list() -> QListWidget:
+        widget = QListWidget()
+        widget.setTextElideMode(Qt.ElideMiddle)
+        widget.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        return widget
 
     @staticmethod
     def _fill(widget: QListWidget, session: list[str], on_disk: list[Path]) -> None:

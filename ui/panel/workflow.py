@@ -336,9 +336,12 @@ def default_outputs(
         if is_model_output(slot):
             path = _unique(models_dir / f"{alg}_{stamp}.safetensors")
         else:
+            suffix = _file_suffix(slot)
             name = slot.name.lower().replace("output_", "").replace("output", "")
+            if name and name == suffix.lstrip("."):
+                name = "report"  # OUTPUT_HTML: evaluatemapping_report.html
             stem = f"{alg}_{name}" if name else alg
-            path = _unique(run_dir / f"{stem}{_file_suffix(slot)}")
+            path = _unique(run_dir / f"{stem}{suffix}")
         paths[slot.name] = str(path)
     return paths
 
