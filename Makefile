@@ -15,7 +15,7 @@ QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 PLUGIN_LINK := $(QGIS_PROFILE)/python/plugins/slidewise
 QGIS_PROCESS ?= qgis_process.bin
 DEMO_OUT ?= $(CURDIR)/demo_output
-APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-venv python3-pytest
+APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-venv python3-pytest xvfb xauth
 PYTEST_ARGS ?=
 
 export QT_QPA_PLATFORM ?= offscreen
@@ -26,7 +26,7 @@ export SLIDEWISE_PYTHON ?= $(ENGINE_PY)
 install: system-deps engine link
 
 system-deps:
-	@if command -v $(QGIS_PROCESS) >/dev/null && $(SYSTEM_PYTHON) -c "import qgis.core, pytest" 2>/dev/null \
+	@if command -v $(QGIS_PROCESS) >/dev/null && command -v xvfb-run >/dev/null && $(SYSTEM_PYTHON) -c "import qgis.core, pytest" 2>/dev/null \
 	   && command -v gdaldem >/dev/null && $(SYSTEM_PYTHON) -c "import ensurepip" 2>/dev/null; then \
 	  echo "system packages: present"; \
 	else \

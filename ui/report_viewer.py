@@ -33,7 +33,7 @@ def decode_data_url(url: str) -> bytes | None:
     if not found:
         return None
     try:
-        return base64.b64decode(found.group(1))
+        return base64.b64decode(found.group(1).strip(), validate=True)
     except ValueError:
         return None
 
