@@ -71,6 +71,27 @@ def test_panel_runs_terrain_factors_and_styles_the_output(desktop_run: dict) -> 
     assert terrain["next_inputs"]["trainsusceptibility"]
 
 
+def test_panel_runs_the_susceptibility_chain(desktop_run: dict) -> None:
+    chain = desktop_run["chain"]
+    assert chain["segmentblocks"], desktop_run["_log"]
+    inputs = chain["train_inputs"]
+    assert inputs["INPUT"] and inputs["BLOCKS"].endswith(".tif") and inputs["INVENTORY"]
+    assert chain["train_label"] == "lslpts"
+    assert chain["train"], desktop_run["_log"]
+    assert Path(chain["model"]).parent.name == "slidewise_models"
+    assert chain["predict_model"] == chain["model"]
+    assert chain["predict"], desktop_run["_log"]
+    assert all(chain["evaluate_inputs"].values()), chain["evaluate_inputs"]
+    assert chain["evaluate"], desktop_run["_log"]
+    assert chain["report"].endswith(".html") and Path(chain["report"]).is_file()
+    assert chain["layers"] == [
+        "Block polygons",
+        "Susceptibility classes",
+        "Susceptibility",
+        "Terrain factors",
+    ]
+
+
 def test_cancel_leaves_nothing_behind(desktop_run: dict) -> None:
     cancel = desktop_run["cancel"]
     assert not cancel["ok"]
@@ -247,6 +268,60 @@ def _wait(app, panel, seconds: float, until=None) -> tuple[bool, dict, list[floa
     return done.get("ok", False), done.get("results", {}), progress
 
 
+def _points(path: Path, name: str):
+    from qgis.core import QgsProject, QgsVectorLayer
+
+    uri = f"file://{path}?delimiter=,&xField=x&yField=y&crs=EPSG:32717"
+    layer = QgsVectorLayer(uri, name, "delimitedtext")
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def _susceptibility_chain(app, panel, page) -> dict:
+    """Blocks, training, prediction and evaluation, each filled by the step before."""
+    ecuador = REPO / "tests" / "data" / "ecuador"
+    training = _points(ecuador / "lsl.csv", "lsl")
+    validation = _points(ecuador / "landslides.csv", "landslides")
+    steps = {alg: page.step(alg) for alg in ("segmentblocks", "trainsusceptibility")}
+    steps["segmentblocks"].set_value("INVENTORY", training.id())
+    app.processEvents()
+    steps["segmentblocks"].set_value("LABEL_FIELD", "lslpts")
+    steps["segmentblocks"].set_value("N_BLOCKS", 16)
+    chain: dict = {}
+    steps["segmentblocks"].run_button.click()
+    chain["segmentblocks"] = _wait(app, panel, 300)[0]
+    train = steps["trainsusceptibility"]
+    chain["train_inputs"] = {
+        name: str(train.values().get(name, "")) for name in ("INPUT", "BLOCKS", "INVENTORY")
+    }
+    chain["train_label"] = train.values().get("LABEL_FIELD", "")
+    train.set_value("ITERATIONS_META", 100)
+    train.set_value("CV_FOLDS", 0)
+    train.run_button.click()
+    ok, results, _ = _wait(app, panel, 600)
+    chain["train"], chain["model"] = ok, results.get("OUTPUT", "")
+    predict = page.step("predictsusceptibility")
+    chain["predict_model"] = predict.values().get("MODEL", "")
+    predict.run_button.click()
+    chain["predict"] = _wait(app, panel, 300)[0]
+    evaluate = page.step("evaluatesusceptibility")
+    chain["evaluate_inputs"] = {
+        name: str(evaluate.values().get(name, "")) for name in ("INPUT", "CLASSED", "TRAINING")
+    }
+    evaluate.set_value("INVENTORY", validation.id())
+    app.processEvents()
+    evaluate.set_value("LABEL_FIELD", "lslpts")
+    evaluate.run_button.click()
+    ok, results, _ = _wait(app, panel, 300)
+    chain["evaluate"], chain["report"] = ok, results.get("OUTPUT", "")
+    run = panel.runs["susceptibility"]
+    from qgis.core import QgsProject
+
+    group = QgsProject.instance().layerTreeRoot().findGroup(run.group_name)
+    chain["layers"] = _group_layers(group) if group else []
+    return chain
+
+
 def _group_layers(group) -> list[str]:
     return [child.layer().name() for child in group.findLayers()]
 
@@ -416,6 +491,9 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
     app.processEvents()
     _shot(window, "panel_desktop_terrain.png", shots, canvas)
     _shot(panel, "panel_susceptibility.png", shots)
+
+    result["chain"] = _susceptibility_chain(app, panel, page)
+    _shot(window, "panel_desktop_susceptibility.png", shots, canvas)
 
     # 2. cancel a run: a long training, cancelled once it has started
     before = {p for p in out.rglob("*") if p.is_file()}
