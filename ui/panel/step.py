@@ -162,7 +162,11 @@ class StepWidget(QgsCollapsibleGroupBox):
                 "the area of interest layer."
             )
         )
-        form.insertRow(1, tr("Extent"), self.extent_combo)
+        row = 1
+        aoi = self.wrappers.get("AOI")
+        if aoi is not None:
+            row, _role = form.getWidgetPosition(aoi.wrappedWidget())
+        form.insertRow(max(row, 0), tr("Extent"), self.extent_combo)
         self.extent_combo.currentIndexChanged.connect(self._extent_changed)
         self._extent_changed()
 
