@@ -99,7 +99,8 @@ def test_cancel_leaves_nothing_behind(desktop_run: dict) -> None:
     assert cancel["output"].endswith(".safetensors")
     assert not cancel["output_exists"]
     assert cancel["new_files"] == [], cancel["new_files"]
-    assert cancel["group_layers"] == desktop_run["terrain"]["layers"]
+    assert not cancel["mapping_group"], "no layer group for a run that wrote nothing"
+    assert not cancel["run_folder"], "the empty run folder is removed"
 
 
 def test_mapping_model_goes_to_the_project_models_folder(desktop_run: dict) -> None:
@@ -451,7 +452,7 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
     project_dir = out / "project"
     project_dir.mkdir()
     QgsProject.instance().setFileName(str(project_dir / "demo.qgz"))
-    window, canvas, bar, _view = _window(app)
+    window, canvas, bar, view = _window(app)
     panel = SlidewisePanel(_Iface(window, canvas, bar), window)
     window.addDockWidget(Qt.RightDockWidgetArea, panel)
     window.resizeDocks([panel], [440], Qt.Horizontal)
@@ -467,7 +468,6 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
     page = panel.pages["susceptibility"]
     terrain = page.step("terrainfactors")
     terrain.set_value("INPUT", dem.id())
-    _shot(panel, "panel_susceptibility_start.png", shots)
     terrain.run_button.click()
     ok, results, progress = _wait(app, panel, 300)
     run = panel.runs["susceptibility"]
@@ -493,6 +493,12 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
     _shot(panel, "panel_susceptibility.png", shots)
 
     result["chain"] = _susceptibility_chain(app, panel, page)
+    root = QgsProject.instance().layerTreeRoot()
+    for name in ("lsl", "landslides"):  # the points would hide the map in the screenshot
+        for node in root.findLayers():
+            if node.layer().name() == name:
+                node.setItemVisibilityChecked(False)
+    view.expandAll()
     _shot(window, "panel_desktop_susceptibility.png", shots, canvas)
 
     # 2. cancel a run: a long training, cancelled once it has started
@@ -530,7 +536,11 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
         "output": cancel_output,
         "output_exists": Path(cancel_output).exists(),
         "new_files": new_files,
-        "group_layers": layers if group is None else _group_layers(group),
+        "mapping_group": QgsProject.instance()
+        .layerTreeRoot()
+        .findGroup(panel.runs["mapping"].group_name)
+        is not None,
+        "run_folder": panel.runs["mapping"].folder.exists(),
     }
     _shot(panel, "panel_cancelled.png", shots)
 
@@ -576,6 +586,7 @@ def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
         "visible": {n.layer().name(): n.isVisible() for n in nodes},
         "evaluate_input": mapping.step("evaluatemapping").values().get("INPUT", ""),
     }
+    view.expandAll()
     _shot(window, "panel_desktop_mapping.png", shots, canvas)
     canvas.zoomByFactor(0.5)
     aoi = QgsVectorLayer(panel.canvas_aoi(image.id(), panel.runs["mapping"]), "aoi", "ogr")
