@@ -338,11 +338,13 @@ def _shot(widget, name: str, shots: list[str], canvas=None) -> None:
         canvas.waitWhileRendering()
         QApplication.processEvents()
     IMAGES.mkdir(parents=True, exist_ok=True)
-    image = widget.grab()
-    if image.width() > 1100:  # whole windows: small enough for the README
+    image = widget.grab().toImage()
+    if image.width() > 1100:  # whole windows: small enough for the README (256 colours)
         from qgis.PyQt.QtCore import Qt
+        from qgis.PyQt.QtGui import QImage
 
         image = image.scaledToWidth(1100, Qt.SmoothTransformation)
+        image = image.convertToFormat(QImage.Format_Indexed8, Qt.DiffuseDither)
     image.save(str(IMAGES / name))
     shots.append(name)
 

@@ -346,10 +346,12 @@ class SlidewisePanel(QgsDockWidget):
                 target.set_value(name, value)
         for report in workflow.report_outputs(alg, results):
             self.results.add_report(report, open_now=True)
+        step.set_status(tr("Done."))
         for value in results.values():
             if isinstance(value, str) and value.endswith(".safetensors"):
                 self.results.add_model(value)
-        step.set_status(tr("Done."))
+                link = html.escape(value, quote=True)
+                step.set_status(tr("Done.") + f' <a href="{link}">' + tr("Model card…") + "</a>")
         self._log(tr("✔ {title} done.").format(title=step.title()))
         page = self.pages[workflow.workflow_of(alg)]
         index = page.steps.index(step)

@@ -109,6 +109,7 @@ class StepWidget(QgsCollapsibleGroupBox):
         buttons = QHBoxLayout()
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.linkActivated.connect(self._open_card)
         buttons.addWidget(self.status, 1)
         self.run_button = QPushButton(QgsApplication.getThemeIcon("/mActionStart.svg"), tr("Run"))
         self.run_button.setToolTip(
@@ -229,6 +230,11 @@ class StepWidget(QgsCollapsibleGroupBox):
         self.run_button.setEnabled(not busy)
         if running:
             self.status.setText(tr("Running…"))
+
+    def _open_card(self, path: str) -> None:
+        from slidewise.ui.browser import open_card
+
+        open_card(path)
 
     def set_status(self, text: str) -> None:
         """A short line beside the Run button (last result)."""
