@@ -33,7 +33,7 @@ export SLIDEWISE_PYTHON ?= $(ENGINE_PY)
 install: system-deps engine link
 
 system-deps:
-	@if command -v $(QGIS_PROCESS) >/dev/null && $(SYSTEM_PYTHON) -c "import qgis.core, pytest" 2>/dev/null \
+	@if command -v $(QGIS_PROCESS) >/dev/null && command -v xvfb-run >/dev/null && $(SYSTEM_PYTHON) -c "import qgis.core, pytest" 2>/dev/null \
 	   && command -v gdaldem >/dev/null && $(SYSTEM_PYTHON) -c "import ensurepip" 2>/dev/null; then \
 	  echo "system packages: present"; \
 	else \

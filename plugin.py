@@ -1,26 +1,46 @@
-"""The Slidewise plugin object: Processing provider, menu, toolbar and settings."""
+"""The Slidewise plugin object: Processing provider, panel, toolbar, menu and Browser items."""
 
 from __future__ import annotations
 
+import configparser
 from pathlib import Path
 
-from qgis.core import QgsApplication
-from qgis.PyQt.QtGui import QIcon
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from slidewise.processing_provider.algorithms import ALGORITHMS
-from slidewise.processing_provider.algorithms.base import GROUPS, tr
+from slidewise.processing_provider.algorithms.base import tr
 from slidewise.processing_provider.provider import SlidewiseProvider
 
-ICONS = Path(__file__).resolve().parent / "resources" / "icons"
+PLUGIN_DIR = Path(__file__).resolve().parent
+ICONS = PLUGIN_DIR / "resources" / "icons"
 MENU = "&Slidewise"
+#: Menu entries that open the panel on a workflow: (tab, label, icon).
+WORKFLOW_ENTRIES = (
+    ("susceptibility", "Susceptibility…", "susceptibility.svg"),
+    ("mapping", "Mapping…", "mapping.svg"),
+    ("detection", "Detection…", "detection.svg"),
+)
+
+
+def help_url() -> QUrl:
+    """The project's homepage from metadata.txt, else the README shipped with the plugin."""
+    parser = configparser.ConfigParser()
+    parser.read(PLUGIN_DIR / "metadata.txt", encoding="utf-8")
+    homepage = parser.get("general", "homepage", fallback="")
+    if homepage.startswith("http") and "example." not in homepage:
+        return QUrl(homepage)
+    return QUrl.fromLocalFile(str(PLUGIN_DIR / "README.md"))
 
 
 class SlidewisePlugin:
     """Registers the provider in ``initProcessing`` (so qgis_process sees it headless).
 
-    The menu has one entry per algorithm; each opens that Processing algorithm's
-    dialog, so the desktop, the Toolbox and qgis_process share one code path.
+    On the desktop: a toolbar button shows the Slidewise panel; the Plugins ›
+    Slidewise menu opens the panel on each workflow and has Settings, Set up
+    engine, Diagnostics and Help; ``.safetensors`` files in the Browser show
+    their model card.
     """
 
     def __init__(self, iface) -> None:
@@ -29,6 +49,9 @@ class SlidewisePlugin:
         self.actions: list[QAction] = []
         self.startup_task = None
         self.engine_message = None
+        self.toolbar_action: QAction | None = None
+        self.panel = None
+        self.browser_providers: tuple = ()
 
     def initProcessing(self) -> None:
         """Register the Processing provider (called by QGIS and qgis_process)."""
@@ -37,32 +60,78 @@ class SlidewisePlugin:
             QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:
-        """Add the menu entries and register the provider."""
+        """Add the toolbar button, the menu entries and the Browser items."""
         self.initProcessing()
         if self.iface is None:
             return
-        for algorithm_class in ALGORITHMS:
-            alg = algorithm_class
-            text = f"{tr(GROUPS[alg.GROUP])} › {tr(alg.DISPLAY_NAME)}…"
-            action = QAction(QIcon(str(ICONS / alg.ICON)), text, self.iface.mainWindow())
-            action.triggered.connect(lambda _=False, a=alg.ALG_ID: self.open_algorithm(a))
-            self.iface.addPluginToMenu(MENU, action)
-            self.actions.append(action)
-        settings = QAction(
-            QIcon(str(ICONS / "slidewise.svg")), tr("Settings…"), self.iface.mainWindow()
+        window = self.iface.mainWindow()
+        self.toolbar_action = QAction(
+            QIcon(str(ICONS / "slidewise.svg")), tr("Slidewise panel"), window
         )
-        settings.triggered.connect(self.open_settings)
-        self.iface.addPluginToMenu(MENU, settings)
-        self.actions.append(settings)
-        self.add_engine_actions()
+        self.toolbar_action.setCheckable(True)
+        self.toolbar_action.setToolTip(
+            tr("Show the Slidewise panel: susceptibility, mapping and detection")
+        )
+        self.toolbar_action.toggled.connect(self.toggle_panel)
+        self.iface.addToolBarIcon(self.toolbar_action)
+        self.iface.addPluginToMenu(MENU, self.toolbar_action)
+        for key, label, icon in WORKFLOW_ENTRIES:
+            self._menu_entry(label, icon, lambda _=False, k=key: self.open_panel(k))
+        self._menu_entry("Settings…", "slidewise.svg", self.open_settings)
+        self._menu_entry("Set up engine…", "engine.svg", self.open_setup)
+        self._menu_entry("Diagnostics…", "engine.svg", self.open_diagnostics)
+        self._menu_entry("Help", "slidewise.svg", self.open_help)
+        self._add_browser_items()
         self.check_engine_at_startup()
 
-    def open_algorithm(self, alg_id: str) -> None:
-        """Open the Processing dialog of one Slidewise algorithm."""
-        import processing
+    def _menu_entry(self, label: str, icon: str, slot) -> QAction:
+        action = QAction(QIcon(str(ICONS / icon)), tr(label), self.iface.mainWindow())
+        action.triggered.connect(slot)
+        self.iface.addPluginToMenu(MENU, action)
+        self.actions.append(action)
+        return action
 
-        processing.execAlgorithmDialog(f"slidewise:{alg_id}", {})
+    def _add_browser_items(self) -> None:
+        from qgis.gui import QgsGui
 
+        from slidewise.ui.browser import ModelItemGuiProvider, ModelItemProvider
+
+        items, gui = ModelItemProvider(), ModelItemGuiProvider()
+        QgsApplication.dataItemProviderRegistry().addProvider(items)
+        QgsGui.dataItemGuiProviderRegistry().addProvider(gui)
+        self.browser_providers = (items, gui)
+
+    # --- panel ------------------------------------------------------------------
+    def ensure_panel(self):
+        """The dock panel, created on first use and docked on the right."""
+        if self.panel is None:
+            from slidewise.ui.panel.dock import SlidewisePanel
+
+            self.panel = SlidewisePanel(self.iface, self.iface.mainWindow())
+            self.panel.visibilityChanged.connect(self._panel_visibility)
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.panel)
+        return self.panel
+
+    def _panel_visibility(self, visible: bool) -> None:
+        if self.toolbar_action is not None and self.toolbar_action.isChecked() != visible:
+            self.toolbar_action.blockSignals(True)
+            self.toolbar_action.setChecked(visible)
+            self.toolbar_action.blockSignals(False)
+
+    def toggle_panel(self, visible: bool) -> None:
+        """Show or hide the panel (toolbar button)."""
+        if visible:
+            self.ensure_panel().show()
+            self.panel.raise_()
+        elif self.panel is not None:
+            self.panel.hide()
+
+    def open_panel(self, workflow: str) -> None:
+        """Show the panel on the tab of ``workflow``."""
+        self.ensure_panel().show_workflow(workflow)
+        self._panel_visibility(True)
+
+    # --- dialogs ----------------------------------------------------------------
     def open_settings(self) -> None:
         """Open the settings dialog (engine Python)."""
         from slidewise.ui.settings_dialog import SettingsDialog
@@ -70,17 +139,6 @@ class SlidewisePlugin:
         SettingsDialog(self.iface.mainWindow()).exec()
 
     # --- engine setup (Set up engine, Diagnostics, the start-up check) --------------
-    def add_engine_actions(self) -> None:
-        """Menu entries Set up engine… and Diagnostics…"""
-        for text, slot in (
-            (tr("Set up engine…"), self.open_setup),
-            (tr("Diagnostics…"), self.open_diagnostics),
-        ):
-            action = QAction(QIcon(str(ICONS / "engine.svg")), text, self.iface.mainWindow())
-            action.triggered.connect(lambda _=False, s=slot: s())
-            self.iface.addPluginToMenu(MENU, action)
-            self.actions.append(action)
-
     def check_engine_at_startup(self) -> None:
         """Check the engine in the background; a message bar offers setup when it is missing.
 
@@ -118,7 +176,6 @@ class SlidewisePlugin:
 
     def show_engine_missing(self, message: str, missing: bool = True) -> None:
         """A warning in QGIS's message bar with a *Set up engine* button."""
-        from qgis.core import Qgis
         from qgis.PyQt.QtWidgets import QPushButton
 
         if self.iface is None:
@@ -151,14 +208,35 @@ class SlidewisePlugin:
 
         DiagnosticsDialog(self.iface.mainWindow()).exec()
 
+    def open_help(self) -> None:
+        """Open the user guide."""
+        QDesktopServices.openUrl(help_url())
+
     def unload(self) -> None:
-        """Remove menu entries and the provider."""
-        for action in self.actions:
-            self.iface.removePluginMenu(MENU, action)
+        """Remove the panel, the toolbar button, the menu entries and the providers."""
+        for action in [*self.actions, self.toolbar_action]:
+            if action is not None:
+                self.iface.removePluginMenu(MENU, action)
+        if self.toolbar_action is not None:
+            self.iface.removeToolBarIcon(self.toolbar_action)
+            self.toolbar_action = None
         self.actions.clear()
         if self.startup_task is not None:
             self.startup_task.relay.done.disconnect()
             self.startup_task = None
+        if self.panel is not None:
+            if self.panel.runner is not None:
+                self.panel.runner.cancel()
+            self.iface.removeDockWidget(self.panel)
+            self.panel.deleteLater()
+            self.panel = None
+        if self.browser_providers:
+            from qgis.gui import QgsGui
+
+            items, gui = self.browser_providers
+            QgsApplication.dataItemProviderRegistry().removeProvider(items)
+            QgsGui.dataItemGuiProviderRegistry().removeProvider(gui)
+            self.browser_providers = ()
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

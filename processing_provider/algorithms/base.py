@@ -37,6 +37,7 @@ PLUGIN_DIR = Path(__file__).resolve().parents[2]
 ICONS = PLUGIN_DIR / "resources" / "icons"
 STYLES = PLUGIN_DIR / "resources" / "styles"
 
+#: Toolbox groups in the order of the work (group id -> name).
 GROUPS = {
     "preparation": "Data preparation",
     "susceptibility": "Susceptibility",
@@ -44,6 +45,14 @@ GROUPS = {
     "detection": "Detection",
     "engine": "Engine",
 }
+
+
+def group_title(group_id: str) -> str:
+    """Toolbox title of a group, numbered: QGIS sorts groups by name, so the number keeps
+    the order of the work (``1. Data preparation`` ... ``5. Engine``)."""
+    number = list(GROUPS).index(group_id) + 1
+    return f"{number}. {tr(GROUPS[group_id])}"
+
 
 DEVICES = list(RUNTIME[0].choices)
 
@@ -126,7 +135,7 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
         return tr(self.DISPLAY_NAME)
 
     def group(self) -> str:
-        return tr(GROUPS[self.GROUP])
+        return group_title(self.GROUP)
 
     def groupId(self) -> str:
         return self.GROUP
