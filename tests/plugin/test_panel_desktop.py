@@ -433,7 +433,7 @@ def _window(app):
     return window, canvas, bar, view
 
 
-def main(out: Path) -> None:  # noqa: PLR0915 (a linear script)
+def main(out: Path) -> None:
     sys.path.insert(0, "/usr/share/qgis/python/plugins")
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
