@@ -143,8 +143,8 @@ def run(job: dict[str, Any], reporter: Reporter) -> int:
         traceback.print_exc(file=sys.stderr)
         reporter.error(
             f"The engine environment ({sys.executable}) lacks the package "
-            f"'{exc.name or exc}': run 'make install' in the plugin folder, or install the "
-            "engine's packages into that environment with pip.",
+            f"'{exc.name or exc}': repair it with Plugins › Slidewise › Set up engine… "
+            "(Repair), or install the engine's packages into that environment with pip.",
             kind="environment",
         )
         return EXIT_USER
