@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.imagery import MAPPING_DATASET
+from slidewise.contract.specs.training import BATCH_SIZE, EPOCHS, LR, MAX_EPOCHS
 from slidewise.contract.specs.trainmapping import (
     CHIPS,
     JOB_SEED,
-    MAX_BATCH,
     MAX_CHIPS_PER_EPOCH,
-    MAX_EPOCHS,
     SELECT_METRICS,
 )
 
@@ -112,36 +113,9 @@ NEW_MODEL: tuple[Param, ...] = (
 
 #: Training of the new decoder.
 TRAINING: tuple[Param, ...] = (
-    Param(
-        "EPOCHS",
-        "Epochs",
-        "int",
-        "Training epochs.",
-        default=20,
-        minimum=1,
-        maximum=MAX_EPOCHS,
-        advanced=True,
-    ),
-    Param(
-        "LR",
-        "Learning rate",
-        "float",
-        "Adam learning rate.",
-        default=1e-3,
-        minimum=1e-7,
-        maximum=1.0,
-        advanced=True,
-    ),
-    Param(
-        "BATCH_SIZE",
-        "Batch size",
-        "int",
-        "Chips per batch (TSMU: 2).",
-        default=2,
-        minimum=1,
-        maximum=MAX_BATCH,
-        advanced=True,
-    ),
+    EPOCHS,
+    LR,
+    replace(BATCH_SIZE, help="Chips per batch (TSMU: 2).", default=2),
     Param(
         "CHIPS_PER_EPOCH",
         "Chips per epoch",

@@ -10,10 +10,8 @@ non-landslides only when the inventory has none).
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param, replace_param
+from slidewise.contract.specs.factors import CLASSES as FACTOR_CLASSES
 from slidewise.contract.specs.groups import SEED
-
-#: How class breaks are computed (engine: ``slidewise.engine.susceptibility.classify``).
-CLASSIFICATIONS = ("quantile", "natural_breaks", "equal_interval")
 
 #: The seed of the random non-landslides and samples; unset: the run's seed.
 EVALUATION_SEED = replace_param(
@@ -77,25 +75,12 @@ CLASSES: tuple[Param, ...] = (
         "susceptibility; empty: classes are made from the susceptibility with the "
         "classification below.",
     ),
-    Param(
-        "CLASSIFICATION",
-        "Classification",
-        "choice",
-        "How class breaks are chosen: quantile (equal areas), natural breaks (Fisher-Jenks) "
-        "or equal interval.",
-        default="quantile",
-        choices=CLASSIFICATIONS,
-    ),
-    Param(
+    *replace_param(
+        FACTOR_CLASSES,
         "N_CLASSES",
-        "Number of classes",
-        "int",
-        "Number of susceptibility classes (5: very low, low, moderate, high, very high); "
+        help="Number of susceptibility classes (5: very low, low, moderate, high, very high); "
         "a classed map with higher classes raises it.",
-        default=5,
-        minimum=2,
         maximum=255,
-        advanced=True,
     ),
 )
 

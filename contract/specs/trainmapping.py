@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.groups import SEED
 from slidewise.contract.specs.imagery import MAPPING_DATASET
+from slidewise.contract.specs.training import (
+    BATCH_SIZE,
+    EPOCHS,
+    LR,
+    MAX_EPOCHS,
+    WEIGHT_DECAY,
+)
 
 #: Training recipes (engine: ``slidewise.engine.mapping.recipes.RECIPES``).
 RECIPES = ("default", "l4s_baseline")
@@ -31,10 +40,6 @@ NORMALISATIONS = ("fit", "l4s", "none")
 SELECT_METRICS = ("f1", "iou", "mcc")
 #: D4 augmentation: the recipe's, on or off.
 AUGMENT_CHOICES = (FROM_RECIPE, "true", "false")
-#: Largest number of epochs (and of early-stopping patience).
-MAX_EPOCHS = 100000
-#: Largest batch.
-MAX_BATCH = 4096
 #: Largest number of chips drawn per epoch.
 MAX_CHIPS_PER_EPOCH = 10**9
 
@@ -176,42 +181,10 @@ TRAINING: tuple[Param, ...] = (
         "imbalance); empty: the recipe's.",
         advanced=True,
     ),
-    Param(
-        "EPOCHS",
-        "Epochs",
-        "int",
-        "Training epochs; empty: the recipe's (30).",
-        minimum=1,
-        maximum=MAX_EPOCHS,
-        advanced=True,
-    ),
-    Param(
-        "BATCH_SIZE",
-        "Batch size",
-        "int",
-        "Chips per batch; empty: the recipe's (8).",
-        minimum=1,
-        maximum=MAX_BATCH,
-        advanced=True,
-    ),
-    Param(
-        "LR",
-        "Learning rate",
-        "float",
-        "Adam learning rate; empty: the recipe's.",
-        minimum=1e-7,
-        maximum=1.0,
-        advanced=True,
-    ),
-    Param(
-        "WEIGHT_DECAY",
-        "Weight decay",
-        "float",
-        "Weight decay; empty: the recipe's.",
-        minimum=0.0,
-        maximum=1.0,
-        advanced=True,
-    ),
+    replace(EPOCHS, help="Training epochs; empty: the recipe's (30).", default=None),
+    replace(BATCH_SIZE, help="Chips per batch; empty: the recipe's (8).", default=None),
+    replace(LR, help="Adam learning rate; empty: the recipe's.", default=None),
+    replace(WEIGHT_DECAY, help="Weight decay; empty: the recipe's.", default=None),
 )
 
 #: Early stopping, sampling, encoder depth and weights, checkpoints.
