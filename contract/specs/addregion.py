@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.imagery import MAPPING_DATASET
-from slidewise.contract.specs.training import BATCH_SIZE, EPOCHS, LR, MAX_EPOCHS
+from slidewise.contract.specs.training import AUGMENT, BATCH_SIZE, EPOCHS, LR, MAX_EPOCHS
 from slidewise.contract.specs.trainmapping import (
     CHIPS,
     JOB_SEED,
@@ -136,14 +136,7 @@ TRAINING: tuple[Param, ...] = (
         choice_labels=("(default)", *LOSSES[1:]),
         advanced=True,
     ),
-    Param(
-        "AUGMENT",
-        "D4 augmentation",
-        "bool",
-        "Random flips and rotations.",
-        default=True,
-        advanced=True,
-    ),
+    AUGMENT,
     Param(
         "OVERSAMPLE",
         "Landslide oversampling",

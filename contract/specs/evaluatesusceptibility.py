@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param, replace_param
 from slidewise.contract.specs.factors import CLASSES as FACTOR_CLASSES
+from slidewise.contract.specs.factors import RANDOM_NEGATIVES as FACTOR_NEGATIVES
 from slidewise.contract.specs.groups import SEED
 
 #: The seed of the random non-landslides and samples; unset: the run's seed.
@@ -84,28 +85,19 @@ CLASSES: tuple[Param, ...] = (
     ),
 )
 
-RANDOM_NEGATIVES: tuple[Param, ...] = (
-    Param(
+RANDOM_NEGATIVES: tuple[Param, ...] = replace_param(
+    replace_param(
+        FACTOR_NEGATIVES,
         "NEGATIVE_RATIO",
-        "Random non-landslides per landslide",
-        "float",
-        "When the inventory has no non-landslides: how many to draw at random per landslide.",
-        default=1.0,
+        help="When the inventory has no non-landslides: how many to draw at random per landslide.",
         minimum=0.001,
-        maximum=1000.0,
-        advanced=True,
     ),
-    Param(
-        "BUFFER",
-        "Buffer around landslides",
-        "float",
-        "Random non-landslides lie farther than this from every landslide, in the "
-        "susceptibility raster's CRS units; 0 = 3 pixel widths.",
-        default=0.0,
-        minimum=0.0,
-        unit="map units",
-        advanced=True,
-    ),
+    "BUFFER",
+    help="Random non-landslides lie farther than this from every landslide, in the "
+    "susceptibility raster's CRS units; 0 = 3 pixel widths.",
+    default=0.0,
+    maximum=None,
+    unit="map units",
 )
 
 SPEC = AlgorithmSpec(

@@ -7,7 +7,7 @@ from dataclasses import replace
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import RUNTIME_SEED
 from slidewise.contract.specs.imagery import DATASET_TYPES, LABEL_READING
-from slidewise.contract.specs.training import BATCH_SIZE, EPOCHS, LR, WEIGHT_DECAY
+from slidewise.contract.specs.training import AUGMENT, BATCH_SIZE, EPOCHS, LR, WEIGHT_DECAY
 
 MODES = ("mae", "distill")
 #: Dataset readers of the images: ``auto`` decides from the file types.
@@ -159,14 +159,7 @@ SPEC = AlgorithmSpec(
             maximum=1.0,
             advanced=True,
         ),
-        Param(
-            "AUGMENT",
-            "D4 augmentation",
-            "bool",
-            "Random flips and rotations.",
-            default=True,
-            advanced=True,
-        ),
+        AUGMENT,
         RUNTIME_SEED,
         Param(
             "OUTPUT",

@@ -57,6 +57,15 @@ WEIGHT_DECAY = Param(
     maximum=1.0,
     advanced=True,
 )
+#: D4 augmentation of training chips.
+AUGMENT = Param(
+    "AUGMENT",
+    "D4 augmentation",
+    "bool",
+    "Random flips and rotations.",
+    default=True,
+    advanced=True,
+)
 
 #: Tile side of tiled inference.
 TILE_SIZE = Param(
