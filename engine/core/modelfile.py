@@ -181,6 +181,7 @@ def state_dict_mismatch(
     given: dict[str, torch.Tensor],
     shown: int = 8,
     shape_sep: str = ", ",
+    more_shapes: bool = True,
 ) -> list[str]:
     """What keeps ``given`` from loading strictly into a module with state ``expected``.
 
@@ -189,14 +190,15 @@ def state_dict_mismatch(
         given: The tensors to load.
         shown: How many missing or unexpected keys each part names.
         shape_sep: Separator of the (at most 3) mis-shaped tensors named.
+        more_shapes: Say how many more tensors have another shape (``and 2 more``).
 
     Returns:
         Message parts (``"2 missing key(s): a, b"``, ``"1 unexpected key(s): ..."``,
         ``"1 tensor(s) with another shape: k (3,) instead of (4,)"``); empty when it fits.
     """
 
-    def show(keys: list[str], n: int, sep: str = ", ") -> str:
-        more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    def show(keys: list[str], n: int, sep: str = ", ", rest: bool = True) -> str:
+        more = f" and {len(keys) - n} more" if rest and len(keys) > n else ""
         return sep.join(keys[:n]) + more
 
     missing = sorted(set(expected) - set(given))
@@ -212,7 +214,9 @@ def state_dict_mismatch(
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s): {show(unexpected, shown)}")
     if wrong:
-        parts.append(f"{len(wrong)} tensor(s) with another shape: {show(wrong, 3, shape_sep)}")
+        parts.append(
+            f"{len(wrong)} tensor(s) with another shape: {show(wrong, 3, shape_sep, more_shapes)}"
+        )
     return parts
 
 

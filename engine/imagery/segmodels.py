@@ -178,7 +178,9 @@ def load_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> int:
         ) from None
     if any(k.startswith("encoder.") for k in tensors):
         tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    parts = state_dict_mismatch(encoder.state_dict(), tensors, shown=5, shape_sep="; ")
+    parts = state_dict_mismatch(
+        encoder.state_dict(), tensors, shown=5, shape_sep="; ", more_shapes=False
+    )
     if parts:
         raise InputError(
             f"The encoder weights in '{os.path.basename(p)}' do not fit this encoder ("
