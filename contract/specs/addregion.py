@@ -6,12 +6,20 @@ from dataclasses import replace
 
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.imagery import MAPPING_DATASET
-from slidewise.contract.specs.training import AUGMENT, BATCH_SIZE, EPOCHS, LR, MAX_EPOCHS
+from slidewise.contract.specs.training import (
+    AUGMENT,
+    BATCH_SIZE,
+    CHIPS_PER_EPOCH,
+    EPOCHS,
+    LR,
+    MAX_EPOCHS,
+    OVERSAMPLE,
+    PATIENCE,
+    SELECT_METRIC,
+)
 from slidewise.contract.specs.trainmapping import (
     CHIPS,
     JOB_SEED,
-    MAX_CHIPS_PER_EPOCH,
-    SELECT_METRICS,
 )
 
 MODEL_FILTER = "Slidewise model (*.safetensors)"
@@ -116,16 +124,7 @@ TRAINING: tuple[Param, ...] = (
     EPOCHS,
     LR,
     replace(BATCH_SIZE, help="Chips per batch (TSMU: 2).", default=2),
-    Param(
-        "CHIPS_PER_EPOCH",
-        "Chips per epoch",
-        "int",
-        "0: all training chips.",
-        default=0,
-        minimum=0,
-        maximum=MAX_CHIPS_PER_EPOCH,
-        advanced=True,
-    ),
+    replace(CHIPS_PER_EPOCH, help="0: all training chips."),
     Param(
         "LOSS",
         "Loss",
@@ -137,16 +136,7 @@ TRAINING: tuple[Param, ...] = (
         advanced=True,
     ),
     AUGMENT,
-    Param(
-        "OVERSAMPLE",
-        "Landslide oversampling",
-        "float",
-        "Share of chips with landslides drawn per epoch.",
-        default=0.5,
-        minimum=0.0,
-        maximum=0.95,
-        advanced=True,
-    ),
+    replace(OVERSAMPLE, help="Share of chips with landslides drawn per epoch.", default=0.5),
 )
 
 #: Learning without forgetting (MODE distill).
@@ -204,15 +194,10 @@ DISTILL: tuple[Param, ...] = (
 
 #: Model selection and early stopping.
 SELECTION: tuple[Param, ...] = (
-    Param(
-        "SELECT_METRIC",
-        "Model selection metric",
-        "choice",
-        "Landslide-class metric of the new region's validation chips used to pick the epoch "
-        "and tune the threshold.",
-        default="f1",
-        choices=SELECT_METRICS,
-        advanced=True,
+    replace(
+        SELECT_METRIC,
+        help="Landslide-class metric of the new region's validation chips used to pick the "
+        "epoch and tune the threshold.",
     ),
     Param(
         "THRESHOLD",
@@ -222,16 +207,7 @@ SELECTION: tuple[Param, ...] = (
         default="auto",
         advanced=True,
     ),
-    Param(
-        "PATIENCE",
-        "Early-stopping patience",
-        "int",
-        "Epochs without improvement; 0 = off.",
-        default=0,
-        minimum=0,
-        maximum=MAX_EPOCHS,
-        advanced=True,
-    ),
+    replace(PATIENCE, help="Epochs without improvement; 0 = off.", default=0),
 )
 
 OUTPUT = Param(

@@ -7,7 +7,14 @@ from dataclasses import replace
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import RUNTIME_SEED
 from slidewise.contract.specs.imagery import DATASET_TYPES, LABEL_READING
-from slidewise.contract.specs.training import AUGMENT, BATCH_SIZE, EPOCHS, LR, WEIGHT_DECAY
+from slidewise.contract.specs.training import (
+    AUGMENT,
+    BATCH_SIZE,
+    CHIPS_PER_EPOCH,
+    EPOCHS,
+    LR,
+    WEIGHT_DECAY,
+)
 
 MODES = ("mae", "distill")
 #: Dataset readers of the images: ``auto`` decides from the file types.
@@ -129,16 +136,7 @@ SPEC = AlgorithmSpec(
             unit="px",
             advanced=True,
         ),
-        Param(
-            "CHIPS_PER_EPOCH",
-            "Chips per epoch",
-            "int",
-            "Chips drawn per epoch; 0: all chips.",
-            default=0,
-            minimum=0,
-            maximum=10**9,
-            advanced=True,
-        ),
+        replace(CHIPS_PER_EPOCH, help="Chips drawn per epoch; 0: all chips."),
         Param(
             "TEMPERATURE",
             "Temperature (distill)",

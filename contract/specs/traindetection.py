@@ -7,7 +7,7 @@ from dataclasses import replace
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import RUNTIME_SEED
 from slidewise.contract.specs.imagery import LABEL_READING
-from slidewise.contract.specs.training import BATCH_SIZE, EPOCHS, LR
+from slidewise.contract.specs.training import BATCH_SIZE, EPOCHS, LR, VALID_FRACTION
 
 #: Annotation formats of the training data.
 FORMATS = ("voc", "coco", "masks")
@@ -67,15 +67,9 @@ SPEC = AlgorithmSpec(
             "polygon gives a box.",
             advanced=True,
         ),
-        Param(
-            "VALID_FRACTION",
-            "Validation share",
-            "float",
-            "Share of training images split off when no validation data is given.",
-            default=0.2,
-            minimum=0.01,
-            maximum=0.9,
-            advanced=True,
+        replace(
+            VALID_FRACTION,
+            help="Share of training images split off when no validation data is given.",
         ),
         Param(
             "BOX_COORDINATES",

@@ -12,6 +12,10 @@ from slidewise.contract.spec import Param
 MAX_EPOCHS = 100000
 #: Largest batch.
 MAX_BATCH = 4096
+#: Largest number of chips drawn per epoch.
+MAX_CHIPS_PER_EPOCH = 10**9
+#: Metrics that may select the epoch (landslide class).
+SELECT_METRICS = ("f1", "iou", "mcc")
 
 #: Training epochs.
 EPOCHS = Param(
@@ -55,6 +59,59 @@ WEIGHT_DECAY = Param(
     default=0.05,
     minimum=0.0,
     maximum=1.0,
+    advanced=True,
+)
+#: Validation share of a spatial split.
+VALID_FRACTION = Param(
+    "VALID_FRACTION",
+    "Validation share",
+    "float",
+    "Share of the training data split off by space for validation when no validation set is given.",
+    default=0.2,
+    minimum=0.01,
+    maximum=0.9,
+    advanced=True,
+)
+#: Metric that picks the epoch and tunes the threshold.
+SELECT_METRIC = Param(
+    "SELECT_METRIC",
+    "Model selection metric",
+    "choice",
+    "Landslide-class metric used to pick the epoch and tune the threshold.",
+    default="f1",
+    choices=SELECT_METRICS,
+    advanced=True,
+)
+#: Early stopping.
+PATIENCE = Param(
+    "PATIENCE",
+    "Early-stopping patience",
+    "int",
+    "Stop after this many epochs without a better validation score (0 = never); empty: "
+    "the recipe's.",
+    minimum=0,
+    maximum=MAX_EPOCHS,
+    advanced=True,
+)
+#: Share of chips with landslides per epoch.
+OVERSAMPLE = Param(
+    "OVERSAMPLE",
+    "Landslide oversampling",
+    "float",
+    "Share of chips with landslides drawn per epoch (0 = plain shuffling); empty: the recipe's.",
+    minimum=0.0,
+    maximum=0.95,
+    advanced=True,
+)
+#: Chips drawn per epoch.
+CHIPS_PER_EPOCH = Param(
+    "CHIPS_PER_EPOCH",
+    "Chips per epoch",
+    "int",
+    "0 = as many as there are.",
+    default=0,
+    minimum=0,
+    maximum=MAX_CHIPS_PER_EPOCH,
     advanced=True,
 )
 #: D4 augmentation of training chips.
