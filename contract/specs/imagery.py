@@ -6,6 +6,8 @@ from slidewise.contract.spec import Param
 
 #: Dataset readers of the mapping jobs (engine: ``slidewise.engine.imagery.datasets``).
 DATASET_TYPES = ("pairs", "l4s_h5", "geotiff")
+#: Per-band normalisations of imagery models (fit on the data, Landslide4Sense, none).
+NORMALISATIONS = ("fit", "l4s", "none")
 
 #: How label files are read: shared by trainmapping, addregion and pretrainencoder.
 LABEL_READING: tuple[Param, ...] = (

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import RUNTIME_SEED
-from slidewise.contract.specs.imagery import DATASET_TYPES, LABEL_READING
+from slidewise.contract.specs.imagery import DATASET_TYPES, LABEL_READING, NORMALISATIONS
 from slidewise.contract.specs.training import (
     AUGMENT,
     BATCH_SIZE,
@@ -19,7 +19,6 @@ from slidewise.contract.specs.training import (
 MODES = ("mae", "distill")
 #: Dataset readers of the images: ``auto`` decides from the file types.
 PRETRAIN_DATASET_TYPES = ("auto", *DATASET_TYPES)
-NORMALISATIONS = ("fit", "l4s", "none")
 
 SPEC = AlgorithmSpec(
     "pretrainencoder",

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.groups import SEED
-from slidewise.contract.specs.imagery import MAPPING_DATASET
+from slidewise.contract.specs.imagery import MAPPING_DATASET, NORMALISATIONS
 from slidewise.contract.specs.training import (
     BATCH_SIZE,
     CHIPS_PER_EPOCH,
@@ -40,7 +40,6 @@ ARCHITECTURES = (
 )
 #: Losses (engine: ``slidewise.engine.imagery.losses.LOSSES``), ``ce`` last (an alias of bce).
 LOSSES = (FROM_RECIPE, "dice_bce", "bce", "dice", "focal", "lovasz", "lovasz_bce", "ce")
-NORMALISATIONS = ("fit", "l4s", "none")
 #: D4 augmentation: the recipe's, on or off.
 AUGMENT_CHOICES = (FROM_RECIPE, "true", "false")
 
