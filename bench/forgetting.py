@@ -209,21 +209,28 @@ def valid_data(data: dict[str, Any], region: str) -> dict[str, str]:
     return {"images": str(images), "masks": str(masks), "dataset_type": "pairs"}
 
 
+def region_params(data: dict[str, Any], region: str, epochs: int, seed: int) -> dict[str, Any]:
+    """addregion parameters every region shares: its training and validation pairs."""
+    return {
+        "DATASET_TYPE": "pairs",
+        "CHIP_SIZE": CHIP_SIZE,
+        "SEED": seed,
+        "REGION": region,
+        "TRAIN_IMAGES": str(data[f"{region}_train"][0]),
+        "TRAIN_MASKS": str(data[f"{region}_train"][1]),
+        "VALID_IMAGES": str(data[f"{region}_valid"][0]),
+        "VALID_MASKS": str(data[f"{region}_valid"][1]),
+        "EPOCHS": epochs,
+    }
+
+
 def train_base(
     runner: JobRunner, data: dict[str, Any], epochs: int, output: Path
 ) -> dict[str, Any]:
     """Train the first region, Bijie (encoder and decoder); its figures and seconds."""
     result, seconds = runner.run(
         {
-            "DATASET_TYPE": "pairs",
-            "CHIP_SIZE": CHIP_SIZE,
-            "SEED": runner.seed,
-            "REGION": "bijie",
-            "TRAIN_IMAGES": str(data["bijie_train"][0]),
-            "TRAIN_MASKS": str(data["bijie_train"][1]),
-            "VALID_IMAGES": str(data["bijie_valid"][0]),
-            "VALID_MASKS": str(data["bijie_valid"][1]),
-            "EPOCHS": epochs,
+            **region_params(data, "bijie", epochs, runner.seed),
             "BATCH_SIZE": 8,
             "LOSS": "dice_bce",
             "OUTPUT": str(output),
@@ -235,18 +242,7 @@ def train_base(
 
 def l4s_params(data: dict[str, Any], epochs: int, seed: int, old: dict[str, Any]) -> dict[str, Any]:
     """addregion parameters of the L4S region (without MODEL, OUTPUT and the variant)."""
-    return {
-        "DATASET_TYPE": "pairs",
-        "CHIP_SIZE": CHIP_SIZE,
-        "SEED": seed,
-        "REGION": "l4s",
-        "TRAIN_IMAGES": str(data["l4s_train"][0]),
-        "TRAIN_MASKS": str(data["l4s_train"][1]),
-        "VALID_IMAGES": str(data["l4s_valid"][0]),
-        "VALID_MASKS": str(data["l4s_valid"][1]),
-        "EPOCHS": epochs,
-        "OLD_REGION_DATA": json.dumps(old),
-    }
+    return {**region_params(data, "l4s", epochs, seed), "OLD_REGION_DATA": json.dumps(old)}
 
 
 def _add_chattogram(

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.imagery import MAPPING_DATASET
+from slidewise.contract.specs.training import (
+    AUGMENT,
+    BATCH_SIZE,
+    CHIPS_PER_EPOCH,
+    EPOCHS,
+    LR,
+    MAX_EPOCHS,
+    OVERSAMPLE,
+    PATIENCE,
+    SELECT_METRIC,
+)
 from slidewise.contract.specs.trainmapping import (
     CHIPS,
     JOB_SEED,
-    MAX_BATCH,
-    MAX_CHIPS_PER_EPOCH,
-    MAX_EPOCHS,
-    SELECT_METRICS,
 )
 
 MODEL_FILTER = "Slidewise model (*.safetensors)"
@@ -112,46 +121,10 @@ NEW_MODEL: tuple[Param, ...] = (
 
 #: Training of the new decoder.
 TRAINING: tuple[Param, ...] = (
-    Param(
-        "EPOCHS",
-        "Epochs",
-        "int",
-        "Training epochs.",
-        default=20,
-        minimum=1,
-        maximum=MAX_EPOCHS,
-        advanced=True,
-    ),
-    Param(
-        "LR",
-        "Learning rate",
-        "float",
-        "Adam learning rate.",
-        default=1e-3,
-        minimum=1e-7,
-        maximum=1.0,
-        advanced=True,
-    ),
-    Param(
-        "BATCH_SIZE",
-        "Batch size",
-        "int",
-        "Chips per batch (TSMU: 2).",
-        default=2,
-        minimum=1,
-        maximum=MAX_BATCH,
-        advanced=True,
-    ),
-    Param(
-        "CHIPS_PER_EPOCH",
-        "Chips per epoch",
-        "int",
-        "0: all training chips.",
-        default=0,
-        minimum=0,
-        maximum=MAX_CHIPS_PER_EPOCH,
-        advanced=True,
-    ),
+    EPOCHS,
+    LR,
+    replace(BATCH_SIZE, help="Chips per batch (TSMU: 2).", default=2),
+    replace(CHIPS_PER_EPOCH, help="0: all training chips."),
     Param(
         "LOSS",
         "Loss",
@@ -162,24 +135,8 @@ TRAINING: tuple[Param, ...] = (
         choice_labels=("(default)", *LOSSES[1:]),
         advanced=True,
     ),
-    Param(
-        "AUGMENT",
-        "D4 augmentation",
-        "bool",
-        "Random flips and rotations.",
-        default=True,
-        advanced=True,
-    ),
-    Param(
-        "OVERSAMPLE",
-        "Landslide oversampling",
-        "float",
-        "Share of chips with landslides drawn per epoch.",
-        default=0.5,
-        minimum=0.0,
-        maximum=0.95,
-        advanced=True,
-    ),
+    AUGMENT,
+    replace(OVERSAMPLE, help="Share of chips with landslides drawn per epoch.", default=0.5),
 )
 
 #: Learning without forgetting (MODE distill).
@@ -237,15 +194,10 @@ DISTILL: tuple[Param, ...] = (
 
 #: Model selection and early stopping.
 SELECTION: tuple[Param, ...] = (
-    Param(
-        "SELECT_METRIC",
-        "Model selection metric",
-        "choice",
-        "Landslide-class metric of the new region's validation chips used to pick the epoch "
-        "and tune the threshold.",
-        default="f1",
-        choices=SELECT_METRICS,
-        advanced=True,
+    replace(
+        SELECT_METRIC,
+        help="Landslide-class metric of the new region's validation chips used to pick the "
+        "epoch and tune the threshold.",
     ),
     Param(
         "THRESHOLD",
@@ -255,16 +207,7 @@ SELECTION: tuple[Param, ...] = (
         default="auto",
         advanced=True,
     ),
-    Param(
-        "PATIENCE",
-        "Early-stopping patience",
-        "int",
-        "Epochs without improvement; 0 = off.",
-        default=0,
-        minimum=0,
-        maximum=MAX_EPOCHS,
-        advanced=True,
-    ),
+    replace(PATIENCE, help="Epochs without improvement; 0 = off.", default=0),
 )
 
 OUTPUT = Param(

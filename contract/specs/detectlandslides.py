@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slidewise.contract.spec import AlgorithmSpec, Param
+from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
 SOURCES = ("detector", "segmentation")
 
@@ -40,28 +43,18 @@ SPEC = AlgorithmSpec(
             "the raster's bands, checked against the model's.",
             advanced=True,
         ),
-        Param(
-            "TILE_SIZE",
-            "Tile size",
-            "int",
-            "Tile side; empty: the detector's training image side (segmentation: as in Map "
-            "landslides).",
-            minimum=32,
+        replace(
+            TILE_SIZE,
+            help="Tile side; empty: the detector's training image side (segmentation: as in "
+            "Map landslides).",
             maximum=16384,
-            unit="px",
-            advanced=True,
         ),
-        Param(
-            "OVERLAP",
-            "Tile overlap",
-            "int",
-            "Overlap of neighbouring tiles, smaller than the tile; objects smaller than it are "
-            "always seen whole by one tile; empty: 64 (at most a quarter tile) for the "
+        replace(
+            OVERLAP,
+            help="Overlap of neighbouring tiles, smaller than the tile; objects smaller than "
+            "it are always seen whole by one tile; empty: 64 (at most a quarter tile) for the "
             "detector, as in Map landslides for segmentation.",
-            minimum=0,
-            maximum=4096,
-            unit="px",
-            advanced=True,
+            default=None,
         ),
         Param(
             "SCORE_THRESHOLD",
@@ -104,15 +97,7 @@ SPEC = AlgorithmSpec(
             unit="px",
             advanced=True,
         ),
-        Param(
-            "BATCH_SIZE",
-            "Batch size",
-            "int",
-            "Tiles per forward pass; empty: 1 on CPU, 4 on GPU.",
-            minimum=1,
-            maximum=1024,
-            advanced=True,
-        ),
+        replace(TILE_BATCH, help="Tiles per forward pass; empty: 1 on CPU, 4 on GPU."),
         Param(
             "PROBABILITY",
             "Probability raster (segmentation)",

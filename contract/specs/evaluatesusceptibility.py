@@ -10,11 +10,9 @@ non-landslides only when the inventory has none).
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param, replace_param
-from slidewise.contract.specs.factors import CLASSIFICATION_LABELS
+from slidewise.contract.specs.factors import CLASSES as FACTOR_CLASSES
+from slidewise.contract.specs.factors import RANDOM_NEGATIVES as FACTOR_NEGATIVES
 from slidewise.contract.specs.groups import SEED
-
-#: How class breaks are computed (engine: ``slidewise.engine.susceptibility.classify``).
-CLASSIFICATIONS = ("quantile", "natural_breaks", "equal_interval")
 
 #: The seed of the random non-landslides and samples; unset: the run's seed.
 EVALUATION_SEED = replace_param(
@@ -78,51 +76,28 @@ CLASSES: tuple[Param, ...] = (
         "susceptibility; empty: classes are made from the susceptibility with the "
         "classification below.",
     ),
-    Param(
-        "CLASSIFICATION",
-        "Classification",
-        "choice",
-        "How class breaks are chosen: quantile (equal areas), natural breaks (Fisher-Jenks) "
-        "or equal interval.",
-        default="quantile",
-        choices=CLASSIFICATIONS,
-        choice_labels=CLASSIFICATION_LABELS,
-    ),
-    Param(
+    *replace_param(
+        FACTOR_CLASSES,
         "N_CLASSES",
-        "Number of classes",
-        "int",
-        "Number of susceptibility classes (5: very low, low, moderate, high, very high); "
+        help="Number of susceptibility classes (5: very low, low, moderate, high, very high); "
         "a classed map with higher classes raises it.",
-        default=5,
-        minimum=2,
         maximum=255,
-        advanced=True,
     ),
 )
 
-RANDOM_NEGATIVES: tuple[Param, ...] = (
-    Param(
+RANDOM_NEGATIVES: tuple[Param, ...] = replace_param(
+    replace_param(
+        FACTOR_NEGATIVES,
         "NEGATIVE_RATIO",
-        "Random non-landslides per landslide",
-        "float",
-        "When the inventory has no non-landslides: how many to draw at random per landslide.",
-        default=1.0,
+        help="When the inventory has no non-landslides: how many to draw at random per landslide.",
         minimum=0.001,
-        maximum=1000.0,
-        advanced=True,
     ),
-    Param(
-        "BUFFER",
-        "Buffer around landslides",
-        "float",
-        "Random non-landslides lie farther than this from every landslide, in the "
-        "susceptibility raster's CRS units; 0 = 3 pixel widths.",
-        default=0.0,
-        minimum=0.0,
-        unit="map units",
-        advanced=True,
-    ),
+    "BUFFER",
+    help="Random non-landslides lie farther than this from every landslide, in the "
+    "susceptibility raster's CRS units; 0 = 3 pixel widths.",
+    default=0.0,
+    maximum=None,
+    unit="map units",
 )
 
 SPEC = AlgorithmSpec(

@@ -47,3 +47,15 @@ RUNTIME_SEED = replace(
     help="Seed for every random generator of the job; empty: the runtime seed.",
     default=None,
 )
+#: Side of the windows a raster is processed in.
+BLOCK_SIZE = Param(
+    "BLOCK_SIZE",
+    "Block size",
+    "int",
+    "Side of the blocks the DEM is processed in; bounds the memory used.",
+    default=1024,
+    minimum=16,
+    maximum=16384,
+    unit="px",
+    advanced=True,
+)

@@ -12,6 +12,8 @@ DATASET_TYPE_LABELS = (
     "Landslide4Sense HDF5 (image_N.h5 / mask_N.h5)",
     "Georeferenced images with labels or polygons",
 )
+#: Per-band normalisations of imagery models (fit on the data, Landslide4Sense, none).
+NORMALISATIONS = ("fit", "l4s", "none")
 
 #: How label files are read: shared by trainmapping, addregion and pretrainencoder.
 LABEL_READING: tuple[Param, ...] = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param
+from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
 #: The three outputs; the job needs at least one.
 OUTPUT_NAMES = ("OUTPUT_PROBABILITY", "OUTPUT_MASK", "OUTPUT_POLYGONS")
@@ -85,39 +86,9 @@ SPEC = AlgorithmSpec(
             "names, e.g. 4,3,2,8); empty: the raster's bands, checked against the model's.",
             advanced=True,
         ),
-        Param(
-            "TILE_SIZE",
-            "Tile size",
-            "int",
-            "Largest tile side (rounded up to the model's alignment, 32 for a U-Net); empty: "
-            "the model's training tile, at least 576 for fully convolutional models (U-Net "
-            "and friends).",
-            minimum=32,
-            maximum=8192,
-            unit="px",
-            advanced=True,
-        ),
-        Param(
-            "OVERLAP",
-            "Tile overlap",
-            "int",
-            "Overlap of neighbouring tiles over which predictions are blended (rounded up like "
-            "the tile size).",
-            default=64,
-            minimum=0,
-            maximum=4096,
-            unit="px",
-            advanced=True,
-        ),
-        Param(
-            "BATCH_SIZE",
-            "Batch size",
-            "int",
-            "Tiles per forward pass; empty: 1 on CPU, 8 on GPU.",
-            minimum=1,
-            maximum=1024,
-            advanced=True,
-        ),
+        TILE_SIZE,
+        OVERLAP,
+        TILE_BATCH,
         Param(
             "TTA",
             "Test-time augmentation",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slidewise.contract.spec import AlgorithmSpec, Param, params
 from slidewise.contract.specs.factors import ALIGN, CLASSES, STACK_INPUTS, X_FIELD, Y_FIELD
+from slidewise.contract.specs.groups import BLOCK_SIZE
 
 SPEC = AlgorithmSpec(
     "predictsusceptibility",
@@ -31,16 +34,11 @@ SPEC = AlgorithmSpec(
         ),
         CLASSES,
         (
-            Param(
-                "BLOCK_SIZE",
-                "Window size",
-                "int",
-                "Side of the windows the stack is predicted in; bounds the memory used.",
+            replace(
+                BLOCK_SIZE,
+                label="Window size",
+                help="Side of the windows the stack is predicted in; bounds the memory used.",
                 default=512,
-                minimum=16,
-                maximum=16384,
-                unit="px",
-                advanced=True,
             ),
             Param(
                 "OUTPUT",

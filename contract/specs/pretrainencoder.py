@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import RUNTIME_SEED
-from slidewise.contract.specs.imagery import DATASET_TYPES, LABEL_READING
+from slidewise.contract.specs.imagery import DATASET_TYPES, LABEL_READING, NORMALISATIONS
+from slidewise.contract.specs.training import (
+    AUGMENT,
+    BATCH_SIZE,
+    CHIPS_PER_EPOCH,
+    EPOCHS,
+    LR,
+    WEIGHT_DECAY,
+)
 
 MODES = ("mae", "distill")
 #: Dataset readers of the images: ``auto`` decides from the file types.
 PRETRAIN_DATASET_TYPES = ("auto", *DATASET_TYPES)
-NORMALISATIONS = ("fit", "l4s", "none")
 
 SPEC = AlgorithmSpec(
     "pretrainencoder",
@@ -82,46 +91,10 @@ SPEC = AlgorithmSpec(
             choices=NORMALISATIONS,
             advanced=True,
         ),
-        Param(
-            "EPOCHS",
-            "Epochs",
-            "int",
-            "Passes over the chips.",
-            default=20,
-            minimum=1,
-            maximum=100000,
-            advanced=True,
-        ),
-        Param(
-            "BATCH_SIZE",
-            "Batch size",
-            "int",
-            "Chips per batch.",
-            default=16,
-            minimum=1,
-            maximum=4096,
-            advanced=True,
-        ),
-        Param(
-            "LR",
-            "Learning rate",
-            "float",
-            "Peak AdamW learning rate (cosine decay).",
-            default=1e-3,
-            minimum=1e-7,
-            maximum=1.0,
-            advanced=True,
-        ),
-        Param(
-            "WEIGHT_DECAY",
-            "Weight decay",
-            "float",
-            "AdamW weight decay.",
-            default=0.05,
-            minimum=0.0,
-            maximum=1.0,
-            advanced=True,
-        ),
+        replace(EPOCHS, help="Passes over the chips."),
+        BATCH_SIZE,
+        replace(LR, help="Peak AdamW learning rate (cosine decay)."),
+        WEIGHT_DECAY,
         Param(
             "MASK_RATIO",
             "Mask ratio (MAE)",
@@ -162,16 +135,7 @@ SPEC = AlgorithmSpec(
             unit="px",
             advanced=True,
         ),
-        Param(
-            "CHIPS_PER_EPOCH",
-            "Chips per epoch",
-            "int",
-            "Chips drawn per epoch; 0: all chips.",
-            default=0,
-            minimum=0,
-            maximum=10**9,
-            advanced=True,
-        ),
+        replace(CHIPS_PER_EPOCH, help="Chips drawn per epoch; 0: all chips."),
         Param(
             "TEMPERATURE",
             "Temperature (distill)",
@@ -192,14 +156,7 @@ SPEC = AlgorithmSpec(
             maximum=1.0,
             advanced=True,
         ),
-        Param(
-            "AUGMENT",
-            "D4 augmentation",
-            "bool",
-            "Random flips and rotations.",
-            default=True,
-            advanced=True,
-        ),
+        AUGMENT,
         RUNTIME_SEED,
         Param(
             "OUTPUT",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param
+from slidewise.contract.specs.groups import BLOCK_SIZE
 
 GEOGRAPHIC_CHOICES = ("refuse", "degrees_to_metres")
 
@@ -59,17 +60,7 @@ SPEC = AlgorithmSpec(
             choice_labels=("Refuse it (reproject the DEM first)", "Convert degrees to metres"),
             advanced=True,
         ),
-        Param(
-            "BLOCK_SIZE",
-            "Block size",
-            "int",
-            "Side of the blocks the DEM is processed in; bounds the memory used.",
-            default=1024,
-            minimum=16,
-            maximum=16384,
-            unit="px",
-            advanced=True,
-        ),
+        BLOCK_SIZE,
         Param(
             "OUTPUT",
             "Terrain factors",

@@ -7,6 +7,7 @@ from dataclasses import replace
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import RUNTIME_SEED
 from slidewise.contract.specs.imagery import LABEL_READING
+from slidewise.contract.specs.training import BATCH_SIZE, EPOCHS, LR, VALID_FRACTION
 
 #: Annotation formats of the training data.
 FORMATS = ("voc", "coco", "masks")
@@ -66,15 +67,9 @@ SPEC = AlgorithmSpec(
             "polygon gives a box.",
             advanced=True,
         ),
-        Param(
-            "VALID_FRACTION",
-            "Validation share",
-            "float",
-            "Share of training images split off when no validation data is given.",
-            default=0.2,
-            minimum=0.01,
-            maximum=0.9,
-            advanced=True,
+        replace(
+            VALID_FRACTION,
+            help="Share of training images split off when no validation data is given.",
         ),
         Param(
             "BOX_COORDINATES",
@@ -111,36 +106,9 @@ SPEC = AlgorithmSpec(
             maximum=5,
             advanced=True,
         ),
-        Param(
-            "EPOCHS",
-            "Epochs",
-            "int",
-            "Training epochs.",
-            default=10,
-            minimum=1,
-            maximum=100000,
-            advanced=True,
-        ),
-        Param(
-            "BATCH_SIZE",
-            "Batch size",
-            "int",
-            "Images per step.",
-            default=4,
-            minimum=1,
-            maximum=1024,
-            advanced=True,
-        ),
-        Param(
-            "LR",
-            "Learning rate",
-            "float",
-            "Peak AdamW learning rate (warm-up, cosine decay).",
-            default=2e-4,
-            minimum=1e-7,
-            maximum=1.0,
-            advanced=True,
-        ),
+        replace(EPOCHS, default=10),
+        replace(BATCH_SIZE, help="Images per step.", default=4, maximum=1024),
+        replace(LR, help="Peak AdamW learning rate (warm-up, cosine decay).", default=2e-4),
         Param(
             "IMAGE_SIZE",
             "Image size",

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.groups import SEED
-from slidewise.contract.specs.imagery import MAPPING_DATASET
+from slidewise.contract.specs.imagery import MAPPING_DATASET, NORMALISATIONS
+from slidewise.contract.specs.training import (
+    BATCH_SIZE,
+    CHIPS_PER_EPOCH,
+    EPOCHS,
+    LR,
+    OVERSAMPLE,
+    PATIENCE,
+    SELECT_METRIC,
+    VALID_FRACTION,
+    WEIGHT_DECAY,
+)
 
 #: Training recipes (engine: ``slidewise.engine.mapping.recipes.RECIPES``).
 RECIPES = ("default", "l4s_baseline")
@@ -27,16 +40,8 @@ ARCHITECTURES = (
 )
 #: Losses (engine: ``slidewise.engine.imagery.losses.LOSSES``), ``ce`` last (an alias of bce).
 LOSSES = (FROM_RECIPE, "dice_bce", "bce", "dice", "focal", "lovasz", "lovasz_bce", "ce")
-NORMALISATIONS = ("fit", "l4s", "none")
-SELECT_METRICS = ("f1", "iou", "mcc")
 #: D4 augmentation: the recipe's, on or off.
 AUGMENT_CHOICES = (FROM_RECIPE, "true", "false")
-#: Largest number of epochs (and of early-stopping patience).
-MAX_EPOCHS = 100000
-#: Largest batch.
-MAX_BATCH = 4096
-#: Largest number of chips drawn per epoch.
-MAX_CHIPS_PER_EPOCH = 10**9
 
 #: Chip size, stride, validation share and normalisation: shared with addregion.
 CHIPS: tuple[Param, ...] = (
@@ -71,17 +76,7 @@ CHIPS: tuple[Param, ...] = (
         unit="px",
         advanced=True,
     ),
-    Param(
-        "VALID_FRACTION",
-        "Validation share",
-        "float",
-        "Share of the training data split off by space for validation when no validation "
-        "set is given.",
-        default=0.2,
-        minimum=0.01,
-        maximum=0.9,
-        advanced=True,
-    ),
+    VALID_FRACTION,
 )
 
 #: How the model is built (recipe values unless set).
@@ -118,15 +113,7 @@ MODEL: tuple[Param, ...] = (
 
 #: Everything the recipe sets that a parameter may override.
 TRAINING: tuple[Param, ...] = (
-    Param(
-        "SELECT_METRIC",
-        "Model selection metric",
-        "choice",
-        "Landslide-class metric used to pick the epoch and tune the threshold.",
-        default="f1",
-        choices=SELECT_METRICS,
-        advanced=True,
-    ),
+    SELECT_METRIC,
     Param(
         "AUGMENT",
         "D4 augmentation",
@@ -176,76 +163,17 @@ TRAINING: tuple[Param, ...] = (
         "imbalance); empty: the recipe's.",
         advanced=True,
     ),
-    Param(
-        "EPOCHS",
-        "Epochs",
-        "int",
-        "Training epochs; empty: the recipe's (30).",
-        minimum=1,
-        maximum=MAX_EPOCHS,
-        advanced=True,
-    ),
-    Param(
-        "BATCH_SIZE",
-        "Batch size",
-        "int",
-        "Chips per batch; empty: the recipe's (8).",
-        minimum=1,
-        maximum=MAX_BATCH,
-        advanced=True,
-    ),
-    Param(
-        "LR",
-        "Learning rate",
-        "float",
-        "Adam learning rate; empty: the recipe's.",
-        minimum=1e-7,
-        maximum=1.0,
-        advanced=True,
-    ),
-    Param(
-        "WEIGHT_DECAY",
-        "Weight decay",
-        "float",
-        "Weight decay; empty: the recipe's.",
-        minimum=0.0,
-        maximum=1.0,
-        advanced=True,
-    ),
+    replace(EPOCHS, help="Training epochs; empty: the recipe's (30).", default=None),
+    replace(BATCH_SIZE, help="Chips per batch; empty: the recipe's (8).", default=None),
+    replace(LR, help="Adam learning rate; empty: the recipe's.", default=None),
+    replace(WEIGHT_DECAY, help="Weight decay; empty: the recipe's.", default=None),
 )
 
 #: Early stopping, sampling, encoder depth and weights, checkpoints.
 RUN: tuple[Param, ...] = (
-    Param(
-        "PATIENCE",
-        "Early-stopping patience",
-        "int",
-        "Stop after this many epochs without a better validation score (0 = never); empty: "
-        "the recipe's.",
-        minimum=0,
-        maximum=MAX_EPOCHS,
-        advanced=True,
-    ),
-    Param(
-        "OVERSAMPLE",
-        "Landslide oversampling",
-        "float",
-        "Share of chips with landslides drawn per epoch (0 = plain shuffling); empty: the "
-        "recipe's.",
-        minimum=0.0,
-        maximum=0.95,
-        advanced=True,
-    ),
-    Param(
-        "CHIPS_PER_EPOCH",
-        "Chips per epoch",
-        "int",
-        "0 = as many as there are.",
-        default=0,
-        minimum=0,
-        maximum=MAX_CHIPS_PER_EPOCH,
-        advanced=True,
-    ),
+    PATIENCE,
+    OVERSAMPLE,
+    CHIPS_PER_EPOCH,
     Param(
         "ENCODER_DEPTH",
         "Encoder depth",

@@ -13,6 +13,13 @@ from typing import Any
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
 
+#: A log callback: one line of text for the user.
+Log = Callable[[str], None]
+#: A warning callback: one message about something the user may want to fix.
+Warn = Callable[[str], None]
+#: A progress callback: the fraction done, 0 to 1.
+Progress = Callable[[float], None]
+
 
 @dataclass
 class JobResult:

@@ -176,6 +176,50 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def state_dict_mismatch(
+    expected: dict[str, torch.Tensor],
+    given: dict[str, torch.Tensor],
+    shown: int = 8,
+    shape_sep: str = ", ",
+    more_shapes: bool = True,
+) -> list[str]:
+    """What keeps ``given`` from loading strictly into a module with state ``expected``.
+
+    Args:
+        expected: The module's state dict.
+        given: The tensors to load.
+        shown: How many missing or unexpected keys each part names.
+        shape_sep: Separator of the (at most 3) mis-shaped tensors named.
+        more_shapes: Say how many more tensors have another shape (``and 2 more``).
+
+    Returns:
+        Message parts (``"2 missing key(s): a, b"``, ``"1 unexpected key(s): ..."``,
+        ``"1 tensor(s) with another shape: k (3,) instead of (4,)"``); empty when it fits.
+    """
+
+    def show(keys: list[str], n: int, sep: str = ", ", rest: bool = True) -> str:
+        more = f" and {len(keys) - n} more" if rest and len(keys) > n else ""
+        return sep.join(keys[:n]) + more
+
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong = sorted(
+        f"{k} {tuple(given[k].shape)} instead of {tuple(expected[k].shape)}"
+        for k in set(expected) & set(given)
+        if tuple(expected[k].shape) != tuple(given[k].shape)
+    )
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {show(missing, shown)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {show(unexpected, shown)}")
+    if wrong:
+        parts.append(
+            f"{len(wrong)} tensor(s) with another shape: {show(wrong, 3, shape_sep, more_shapes)}"
+        )
+    return parts
+
+
 def load_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load ``tensors`` into ``model`` with strict key and shape checking.
 

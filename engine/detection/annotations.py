@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,12 +56,11 @@ import numpy as np
 
 from slidewise.contract.specs.traindetection import BOX_FRAMES, FORMATS
 from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import Warn
 from slidewise.engine.detection.boxes import boxes_from_mask, boxes_from_polygons, clip_boxes
 from slidewise.engine.detection.data import DetectionSample, DetectionSet, band_names, image_size
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-
-Warn = Callable[[str], None]
 
 
 def _show(items: Sequence[str], n: int = 5) -> str:

@@ -38,7 +38,7 @@ import torch
 
 from slidewise.contract.specs.detectlandslides import SPEC as DETECT_SPEC
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.job import JobContext, JobResult
+from slidewise.engine.core.job import JobContext, JobResult, Progress
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import JobParams
 from slidewise.engine.detection.boxes import boxes_from_mask, map_to_pixel
@@ -54,7 +54,6 @@ COVER_SHARE = 0.5
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json")
 
 Detector = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
-Progress = Callable[[float], None]
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,12 @@ import torch
 from torch import nn
 
 from slidewise.engine.core.errors import InputError, ModelFileError
+from slidewise.engine.core.job import Log, Progress
 from slidewise.engine.core.modelfile import read_metadata
 from slidewise.engine.detection.pretraining import (
     EVAL_CHIPS,
-    Log,
     PretrainResult,
     PretrainSettings,
-    ProgressFn,
     fit_encoder,
 )
 from slidewise.engine.imagery.datasets import ChipDataset
@@ -81,7 +80,7 @@ def train_distill(
     teacher: nn.Module,
     settings: PretrainSettings,
     log: Log = print,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> PretrainResult:
     """Distil a teacher's per-pixel landslide outputs into a student with ``settings.backbone``.
 

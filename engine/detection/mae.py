@@ -22,13 +22,12 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import Log, Progress
 from slidewise.engine.detection.encoders import build_encoder
 from slidewise.engine.detection.pretraining import (
     EVAL_CHIPS,
-    Log,
     PretrainResult,
     PretrainSettings,
-    ProgressFn,
     fit_encoder,
 )
 from slidewise.engine.imagery.datasets import ChipDataset
@@ -162,7 +161,7 @@ def train_mae(
     dataset: ChipDataset,
     settings: PretrainSettings,
     log: Log = print,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> PretrainResult:
     """Masked-autoencoder pre-training of ``settings.backbone`` on ``dataset``.
 

@@ -46,7 +46,13 @@ import torch
 from torch import nn
 
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.modelfile import ModelMetadata, load_model, load_strict, save_model
+from slidewise.engine.core.modelfile import (
+    ModelMetadata,
+    load_model,
+    load_strict,
+    save_model,
+    state_dict_mismatch,
+)
 
 ARCHITECTURE = "fasterrcnn_fpn"
 #: Prefixes stripped from encoder weight keys, in this order (see module doc).
@@ -258,20 +264,6 @@ def _strip_prefix(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return dict(tensors), ""
 
 
-def check_state_dict(
-    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]
-) -> tuple[list[str], list[str], list[str]]:
-    """Compare two state dicts: ``(missing, unexpected, wrong_shape)`` key lists (sorted)."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    wrong = sorted(
-        f"{k} {tuple(given[k].shape)} instead of {tuple(expected[k].shape)}"
-        for k in set(expected) & set(given)
-        if tuple(expected[k].shape) != tuple(given[k].shape)
-    )
-    return missing, unexpected, wrong
-
-
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load encoder weights (safetensors) strictly into ``model.backbone.body``.
 
@@ -319,21 +311,8 @@ def load_backbone_state(
     """
     tensors, prefix = _strip_prefix(dict(state))
     body: nn.Module = model.backbone.body  # type: ignore[union-attr,assignment]
-    expected = body.state_dict()
-    missing, unexpected, wrong = check_state_dict(expected, tensors)
-    if missing or unexpected or wrong:
-
-        def show(keys: list[str], n: int = 8) -> str:
-            more = f" and {len(keys) - n} more" if len(keys) > n else ""
-            return ", ".join(keys[:n]) + more
-
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {show(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {show(unexpected)}")
-        if wrong:
-            parts.append(f"{len(wrong)} tensor(s) with another shape: {show(wrong, 3)}")
+    parts = state_dict_mismatch(body.state_dict(), tensors)
+    if parts:
         stripped = f" after removing the prefix '{prefix}'" if prefix else ""
         raise InputError(
             f"The encoder weights in '{source}'{stripped} do not fit the "

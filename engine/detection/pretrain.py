@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 
 from slidewise.contract.specs.pretrainencoder import SPEC as PRETRAIN_SPEC
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.job import JobContext, JobResult
+from slidewise.engine.core.job import JobContext, JobResult, Log, Progress
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import JobParams
 from slidewise.engine.detection.distill import load_teacher, train_distill
@@ -55,7 +55,7 @@ from slidewise.engine.detection.pretrain_data import (
     resolve_normalisation,
     scenes_from_images,
 )
-from slidewise.engine.detection.pretraining import Log, PretrainResult, PretrainSettings, ProgressFn
+from slidewise.engine.detection.pretraining import PretrainResult, PretrainSettings
 from slidewise.engine.imagery.datasets import (
     Chip,
     ChipDataset,
@@ -361,7 +361,7 @@ def pretrain_encoder(
     images: Sequence[np.ndarray] | Dataset[Any],
     settings: PretrainSettings | None = None,
     layout: InMemoryImages | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     log: Log | None = None,
 ) -> dict[str, torch.Tensor]:
     """MAE pre-training of an encoder on in-memory images (for benchmarks).
@@ -399,7 +399,7 @@ def pretrain_in_memory(
     settings: PretrainSettings,
     layout: InMemoryImages,
     log: Log,
-    progress: ProgressFn | None,
+    progress: Progress | None,
 ) -> PretrainResult:
     """MAE pre-training on in-memory images; the result also records the chip size and
     normalisation used.

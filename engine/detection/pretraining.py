@@ -17,15 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from slidewise.engine.core.job import Log, Progress
 from slidewise.engine.imagery.augment import random_d4
 from slidewise.engine.imagery.datasets import ChipDataset
 from slidewise.engine.imagery.training import chip_batches
 
 #: Chips measured before and after training (fixed masks, agreement).
 EVAL_CHIPS = 32
-
-Log = Callable[[str], None]
-ProgressFn = Callable[[float], None]
 
 
 @dataclass
@@ -94,7 +92,7 @@ def fit_encoder(
     settings: PretrainSettings,
     batch_loss: BatchLoss,
     log: Log,
-    progress: ProgressFn | None,
+    progress: Progress | None,
     generator: torch.Generator,
 ) -> list[dict[str, Any]]:
     """The shared loop: AdamW, cosine decay per step, D4 augmentation."""

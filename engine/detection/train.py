@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from torch import nn
 
 from slidewise.contract.specs.traindetection import SPEC as TRAIN_SPEC
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.job import JobContext, JobResult
+from slidewise.engine.core.job import JobContext, JobResult, Log, Progress
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import JobParams
 from slidewise.engine.detection.annotations import read_detection_set
@@ -47,9 +47,6 @@ from slidewise.engine.detection.models import (
     load_backbone_weights,
     save_detector,
 )
-
-Log = Callable[[str], None]
-Progress = Callable[[float], None]
 
 #: Smallest automatic resize target (shorter side) of the detector.
 AUTO_MIN_SIZE = 448

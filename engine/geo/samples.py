@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import Warn
 from slidewise.engine.geo.align import AlignedStack, FactorSource
 from slidewise.engine.geo.raster import open_raster
 
-Warn = Callable[[str], None]
 TABLE_SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm")
 
 

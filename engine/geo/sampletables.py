@@ -7,14 +7,13 @@ Hong Kong layouts. Label convention: 1 = landslide, 0 = not landslide.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from slidewise.engine.core.errors import InputError
-
-Warn = Callable[[str], None]
+from slidewise.engine.core.job import Warn
 
 
 def read_sample_table(

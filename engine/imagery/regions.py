@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,6 @@ DEFAULT_BASE_REGION = "base"
 NO_REGION = 255
 #: Decoder channels of new models (the trainmapping default recipe's light decoder).
 DEFAULT_DECODER_CHANNELS = [128, 64, 32, 16, 8]
-
-Log = Callable[[str], None]
-ProgressFn = Callable[[float], None]
 
 
 def check_region_name(name: Any) -> str:

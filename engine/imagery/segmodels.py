@@ -28,7 +28,13 @@ import torch
 from torch import nn
 
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.modelfile import ModelMetadata, load_model, load_strict, save_model
+from slidewise.engine.core.modelfile import (
+    ModelMetadata,
+    load_model,
+    load_strict,
+    save_model,
+    state_dict_mismatch,
+)
 
 SMP_ARCHITECTURES = (
     "unet",
@@ -172,31 +178,10 @@ def load_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> int:
         ) from None
     if any(k.startswith("encoder.") for k in tensors):
         tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(
-        k
-        for k in set(expected) & set(tensors)
-        if tuple(expected[k].shape) != tuple(tensors[k].shape)
+    parts = state_dict_mismatch(
+        encoder.state_dict(), tensors, shown=5, shape_sep="; ", more_shapes=False
     )
-    if missing or unexpected or wrong:
-
-        def show(keys: list[str]) -> str:
-            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
-            return ", ".join(keys[:5]) + more
-
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {show(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {show(unexpected)}")
-        if wrong:
-            shapes = [
-                f"{k} {tuple(tensors[k].shape)} instead of {tuple(expected[k].shape)}"
-                for k in wrong[:3]
-            ]
-            parts.append(f"{len(wrong)} tensor(s) with another shape: {'; '.join(shapes)}")
+    if parts:
         raise InputError(
             f"The encoder weights in '{os.path.basename(p)}' do not fit this encoder ("
             + "; ".join(parts)

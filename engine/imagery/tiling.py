@@ -61,6 +61,7 @@ import torch
 from rasterio.windows import Window
 from torch import nn
 
+from slidewise.engine.core.job import Progress
 from slidewise.engine.imagery.segmodels import normalise
 
 DEFAULT_TILE = 576
@@ -79,7 +80,6 @@ which a large raster read tile by tile would fill)."""
 WEIGHT_FLOOR = 1e-3
 """Smallest blending weight, so that every covered pixel has a positive weight."""
 
-ProgressFn = Callable[[float], None]
 OutputMaskFn = Callable[[Window], np.ndarray]
 
 
@@ -260,7 +260,7 @@ class TilingOptions:
     amp: bool | None = None
     channels_last: bool | None = None
     gdal_cache_mb: int | None = GDAL_CACHE_MB
-    progress: ProgressFn | None = None
+    progress: Progress | None = None
     stats: PredictionStats | None = None
 
 
@@ -559,7 +559,7 @@ def _predict_strips(
     layout: TileLayout,
     runner: _Runner,
     output_mask: OutputMaskFn | None,
-    progress: ProgressFn | None,
+    progress: Progress | None,
     stats: PredictionStats,
 ) -> Iterator[tuple[Window, np.ndarray]]:
     height, width = source.height, source.width

@@ -33,15 +33,8 @@ batch-norm layers run in evaluation mode): only the new region's images are
 seen while training, and updating the running statistics on them would shift
 every old region's features. Old decoders always run in evaluation mode.
 
-One model file (``task = "multiregion"``) holds the encoder, every decoder and
-head (tensor keys ``encoder.*``, ``decoders.<region>.*``, ``heads.<region>.*``),
-and per region (``metadata.extra["regions"]``): the bands, the normalisation,
-the probability threshold, the training data and the validation metrics; the
-history of added regions with their forgetting tables is in
-``metadata.extra["events"]``. Regions may use different band names (the same
-band count: the encoder is shared) and always use their own normalisation.
-
-The model container itself is :mod:`slidewise.engine.imagery.regions`; a
+The model container and its file layout (one ``task = "multiregion"`` file with
+every decoder and the per-region metadata) are :mod:`slidewise.engine.imagery.regions`; a
 region's training is :mod:`slidewise.engine.mapping.regiontraining`, the
 forgetting table :mod:`slidewise.engine.mapping.forgetting`.
 """

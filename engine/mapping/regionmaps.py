@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import Progress
 from slidewise.engine.imagery.regions import NO_REGION, MultiRegionModel
 from slidewise.engine.imagery.tiling import (
     DEFAULT_TILE,
     OutputMaskFn,
     PredictionStats,
-    ProgressFn,
     TilingOptions,
     iter_predictions,
 )
@@ -247,7 +247,7 @@ class _RegionStreams:
         self.run_stats = {r: PredictionStats() for r, _ in plan}
         self.fractions = [0.0] * len(plan)
 
-    def _stage(self, k: int) -> ProgressFn:
+    def _stage(self, k: int) -> Progress:
         def report(fraction: float) -> None:
             self.fractions[k] = fraction
             if self.options.progress is not None:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import Log, Progress
 from slidewise.engine.imagery.augment import random_d4
 from slidewise.engine.imagery.chips import ChipDataset
 from slidewise.engine.imagery.datasets import MappingData
@@ -25,9 +26,7 @@ from slidewise.engine.imagery.labels import IGNORE
 from slidewise.engine.imagery.losses import make_loss
 from slidewise.engine.imagery.regions import (
     ARCHITECTURE,
-    Log,
     MultiRegionModel,
-    ProgressFn,
     check_region_name,
     distillation_loss,
     from_unet,
@@ -200,7 +199,7 @@ def train_region(
     *,
     replace: bool = False,
     log: Log = print,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> RegionOutcome:
     """Add (or replace) ``region``'s decoder and train it on ``data`` (in place).
 
@@ -429,7 +428,7 @@ def create_multiregion(
     record: dict[str, Any],
     *,
     log: Log = print,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     warn: Log | None = None,
 ) -> tuple[MultiRegionModel, TrainOutcome]:
     """Train the encoder and the first region's decoder (no model yet).

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import Log, Progress
 from slidewise.engine.imagery.augment import random_d4
 from slidewise.engine.imagery.datasets import MappingData
 from slidewise.engine.imagery.labels import IGNORE
@@ -42,9 +43,6 @@ from slidewise.engine.mapping.validation import (
     metrics_at,
     validate,
 )
-
-Log = Callable[[str], None]
-Progress = Callable[[float], None]
 
 
 @dataclass

@@ -126,7 +126,7 @@ from rasterio.windows import Window
 
 from slidewise.contract.specs.terrainfactors import SPEC as TERRAIN_SPEC
 from slidewise.engine.core.errors import EngineError, InputError
-from slidewise.engine.core.job import JobContext, JobResult
+from slidewise.engine.core.job import JobContext, JobResult, Progress
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import JobParams
 from slidewise.engine.geo import raster
@@ -155,7 +155,6 @@ MAX_ABS_LATITUDE = 89.5
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
-Progress = Callable[[float], None]
 
 
 @dataclass(frozen=True)

@@ -434,10 +434,17 @@ def write_block_raster(path: str, labels: np.ndarray, factor: int, stack: Aligne
             dst.write(win[None].astype(np.int32), window=write)
 
 
-def read_block_raster(path: str, stack: AlignedStack) -> np.ndarray:
-    """Read a block raster, refusing one on another grid than the stack."""
-    import rasterio
+def check_block_grid(path: str, stack: AlignedStack, advice: str) -> None:
+    """Refuse a block raster on another grid than the stack.
 
+    Args:
+        path: The block raster.
+        stack: The factor stack it must match.
+        advice: What the user should do instead (ends the message).
+
+    Raises:
+        InputError: the grids differ (the message says how).
+    """
     from slidewise.engine.geo.align import GridSpec, grid_differences
     from slidewise.engine.geo.raster import open_raster
 
@@ -446,8 +453,15 @@ def read_block_raster(path: str, stack: AlignedStack) -> np.ndarray:
     if diff is not None:
         raise InputError(
             f"The block raster '{Path(path).name}' is not on the grid of the factor stack "
-            f"({diff.describe()}): segment the same stack with segmentblocks."
+            f"({diff.describe()}): {advice}."
         )
+
+
+def read_block_raster(path: str, stack: AlignedStack) -> np.ndarray:
+    """Read a block raster, refusing one on another grid than the stack."""
+    import rasterio
+
+    check_block_grid(path, stack, "segment the same stack with segmentblocks")
     with rasterio.open(path) as src:
         data = src.read(1)
     if not np.issubdtype(data.dtype, np.integer):

@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from slidewise.engine.core.job import Warn
 from slidewise.engine.geo.samples import FeatureEncoder
 from slidewise.engine.susceptibility.models import TrainSettings, fit_model
-
-Warn = Callable[[str], None]
 
 
 @dataclass

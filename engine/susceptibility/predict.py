@@ -25,7 +25,7 @@ from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.geo.align import AlignedStack
 from slidewise.engine.geo.samples import FeatureEncoder
 from slidewise.engine.geo.stackparams import StackParams
-from slidewise.engine.susceptibility.blocks import nearest_centre
+from slidewise.engine.susceptibility.blocks import check_block_grid, nearest_centre
 from slidewise.engine.susceptibility.models import FittedModel, model_from_tensors
 
 BREAK_SAMPLE = 200_000
@@ -220,8 +220,6 @@ def prediction_blocks(
     import rasterio
 
     from slidewise.engine.core.manifest import file_sha256
-    from slidewise.engine.geo.align import GridSpec, grid_differences
-    from slidewise.engine.geo.raster import open_raster
 
     path = str(options.blocks or doc.get("path") or "")
     if not path or not Path(path).is_file():
@@ -234,13 +232,7 @@ def prediction_blocks(
             f"The block raster '{Path(path).name}' is not the one the model was trained with "
             "(its hash differs): give the training block raster as BLOCKS, or train again."
         )
-    info = open_raster(path, what="block raster")
-    diff = grid_differences(GridSpec.from_info(info), stack.grid, path)
-    if diff is not None:
-        raise InputError(
-            f"The block raster '{Path(path).name}' is not on the grid of the factor stack "
-            f"({diff.describe()}): predict on the stack the model was trained on."
-        )
+    check_block_grid(path, stack, "predict on the stack the model was trained on")
     return rasterio.open(path)
 
 
