@@ -92,3 +92,20 @@ def model_metadata(path: str | Path) -> dict:
         (size,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(size))
     return json.loads(header["__metadata__"]["slidewise"])
+
+
+def qgis_desktop_command(profiles: Path, script: Path, screen: str = "1600x1000x24") -> list[str]:
+    """The real QGIS desktop under Xvfb, a fresh profiles folder, running ``script`` at start."""
+    return [
+        "xvfb-run",
+        "-a",
+        "-s",
+        f"-screen 0 {screen}",
+        "qgis",
+        "--nologo",
+        "--noversioncheck",
+        "--profiles-path",
+        str(profiles),
+        "--code",
+        str(script),
+    ]

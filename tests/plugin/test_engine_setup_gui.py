@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from plugin_helpers import PLUGINS_DIR, REPO
+from plugin_helpers import PLUGINS_DIR, REPO, qgis_desktop_command
 
 IMAGES = REPO / "docs" / "images"
 SCRIPT = Path(__file__).resolve().parent / "gui" / "setup_desktop.py"
@@ -42,19 +42,7 @@ def run_desktop(tmp_path: Path, home: Path, engine_env: str) -> dict:
         QGIS_PLUGINPATH=str(PLUGINS_DIR),
     )
     subprocess.run(
-        [
-            "xvfb-run",
-            "-a",
-            "-s",
-            "-screen 0 1600x1000x24",
-            "qgis",
-            "--nologo",
-            "--noversioncheck",
-            "--profiles-path",
-            str(tmp_path),
-            "--code",
-            str(SCRIPT),
-        ],
+        qgis_desktop_command(tmp_path, SCRIPT),
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from plugin_helpers import REPO, real_dem, run_qgis_process
+from plugin_helpers import REPO, qgis_desktop_command, real_dem, run_qgis_process
 
 from slidewise.processing_provider import engine_setup
 from slidewise.processing_provider.engine_setup import SetupCallbacks, SetupPlan
@@ -182,19 +182,7 @@ def test_the_dialog_installs_offline_and_cancels_cleanly(
     script = Path(__file__).resolve().parent / "gui" / "setup_install_desktop.py"
     try:
         subprocess.run(
-            [
-                "xvfb-run",
-                "-a",
-                "-s",
-                "-screen 0 1600x1000x24",
-                "qgis",
-                "--nologo",
-                "--noversioncheck",
-                "--profiles-path",
-                str(tmp_path),
-                "--code",
-                str(script),
-            ],
+            qgis_desktop_command(tmp_path, script),
             env=env,
             cwd=tmp_path,
             capture_output=True,

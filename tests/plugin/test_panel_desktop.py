@@ -194,7 +194,7 @@ def test_real_qgis_desktop_loads_the_plugin(tmp_path: Path) -> None:
     if shutil.which("xvfb-run") is None or shutil.which("qgis") is None:
         pytest.skip("xvfb-run or the qgis desktop is not installed")
     sys.path.insert(0, str(HERE))
-    from plugin_helpers import PLUGINS_DIR
+    from plugin_helpers import PLUGINS_DIR, qgis_desktop_command
 
     profile = tmp_path / "profiles" / "default"
     (profile / "python" / "plugins").mkdir(parents=True)
@@ -208,8 +208,7 @@ def test_real_qgis_desktop_loads_the_plugin(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.pop("QT_QPA_PLATFORM", None)
     env.pop("QGIS_CUSTOM_CONFIG_PATH", None)
-    command = ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo"]
-    command += ["--noversioncheck", "--profiles-path", str(tmp_path), "--code", str(script)]
+    command = qgis_desktop_command(tmp_path, script, screen="1280x800x24")
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     result_file = tmp_path / "qgis.json"
     assert result_file.is_file(), proc.stderr[-3000:]
