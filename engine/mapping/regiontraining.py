@@ -243,6 +243,7 @@ def train_region(
             "distill_loss": losses["distill"] if run.teacher is not None else None,
         }
         validate_region_epoch(run, data, settings, record, mode, t0, log)
+    counter.finish()
     return finish_region(run)
 
 

@@ -88,6 +88,12 @@ class StepCounter:
         if self.progress is not None:
             self.progress(min(1.0, self.done / self.total))
 
+    def finish(self) -> None:
+        """The training ended (early stop, or batches of one chip skipped): report 1."""
+        self.done = self.total
+        if self.progress is not None:
+            self.progress(1.0)
+
 
 @dataclass
 class TrainingRun:
@@ -268,6 +274,7 @@ def run_epochs(
     counter = StepCounter(max(1, (settings.epochs - run.start_epoch) * steps_per_epoch), progress)
     for epoch in range(run.start_epoch, settings.epochs):
         if run.selection.exhausted(settings.patience):
+            counter.finish()
             return True
         t0 = time.time()
         lr = recipe.lr * lr_factor(recipe.schedule, epoch, settings.epochs)
@@ -292,6 +299,7 @@ def run_epochs(
                     "scaler": run.scaler.state_dict() if run.use_amp else {},
                 },
             )
+    counter.finish()
     return False
 
 
