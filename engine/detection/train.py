@@ -47,7 +47,7 @@ from slidewise.engine.detection.models import (
     load_backbone_weights,
     save_detector,
 )
-from slidewise.engine.imagery.training import StepCounter, validation_work
+from slidewise.engine.imagery.training import OnBatch, StepCounter, validation_work
 
 Log = Callable[[str], None]
 Progress = Callable[[float], None]
@@ -160,7 +160,7 @@ def predict_samples(
     fill: Sequence[float],
     device: torch.device | str = "cpu",
     batch_size: int = 4,
-    on_batch: Callable[[], None] | None = None,
+    on_batch: OnBatch | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Run a detector on images; returns per image ``(boxes (M, 4), scores (M,))``.
 
@@ -195,7 +195,7 @@ def evaluate_detector(
     fill: Sequence[float],
     device: torch.device | str = "cpu",
     batch_size: int = 4,
-    on_batch: Callable[[], None] | None = None,
+    on_batch: OnBatch | None = None,
 ) -> dict[str, Any]:
     """COCO mAP and mAP@0.5 of a detector on labelled images (``on_batch``: progress)."""
     preds = predict_samples(model, samples, bands, fill, device, batch_size, on_batch)

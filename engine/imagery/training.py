@@ -33,6 +33,9 @@ def chip_batches(
         yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
 
+#: Called after every batch of a pass (progress).
+OnBatch = Callable[[], None]
+
 #: A validation batch (forward pass only) costs about a third of a training step.
 VALID_BATCH_WEIGHT = 1 / 3
 

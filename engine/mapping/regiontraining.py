@@ -32,10 +32,9 @@ from slidewise.engine.imagery.regions import (
     distillation_loss,
     from_unet,
 )
-from slidewise.engine.imagery.training import chip_batches, validation_work
+from slidewise.engine.imagery.training import StepCounter, chip_batches, validation_work
 from slidewise.engine.mapping.recipes import TrainSettings, pos_weight_from
 from slidewise.engine.mapping.trainloop import (
-    StepCounter,
     TrainOutcome,
     epoch_order,
     train_model,

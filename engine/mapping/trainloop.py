@@ -3,8 +3,8 @@
 :func:`train_model` trains the model its settings describe, validates every
 epoch, keeps the best epoch (and threshold) on the validation split, stops
 early, and writes a resumable checkpoint every epoch when asked. The addregion
-job reuses it for a new model's first region, and :func:`epoch_order` and
-:class:`StepCounter` for its own loop.
+job reuses it for a new model's first region, and :func:`epoch_order` for its
+own loop. Progress is reported after every training and validation batch.
 """
 
 from __future__ import annotations
