@@ -135,5 +135,7 @@ def fit_encoder(
         history.append(record)
         parts_text = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch",))
         log(f"epoch {epoch + 1}/{settings.epochs}: {parts_text}")
+    if progress is not None:
+        progress(1.0)  # also when batches of one chip were skipped
     model.eval()
     return history

@@ -47,10 +47,13 @@ from slidewise.engine.detection.models import (
     load_backbone_weights,
     save_detector,
 )
+from slidewise.engine.imagery.training import OnBatch, StepCounter, validation_work
 
 #: Smallest automatic resize target (shorter side) of the detector.
 AUTO_MIN_SIZE = 448
 WARMUP_STEPS = 100
+#: Images per batch of the validation passes.
+VALID_BATCH = 4
 GRAD_CLIP = 10.0
 
 
@@ -154,8 +157,12 @@ def predict_samples(
     fill: Sequence[float],
     device: torch.device | str = "cpu",
     batch_size: int = 4,
+    on_batch: OnBatch | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Run a detector on images; returns per image ``(boxes (M, 4), scores (M,))``."""
+    """Run a detector on images; returns per image ``(boxes (M, 4), scores (M,))``.
+
+    ``on_batch`` is called after every batch (progress).
+    """
     device = torch.device(device)
     data = DetectionDataset(samples, bands, fill, augment=False)
     model.eval().to(device)
@@ -173,6 +180,8 @@ def predict_samples(
                         r["scores"][keep].float().cpu().numpy(),
                     )
                 )
+            if on_batch is not None:
+                on_batch()
     return out
 
 
@@ -183,9 +192,10 @@ def evaluate_detector(
     fill: Sequence[float],
     device: torch.device | str = "cpu",
     batch_size: int = 4,
+    on_batch: OnBatch | None = None,
 ) -> dict[str, Any]:
-    """COCO mAP and mAP@0.5 of a detector on labelled images."""
-    preds = predict_samples(model, samples, bands, fill, device, batch_size)
+    """COCO mAP and mAP@0.5 of a detector on labelled images (``on_batch``: progress)."""
+    preds = predict_samples(model, samples, bands, fill, device, batch_size, on_batch)
     return detection_map(
         [s.boxes for s in samples],
         [b for b, _ in preds],
@@ -286,10 +296,13 @@ def train_detector(
         )
     history: list[dict[str, Any]] = []
     best = _Best()
+    measured = len(valid.samples) if valid.n_boxes > 0 else 0
+    per_epoch = validation_work(measured, VALID_BATCH)
+    counter = StepCounter(loop.total + settings.epochs * per_epoch, progress)
     for epoch in range(settings.epochs):
         t0 = time.time()
-        running, seen = _train_epoch(loop, settings, generator, epoch, progress)
-        metrics = _validate(loop, valid, settings, config.image_mean)
+        running, seen = _train_epoch(loop, settings, generator, epoch, counter)
+        metrics = _validate(loop, valid, settings, config.image_mean, counter)
         record = _epoch_record(epoch, running, seen, metrics, t0)
         history.append(record)
         improved = _keep_if_best(best, loop.model, epoch, metrics, valid.n_boxes > 0)
@@ -342,7 +355,7 @@ def _train_epoch(
     settings: DetTrainSettings,
     generator: torch.Generator,
     epoch: int,
-    progress: Progress | None,
+    counter: StepCounter,
 ) -> tuple[dict[str, float], int]:
     """One pass over the training images; returns the summed losses and the images seen.
 
@@ -360,8 +373,7 @@ def _train_epoch(
             running[k] = running.get(k, 0.0) + float(v.detach()) * len(idx)
         seen += len(idx)
         loop.step += 1
-        if progress is not None:
-            progress(loop.step / loop.total)
+        counter.step()
     return running, seen
 
 
@@ -392,12 +404,24 @@ def _train_step(
 
 
 def _validate(
-    loop: _Loop, valid: DetectionSet, settings: DetTrainSettings, fill: Sequence[float]
+    loop: _Loop,
+    valid: DetectionSet,
+    settings: DetTrainSettings,
+    fill: Sequence[float],
+    counter: StepCounter,
 ) -> dict[str, Any]:
     """Validation mAP of the current weights (NaN when the validation images have no box)."""
     if valid.n_boxes == 0:
         return {"map": math.nan, "map50": math.nan}
-    return evaluate_detector(loop.model, valid.samples, settings.bands, fill, loop.device)
+    return evaluate_detector(
+        loop.model,
+        valid.samples,
+        settings.bands,
+        fill,
+        loop.device,
+        VALID_BATCH,
+        counter.valid_step,
+    )
 
 
 def _epoch_record(

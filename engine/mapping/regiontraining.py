@@ -31,10 +31,9 @@ from slidewise.engine.imagery.regions import (
     distillation_loss,
     from_unet,
 )
-from slidewise.engine.imagery.training import chip_batches
+from slidewise.engine.imagery.training import StepCounter, chip_batches, validation_work
 from slidewise.engine.mapping.recipes import TrainSettings, pos_weight_from
 from slidewise.engine.mapping.trainloop import (
-    StepCounter,
     TrainOutcome,
     epoch_order,
     train_model,
@@ -223,7 +222,8 @@ def train_region(
     run = start_region(model, region, data, settings, replace)
     n_draw = settings.chips_per_epoch or len(data.train)
     steps_per_epoch = math.ceil(n_draw / settings.batch_size)
-    counter = StepCounter(max(1, settings.epochs * steps_per_epoch), progress)
+    per_epoch = steps_per_epoch + validation_work(len(data.valid), run.eval_batch)
+    counter = StepCounter(max(1, settings.epochs * per_epoch), progress)
     for epoch in range(settings.epochs):
         if run.selection.exhausted(settings.patience):
             log(
@@ -241,7 +241,8 @@ def train_region(
             "train_loss": losses["task"],
             "distill_loss": losses["distill"] if run.teacher is not None else None,
         }
-        validate_region_epoch(run, data, settings, record, mode, t0, log)
+        validate_region_epoch(run, data, settings, record, mode, t0, log, counter)
+    counter.finish()
     return finish_region(run)
 
 
@@ -381,10 +382,12 @@ def validate_region_epoch(
     mode: str,
     t0: float,
     log: Log,
+    counter: StepCounter,
 ) -> None:
     """Validate the new decoder, complete ``record``, offer it to the selection, log it."""
     has_slides = bool(data.valid_stats[:, 0].sum() > 0)
-    vp = validate(run.model.view(run.region), data.valid, run.eval_batch, run.device, run.loss_fn)
+    view = run.model.view(run.region)
+    vp = validate(view, data.valid, run.eval_batch, run.device, run.loss_fn, counter.valid_step)
     threshold = (
         choose_threshold(vp, settings.threshold, settings.select_metric) if has_slides else 0.5
     )

@@ -3,8 +3,8 @@
 :func:`train_model` trains the model its settings describe, validates every
 epoch, keeps the best epoch (and threshold) on the validation split, stops
 early, and writes a resumable checkpoint every epoch when asked. The addregion
-job reuses it for a new model's first region, and :func:`epoch_order` and
-:class:`StepCounter` for its own loop.
+job reuses it for a new model's first region, and :func:`epoch_order` for its
+own loop. Progress is reported after every training and validation batch.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from slidewise.engine.imagery.datasets import MappingData
 from slidewise.engine.imagery.labels import IGNORE
 from slidewise.engine.imagery.losses import make_loss
 from slidewise.engine.imagery.segmodels import build_model, load_encoder_weights
-from slidewise.engine.imagery.training import chip_batches
+from slidewise.engine.imagery.training import StepCounter, chip_batches, validation_work
 from slidewise.engine.mapping.checkpoints import (
     fingerprint,
     load_checkpoint,
@@ -64,27 +64,6 @@ class TrainOutcome:
     threshold: float
     best_epoch: int
     pos_weight: float | None
-
-
-@dataclass
-class StepCounter:
-    """Reports the fraction of training steps done after every batch.
-
-    Attributes:
-        total: Steps of the whole training (at least 1).
-        progress: Receives the fraction done in [0, 1]; ``None``: nothing is reported.
-        done: Steps done so far.
-    """
-
-    total: int
-    progress: Progress | None = None
-    done: int = 0
-
-    def step(self) -> None:
-        """One more batch."""
-        self.done += 1
-        if self.progress is not None:
-            self.progress(min(1.0, self.done / self.total))
 
 
 @dataclass
@@ -263,9 +242,11 @@ def run_epochs(
     recipe = settings.recipe
     n_draw = settings.chips_per_epoch or len(data.train)
     steps_per_epoch = math.ceil(n_draw / settings.batch_size)
-    counter = StepCounter(max(1, (settings.epochs - run.start_epoch) * steps_per_epoch), progress)
+    per_epoch = steps_per_epoch + validation_work(len(data.valid), settings.batch_size)
+    counter = StepCounter(max(1, (settings.epochs - run.start_epoch) * per_epoch), progress)
     for epoch in range(run.start_epoch, settings.epochs):
         if run.selection.exhausted(settings.patience):
+            counter.finish()
             return True
         t0 = time.time()
         lr = recipe.lr * lr_factor(recipe.schedule, epoch, settings.epochs)
@@ -273,7 +254,7 @@ def run_epochs(
             group["lr"] = lr
         train_loss = train_epoch(run, data, recipe, settings.batch_size, n_draw, counter)
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss}
-        validate_epoch(run, data, settings, record, t0, log)
+        validate_epoch(run, data, settings, record, t0, log, counter)
         if settings.checkpoint:
             save_checkpoint(
                 settings.checkpoint,
@@ -290,6 +271,7 @@ def run_epochs(
                     "scaler": run.scaler.state_dict() if run.use_amp else {},
                 },
             )
+    counter.finish()
     return False
 
 
@@ -347,11 +329,13 @@ def validate_epoch(
     record: dict[str, Any],
     t0: float,
     log: Log,
+    counter: StepCounter,
 ) -> None:
     """Validate, complete the epoch's ``record``, offer it to the selection and log it."""
     metric = settings.select_metric
     has_slides = bool(data.valid_stats[:, 0].sum() > 0)
-    vp = validate(run.model, data.valid, settings.batch_size, run.device, run.loss_fn)
+    batch = settings.batch_size
+    vp = validate(run.model, data.valid, batch, run.device, run.loss_fn, counter.valid_step)
     threshold = choose_threshold(vp, settings.threshold, metric) if has_slides else 0.5
     record.update(metrics_at(vp, threshold))
     record["seconds"] = round(time.time() - t0, 2)

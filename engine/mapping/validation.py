@@ -61,8 +61,12 @@ def validate(
     batch_size: int,
     device: torch.device,
     loss_fn: Callable[..., torch.Tensor] | None = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> ValidationPass:
-    """Run the model over validation chips; keep probability histograms per class."""
+    """Run the model over validation chips; keep probability histograms per class.
+
+    ``on_batch`` is called after every batch (progress).
+    """
     model.eval()
     pos = torch.zeros(BINS, dtype=torch.float64)
     neg = torch.zeros(BINS, dtype=torch.float64)
@@ -82,6 +86,8 @@ def validate(
             t = target.bool()
             pos += torch.bincount(bins[valid & t], minlength=BINS).double()
             neg += torch.bincount(bins[valid & ~t], minlength=BINS).double()
+            if on_batch is not None:
+                on_batch()
     return ValidationPass(total / max(count, 1), pos.numpy(), neg.numpy())
 
 

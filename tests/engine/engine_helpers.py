@@ -10,6 +10,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
@@ -29,6 +31,21 @@ def log_messages(stream: io.StringIO) -> list[str]:
     """The log messages a job wrote to ``stream`` (see :func:`job_context`)."""
     msgs = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     return [m["message"] for m in msgs if m["type"] == "log"]
+
+
+def progress_values(stream: io.StringIO) -> list[float]:
+    """The progress values (percent) a job wrote to ``stream``, in order."""
+    msgs = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    return [float(m["value"]) for m in msgs if m["type"] == "progress"]
+
+
+def assert_steady_progress(values: list[float], start: float, end: float, steps: int) -> None:
+    """Progress of a training stage [start, end]: at least ``steps`` distinct values
+    inside the stage (one per batch), never decreasing, reaching ``end``."""
+    assert values == sorted(values), values
+    inside = sorted({v for v in values if start < v <= end})
+    assert len(inside) >= steps, (steps, values)
+    assert inside[-1] == pytest.approx(end), values
 
 
 def bijie_subset(tmp: Path, names: list[str]) -> tuple[Path, Path]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_helpers import SHARED, job_context
+from engine_helpers import SHARED, assert_steady_progress, job_context, progress_values
 from safetensors.torch import save_file
 
 from slidewise.engine.core.errors import InputError
@@ -101,6 +101,27 @@ def test_training_step_and_eval_on_real_images(tmp_path: Path) -> None:
     model, meta2 = load_detector(out)
     assert meta2.config["min_size"] == 96 and not model.training
     assert "not scaled" in stream.getvalue()  # the l4s_rgb size mismatch was reported
+
+
+@needs_data
+def test_training_progress_advances_per_batch(tmp_path: Path) -> None:
+    # Two epochs of three batches: the bar moves after every batch, up to the stage's 98 %.
+    ctx, stream = _ctx()
+    run_train(
+        {
+            "TRAIN": str(DATA / "events_rgb" / "train"),
+            "VALID": str(DATA / "events_rgb" / "valid"),
+            "MAX_TRAIN_IMAGES": 6,
+            "MAX_VALID_IMAGES": 1,
+            "EPOCHS": 2,
+            "BATCH_SIZE": 2,
+            "IMAGE_SIZE": 64,
+            "SEED": 3,
+            "OUTPUT": str(tmp_path / "det.safetensors"),
+        },
+        ctx,
+    )
+    assert_steady_progress(progress_values(stream), 3, 98, steps=2 * 3)
 
 
 def test_training_job_rejects_bad_inputs(tmp_path: Path) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import BIJIE, bijie_subset, job_context, log_messages
+from engine_helpers import (
+    BIJIE,
+    assert_steady_progress,
+    bijie_subset,
+    job_context,
+    log_messages,
+    progress_values,
+)
 
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext
@@ -174,6 +181,28 @@ def test_training_on_bijie_beats_untrained_model(tmp_path: Path) -> None:
     assert f1_trained > f1_untrained + 0.15, (f1_untrained, f1_trained)
     assert f1_trained > 0.4
     assert set(outcome.metrics) >= {"precision", "recall", "f1", "iou", "mcc"}
+
+
+@needs_bijie
+def test_job_progress_advances_per_batch(tmp_path: Path) -> None:
+    # Two epochs of four batches: the bar moves after every batch, up to the stage's 97 %.
+    img, msk = _downscaled_bijie(tmp_path, 4, 0.25)
+    params = {
+        "DATASET_TYPE": "pairs",
+        "TRAIN_IMAGES": str(img),
+        "TRAIN_MASKS": str(msk),
+        "ARCHITECTURE": "resunet",
+        "MODEL_OPTIONS": json.dumps(TINY),
+        "CHIP_SIZE": 64,
+        "CHIPS_PER_EPOCH": 8,
+        "BATCH_SIZE": 2,
+        "VALID_FRACTION": 0.25,
+        "EPOCHS": 2,
+        "OUTPUT": str(tmp_path / "model.safetensors"),
+    }
+    ctx, stream = _ctx()
+    run_train(params, ctx)
+    assert_steady_progress(progress_values(stream), 3, 97, steps=2 * 4)
 
 
 @needs_bijie

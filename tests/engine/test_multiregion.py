@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import BIJIE, bijie_subset, job_context, log_messages
+from engine_helpers import BIJIE, assert_steady_progress, bijie_subset, job_context, log_messages
 
 from slidewise.engine.core.errors import InputError, ModelFileError
 from slidewise.engine.core.job import JobContext
@@ -324,6 +324,16 @@ def test_frozen_mode_keeps_encoder_and_old_decoder_bit_identical(
     new = [k for k in after if k.startswith("decoders.b.") and after[k].is_floating_point()]
     assert any(not torch.equal(after[k], before[k.replace(".b.", ".a.", 1)]) for k in new)
     assert outcome.best_epoch == 1 and outcome.start_metrics is not None
+
+
+def test_region_training_progress_advances_per_batch(regions: dict[str, MappingData]) -> None:
+    # Two epochs of four batches: a fraction after every batch, never back, ending at 1.
+    model = MultiRegionModel(TINY, ["a"])
+    model.records["a"] = _record(regions["a"])
+    settings = RegionSettings(mode="frozen", epochs=2, chips_per_epoch=8, batch_size=2)
+    values: list[float] = []
+    train_region(model, "b", regions["b"], settings, log=lambda _: None, progress=values.append)
+    assert_steady_progress(values, 0, 1, steps=2 * 4)
 
 
 def test_distill_changes_encoder_but_old_outputs_stay_close(

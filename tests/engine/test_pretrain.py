@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import BIJIE, job_context
+from engine_helpers import BIJIE, assert_steady_progress, job_context, progress_values
 from torch import nn
 
 from slidewise.engine.core.errors import InputError, ModelFileError
@@ -238,6 +238,15 @@ def test_job_mae_and_teacher_distillation(tmp_path: Path) -> None:
         run_pretrain({**common, "BACKBONE": "resnet9", "OUTPUT": str(out)}, _ctx())
     with pytest.raises(InputError, match="multiple of 32"):
         run_pretrain({**common, "CHIP_SIZE": 48, "OUTPUT": str(out)}, _ctx())
+
+
+def test_job_progress_advances_per_batch(tmp_path: Path) -> None:
+    # Two epochs of four batches: the bar moves after every batch, up to the stage's 97 %.
+    img, _ = _pictures(tmp_path / "pics", 8, masks=False)
+    ctx, stream = job_context("pretrainencoder")
+    params = {"IMAGES": img, "CHIP_SIZE": 64, "EPOCHS": 2, "BATCH_SIZE": 2, "SEED": 0}
+    run_pretrain({**params, "OUTPUT": str(tmp_path / "mae.safetensors")}, ctx)
+    assert_steady_progress(progress_values(stream), 2, 97, steps=2 * 4)
 
 
 def test_pretraining_on_fewer_chips_than_the_evaluation_count() -> None:
