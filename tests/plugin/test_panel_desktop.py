@@ -129,6 +129,19 @@ def test_mapping_adds_styled_layers_in_order(desktop_run: dict) -> None:
     assert canvas_aoi["aoi"] == pytest.approx(canvas_aoi["canvas"])
 
 
+def test_mapped_layers_overlay_the_image(desktop_run: dict) -> None:
+    """Outputs of a PNG without georeference lie on the image as QGIS draws it."""
+    mapping = desktop_run["map"]
+    for name, extent in mapping["extents"].items():
+        assert extent == mapping["image_extent"], name
+
+
+def test_models_and_reports_are_found_again_after_a_restart(desktop_run: dict) -> None:
+    restart = desktop_run["restart"]
+    assert desktop_run["train"]["model"] in restart["models"]
+    assert any(path.endswith(".html") for path in restart["reports"]), restart["reports"]
+
+
 def test_report_opens_inside_qgis(desktop_run: dict) -> None:
     report = desktop_run["report"]
     assert report["ok"], desktop_run["_log"]
@@ -432,6 +445,24 @@ def _window(app):
     return window, canvas, bar, view
 
 
+def _after_restart(window, canvas, bar) -> dict:
+    """A new panel on the same project (as after restarting QGIS) lists the earlier results."""
+    from qgis.PyQt.QtCore import Qt
+
+    from slidewise.ui.panel.dock import SlidewisePanel
+
+    panel = SlidewisePanel(_Iface(window, canvas, bar), window)
+    panel.results.refresh()
+    models = panel.results.models
+    reports = panel.results.reports
+    listed = {
+        "models": [models.item(i).data(Qt.UserRole) for i in range(models.count())],
+        "reports": [reports.item(i).data(Qt.UserRole) for i in range(reports.count())],
+    }
+    panel.deleteLater()
+    return listed
+
+
 def main(out: Path) -> None:
     sys.path.insert(0, "/usr/share/qgis/python/plugins")
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
@@ -586,6 +617,8 @@ def main(out: Path) -> None:
         },
         "visible": {n.layer().name(): n.isVisible() for n in nodes},
         "evaluate_input": mapping.step("evaluatemapping").values().get("INPUT", ""),
+        "extents": {n.layer().name(): n.layer().extent().toString(1) for n in nodes},
+        "image_extent": image.extent().toString(1),
     }
     view.expandAll()
     _shot(window, "panel_desktop_mapping.png", shots, canvas)
@@ -624,6 +657,7 @@ def main(out: Path) -> None:
     panel.show_workflow("results")
     app.processEvents()
     _shot(panel, "panel_results.png", shots)
+    result["restart"] = _after_restart(window, canvas, bar)
     result["plugin"] = _plugin_menu(window, canvas, bar)
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
     QgsApplication.processingRegistry().removeProvider(provider)
