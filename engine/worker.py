@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     lifeline = Lifeline.from_environment(argv)
     try:
         return run_watched(argv, lifeline)
-    except Cancelled:
+    except Cancelled:  # before or after the job itself
+        with contextlib.suppress(OSError):
+            print("slidewise worker: job cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     finally:
         lifeline.clean()
