@@ -15,6 +15,9 @@ job does not end within :data:`FORCE_EXIT_S` (stuck in a long native call), the
 watchdog removes the partial files of the job's outputs and the job folder itself
 and ends the process. A worker started by hand (no ``SLIDEWISE_PARENT_PID``)
 is not watched.
+
+Linux sends the death signal when the *thread* that started the worker ends; the
+engine client's ``run_job`` waits for the worker in that thread, so the two agree.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ JOB_FOLDER_PREFIX = "slidewise-job-"
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.1
 #: Seconds the job has to end by itself after its parent went, before it is cut short.
-FORCE_EXIT_S = 1.2
+FORCE_EXIT_S = 1.0
 EXIT_CANCELLED = 3
 
 

@@ -48,6 +48,10 @@ TERMINATED_MESSAGE = (
     "Slidewise: the run was ended by SIGTERM; the engine worker was stopped and no "
     "output was written."
 )
+TERMINATED_AFTER_RESULT_MESSAGE = (
+    "Slidewise: the run was ended by SIGTERM after its job had finished; the job's "
+    "outputs were written."
+)
 INTERRUPTED_MESSAGE = "The job was cancelled (Ctrl-C); no output was written."
 
 
@@ -194,7 +198,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(signum) is not signal.SIG_IGN:
-                previous[signum] = signal.signal(signum, record)
+                with contextlib.suppress(ValueError, OSError):  # not the main interpreter
+                    previous[signum] = signal.signal(signum, record)
     try:
         yield request
     finally:
@@ -270,11 +275,11 @@ def run_job(
         finally:
             remove_job_file(job_file)
     if request.signum == signal.SIGTERM:
-        end_terminated(outputs or [])
+        end_terminated(outputs or [], written=run.finished)
     return finish(run, outputs or [], python, origin)
 
 
-def end_terminated(outputs: list[str]) -> None:
+def end_terminated(outputs: list[str], written: bool = False) -> None:
     """After SIGTERM stopped a job: say so, then end as SIGTERM would have.
 
     The worker is gone and the job folder removed by now; the partial outputs
@@ -282,12 +287,17 @@ def end_terminated(outputs: list[str]) -> None:
     prints nothing for a signal), then SIGTERM is raised again under the
     previous handler, so that a batch scheduler sees the usual status 143.
 
+    Args:
+        outputs: The job's output paths.
+        written: The job had sent its result before the signal: its outputs stay.
+
     Raises:
         EngineJobCancelled: when the process survives its previous handler.
     """
-    for path in outputs:
-        remove_partials(path)
-    message = TERMINATED_MESSAGE
+    if not written:
+        for path in outputs:
+            remove_partials(path)
+    message = TERMINATED_AFTER_RESULT_MESSAGE if written else TERMINATED_MESSAGE
     with contextlib.suppress(OSError):
         os.write(2, f"{message}\n".encode())
     if threading.current_thread() is threading.main_thread():

@@ -125,6 +125,7 @@ def test_cancel_of_a_real_training_ends_its_worker_within_two_seconds(
         for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+    print(f"cancel: worker gone after {gone:.2f} s")
     assert gone <= WORKER_END_S, f"worker {pids[0]} outlived the cancel by {gone:.2f} s"
     assert errors and isinstance(errors[0], engine_client.EngineJobCancelled), errors
     assert leftovers(out) == [] and job_folders(jobs) == []
@@ -149,6 +150,7 @@ def test_sigkill_of_the_parent_ends_the_worker_within_two_seconds(
         parent.kill()
         for pid in workers_of(parent.pid):
             os.kill(pid, signal.SIGKILL)
+    print(f"parent SIGKILL: worker gone after {gone:.2f} s")
     assert gone <= WORKER_END_S, f"the orphan worker ran {gone:.2f} s after its parent died"
     assert leftovers(out) == [] and job_folders(jobs) == []
 
@@ -290,3 +292,15 @@ def test_cancel_after_the_result_is_too_late(tmp_path: Path) -> None:
     outcome = engine_client.finish(run, [str(out)], sys.executable, "test")
     assert outcome.outputs == {"OUTPUT": str(out)}
     assert out.read_text() == "written"
+
+
+def test_ctrl_c_during_a_job_is_recorded_and_the_handlers_restored() -> None:
+    """In the main thread SIGINT and SIGTERM only mark the run; the old handlers return."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with engine_client.stop_on_signals() as request:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # the first signal counts
+        time.sleep(0.05)
+    assert request.signum == signal.SIGINT
+    assert {signum: signal.getsignal(signum) for signum in before} == before

@@ -74,6 +74,7 @@ def test_signal_to_qgis_process_stops_a_real_job_cleanly(
     finally:
         proc.kill()
         _kill_workers_of(proc.pid)
+    print(f"{signum!r}: worker gone after {gone:.2f} s, qgis_process after {ended:.2f} s")
     assert gone <= WORKER_END_S, f"worker outlived {signum!r} by {gone:.2f} s"
     assert ended <= 5.0, f"qgis_process took {ended:.2f} s to end"
     assert proc.returncode == code, (proc.returncode, stderr[-2000:])
