@@ -12,11 +12,13 @@ directory in ``SLIDEWISE_CALLER_CWD``: the worker moves there once started, so
 relative paths of a job keep their meaning. Python warnings of the libraries
 become one protocol log line each (:func:`route_warnings`).
 
-Exit codes: 0 success, 1 user error, 2 internal error, 3 cancelled (SIGTERM).
+Exit codes: 0 success, 1 user error, 2 internal error, 3 cancelled (SIGTERM or
+SIGINT, or its parent ended: see :mod:`slidewise.engine.lifeline`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +36,7 @@ from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.manifest import build_manifest, manifest_path, write_manifest
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
+from slidewise.engine.lifeline import Lifeline, exit_now_if_cancelled
 
 EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_CANCELLED = 0, 1, 2, 3
 #: Set by the plugin's engine client: the folder relative job paths are meant in.
@@ -44,11 +47,20 @@ WARNING_CHARS = 400
 
 
 class Cancelled(BaseException):
-    """Raised in the worker when the plugin asks it to stop (SIGTERM)."""
+    """Raised in the worker when it is asked to stop (SIGTERM, SIGINT, parent gone)."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Once: a second signal must not interrupt the clean-up of the first.
+    for other in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(other, signal.SIG_IGN)
     raise Cancelled()
+
+
+def cancel_on_signals() -> None:
+    """SIGTERM (the plugin's Cancel, the parent's end) and SIGINT cancel the job cleanly."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _on_sigterm)
 
 
 def protocol_stream() -> IO[str]:
@@ -167,7 +179,20 @@ def run(job: dict[str, Any], reporter: Reporter) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m slidewise.engine.worker``."""
     argv = sys.argv[1:] if argv is None else argv
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    cancel_on_signals()
+    lifeline = Lifeline.from_environment(argv)
+    try:
+        return run_watched(argv, lifeline)
+    except Cancelled:  # before or after the job itself
+        with contextlib.suppress(OSError):
+            print("slidewise worker: job cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        lifeline.clean()
+
+
+def run_watched(argv: list[str], lifeline: Lifeline) -> int:
+    """Read the job and run it while the lifeline watches the parent."""
     reporter = Reporter(protocol_stream())
     route_warnings(reporter)
     enter_caller_folder()
@@ -177,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, EngineError) as exc:
         reporter.error(f"Could not read the job description: {exc}", kind="internal")
         return EXIT_INTERNAL
+    lifeline.watch(list(job.get("outputs") or []))
     code = run(job, reporter)
     ending = ENDINGS.get(code, "ended with an internal error")
-    print(f"slidewise worker: job {ending} after {time.time() - started:.2f} s", file=sys.stderr)
+    with contextlib.suppress(OSError):  # the parent may be gone with the pipe
+        seconds = time.time() - started
+        print(f"slidewise worker: job {ending} after {seconds:.2f} s", file=sys.stderr)
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_now_if_cancelled(main()))

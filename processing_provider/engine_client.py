@@ -10,6 +10,7 @@ and log lines to ``QgsProcessingFeedback``, and tests can call it directly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,23 @@ SETTINGS_KEY = "slidewise/engine_python"
 DEFAULT_ENGINE_ENV = Path.home() / ".local" / "share" / "slidewise" / "engine-venv"
 CANCEL_GRACE_S = 1.0
 CALLER_CWD_VAR = "SLIDEWISE_CALLER_CWD"
+#: Tells the worker whom to outlive not (``slidewise.engine.lifeline``; same name there).
+PARENT_PID_VAR = "SLIDEWISE_PARENT_PID"
 #: Where a user sets up the engine (the same words in every message).
 SETUP_HINT = (
     "Set up the engine with Plugins › Slidewise › Set up engine… (or the Processing "
     "algorithm Slidewise › Engine › Set up engine)"
 )
 SETTINGS_HINT = "Plugins › Slidewise › Settings…"
+TERMINATED_MESSAGE = (
+    "Slidewise: the run was ended by SIGTERM; the engine worker was stopped and no "
+    "output was written."
+)
+TERMINATED_AFTER_RESULT_MESSAGE = (
+    "Slidewise: the run was ended by SIGTERM after its job had finished; the job's "
+    "outputs were written."
+)
+INTERRUPTED_MESSAGE = "The job was cancelled (Ctrl-C); no output was written."
 
 
 class EngineJobError(Exception):
@@ -134,6 +146,10 @@ def _never_cancelled() -> bool:
     return False
 
 
+def _no_start(pid: int) -> None:
+    """Default start callback: ignore the worker's process id."""
+
+
 @dataclass(frozen=True)
 class JobCallbacks:
     """How a running job reports back to its caller.
@@ -143,12 +159,52 @@ class JobCallbacks:
         on_log: Called with ``(message, level)``; level is info, warning or debug.
         is_cancelled: Polled; when it returns true the worker is ended.
         poll_s: Polling interval of ``is_cancelled``, in seconds.
+        on_start: Called with the worker's process id once it is started.
     """
 
     on_progress: Callable[[float], None] = _no_progress
     on_log: Callable[[str, str], None] = _no_log
     is_cancelled: Callable[[], bool] = _never_cancelled
     poll_s: float = 0.1
+    on_start: Callable[[int], None] = _no_start
+
+
+@dataclass
+class StopRequest:
+    """A stop asked of the caller's process by a signal while a job runs.
+
+    Attributes:
+        signum: SIGINT (cancels like the Cancel button) or SIGTERM (ends the run).
+    """
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """While a job runs in the main thread, SIGINT and SIGTERM stop it cleanly.
+
+    The handlers only record the signal (the relay loop then stops the worker);
+    the previous handlers come back afterwards. A signal the process ignores
+    (SIGINT of a background job) stays ignored. Off the main thread (QGIS runs
+    algorithms in tasks) nothing is installed: the worker's lifeline covers that.
+    """
+    request = StopRequest()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def record(signum: int, frame: Any) -> None:
+            request.signum = request.signum or signum
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                with contextlib.suppress(ValueError, OSError):  # not the main interpreter
+                    previous[signum] = signal.signal(signum, record)
+    try:
+        yield request
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 @dataclass
@@ -160,6 +216,7 @@ class WorkerRun:
         stderr_tail: The last lines of the worker's stderr (for crash messages).
         error: The worker's error message, if it sent one.
         cancelled: The caller cancelled the job and the worker was stopped.
+        interrupted: The cancel came from Ctrl-C (SIGINT).
         finished: The worker sent its result (a cancel after that is too late: ignored).
         code: The worker's exit status.
     """
@@ -168,6 +225,7 @@ class WorkerRun:
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     error: dict[str, Any] | None = None
     cancelled: bool = False
+    interrupted: bool = False
     finished: bool = False
     code: int = 0
 
@@ -204,16 +262,47 @@ def run_job(
     if python is None:
         python, origin = engine_python()
     check_python(python, origin)
-    job_file = write_job_file(job, params, options)
-    try:
-        proc = start_worker(python, origin, job_file)
+    callbacks = callbacks or JobCallbacks()
+    job_file = write_job_file(job, params, options, outputs)
+    with stop_on_signals() as request:
         try:
-            run = relay(proc, callbacks or JobCallbacks())
+            proc = start_worker(python, origin, job_file)
+            callbacks.on_start(proc.pid)
+            try:
+                run = relay(proc, callbacks, request)
+            finally:
+                close_worker(proc)
         finally:
-            close_worker(proc)
-    finally:
-        remove_job_file(job_file)
+            remove_job_file(job_file)
+    if request.signum == signal.SIGTERM:
+        end_terminated(outputs or [], written=run.finished)
     return finish(run, outputs or [], python, origin)
+
+
+def end_terminated(outputs: list[str], written: bool = False) -> None:
+    """After SIGTERM stopped a job: say so, then end as SIGTERM would have.
+
+    The worker is gone and the job folder removed by now; the partial outputs
+    go here. The message goes straight to standard error (``qgis_process``
+    prints nothing for a signal), then SIGTERM is raised again under the
+    previous handler, so that a batch scheduler sees the usual status 143.
+
+    Args:
+        outputs: The job's output paths.
+        written: The job had sent its result before the signal: its outputs stay.
+
+    Raises:
+        EngineJobCancelled: when the process survives its previous handler.
+    """
+    if not written:
+        for path in outputs:
+            remove_partials(path)
+    message = TERMINATED_AFTER_RESULT_MESSAGE if written else TERMINATED_MESSAGE
+    with contextlib.suppress(OSError):
+        os.write(2, f"{message}\n".encode())
+    if threading.current_thread() is threading.main_thread():
+        signal.raise_signal(signal.SIGTERM)
+    raise EngineJobCancelled(message)
 
 
 def worker_environment() -> dict[str, str]:
@@ -229,6 +318,7 @@ def worker_environment() -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONHOME", None)
     env.setdefault("MPLBACKEND", "Agg")
+    env[PARENT_PID_VAR] = str(os.getpid())
     try:
         env[CALLER_CWD_VAR] = os.getcwd()
     except OSError:  # the caller's folder was deleted: relative paths mean nothing
@@ -236,16 +326,24 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def write_job_file(job: str, params: dict[str, Any], options: dict[str, Any] | None) -> str:
+def write_job_file(
+    job: str,
+    params: dict[str, Any],
+    options: dict[str, Any] | None,
+    outputs: list[str] | None = None,
+) -> str:
     """Write the job description into a new private folder; return the file's path.
 
     The folder is the worker's working directory (:func:`start_worker`), so it
-    holds nothing but the job file.
+    holds nothing but the job file. ``outputs`` tells the worker which partial
+    files to remove if it has to end abruptly after its parent went.
     """
     folder = tempfile.mkdtemp(prefix="slidewise-job-")
     path = os.path.join(folder, "job.json")
+    description = {"job": job, "params": params, "options": options or {}}
+    description["outputs"] = list(outputs or [])
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump({"job": job, "params": params, "options": options or {}}, handle)
+        json.dump(description, handle)
     return path
 
 
@@ -261,6 +359,11 @@ def remove_job_file(job_file: str) -> None:
 def start_worker(python: str, origin: str, job_file: str) -> subprocess.Popen[str]:
     """Start the worker on ``job_file`` in its own session, stdout and stderr piped.
 
+    Its standard input is a pipe this process never writes to: when this process
+    ends, however it ends, the worker reads the pipe's end and stops
+    (``slidewise.engine.lifeline``). Its own session keeps a terminal's Ctrl-C
+    away from it: the caller turns Ctrl-C into a clean cancel (:func:`stop_on_signals`).
+
     ``python -m`` puts the working directory first on ``sys.path``, so the worker
     starts in the job file's private folder: a stray ``inspect.py`` or
     ``json.py`` in QGIS's working directory cannot shadow the standard library.
@@ -271,7 +374,7 @@ def start_worker(python: str, origin: str, job_file: str) -> subprocess.Popen[st
     try:
         return subprocess.Popen(
             [python, "-m", "slidewise.engine.worker", job_file],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -306,17 +409,27 @@ def drain_streams(proc: subprocess.Popen[str]) -> queue.Queue[tuple[str, str | N
     return lines
 
 
-def relay(proc: subprocess.Popen[str], callbacks: JobCallbacks) -> WorkerRun:
+def relay(
+    proc: subprocess.Popen[str], callbacks: JobCallbacks, request: StopRequest | None = None
+) -> WorkerRun:
     """Relay the worker's messages until both its streams end, stopping it on cancel.
+
+    Args:
+        proc: The worker.
+        callbacks: Where progress and logs go; ``is_cancelled`` is polled.
+        request: Set by a signal to the caller (:func:`stop_on_signals`): stops too.
 
     Returns:
         What the worker reported, and its exit status.
     """
     lines = drain_streams(proc)
     run = WorkerRun()
+    request = request or StopRequest()
     open_streams = 2
     while open_streams:
-        if not run.cancelled and not run.finished and callbacks.is_cancelled():
+        stop = request.signum is not None or callbacks.is_cancelled()
+        if not run.cancelled and not run.finished and stop:
+            run.interrupted = request.signum == signal.SIGINT
             run.cancelled = True
             _stop(proc)
         try:
@@ -360,9 +473,10 @@ def close_worker(proc: subprocess.Popen[str]) -> None:
     """Stop the worker if it still runs, and close its pipes."""
     if proc.poll() is None:
         _stop(proc)
-    for stream in (proc.stdout, proc.stderr):
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
-            stream.close()
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 def finish(run: WorkerRun, outputs: list[str], python: str, origin: str) -> JobOutcome:
@@ -375,6 +489,8 @@ def finish(run: WorkerRun, outputs: list[str], python: str, origin: str) -> JobO
     if run.cancelled:
         for path in outputs:
             remove_partials(path)
+        if run.interrupted:
+            raise EngineJobCancelled(INTERRUPTED_MESSAGE)
         raise EngineJobCancelled("The job was cancelled; no output was written.")
     if run.error is not None:
         raise EngineJobError(str(run.error.get("message")))

@@ -374,3 +374,112 @@ def test_checkengine_saves_the_report_as_json(tmp_path: Path) -> None:
     assert result["outputs"] == {"OUTPUT": str(report)} and "manifest" not in result
     assert json.loads(report.read_text(encoding="utf-8")) == result["figures"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "report.json"]
+
+
+BIJIE = Path(__file__).resolve().parents[1] / "data" / "bijie" / "train"
+
+
+def _start_watched(
+    tmp_path: Path, job: dict[str, Any], parent: int | None = None
+) -> tuple[subprocess.Popen[str], Path]:
+    """Start the worker as the engine client does: a job folder, a parent pid, a stdin pipe."""
+    folder = tmp_path / "slidewise-job-test"
+    folder.mkdir()
+    job_path = _job_file(folder, job)
+    env = dict(os.environ, SLIDEWISE_PARENT_PID=str(parent or os.getpid()))
+    proc = subprocess.Popen(
+        [*WORKER, str(job_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    return proc, folder
+
+
+def _training(output: Path) -> dict[str, Any]:
+    """A real mapping training on the shipped Bijie pairs, far too long to end by itself."""
+    params = {
+        "TRAIN_IMAGES": str(BIJIE / "images"),
+        "TRAIN_MASKS": str(BIJIE / "masks"),
+        "MASK_COLOR": "255,255,0",
+        "ENCODER": "resnet18",
+        "ENCODER_DEPTH": 3,
+        "EPOCHS": 1000,
+        "CHIP_SIZE": 128,
+        "BATCH_SIZE": 4,
+        "OUTPUT": str(output),
+    }
+    return {"job": "trainmapping", "params": params, "outputs": [str(output)]}
+
+
+def _wait_for_training(proc: subprocess.Popen[str]) -> None:
+    """Read the protocol until the training loop runs (its recipe line, then a second)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, f"the worker ended early: {proc.wait()} {proc.stderr.read()[-2000:]}"
+        if "Recipe" in line:
+            time.sleep(1.0)
+            return
+    raise AssertionError("the training did not start within 120 s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "closed stdin"])
+def test_a_real_training_stops_within_two_seconds_and_leaves_nothing(
+    tmp_path: Path, stop: str
+) -> None:
+    """SIGTERM (Cancel, the parent's death), SIGINT and the parent's pipe closing all cancel."""
+    output = tmp_path / "model.safetensors"
+    proc, folder = _start_watched(tmp_path, _training(output))
+    try:
+        _wait_for_training(proc)
+        started = time.monotonic()
+        if stop == "closed stdin":
+            assert proc.stdin is not None
+            proc.stdin.close()
+        else:
+            proc.send_signal(getattr(signal, stop))
+        proc.wait(timeout=5)
+        elapsed = time.monotonic() - started
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, proc.stderr.read()[-2000:] if proc.stderr else ""
+    assert elapsed < 2.0, f"the worker took {elapsed:.2f} s to stop"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "partial or job folder left"
+    assert not folder.exists()
+
+
+def test_a_worker_whose_parent_is_already_gone_cancels_at_once(tmp_path: Path) -> None:
+    """The parent died before the worker could ask the kernel for SIGTERM: the ppid tells."""
+    output = tmp_path / "never.txt"
+    job = {"job": "sleep", "params": {"OUTPUT": str(output), "SECONDS": 60}}
+    gone_parent = os.getpid() + 1_000_000  # no such process: this worker's ppid differs
+    proc, folder = _start_watched(tmp_path, job, parent=gone_parent)
+    try:
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, stderr
+    assert "job cancelled" in stderr
+    assert not output.exists() and not list(tmp_path.glob(partial_glob(output)))
+    assert not folder.exists()
+
+
+def test_a_worker_started_by_hand_keeps_its_job_file(tmp_path: Path) -> None:
+    """Without SLIDEWISE_PARENT_PID nothing watches the worker and the user's job file stays."""
+    folder = tmp_path / "slidewise-job-mine"
+    folder.mkdir()
+    output = tmp_path / "slept.txt"
+    job_path = _job_file(
+        folder, {"job": "sleep", "params": {"OUTPUT": str(output), "SECONDS": 0.1}}
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SLIDEWISE_PARENT_PID"}
+    proc = subprocess.run(
+        [*WORKER, str(job_path)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert job_path.is_file() and output.is_file()

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from process_helpers import (
+    WORKER_END_S,
+    alive,
+    job_folders,
+    leftovers,
+    read_until,
+    seconds_until_gone,
+    start_parent,
+    training_job,
+    workers_of,
+)
 
 from slidewise.processing_provider import engine_client
 
@@ -33,6 +47,7 @@ def test_cancel_ends_worker_within_two_seconds_and_leaves_nothing(
 ) -> None:
     out = tmp_path / "slow.txt"
     started: list[float] = []
+    pids: list[int] = []
 
     def cancelled() -> bool:
         return bool(started) and time.monotonic() - started[0] > 0.0
@@ -51,14 +66,93 @@ def test_cancel_ends_worker_within_two_seconds_and_leaves_nothing(
                 on_progress=on_progress,
                 is_cancelled=cancelled,
                 on_log=lambda message, level: logs.append(message),
+                on_start=pids.append,
             ),
             outputs=[str(out)],
         )
     assert time.monotonic() - started[0] < 2.0
+    assert len(pids) == 1 and not alive(pids[0])
     assert list(tmp_path.iterdir()) == []
     # The log of a cancelled job never says it is done.
     assert not [line for line in logs if "job done" in line], logs
     assert any("job cancelled" in line for line in logs), logs
+
+
+def _cancel_in_background(run: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def test_cancel_of_a_real_training_ends_its_worker_within_two_seconds(
+    engine_python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker itself (by pid) is gone within 2 s of the Cancel, not only run_job's return."""
+    out, jobs = tmp_path / "out", tmp_path / "jobs"
+    out.mkdir()
+    jobs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(jobs))
+    job, params, outputs = training_job(out)
+    pids: list[int] = []
+    training = threading.Event()
+    cancel = threading.Event()
+    callbacks = engine_client.JobCallbacks(
+        on_start=pids.append,
+        on_log=lambda message, level: training.set() if "Recipe" in message else None,
+        is_cancelled=cancel.is_set,
+    )
+    thread, errors = _cancel_in_background(
+        lambda: engine_client.run_job(
+            job, params, python=engine_python, callbacks=callbacks, outputs=outputs
+        )
+    )
+    try:
+        assert training.wait(120), "the training never started"
+        time.sleep(1.0)  # inside the epoch loop
+        assert pids and alive(pids[0])
+        cancel.set()
+        gone = seconds_until_gone(pids, timeout=10)
+        thread.join(10)
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    print(f"cancel: worker gone after {gone:.2f} s")
+    assert gone <= WORKER_END_S, f"worker {pids[0]} outlived the cancel by {gone:.2f} s"
+    assert errors and isinstance(errors[0], engine_client.EngineJobCancelled), errors
+    assert leftovers(out) == [] and job_folders(jobs) == []
+
+
+def test_sigkill_of_the_parent_ends_the_worker_within_two_seconds(
+    engine_python: str, tmp_path: Path
+) -> None:
+    """A parent killed outright (no clean-up of its own): the worker ends by itself, and cleans."""
+    out, jobs = tmp_path / "out", tmp_path / "jobs"
+    out.mkdir()
+    parent = start_parent(training_job(out), engine_python, jobs)
+    try:
+        worker = int(read_until(parent, "PID").split()[1])
+        read_until(parent, "PROGRESS")
+        time.sleep(3.0)  # reading chips, then training
+        assert alive(worker)
+        parent.kill()
+        parent.wait(10)
+        gone = seconds_until_gone([worker], timeout=10)
+    finally:
+        parent.kill()
+        for pid in workers_of(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+    print(f"parent SIGKILL: worker gone after {gone:.2f} s")
+    assert gone <= WORKER_END_S, f"the orphan worker ran {gone:.2f} s after its parent died"
+    assert leftovers(out) == [] and job_folders(jobs) == []
 
 
 def test_killed_worker_becomes_clear_error_and_partials_are_removed(
@@ -198,3 +292,15 @@ def test_cancel_after_the_result_is_too_late(tmp_path: Path) -> None:
     outcome = engine_client.finish(run, [str(out)], sys.executable, "test")
     assert outcome.outputs == {"OUTPUT": str(out)}
     assert out.read_text() == "written"
+
+
+def test_ctrl_c_during_a_job_is_recorded_and_the_handlers_restored() -> None:
+    """In the main thread SIGINT and SIGTERM only mark the run; the old handlers return."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with engine_client.stop_on_signals() as request:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # the first signal counts
+        time.sleep(0.05)
+    assert request.signum == signal.SIGINT
+    assert {signum: signal.getsignal(signum) for signum in before} == before

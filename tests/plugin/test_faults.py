@@ -1,0 +1,176 @@
+"""Faults from outside: signals to qgis_process, kills of the worker or its parent.
+
+Whatever ends a run, the engine worker is gone within 2 s, no partial output and
+no job folder is left, the user reads what happened, and the next run succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from plugin_helpers import QGIS_PROCESS
+from process_helpers import (
+    WORKER_END_S,
+    alive,
+    job_folders,
+    leftovers,
+    read_until,
+    seconds_until_gone,
+    start_parent,
+    terrain_job,
+    training_job,
+    wait_for_worker,
+    workers_of,
+)
+
+from slidewise.processing_provider.engine_client import INTERRUPTED_MESSAGE, TERMINATED_MESSAGE
+
+
+def _kill_workers_of(parent: int) -> None:
+    for pid in workers_of(parent):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "message"),
+    [
+        (signal.SIGTERM, -signal.SIGTERM, TERMINATED_MESSAGE),
+        (signal.SIGINT, 1, INTERRUPTED_MESSAGE),
+    ],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_signal_to_qgis_process_stops_a_real_job_cleanly(
+    qgis_process_env: dict[str, str], tmp_path: Path, signum: int, code: int, message: str
+) -> None:
+    """SIGTERM (a scheduler, ``timeout``) ends the run; SIGINT (Ctrl-C) cancels it."""
+    out, jobs = tmp_path / "out", tmp_path / "jobs"
+    out.mkdir()
+    jobs.mkdir()
+    _, params, _ = training_job(out)
+    args = [f"{name}={value}" for name, value in params.items()]
+    proc = subprocess.Popen(
+        [QGIS_PROCESS, "run", "slidewise:trainmapping", "--", *args],
+        env=dict(qgis_process_env, TMPDIR=str(jobs)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        worker = wait_for_worker(proc.pid, timeout=120)
+        time.sleep(4.0)  # past reading the chips, into the epochs
+        assert proc.poll() is None and alive(worker)
+        proc.send_signal(signum)
+        sent = time.monotonic()
+        gone = seconds_until_gone([worker], timeout=10)
+        stdout, stderr = proc.communicate(timeout=30)
+        ended = time.monotonic() - sent
+    finally:
+        proc.kill()
+        _kill_workers_of(proc.pid)
+    print(f"{signum!r}: worker gone after {gone:.2f} s, qgis_process after {ended:.2f} s")
+    assert gone <= WORKER_END_S, f"worker outlived {signum!r} by {gone:.2f} s"
+    assert ended <= 5.0, f"qgis_process took {ended:.2f} s to end"
+    assert proc.returncode == code, (proc.returncode, stderr[-2000:])
+    assert message in stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    assert leftovers(out) == []
+    assert job_folders(jobs) == []
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault: whom to signal, with what, after how many seconds."""
+
+    target: str  # "worker" or "parent"
+    signum: int
+    delay: float
+
+
+def _inject(fault: Fault, parent: subprocess.Popen[str], worker: int) -> float:
+    """Send the fault's signal; return the time it was sent."""
+    time.sleep(fault.delay)
+    sent = time.monotonic()
+    try:
+        os.kill(worker if fault.target == "worker" else parent.pid, fault.signum)
+    except ProcessLookupError:  # the job was done already
+        pass
+    return sent
+
+
+def _check_message(fault: Fault, code: int, stdout: str, stderr: str) -> None:
+    """The user (or the scheduler) can tell what happened to a run that did not finish."""
+    if fault.target == "worker":
+        assert code == 1 and "killed by signal 9" in stdout and "Nothing was written" in stdout
+    elif fault.signum == signal.SIGTERM:
+        assert code == -signal.SIGTERM and TERMINATED_MESSAGE in stderr
+    elif fault.signum == signal.SIGINT:
+        assert code == 3 and INTERRUPTED_MESSAGE in stdout
+    else:  # SIGKILL of the parent: nobody is left to speak; the status says it
+        assert code == -signal.SIGKILL
+    assert "Traceback" not in stdout + stderr
+
+
+def _run_with_fault(fault: Fault, engine_python: str, out: Path, jobs: Path) -> bool:
+    """Run the short job with ``fault``; check what it leaves; return whether it finished."""
+    job = terrain_job(out)
+    parent = start_parent(job, engine_python, jobs)
+    try:
+        worker = int(read_until(parent, "PID").split()[1])
+        sent = _inject(fault, parent, worker)
+        gone = seconds_until_gone([worker], timeout=10)
+        stdout, stderr = parent.communicate(timeout=60)
+    finally:
+        parent.kill()
+        _kill_workers_of(parent.pid)
+    where = f"{fault} (worker gone after {gone:.2f} s)"
+    assert time.monotonic() - sent < 30 and gone <= WORKER_END_S, where
+    assert job_folders(jobs) == [], where
+    finished = "DONE" in stdout
+    written = leftovers(out)
+    if finished:  # the fault came too late: the outputs are whole
+        assert written == ["terrain.manifest.json", "terrain.tif"], where
+    else:
+        assert [name for name in written if ".partial-" in name] == [], (where, written)
+        assert "terrain.tif" not in written or "terrain.manifest.json" in written, where
+        _check_message(fault, parent.returncode, stdout, stderr)
+    print(f"{fault}: {'finished first' if finished else 'stopped'}, worker gone in {gone:.2f} s")
+    return finished
+
+
+@pytest.mark.slow
+def test_faults_at_random_points_leave_no_orphan_and_no_partial(
+    engine_python: str, tmp_path: Path
+) -> None:
+    """Kill the worker or its parent at random (seeded) points of a short real job."""
+    rng = random.Random(15)
+    out, jobs = tmp_path / "out", tmp_path / "jobs"
+    out.mkdir()
+    kinds = [
+        ("worker", signal.SIGKILL),
+        ("parent", signal.SIGKILL),
+        ("parent", signal.SIGTERM),
+        ("parent", signal.SIGINT),
+    ] * 2
+    rng.shuffle(kinds)
+    started = time.monotonic()
+    stopped = 0
+    for target, signum in kinds:
+        fault = Fault(target, signum, round(rng.uniform(0.0, 2.5), 2))
+        stopped += not _run_with_fault(fault, engine_python, out, jobs)
+        for leftover in out.iterdir():  # whole outputs of a run that finished first
+            leftover.unlink()
+    assert stopped >= len(kinds) // 2, "the faults came too late to test anything"
+    # The next run succeeds.
+    parent = start_parent(terrain_job(out), engine_python, jobs)
+    stdout, _ = parent.communicate(timeout=120)
+    assert parent.returncode == 0 and "DONE" in stdout
+    assert leftovers(out) == ["terrain.manifest.json", "terrain.tif"]
+    assert job_folders(jobs) == []
+    assert time.monotonic() - started < 90
