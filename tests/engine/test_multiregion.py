@@ -426,11 +426,12 @@ def test_job_first_region_then_add_and_replace(tmp_path: Path) -> None:
         run_add_region({**params, "MODEL": str(two)}, _ctx()[0])
     with pytest.raises(InputError, match="no region 'q'"):
         run_add_region({**params, "MODEL": str(two), "REGION": "c", "INIT_FROM": "q"}, _ctx()[0])
+    again = two.with_name("two_again.safetensors")
     replaced = run_add_region(
-        {**params, "MODEL": str(two), "REPLACE": True, "OUTPUT": str(two)}, _ctx()[0]
+        {**params, "MODEL": str(two), "REPLACE": True, "OUTPUT": str(again)}, _ctx()[0]
     )
     assert [r["region"] for r in replaced.figures["forgetting"]] == ["a", "b"]
-    assert load_multiregion(two)[0].regions == ["a", "b"]
+    assert load_multiregion(again)[0].regions == ["a", "b"]
 
 
 @pytest.mark.slow
