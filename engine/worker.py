@@ -42,10 +42,6 @@ CALLER_CWD_VAR = "SLIDEWISE_CALLER_CWD"
 ENDINGS = {EXIT_OK: "done", EXIT_CANCELLED: "cancelled", EXIT_USER: "failed"}
 WARNING_CHARS = 400
 
-# GDAL's PAM would write ``.aux.xml`` side files next to the user's input rasters (and
-# warn in a read-only folder); outputs keep their metadata inside the GeoTIFF itself.
-os.environ["GDAL_PAM_ENABLED"] = "NO"
-
 
 class Cancelled(BaseException):
     """Raised in the worker when the plugin asks it to stop (SIGTERM)."""
