@@ -146,6 +146,11 @@ DETECTLANDSLIDES = [
 
 PREDICTSUSCEPTIBILITY = [
     Row(
+        "all-nodata factor stack",
+        {"MODEL": "{susceptibility_model}", "INPUT": "{nodata_ta}", "OUTPUT": "{out}/p.tif"},
+        "no pixel where every factor has a value (all nodata): nothing to predict",
+    ),
+    Row(
         "OUTPUT on a factor raster",
         {"MODEL": "{model}", "INPUT": "{ta_copy}", "OUTPUT": "{ta_copy}"},
         "OUTPUT is the input INPUT",
@@ -197,6 +202,33 @@ def _mapping_model(path: Path) -> str:
     return str(path)
 
 
+def _nodata_like(source: Path, target: Path) -> str:
+    """A raster on the grid of ``source``, same band names, NaN everywhere."""
+    with rasterio.open(source) as src:
+        profile = {**src.profile, "dtype": "float32", "nodata": None}
+        names = src.descriptions
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(np.full((profile["count"], profile["height"], profile["width"]), np.nan, "f4"))
+        for i, name in enumerate(names, start=1):
+            dst.set_band_description(i, name or "")
+    return str(target)
+
+
+def _susceptibility_model(path: Path) -> str:
+    run = resolve("trainsusceptibility")
+    params = {
+        "INPUT": str(ECUADOR / "ta.tif"),
+        "INVENTORY": str(ECUADOR / "lsl.csv"),
+        "LABEL_FIELD": "lslpts",
+        "METHOD": "lr",
+        "N_BLOCKS": 8,
+        "CV_FOLDS": 0,
+        "OUTPUT": str(path),
+    }
+    run(params, job_context("trainsusceptibility")[0])
+    return str(path)
+
+
 def flip_tensor_bytes(source: Path, target: Path, count: int = 100) -> Path:
     """A copy of a model file with ``count`` bytes of its tensor data inverted (header intact)."""
     data = bytearray(source.read_bytes())
@@ -228,6 +260,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "reference": _write_geotiff(base / "reference.tif", np.ascontiguousarray(mask), None),
         "model": model,
         "damaged_model": str(flip_tensor_bytes(Path(model), base / "damaged.safetensors")),
+        "nodata_ta": _nodata_like(ECUADOR / "ta.tif", base / "nodata_ta.tif"),
+        "susceptibility_model": _susceptibility_model(base / "susceptibility.safetensors"),
         "ta_copy": shutil.copy(ECUADOR / "ta.tif", base / "ta.tif"),
         "mask_copy": shutil.copy(BIJIE_TRAIN / "masks" / PAIR, base / "mask.png"),
     }

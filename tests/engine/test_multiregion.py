@@ -422,11 +422,16 @@ def test_job_first_region_then_add_and_replace(tmp_path: Path) -> None:
     assert meta.extra["events"][-1]["forgetting"][0]["f1_before"] == row["f1_before"]
     assert meta.extra["regions"]["b"]["training"]["mode"] == "frozen"
 
-    with pytest.raises(InputError, match=r"already has a region 'b'.*REPLACE"):
-        run_add_region({**params, "MODEL": str(two)}, _ctx()[0])
-    with pytest.raises(InputError, match="no region 'q'"):
-        run_add_region({**params, "MODEL": str(two), "REGION": "c", "INIT_FROM": "q"}, _ctx()[0])
     again = two.with_name("two_again.safetensors")
+    with pytest.raises(InputError, match=r"already has a region 'b'.*REPLACE"):
+        run_add_region({**params, "MODEL": str(two), "OUTPUT": str(again)}, _ctx()[0])
+    with pytest.raises(InputError, match="no region 'q'"):
+        run_add_region(
+            {**params, "MODEL": str(two), "OUTPUT": str(again), "REGION": "c", "INIT_FROM": "q"},
+            _ctx()[0],
+        )
+    with pytest.raises(InputError, match=r"OUTPUT is the input MODEL .*never overwrites"):
+        run_add_region({**params, "MODEL": str(two), "REPLACE": True}, _ctx()[0])
     replaced = run_add_region(
         {**params, "MODEL": str(two), "REPLACE": True, "OUTPUT": str(again)}, _ctx()[0]
     )
