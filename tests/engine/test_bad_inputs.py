@@ -262,8 +262,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "damaged_model": str(flip_tensor_bytes(Path(model), base / "damaged.safetensors")),
         "nodata_ta": _nodata_like(ECUADOR / "ta.tif", base / "nodata_ta.tif"),
         "susceptibility_model": _susceptibility_model(base / "susceptibility.safetensors"),
-        "ta_copy": shutil.copy(ECUADOR / "ta.tif", base / "ta.tif"),
-        "mask_copy": shutil.copy(BIJIE_TRAIN / "masks" / PAIR, base / "mask.png"),
+        "ta_copy": shutil.copy(ECUADOR / "ta.tif", str(base / "ta.tif")),
+        "mask_copy": shutil.copy(BIJIE_TRAIN / "masks" / PAIR, str(base / "mask.png")),
     }
 
 
@@ -312,7 +312,9 @@ def test_damaged_model_file_is_refused_on_load(files: dict[str, str]) -> None:
         load_model(files["damaged_model"], task="mapping")
 
 
-def test_model_file_without_checksum_loads_with_a_note(files: dict[str, str], tmp_path: Path):
+def test_model_file_without_checksum_loads_with_a_note(
+    files: dict[str, str], tmp_path: Path
+) -> None:
     """A file written before checksums (no checksum key) loads, with one note."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
@@ -351,7 +353,7 @@ def _worker(job: dict[str, Any], folder: Path) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("read_only", [False, True], ids=["writable", "read-only"])
-def test_no_side_file_beside_inputs(files: dict[str, str], tmp_path: Path, read_only: bool):
+def test_no_side_file_beside_inputs(files: dict[str, str], tmp_path: Path, read_only: bool) -> None:
     """A real mapping and evaluation leave the input folder as it was; GDAL says nothing."""
     inputs = tmp_path / "inputs"
     inputs.mkdir()
