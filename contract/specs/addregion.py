@@ -214,8 +214,8 @@ OUTPUT = Param(
     "OUTPUT",
     "Multi-region model file",
     "output_file",
-    "The model with every region's decoder (may be the input model file: it is replaced "
-    "only when training has finished).",
+    "The model with every region's decoder: a new file (the input model file is never "
+    "overwritten).",
     file_filter=MODEL_FILTER,
     required=True,
 )

@@ -7,8 +7,10 @@ never unpickles: safetensors stores raw tensors only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,14 @@ if TYPE_CHECKING:
 FORMAT_NAME = "slidewise-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "slidewise"
+#: Metadata key of the SHA-256 of the tensors (:func:`tensor_checksum`); files written
+#: before it existed have none and still load, with a note.
+CHECKSUM_KEY = "slidewise_tensors_sha256"
 TASKS = ("susceptibility", "mapping", "multiregion", "detection", "encoder")
+
+
+class ModelFileNote(UserWarning):
+    """A note about a model file that still loads (for example: it has no checksum)."""
 
 
 @dataclass
@@ -104,13 +113,62 @@ def save_model(
     if metadata.task not in TASKS:
         raise ValueError(f"unknown task {metadata.task!r}")
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {METADATA_KEY: metadata.to_json(), CHECKSUM_KEY: tensor_checksum(clean)}
     with atomic_output(path) as tmp:
-        save_file(clean, str(tmp), metadata={METADATA_KEY: metadata.to_json()})
+        save_file(clean, str(tmp), metadata=header)
     return Path(path)
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of the tensors: names, dtypes, shapes and raw bytes, by name.
+
+    Args:
+        tensors: CPU tensors.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        value = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        if value.numel():
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def verify_checksum(tensors: dict[str, torch.Tensor], stored: str | None, source: str) -> None:
+    """Compare the tensors with the checksum stored in their file.
+
+    A file without a checksum (written by an older Slidewise) passes with a
+    :class:`ModelFileNote` warning.
+
+    Raises:
+        ModelFileError: the tensors differ from what was saved (a damaged file).
+    """
+    if not stored:
+        warnings.warn(
+            f"The model file '{source}' has no checksum (written by an older Slidewise): its "
+            "weights cannot be checked for damage.",
+            ModelFileNote,
+            stacklevel=3,
+        )
+        return
+    if tensor_checksum(tensors) != stored:
+        raise ModelFileError(
+            f"The model file '{source}' is damaged: its weights do not match the checksum "
+            "stored when it was saved (the file was changed or corrupted after saving). "
+            "Copy the model file again from a good copy, or train the model again."
+        )
 
 
 def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read only the metadata of a model file (cheap: no tensors are loaded)."""
+    meta = _read_header(path)
+    return ModelMetadata.from_json(meta[METADATA_KEY], source=f"model file '{Path(path).name}'")
+
+
+def _read_header(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a Slidewise model file (the Slidewise key checked)."""
     p = _check_path(path)
     from safetensors import safe_open
 
@@ -127,7 +185,7 @@ def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
             f"The model file '{p.name}' has no Slidewise metadata: it was not written by "
             "Slidewise. Train a model with a Slidewise training algorithm."
         )
-    return ModelMetadata.from_json(meta[METADATA_KEY], source=f"model file '{p.name}'")
+    return dict(meta)
 
 
 def load_model(
@@ -150,7 +208,9 @@ def load_model(
     """
     from safetensors.torch import load_file
 
-    metadata = read_metadata(path)
+    header = _read_header(path)
+    name = Path(path).name
+    metadata = ModelMetadata.from_json(header[METADATA_KEY], source=f"model file '{name}'")
     wanted = (task,) if isinstance(task, str) else task
     if wanted is not None and metadata.task not in wanted:
         raise ModelFileError(
@@ -159,11 +219,14 @@ def load_model(
             "model: choose a model trained for this task."
         )
     try:
-        tensors = load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device="cpu")
     except Exception as exc:
         raise ModelFileError(
-            f"The model file '{Path(path).name}' is corrupted ({exc}): train the model again."
+            f"The model file '{name}' is corrupted ({exc}): train the model again."
         ) from None
+    verify_checksum(tensors, header.get(CHECKSUM_KEY), name)
+    if str(device) != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, metadata
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import os
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from slidewise.contract.spec import AlgorithmSpec, ParameterError
+from slidewise.contract.spec import OUTPUTS, AlgorithmSpec, ParameterError
 from slidewise.contract.spec import read_params as read_spec
 from slidewise.engine.core.errors import InputError
 
@@ -27,9 +29,67 @@ def read_params(spec: AlgorithmSpec, params: dict[str, Any]) -> dict[str, Any]:
         InputError: an unknown, missing or refused parameter, with the contract's message.
     """
     try:
-        return read_spec(spec, params)
+        values = read_spec(spec, params)
     except ParameterError as exc:
         raise InputError(str(exc)) from None
+    check_outputs_spare_inputs(spec, values)
+    return values
+
+
+#: Parameter kinds that name files the job reads.
+INPUT_KINDS = (
+    "file",
+    "raster",
+    "rasters",
+    "vector",
+    "points",
+    "polygons",
+    "points_or_polygons",
+)
+
+
+def check_outputs_spare_inputs(spec: AlgorithmSpec, values: dict[str, Any]) -> None:
+    """Refuse an output that is one of the run's input files (it would overwrite it).
+
+    Args:
+        spec: The algorithm's specification (which parameters are inputs and outputs).
+        values: Validated parameter values.
+
+    Raises:
+        InputError: naming the output, the input and the fix.
+    """
+    inputs = [
+        (param.name, path)
+        for param in spec.params
+        if param.kind in INPUT_KINDS
+        for path in _paths(values.get(param.name))
+    ]
+    for param in spec.params:
+        if param.kind not in OUTPUTS or param.kind == "output_folder":
+            continue
+        for output in _paths(values.get(param.name)):
+            for name, path in inputs:
+                if _same_file(output, path):
+                    raise InputError(
+                        f"{param.name} is the input {name} ('{path}'): a run never "
+                        f"overwrites its own input. Choose another file name for {param.name}."
+                    )
+
+
+def _paths(value: Any) -> list[str]:
+    """File paths in a parameter value (a path, a list of paths; a layer suffix dropped)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return [str(v).split("|")[0] for v in items if isinstance(v, str | os.PathLike) and str(v)]
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same file (links and relative paths resolved)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True)

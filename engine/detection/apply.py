@@ -42,7 +42,12 @@ from slidewise.engine.core.job import JobContext, JobResult, Progress
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import JobParams
 from slidewise.engine.detection.boxes import boxes_from_mask, map_to_pixel
-from slidewise.engine.geo.raster import RasterInfo, open_raster, read_masked
+from slidewise.engine.geo.raster import (
+    RasterInfo,
+    open_raster,
+    read_masked,
+    require_valid_pixels,
+)
 
 DEFAULT_OVERLAP = 64
 DEFAULT_NMS_IOU = 0.5
@@ -505,6 +510,7 @@ def _probability_from_model(
     band_choice = match_bands(info, list(meta.bands), options.bands)
     if band_choice.warning:
         notes.append(band_choice.warning)
+    require_valid_pixels(info.path, band_choice.indexes, "input raster", "detect")
     tile = options.tile_size if options.tile_size is not None else default_tile_size(meta)
     overlap = options.overlap if options.overlap is not None else MAP_OVERLAP
     tiling = TilingOptions(
@@ -621,6 +627,7 @@ def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobCon
     """Boxes of the connected components of a probability (raster, or a mapping model's)."""
     if options.probability:
         info = open_raster(options.probability, "probability raster")
+        require_valid_pixels(info.path, [1], "probability raster", "detect")
         inputs = [info.path]
         prob = _read_probability(info, options.probability)
         default_threshold = 0.5
@@ -675,6 +682,7 @@ def _detector_route(options: DetectParams, device: torch.device, ctx: JobContext
     band_choice = match_bands(info, list(meta.bands), options.bands)
     if band_choice.warning:
         ctx.warn(band_choice.warning)
+    require_valid_pixels(info.path, band_choice.indexes, "input raster", "detect")
     native = int(meta.tile_size or 0) or int(meta.config.get("min_size", 512))
     tile = options.tile_size if options.tile_size is not None else native
     overlap = _detector_overlap(options.overlap, tile)

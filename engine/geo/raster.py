@@ -190,6 +190,43 @@ def read_masked(
     return arr, valid
 
 
+def require_valid_pixels(
+    path: str | os.PathLike[str], indexes: Sequence[int], what: str, task: str
+) -> None:
+    """Refuse a raster whose bands ``indexes`` are nodata (or not finite) at every pixel.
+
+    A decimated read answers at once for most rasters; only when it finds no valid
+    pixel is the raster scanned block by block.
+
+    Args:
+        path: The raster.
+        indexes: 1-based bands the job reads (a pixel is valid when all of them are).
+        what: What the raster is, for the message (``input raster``).
+        task: What the job would do, for the message (``map``).
+
+    Raises:
+        InputError: no valid pixel, naming the raster and the fix.
+    """
+    bands = list(indexes)
+    with rasterio.open(path) as src:
+        step = max(1, int(np.ceil(np.sqrt(src.width * src.height / 1_000_000))))
+        shape = (len(bands), max(1, src.height // step), max(1, src.width // step))
+        sample = np.ma.filled(
+            src.read(bands, out_shape=shape, masked=True).astype(np.float32), np.nan
+        )
+        if np.all(np.isfinite(sample), axis=0).any():
+            return
+        for _, window, _ in iter_windows(src.width, src.height, 2048):
+            if read_masked(src, window, bands)[1].any():
+                return
+    shown = ", ".join(str(b) for b in bands)
+    raise InputError(
+        f"The {what} '{Path(path).name}' has no valid pixel (bands {shown} are nodata "
+        f"everywhere): nothing to {task}. Check the raster's nodata value, or choose a raster "
+        "with data."
+    )
+
+
 def output_profile(
     info: RasterInfo | dict[str, Any],
     count: int,

@@ -425,7 +425,7 @@ def prepare_mapping_data(request: ChipRequest, warn: Warn | None = None) -> Mapp
         labelled = split_off_validation(scenes, train_grid, size, request)
     else:
         labelled = given_validation(scenes, train_grid, size, request.valid)
-    check_landslides(labelled, warn)
+    check_landslides(labelled, warn, scenes, request.train.mapping)
     norm = normalisation_of(norm_kind, scenes, labelled.split.train, band_idx, request.seed)
     return MappingData(
         train=ChipDataset(scenes, labelled.split.train, band_idx, norm, size),
@@ -515,13 +515,26 @@ def given_validation(
     return LabelledSplit(split, vscenes, chip_label_stats(scenes, split.train), valid_stats)
 
 
-def check_landslides(labelled: LabelledSplit, warn: Warn | None) -> None:
+def check_landslides(
+    labelled: LabelledSplit,
+    warn: Warn | None,
+    scenes: Sequence[Scene] = (),
+    mapping: LabelMapping | None = None,
+) -> None:
     """Refuse training labels without landslides; warn when validation has none.
 
     Raises:
-        InputError: no landslide pixel in the training chips.
+        InputError: no landslide pixel in the training chips (with MASK_COLOR: the
+            colours the masks do have).
     """
     if labelled.train_stats[:, 0].sum() == 0:
+        if mapping is not None and mapping.mask_color is not None:
+            colour = ",".join(str(c) for c in mapping.mask_color)
+            found = "; ".join(",".join(map(str, c)) for c in mask_colours(scenes)) or "none"
+            raise InputError(
+                f"There is no pixel of colour {colour} in any training mask: check MASK_COLOR "
+                f"(the RGB colour of landslide pixels); colours found: {found}."
+            )
         raise InputError(
             "The training labels contain no landslide pixels: check LANDSLIDE_VALUES, "
             "IGNORE_VALUES or MASK_COLOR (which values mean landslide), or choose labelled data."
@@ -532,6 +545,20 @@ def check_landslides(labelled: LabelledSplit, warn: Warn | None) -> None:
             "so the model is selected on the validation loss instead. Give VALID_IMAGES with "
             "landslides for a meaningful selection."
         )
+
+
+def mask_colours(scenes: Sequence[Scene], limit: int = 8) -> list[tuple[int, int, int]]:
+    """The main colours of the colour masks of up to ``limit`` scenes (for messages)."""
+    from slidewise.engine.imagery.labels import major_colours
+    from slidewise.engine.imagery.scenes import read_picture
+
+    found: list[tuple[int, int, int]] = []
+    paths = [s.mask_path for s in scenes if isinstance(s, PairScene) and s.mask_path]
+    for path in paths[:limit]:
+        raw = np.asarray(read_picture(Path(path), "mask"))
+        if raw.ndim == 3 and raw.shape[2] in (3, 4):
+            found += [c for c in major_colours(raw[..., :3]) if c not in found]
+    return found[:8]
 
 
 def normalisation_of(

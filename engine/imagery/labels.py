@@ -122,11 +122,35 @@ def decode_mask(raw: np.ndarray, mapping: LabelMapping, source: str = "mask") ->
     return out
 
 
+def colour_matches(rgb: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """Pixels of ``colour``: within 40 per channel, and nearer to it than to black or white.
+
+    The second rule keeps a MASK_COLOR close to the black (or white) background, such as
+    1,2,3, from taking the background for landslide; black or white themselves still match.
+    """
+    rgb = rgb.astype(np.int16)
+    diff = np.abs(rgb - np.asarray(colour, dtype=np.int16)).max(axis=2)
+    match = diff <= 40
+    if max(colour) > 0:
+        match &= diff < rgb.max(axis=2)  # nearer than black
+    if min(colour) < 255:
+        match &= diff < 255 - rgb.min(axis=2)  # nearer than white
+    return match
+
+
+def major_colours(rgb: np.ndarray, share: float = 0.01) -> list[tuple[int, int, int]]:
+    """The colours covering more than ``share`` of an (H, W, 3) picture, most common first."""
+    px = rgb.reshape(-1, rgb.shape[-1])[:, :3].astype(np.int32)
+    codes, counts = np.unique((px[:, 0] << 16) | (px[:, 1] << 8) | px[:, 2], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    keep = [int(c) for c, n in zip(codes[order], counts[order], strict=True) if n > share * len(px)]
+    return [(c >> 16, (c >> 8) & 255, c & 255) for c in keep]
+
+
 def _decode_colour(rgb: np.ndarray, mapping: LabelMapping, source: str) -> np.ndarray:
     out = np.zeros(rgb.shape[:2], dtype=np.uint8)
     if mapping.mask_color is not None:
-        diff = np.abs(rgb - np.asarray(mapping.mask_color, dtype=np.int16)).max(axis=2)
-        out[diff <= 40] = 1
+        out[colour_matches(rgb, mapping.mask_color)] = 1
         return out
     bright = rgb.max(axis=2) > 127
     px = rgb[bright].astype(np.int32)

@@ -29,7 +29,13 @@ from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.modelfile import ModelMetadata, read_metadata
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import JobParams
-from slidewise.engine.geo.raster import RasterInfo, create_raster, open_raster, output_profile
+from slidewise.engine.geo.raster import (
+    RasterInfo,
+    create_raster,
+    open_raster,
+    output_profile,
+    require_valid_pixels,
+)
 from slidewise.engine.imagery.bands import match_bands
 from slidewise.engine.imagery.tiling import (
     PredictionStats,
@@ -316,6 +322,7 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     device = select_device(ctx.options.device)
     loaded = load_model(options, device)
     plan = plan_mapping(options, info, loaded, device, ctx)
+    require_valid_pixels(info.path, plan.bands, "input raster", "map")
     started = time.perf_counter()
     figures, stats = map_raster(options, info, loaded, plan, ctx)
     seconds = time.perf_counter() - started
@@ -334,8 +341,9 @@ def checked_inputs(options: MapParams) -> RasterInfo:
     """Open the input raster and check the outputs can be written.
 
     Raises:
-        InputError: no output chosen, two outputs on one path, an output on the
-            input, an output that cannot be written, or an unknown polygon format.
+        InputError: no output chosen, two outputs on one path, an output that cannot
+            be written, or an unknown polygon format (an output on an input is refused
+            by ``MapParams.from_params``).
     """
     outputs = options.outputs()
     if not any(outputs.values()):
@@ -347,8 +355,6 @@ def checked_inputs(options: MapParams) -> RasterInfo:
     resolved = [str(Path(v).resolve()) for v in chosen]
     if len(set(resolved)) != len(resolved):
         raise InputError("Two outputs have the same path: give each output its own file.")
-    if str(Path(info.path).resolve()) in resolved:
-        raise InputError("An output path is the input raster: choose another output file.")
     for path in chosen:
         check_writable(path)
     polygons = outputs["OUTPUT_POLYGONS"]

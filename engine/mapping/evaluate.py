@@ -249,6 +249,8 @@ def evaluate_rasters(
             "or every reference pixel is nodata or in IGNORE_VALUES. Check the inputs and "
             "LANDSLIDE_VALUES / IGNORE_VALUES."
         )
+    if tally.confusion.tp + tally.confusion.fn == 0:
+        raise InputError(_no_landslide_message(reference, landslide_values))
     figures: dict[str, Any] = {
         "prediction": str(prediction),
         "reference": str(reference),
@@ -259,6 +261,37 @@ def evaluate_rasters(
         "reference_warped": warped,
     }
     return figures | _pixel_figures(tally.confusion) | _object_figures(kind, *tally.hits())
+
+
+def _no_landslide_message(reference: str, landslide_values: tuple[int, ...]) -> str:
+    """Why no reference landslide pixel was evaluated, with the values the reference has."""
+    from slidewise.engine.mapping.apply import is_raster_path
+
+    if not is_raster_path(reference):
+        return (
+            f"No landslide polygon of the reference '{Path(reference).name}' lies on a valid "
+            "pixel of the map: recall and F1 cannot be measured. Check that the reference and "
+            "the map cover the same area."
+        )
+    wanted = ", ".join(str(v) for v in landslide_values)
+    found = ", ".join(f"{v:g}" for v in _reference_values(reference)) or "none (all nodata)"
+    return (
+        f"No pixel of the reference '{Path(reference).name}' has a value in LANDSLIDE_VALUES "
+        f"({wanted}) where the map has data, so recall and F1 cannot be measured: check "
+        f"LANDSLIDE_VALUES (and IGNORE_VALUES); values found in the reference: {found}."
+    )
+
+
+def _reference_values(reference: str, limit: int = 12) -> list[float]:
+    """Up to ``limit`` distinct valid values of band 1 (read decimated to about 4 Mpx)."""
+    import rasterio
+
+    with rasterio.open(reference) as src:
+        step = max(1, int(np.ceil(np.sqrt(src.width * src.height / STRIP_PIXELS))))
+        shape = (max(1, src.height // step), max(1, src.width // step))
+        data = src.read(1, out_shape=shape, masked=True)
+    values = np.unique(np.ma.compressed(data).astype(np.float64))
+    return [float(v) for v in values[np.isfinite(values)][:limit]]
 
 
 def _check_reference(

@@ -275,14 +275,14 @@ def predict_raster(
                 dst.write(out[None], window=win)
                 if progress:
                     progress((i + 1) / len(windows))
+            if n_valid == 0:  # raised inside: the output is removed, not left empty
+                raise InputError(
+                    "The factor stack has no pixel where every factor has a value (all "
+                    "nodata): nothing to predict. Check the rasters' nodata values."
+                )
     finally:
         if predictor.block_src is not None:
             predictor.block_src.close()
-    if n_valid == 0:
-        raise InputError(
-            "The factor stack has no pixel where every factor has a value (all nodata): "
-            "nothing to predict. Check the rasters' nodata values."
-        )
     return {
         "valid_pixels": n_valid,
         "min": lo,

@@ -8,7 +8,9 @@ them with the style from ``resources/styles``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,20 @@ def group_title(group_id: str) -> str:
 
 
 DEVICES = list(RUNTIME[0].choices)
+
+
+@contextlib.contextmanager
+def gdal_pam_off() -> Iterator[None]:
+    """GDAL's PAM off in this thread, so that opening the user's input rasters (QGIS
+    computes their statistics) writes no ``.aux.xml`` beside them."""
+    from osgeo import gdal
+
+    before = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
+    try:
+        yield
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", before)
 
 
 def tr(text: str) -> str:
@@ -341,9 +357,15 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
         except engine_client.EngineJobError as exc:
             raise QgsProcessingException(str(exc)) from None
 
+    def checkParameterValues(self, parameters, context):
+        """QGIS's checks; input rasters it opens for them leave no side file (PAM off)."""
+        with gdal_pam_off():
+            return super().checkParameterValues(parameters, context)
+
     def processAlgorithm(self, parameters, context, feedback):
         """Run the job and return its outputs (plus its figures, where scalar)."""
-        params, outputs = self.job_parameters(parameters, context, feedback)
+        with gdal_pam_off():  # input layers loaded here write no .aux.xml beside them
+            params, outputs = self.job_parameters(parameters, context, feedback)
         outcome = self.run_engine(
             params, self.runtime_options(parameters, context), outputs, feedback
         )

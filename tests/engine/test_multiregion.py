@@ -432,15 +432,21 @@ def test_job_first_region_then_add_and_replace(tmp_path: Path) -> None:
     assert meta.extra["events"][-1]["forgetting"][0]["f1_before"] == row["f1_before"]
     assert meta.extra["regions"]["b"]["training"]["mode"] == "frozen"
 
+    again = two.with_name("two_again.safetensors")
     with pytest.raises(InputError, match=r"already has a region 'b'.*REPLACE"):
-        run_add_region({**params, "MODEL": str(two)}, _ctx()[0])
+        run_add_region({**params, "MODEL": str(two), "OUTPUT": str(again)}, _ctx()[0])
     with pytest.raises(InputError, match="no region 'q'"):
-        run_add_region({**params, "MODEL": str(two), "REGION": "c", "INIT_FROM": "q"}, _ctx()[0])
+        run_add_region(
+            {**params, "MODEL": str(two), "OUTPUT": str(again), "REGION": "c", "INIT_FROM": "q"},
+            _ctx()[0],
+        )
+    with pytest.raises(InputError, match=r"OUTPUT is the input MODEL .*never overwrites"):
+        run_add_region({**params, "MODEL": str(two), "REPLACE": True}, _ctx()[0])
     replaced = run_add_region(
-        {**params, "MODEL": str(two), "REPLACE": True, "OUTPUT": str(two)}, _ctx()[0]
+        {**params, "MODEL": str(two), "REPLACE": True, "OUTPUT": str(again)}, _ctx()[0]
     )
     assert [r["region"] for r in replaced.figures["forgetting"]] == ["a", "b"]
-    assert load_multiregion(two)[0].regions == ["a", "b"]
+    assert load_multiregion(again)[0].regions == ["a", "b"]
 
 
 @pytest.mark.slow
