@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import select
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from slidewise.contract.partials import partial_glob, remove_partials
 from slidewise.contract.protocol import parse_line
@@ -342,16 +342,14 @@ def test_job_on_stdin_and_unreadable_job_file(tmp_path: Path) -> None:
 
 
 def test_checkengine_reports_cpu_and_versions(tmp_path: Path) -> None:
-    if importlib.util.find_spec("slidewise.engine.imagery.tvcompat") is None:
-        pytest.xfail(
-            "slidewise.engine.imagery.tvcompat (imported by checkengine) is not written yet"
-        )
     code, messages, stderr = _run(tmp_path, {"job": "checkengine", "options": {"device": "cpu"}})
     assert code == 0, stderr
     result = messages[-1]
     assert result["type"] == "result" and "manifest" not in result
     figures = result["figures"]
-    assert figures["device"] == "cpu" and figures["cuda_available"] is False
+    # The job was asked for the CPU; whether CUDA exists depends on the machine.
+    assert figures["device"] == "cpu"
+    assert figures["cuda_available"] is torch.cuda.is_available()
     assert figures["python"] == sys.executable
     assert figures["packages"]["torch"] == metadata.version("torch")
     assert figures["packages"]["safetensors"] == metadata.version("safetensors")
@@ -360,10 +358,6 @@ def test_checkengine_reports_cpu_and_versions(tmp_path: Path) -> None:
 
 
 def test_checkengine_saves_the_report_as_json(tmp_path: Path) -> None:
-    if importlib.util.find_spec("slidewise.engine.imagery.tvcompat") is None:
-        pytest.xfail(
-            "slidewise.engine.imagery.tvcompat (imported by checkengine) is not written yet"
-        )
     report = tmp_path / "report.json"
     code, messages, stderr = _run(
         tmp_path,
