@@ -757,8 +757,6 @@ def run_job(params: dict[str, Any], ctx: JobContext) -> JobResult:
         )
     info = raster.open_raster(source, "DEM")
     check_writable(output)
-    if Path(output).resolve() == Path(source).resolve():
-        raise InputError("The output path is the DEM itself: choose another output file.")
     if info.count > 1:
         ctx.warn(f"The DEM '{Path(source).name}' has {info.count} bands: band 1 is used.")
     figures = compute_terrain(info, output, options, log=ctx.log, progress=ctx.stage(1, 99))

@@ -559,7 +559,7 @@ def test_bad_output_paths(tmp_path: Path) -> None:
         run_terrain(dem, tmp_path / "missing_folder" / "t.tif")
     with pytest.raises(InputError, match="must be a GeoTIFF"):
         run_terrain(dem, tmp_path / "t.img")
-    with pytest.raises(InputError, match="the DEM itself"):
+    with pytest.raises(InputError, match=r"OUTPUT is the input INPUT .* never overwrites its own"):
         run_terrain(dem, dem)
     with pytest.raises(InputError, match="Missing required parameter"):
         run_job({"INPUT": str(dem)}, make_ctx())
