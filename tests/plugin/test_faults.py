@@ -30,7 +30,11 @@ from process_helpers import (
     workers_of,
 )
 
-from slidewise.processing_provider.engine_client import INTERRUPTED_MESSAGE, TERMINATED_MESSAGE
+from slidewise.processing_provider.engine_client import (
+    INTERRUPTED_MESSAGE,
+    TERMINATED_AFTER_RESULT_MESSAGE,
+    TERMINATED_MESSAGE,
+)
 
 
 def _kill_workers_of(parent: int) -> None:
@@ -104,12 +108,17 @@ def _inject(fault: Fault, parent: subprocess.Popen[str], worker: int) -> float:
     return sent
 
 
-def _check_message(fault: Fault, code: int, stdout: str, stderr: str) -> None:
-    """The user (or the scheduler) can tell what happened to a run that did not finish."""
+def _check_message(fault: Fault, code: int, stdout: str, stderr: str, whole: bool) -> None:
+    """The user (or the scheduler) can tell what happened to a run that did not finish.
+
+    ``whole``: the job's outputs were complete when the signal came (the worker had sent
+    its result but the parent had not said DONE yet).
+    """
     if fault.target == "worker":
         assert code == 1 and "killed by signal 9" in stdout and "Nothing was written" in stdout
     elif fault.signum == signal.SIGTERM:
-        assert code == -signal.SIGTERM and TERMINATED_MESSAGE in stderr
+        message = TERMINATED_AFTER_RESULT_MESSAGE if whole else TERMINATED_MESSAGE
+        assert code == -signal.SIGTERM and message in stderr
     elif fault.signum == signal.SIGINT:
         assert code == 3 and INTERRUPTED_MESSAGE in stdout
     else:  # SIGKILL of the parent: nobody is left to speak; the status says it
@@ -139,7 +148,8 @@ def _run_with_fault(fault: Fault, engine_python: str, out: Path, jobs: Path) -> 
     else:
         assert [name for name in written if ".partial-" in name] == [], (where, written)
         assert "terrain.tif" not in written or "terrain.manifest.json" in written, where
-        _check_message(fault, parent.returncode, stdout, stderr)
+        whole = written == ["terrain.manifest.json", "terrain.tif"]
+        _check_message(fault, parent.returncode, stdout, stderr, whole)
     print(f"{fault}: {'finished first' if finished else 'stopped'}, worker gone in {gone:.2f} s")
     return finished
 

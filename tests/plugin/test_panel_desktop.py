@@ -640,6 +640,7 @@ def main(out: Path) -> None:
     # 4. evaluate the map against the image's mask: the report opens in QGIS
     evaluate = mapping.step("evaluatemapping")
     evaluate.set_value("REFERENCE", str(BIJIE / "test" / "masks" / image_path.name))
+    evaluate.set_value("LANDSLIDE_VALUES", "255")  # the masks' landslide value, as in the demo
     evaluate.run_button.click()
     ok, results, _ = _wait(app, panel, 300)
     viewers = panel.results.dialogs
