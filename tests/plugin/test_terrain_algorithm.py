@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from plugin_helpers import TEST_DATA, real_dem, run_qgis_process
+from plugin_helpers import real_dem, run_qgis_process
 
 BANDS = [
     "slope",
@@ -194,4 +194,3 @@ def test_qgis_process_bad_input_message(qgis_process_env, tmp_path: Path) -> Non
     )
     assert proc.returncode != 0
     assert not (tmp_path / "o.tif").exists()
-    assert TEST_DATA.is_dir()
