@@ -68,7 +68,7 @@ class EngineJobCancelled(EngineJobError):  # noqa: N818 - reads better than ...E
 
 
 def default_engine_python() -> Path:
-    """The interpreter of the default engine environment (*Set up engine*, ``make install``)."""
+    """The interpreter of the default engine environment (the one *Set up engine* creates)."""
     if sys.platform == "win32":  # pragma: no cover - documented, not tested here
         return DEFAULT_ENGINE_ENV / "Scripts" / "python.exe"
     return DEFAULT_ENGINE_ENV / "bin" / "python"
