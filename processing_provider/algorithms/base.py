@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    QgsApplication,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -311,12 +313,39 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
         params = job_values(self, self.spec_params(), parameters, context)
         if self.SPEC is not None and "SEED" in self.SPEC.names and "SEED" not in params:
             params["SEED"] = self.parameterAsInt(parameters, "SEED", context)
+        self.keep_models(params, feedback)
         outputs = [
             str(params[p.name])
             for p in self.spec_params()
             if p.kind in OUTPUTS and p.name in params
         ]
         return params, outputs
+
+    def keep_models(self, params: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
+        """Trained models left to a temporary file go to the Slidewise models folder instead.
+
+        A model in Processing's temporary folder would be gone when QGIS closes: it is
+        written to ``<project>/slidewise_models/`` (the profile's models folder when the
+        project is unsaved), under a name that never replaces an earlier model.
+        """
+        from qgis.core import QgsProject
+
+        from slidewise.ui.panel import workflow
+
+        temporary = Path(QgsProcessingUtils.tempFolder()).resolve()
+        for param in self.spec_params():
+            value = params.get(param.name)
+            is_model = param.kind == "output_file" and "safetensors" in param.file_filter
+            if not (is_model and value and temporary in Path(str(value)).resolve().parents):
+                continue
+            folder = workflow.models_folder(
+                QgsProject.instance().homePath(), QgsApplication.qgisSettingsDirPath()
+            )
+            folder.mkdir(parents=True, exist_ok=True)
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            kept = workflow.unique_path(folder / f"{self.ALG_ID}_{stamp}.safetensors")
+            params[param.name] = str(kept)
+            feedback.pushInfo(tr("The model is kept in {path}").format(path=kept))
 
     def run_engine(
         self,

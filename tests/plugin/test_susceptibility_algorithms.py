@@ -174,6 +174,24 @@ def test_classical_method_and_sample_table(qgis_app, inventories, tmp_path: Path
     assert rf["METHOD"] == "rf"
     assert 0.0 <= rf["CV_SPATIAL_AUC_MEAN"] <= 1.0
     assert 0.0 <= rf["CV_RANDOM_AUC_MEAN"] <= 1.0
+    # A model left to a temporary file is kept in the Slidewise models folder instead.
+    from qgis.core import QgsApplication, QgsProcessingUtils
+
+    kept = processing.run(
+        "slidewise:trainsusceptibility",
+        {
+            "TABLE": table["OUTPUT"],
+            "LABEL_FIELD": "label",
+            "METHOD": 1,
+            "N_ESTIMATORS": 10,
+            "CV_FOLDS": 0,
+            "OUTPUT": "TEMPORARY_OUTPUT",
+        },
+    )
+    model = Path(kept["OUTPUT"])
+    assert model.is_file()
+    assert Path(QgsProcessingUtils.tempFolder()).resolve() not in model.resolve().parents
+    assert model.parent == Path(QgsApplication.qgisSettingsDirPath()) / "slidewise" / "models"
 
 
 def test_factor_rasters_on_different_grids_are_refused(

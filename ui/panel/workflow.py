@@ -305,7 +305,7 @@ def _file_suffix(slot: OutputSlot) -> str:
     return found.group(1).lower() if found else ""
 
 
-def _unique(path: Path) -> Path:
+def unique_path(path: Path) -> Path:
     """``path``, or ``name_2.ext``, ``name_3.ext``... if it exists."""
     if not path.exists():
         return path
@@ -334,14 +334,14 @@ def default_outputs(
         if slot.name in skipped or not (slot.by_default or slot.name in wanted):
             continue
         if is_model_output(slot):
-            path = _unique(models_dir / f"{alg}_{stamp}.safetensors")
+            path = unique_path(models_dir / f"{alg}_{stamp}.safetensors")
         else:
             suffix = _file_suffix(slot)
             name = slot.name.lower().replace("output_", "").replace("output", "")
             if name and name == suffix.lstrip("."):
                 name = "report"  # OUTPUT_HTML: evaluatemapping_report.html
             stem = f"{alg}_{name}" if name else alg
-            path = _unique(run_dir / f"{stem}{suffix}")
+            path = unique_path(run_dir / f"{stem}{suffix}")
         paths[slot.name] = str(path)
     return paths
 
