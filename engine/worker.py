@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -31,6 +32,13 @@ from types import FrameType
 from typing import IO, Any
 
 from slidewise.engine import jobs
+from slidewise.engine.core.distributed import (
+    DATA_PARALLEL_JOBS,
+    Placement,
+    end_process_group,
+    private_outputs,
+    start_process_group,
+)
 from slidewise.engine.core.errors import EngineError, ModelFileError
 from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.manifest import build_manifest, manifest_path, write_manifest
@@ -176,6 +184,39 @@ def run(job: dict[str, Any], reporter: Reporter) -> int:
         return EXIT_INTERNAL
 
 
+def run_placed(job: dict[str, Any], reporter: Reporter, placement: Placement) -> int:
+    """Run ``job`` as one process, or as one process of a ``torchrun`` launch.
+
+    Under ``torchrun`` every process joins the process group and runs the same
+    training job; only rank 0 reports over the protocol and writes the user's
+    outputs, the others write theirs into a private folder that is removed.
+
+    Returns:
+        The process exit code.
+    """
+    if not placement.parallel:
+        return run(job, reporter)
+    name = str(job.get("job"))
+    if name not in DATA_PARALLEL_JOBS:
+        reporter.error(
+            f"The {name} job does not train data-parallel: run it without torchrun "
+            f"(torchrun runs {', '.join(sorted(DATA_PARALLEL_JOBS))}).",
+            kind="input",
+        )
+        return EXIT_USER
+    device = str((job.get("options") or {}).get("device", "auto"))
+    start_process_group(placement, device)
+    try:
+        if placement.writer:
+            return run(job, reporter)
+        with tempfile.TemporaryDirectory(prefix="slidewise-rank-") as folder:
+            params = private_outputs(name, dict(job.get("params") or {}), folder)
+            with open(os.devnull, "w", encoding="utf-8") as quiet:
+                return run({**job, "params": params}, Reporter(quiet))
+    finally:
+        end_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m slidewise.engine.worker``."""
     argv = sys.argv[1:] if argv is None else argv
@@ -203,7 +244,7 @@ def run_watched(argv: list[str], lifeline: Lifeline) -> int:
         reporter.error(f"Could not read the job description: {exc}", kind="internal")
         return EXIT_INTERNAL
     lifeline.watch(list(job.get("outputs") or []))
-    code = run(job, reporter)
+    code = run_placed(job, reporter, Placement.from_environment())
     ending = ENDINGS.get(code, "ended with an internal error")
     with contextlib.suppress(OSError):  # the parent may be gone with the pipe
         seconds = time.time() - started

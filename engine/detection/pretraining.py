@@ -17,6 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from slidewise.engine.core.distributed import (
+    batch_share,
+    check_in_step,
+    check_share,
+    process_generator,
+    share_gradients,
+)
 from slidewise.engine.core.job import Log, Progress
 from slidewise.engine.imagery.augment import random_d4
 from slidewise.engine.imagery.datasets import ChipDataset
@@ -97,6 +104,7 @@ def fit_encoder(
 ) -> list[dict[str, Any]]:
     """The shared loop: AdamW, cosine decay per step, D4 augmentation."""
     device = torch.device(settings.device)
+    check_share(settings.batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     n = len(dataset)
@@ -119,9 +127,13 @@ def fit_encoder(
         for images, labels in chip_batches(dataset, order, settings.batch_size, drop_single=True):
             if settings.augment:
                 images, labels = random_d4(images, labels, generator)
-            loss, parts = batch_loss(images.to(device), labels.to(device), generator)
+            share = batch_share(len(images))
+            loss, parts = batch_loss(
+                images[share].to(device), labels[share].to(device), process_generator(generator)
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            share_gradients(params)
             optimizer.step()
             schedule.step()
             for k, v in {"loss": float(loss.detach()), **parts}.items():
@@ -137,5 +149,6 @@ def fit_encoder(
         log(f"epoch {epoch + 1}/{settings.epochs}: {parts_text}")
     if progress is not None:
         progress(1.0)  # also when batches of one chip were skipped
+    check_in_step(model)
     model.eval()
     return history

@@ -28,6 +28,12 @@ import torch
 from torch import nn
 
 from slidewise.contract.specs.traindetection import SPEC as TRAIN_SPEC
+from slidewise.engine.core.distributed import (
+    batch_share,
+    check_in_step,
+    check_share,
+    share_gradients,
+)
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult, Log, Progress
 from slidewise.engine.core.outputs import check_writable
@@ -288,6 +294,7 @@ def train_detector(
     data = DetectionDataset(
         train.samples, settings.bands, config.image_mean, settings.augment, generator
     )
+    check_share(settings.batch_size)
     loop = _make_loop(model, data, settings)
     if valid.n_boxes == 0:
         warn(
@@ -311,6 +318,7 @@ def train_detector(
             f"valid mAP@0.5 {metrics['map50']:.4f}, mAP {metrics['map']:.4f}"
             f"{' *' if improved else ''} [{record['seconds']:.1f} s]"
         )
+    check_in_step(loop.model)
     final = build_detector(config)
     final.load_state_dict(best.state if best.state is not None else loop.model.state_dict())
     final.eval()
@@ -368,7 +376,8 @@ def _train_epoch(
     seen = 0
     for start in range(0, len(order), settings.batch_size):
         idx = order[start : start + settings.batch_size]
-        losses = _train_step(loop, settings, [loop.data[i] for i in idx], epoch)
+        mine = idx[batch_share(len(idx))]
+        losses = _train_step(loop, settings, [loop.data[i] for i in mine], epoch)
         for k, v in losses.items():
             running[k] = running.get(k, 0.0) + float(v.detach()) * len(idx)
         seen += len(idx)
@@ -396,6 +405,7 @@ def _train_step(
         raise InputError(f"Training diverged (loss {float(loss)} in epoch {epoch + 1}): lower LR.")
     loop.optimizer.zero_grad(set_to_none=True)
     loop.scaler.scale(loss).backward()
+    share_gradients(loop.params)
     loop.scaler.unscale_(loop.optimizer)
     torch.nn.utils.clip_grad_norm_(loop.params, GRAD_CLIP)
     loop.scaler.step(loop.optimizer)

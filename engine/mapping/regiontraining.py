@@ -17,6 +17,13 @@ from typing import Any
 
 import torch
 
+from slidewise.engine.core.distributed import (
+    batch_share,
+    check_in_step,
+    check_share,
+    mean_over_processes,
+    share_gradients,
+)
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import Log, Progress
 from slidewise.engine.imagery.augment import random_d4
@@ -219,6 +226,7 @@ def train_region(
     """
     if settings.mode not in MODES:
         raise InputError(f"Unknown MODE '{settings.mode}': use one of {', '.join(MODES)}.")
+    check_share(settings.batch_size)
     run = start_region(model, region, data, settings, replace)
     n_draw = settings.chips_per_epoch or len(data.train)
     steps_per_epoch = math.ceil(n_draw / settings.batch_size)
@@ -328,12 +336,13 @@ def train_region_epoch(
     for images, masks in chip_batches(data.train, order, settings.batch_size, drop_single=True):
         if settings.augment:
             images, masks = random_d4(images, masks, run.generator)
-        task, kd = region_step(run, images, masks, mode, settings)
+        share = batch_share(len(images))
+        task, kd = region_step(run, images[share], masks[share], mode, settings)
         running["task"] += float(task.detach()) * len(images)
         running["distill"] += float(kd.detach()) * len(images)
         seen += len(images)
         counter.step()
-    return {k: v / max(seen, 1) for k, v in running.items()}
+    return {k: mean_over_processes(v / max(seen, 1)) for k, v in running.items()}
 
 
 def region_step(
@@ -370,6 +379,7 @@ def region_step(
         loss = task + settings.distill_lambda * kd
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    share_gradients([p for group in run.optimizer.param_groups for p in group["params"]])
     run.optimizer.step()
     return task, kd
 
@@ -409,6 +419,7 @@ def validate_region_epoch(
 def finish_region(run: RegionRun) -> RegionOutcome:
     """Load the selected epoch's weights; every parameter trainable again, eval mode."""
     model = run.model
+    check_in_step(model)
     if run.selection.state is not None:
         model.load_state_dict(run.selection.state)
     best = run.selection.best

@@ -21,6 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from slidewise.engine.core.distributed import (
+    batch_share,
+    check_in_step,
+    check_share,
+    current_placement,
+    mean_over_processes,
+    wrap_model,
+)
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import Log, Progress
 from slidewise.engine.imagery.augment import random_d4
@@ -83,6 +91,8 @@ class TrainingRun:
         selection: The best epoch so far.
         history: Per-epoch records.
         start_epoch: Epochs already done (resumed from a checkpoint).
+        step_model: What a training step calls: ``model`` itself, or its
+            data-parallel wrapper under ``torchrun`` (same parameters).
     """
 
     model: nn.Module
@@ -97,6 +107,7 @@ class TrainingRun:
     selection: EpochSelection
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
+    step_model: nn.Module | None = None
 
     @property
     def cuda(self) -> bool:
@@ -153,6 +164,7 @@ def train_model(
     Returns:
         The selected model and its validation metrics.
     """
+    check_share(settings.batch_size)
     run = start_training(data, settings, log)
     if settings.resume and settings.checkpoint:
         resume_training(run, settings.checkpoint, log)
@@ -188,6 +200,9 @@ def start_training(data: MappingData, settings: TrainSettings, log: Log) -> Trai
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
     pos_weight = pos_weight_from(recipe.pos_weight, data.landslide_fraction)
+    placement = current_placement()
+    if placement.parallel:
+        log(f"Data-parallel training: {placement.world_size} processes share each batch.")
     return TrainingRun(
         model=model,
         optimizer=opt_cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay),
@@ -199,6 +214,7 @@ def start_training(data: MappingData, settings: TrainSettings, log: Log) -> Trai
         pos_weight=pos_weight,
         fingerprint=fingerprint(settings, data),
         selection=EpochSelection(settings.select_metric),
+        step_model=wrap_model(model, device),
     )
 
 
@@ -255,7 +271,7 @@ def run_epochs(
         train_loss = train_epoch(run, data, recipe, settings.batch_size, n_draw, counter)
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss}
         validate_epoch(run, data, settings, record, t0, log, counter)
-        if settings.checkpoint:
+        if settings.checkpoint and current_placement().writer:
             save_checkpoint(
                 settings.checkpoint,
                 run.model,
@@ -283,18 +299,23 @@ def train_epoch(
     n_draw: int,
     counter: StepCounter,
 ) -> float:
-    """One pass over ``n_draw`` training chips; the mean training loss."""
+    """One pass over ``n_draw`` training chips; the mean training loss.
+
+    Under ``torchrun`` every process draws the same global batch and
+    augmentation, and trains on its share of it (:func:`batch_share`).
+    """
     run.model.train()
     order = epoch_order(data.train_stats, recipe.oversample, n_draw, run.generator)
     running, seen = 0.0, 0
     for images, masks in chip_batches(data.train, order, batch_size, drop_single=True):
         if recipe.augment:
             images, masks = random_d4(images, masks, run.generator)
-        loss = train_step(run, images, masks)
+        share = batch_share(len(images))
+        loss = train_step(run, images[share], masks[share])
         running += float(loss.detach()) * len(images)
         seen += len(images)
         counter.step()
-    return running / max(seen, 1)
+    return mean_over_processes(running / max(seen, 1))
 
 
 def train_step(run: TrainingRun, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -306,7 +327,7 @@ def train_step(run: TrainingRun, images: torch.Tensor, masks: torch.Tensor) -> t
     valid = m != IGNORE
     target = (m == 1).float()
     with torch.autocast(device_type="cuda", enabled=run.use_amp):
-        out = run.model(x)
+        out = (run.step_model or run.model)(x)
     if isinstance(out, (tuple, list)):
         main, aux = out
         loss = run.loss_fn(main.float(), target, valid)
@@ -352,6 +373,7 @@ def validate_epoch(
 
 def finish_training(run: TrainingRun, settings: TrainSettings, log: Log) -> TrainOutcome:
     """The selected epoch's model (CPU, eval mode) and its validation metrics."""
+    check_in_step(run.model)
     metric = settings.select_metric
     final = build_model(settings.model)
     selection = run.selection
