@@ -40,7 +40,7 @@ from slidewise.engine.core.distributed import (
     start_process_group,
 )
 from slidewise.engine.core.errors import EngineError, ModelFileError
-from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.manifest import build_manifest, manifest_path, write_manifest
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
@@ -123,6 +123,27 @@ def load_job(argv: list[str]) -> dict[str, Any]:
     return job
 
 
+def apply_output_options(
+    name: str, params: dict[str, Any], result: JobResult, ctx: JobContext
+) -> None:
+    """Apply the output options the job left to the worker (COG) to its raster outputs."""
+    from slidewise.contract.spec import is_unset
+    from slidewise.contract.specs import SPEC_MODULES, spec_of
+
+    value = params.get("COG")
+    if name not in SPEC_MODULES or "COG" not in spec_of(name).names or is_unset(value):
+        return
+    if not spec_of(name)["COG"].read(value):
+        return
+    from slidewise.engine.geo.cog import write_cog
+
+    rasters = {p.name for p in spec_of(name).params if p.kind == "output_raster"}
+    for output, path in result.outputs.items():
+        if output in rasters and path:
+            write_cog(path)
+            ctx.log(f"{output} written as a Cloud-Optimized GeoTIFF: {path}")
+
+
 def run(job: dict[str, Any], reporter: Reporter) -> int:
     """Run one job, reporting progress, logs, the result or an error.
 
@@ -136,6 +157,7 @@ def run(job: dict[str, Any], reporter: Reporter) -> int:
         func = jobs.resolve(name)
         ctx = JobContext(name=name, options=options, reporter=reporter)
         result = func(params, ctx)
+        apply_output_options(name, params, result, ctx)
         payload: dict[str, Any] = {"outputs": result.outputs, "figures": result.figures}
         if result.manifest and result.outputs:
             first = next(iter(result.outputs.values()))

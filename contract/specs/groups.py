@@ -59,3 +59,18 @@ BLOCK_SIZE = Param(
     unit="px",
     advanced=True,
 )
+
+#: How raster outputs are written; the worker applies it to every raster output of a job.
+COG = Param(
+    "COG",
+    "Write rasters as Cloud-Optimized GeoTIFF",
+    "bool",
+    "Write every raster output as a Cloud-Optimized GeoTIFF (internal 512 px tiles, "
+    "overviews, DEFLATE): it opens fast in QGIS from a network share or object storage "
+    "(/vsicurl/, /vsis3/). Off: a plain tiled GeoTIFF.",
+    default=False,
+    advanced=True,
+)
+#: Output options the worker handles for every job (not the job itself).
+OUTPUT_OPTIONS: tuple[Param, ...] = (COG,)
+OUTPUT_OPTION_NAMES = frozenset(p.name for p in OUTPUT_OPTIONS)

@@ -10,6 +10,7 @@ from slidewise.contract.specs.factors import (
     SAMPLING_HIDDEN,
     SAMPLING_HIDDEN_NAMES,
 )
+from slidewise.contract.specs.groups import COG
 
 #: Blocks when N_BLOCKS is 0.
 DEFAULT_BLOCKS = 256
@@ -42,6 +43,7 @@ SPEC = AlgorithmSpec(
                 "mean_<band> fields.",
             ),
         ),
+        (COG,),
         SAMPLING_HIDDEN,
     ),
     hidden=SAMPLING_HIDDEN_NAMES,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param
-from slidewise.contract.specs.groups import BLOCK_SIZE
+from slidewise.contract.specs.groups import BLOCK_SIZE, COG
 
 GEOGRAPHIC_CHOICES = ("refuse", "degrees_to_metres")
 
@@ -69,5 +69,6 @@ SPEC = AlgorithmSpec(
             "profile_curvature, hillshade, twi.",
             required=True,
         ),
+        COG,
     ),
 )

@@ -10,6 +10,7 @@ from slidewise.contract.specs.factors import (
     SAMPLING_HIDDEN,
     SAMPLING_HIDDEN_NAMES,
 )
+from slidewise.contract.specs.groups import COG
 
 #: Susceptibility methods (engine: ``susceptibility.models.METHODS``).
 METHODS = ("meta", "rf", "lr", "mlp", "fr")
@@ -217,6 +218,6 @@ HIDDEN: tuple[Param, ...] = (
 
 SPEC = AlgorithmSpec(
     "trainsusceptibility",
-    params(FACTOR_STACK, TRAINING_INVENTORY, SOURCES, BLOCKS, META, OUTPUTS, HIDDEN),
+    params(FACTOR_STACK, TRAINING_INVENTORY, SOURCES, BLOCKS, META, OUTPUTS, (COG,), HIDDEN),
     hidden=SAMPLING_HIDDEN_NAMES | {"FACTOR_FIELDS", "ONE_CLASS_BLOCKS"},
 )

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from slidewise.contract.spec import OUTPUTS, AlgorithmSpec, ParameterError
 from slidewise.contract.spec import read_params as read_spec
+from slidewise.contract.specs.groups import OUTPUT_OPTION_NAMES
 from slidewise.engine.core.errors import InputError
 
 P = TypeVar("P", bound="JobParams")
@@ -111,7 +112,13 @@ class JobParams:
             InputError: a parameter is unknown, missing or refused.
         """
         values = read_params(cls.SPEC, params)
-        return cls(**{field_name(name): value for name, value in values.items()})
+        return cls(
+            **{
+                field_name(name): value
+                for name, value in values.items()
+                if name not in OUTPUT_OPTION_NAMES  # the worker applies them
+            }
+        )
 
 
 def field_name(name: str) -> str:
