@@ -1,0 +1,130 @@
+"""Window-parallel jobs on a Dask cluster: a local one, or the user's scheduler.
+
+A job that processes a raster window by window can hand its windows to Dask
+(``dask.distributed``) instead of computing them in its own process:
+:func:`dask_client` starts a local cluster of ``WORKERS`` processes (one thread
+each) or connects to the scheduler at ``SCHEDULER``, and
+:func:`ordered_results` submits one task per window and gives the results back
+in window order, with a bounded number of windows in flight, so that the job's
+process stays the one writer of the outputs and its memory stays bounded.
+
+A task is a picklable callable: it carries paths and settings, not open files
+or loaded models, and opens what it needs once per worker process (see the
+window tasks of the jobs). Workers therefore read the inputs themselves: the
+paths must be readable from every worker (a local path for a local cluster; a
+network share, ``/vsicurl/`` or ``/vsis3/`` path for a remote one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from slidewise.engine.core.errors import InputError
+
+#: Windows in flight per worker: enough to keep each busy while results are written.
+IN_FLIGHT_PER_WORKER = 2
+#: Seconds to wait for a remote scheduler before giving up.
+CONNECT_TIMEOUT_S = 20
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where a window-parallel job computes (the WORKERS and SCHEDULER parameters).
+
+    Attributes:
+        workers: Local worker processes; 1 keeps the one-process path.
+        scheduler: Address of an existing ``dask.distributed`` scheduler
+            (``tcp://host:8786``); when set, ``workers`` is ignored.
+    """
+
+    workers: int = 1
+    scheduler: str | None = None
+
+    @property
+    def parallel(self) -> bool:
+        """True when the windows go to Dask."""
+        return bool(self.scheduler) or self.workers > 1
+
+
+@contextlib.contextmanager
+def dask_client(options: ClusterOptions, log: Callable[[str], None] = print) -> Iterator[Any]:
+    """A Dask client on a local cluster of ``options.workers`` processes, or ``options.scheduler``.
+
+    The local cluster (and the client) close when the block ends, also on
+    cancel or error, so no worker process outlives the job.
+
+    Raises:
+        InputError: the scheduler cannot be reached.
+    """
+    from distributed import Client, LocalCluster
+
+    if options.scheduler:
+        try:
+            client = Client(options.scheduler, timeout=CONNECT_TIMEOUT_S)
+        except OSError as exc:
+            raise InputError(
+                f"Could not reach the Dask scheduler at {options.scheduler} ({exc}): check the "
+                "address (tcp://host:8786) and that the scheduler runs, or leave SCHEDULER "
+                "empty to compute on this machine."
+            ) from exc
+        with client:
+            log(f"Computing on the Dask cluster at {options.scheduler}.")
+            yield client
+        return
+    cluster = LocalCluster(
+        n_workers=options.workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    with cluster, Client(cluster) as client:
+        log(f"Computing on a local Dask cluster of {options.workers} worker processes.")
+        yield client
+
+
+def worker_count(client: Any) -> int:
+    """Worker processes the client's scheduler has now (at least 1)."""
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def ordered_results(
+    client: Any,
+    task: Callable[[Any], Any],
+    items: Iterable[Any],
+    in_flight: int | None = None,
+) -> Iterator[Any]:
+    """``task(item)`` for every item, computed by the cluster, yielded in item order.
+
+    At most ``in_flight`` items are submitted and not yet yielded, which bounds
+    the memory of the results waiting to be written.
+
+    Args:
+        client: A Dask client (:func:`dask_client`).
+        task: A picklable callable; it is sent to every worker once.
+        items: What to compute (window descriptions, small and picklable).
+        in_flight: Items outstanding at once (default: 2 per worker).
+    """
+    limit = in_flight or IN_FLIGHT_PER_WORKER * worker_count(client)
+    [shared] = client.scatter([task], broadcast=True, hash=False)
+    pending: deque[Any] = deque()
+    try:
+        for item in items:
+            pending.append(client.submit(call_task, shared, item, pure=False))
+            if len(pending) >= limit:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        if pending:
+            client.cancel(list(pending), force=True)
+
+
+def call_task(task: Callable[[Any], Any], item: Any) -> Any:
+    """Run ``task(item)`` on a worker (the task arrives once per worker, scattered)."""
+    return task(item)
