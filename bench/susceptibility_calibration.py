@@ -45,7 +45,7 @@ def split_points(source: Path, target: Path, north: bool) -> int:
     return len(keep)
 
 
-def held_out_auc(prob_path: Path, points: Path) -> float:
+def held_out_auc(prob_path: Path, points: Path, label: str = "lslpts") -> float:
     """ROC-AUC of the probability raster at the labelled points (NaN pixels skipped)."""
     import rasterio
     from sklearn.metrics import roc_auc_score
@@ -53,15 +53,17 @@ def held_out_auc(prob_path: Path, points: Path) -> float:
     with open(points, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     xy = [(float(r["x"]), float(r["y"])) for r in rows]
-    y = np.array([int(float(r["lslpts"])) for r in rows])
+    y = np.array([int(float(r[label])) for r in rows])
     with rasterio.open(prob_path) as src:
         p = np.array([v[0] for v in src.sample(xy)], dtype=float)
     ok = np.isfinite(p)
     return float(roc_auc_score(y[ok], p[ok]))
 
 
-def predict_variant(model: Path, out: Path, width: int, calibrated: bool) -> dict[str, Any]:
-    """Predict the stack with BLEND_WIDTH ``width``; raw when not ``calibrated``."""
+def predict_variant(
+    model: Path, out: Path, width: int, calibrated: bool, stack: Path = ECUADOR / "ta.tif"
+) -> dict[str, Any]:
+    """Predict ``stack`` with BLEND_WIDTH ``width``; raw when not ``calibrated``."""
     from slidewise.engine.core.modelfile import load_model
     from slidewise.engine.susceptibility.calibration import Calibrator
     from slidewise.engine.susceptibility.predict import (
@@ -70,7 +72,7 @@ def predict_variant(model: Path, out: Path, width: int, calibrated: bool) -> dic
         predict_stack,
     )
 
-    params = {"MODEL": str(model), "INPUT": str(ECUADOR / "ta.tif"), "OUTPUT": str(out)}
+    params = {"MODEL": str(model), "INPUT": str(stack), "OUTPUT": str(out)}
     params["BLEND_WIDTH"] = width
     options = PredictParams.from_params(params)
     ctx = quiet_context("bench", 1)
@@ -127,21 +129,68 @@ def measure(workdir: Path, iterations: int, widths: list[int], seed: int) -> dic
     return doc
 
 
+def measure_synthetic(workdir: Path, size: int, iterations: int, seed: int) -> dict[str, Any]:
+    """The same on the synthetic stack of :mod:`.susceptibility_memory` (north/south split)."""
+    import rasterio
+
+    from slidewise.bench.susceptibility_memory import write_factor_stack, write_inventory
+    from slidewise.engine.susceptibility.blending import seam_statistic
+    from slidewise.engine.susceptibility.train import run_train
+
+    stack = write_factor_stack(workdir / "synthetic.tif", size, seed)
+    points = write_inventory(workdir / "synthetic_points.csv", size, n=800, seed=seed)
+    with open(points, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    mid = float(np.median([float(r["y"]) for r in rows]))
+    halves = {}
+    for name, north in (("north", True), ("south", False)):
+        halves[name] = workdir / f"synthetic_{name}.csv"
+        with open(halves[name], "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(r for r in rows if (float(r["y"]) > mid) == north)
+    model, blocks = workdir / "synthetic_model.safetensors", workdir / "synthetic_blocks.tif"
+    run_train(
+        {"INPUT": str(stack), "INVENTORY": str(halves["north"]), "LABEL_FIELD": "label",
+         "N_BLOCKS": 16, "ITERATIONS_META": iterations, "CV_FOLDS": 0,
+         "OUTPUT": str(model), "OUTPUT_BLOCKS": str(blocks)},
+        quiet_context("bench", 1, seed),
+    )  # fmt: skip
+    with rasterio.open(blocks) as src:
+        ids = src.read(1)
+    out = []
+    for width in (0, 16):
+        prob = workdir / f"synthetic_p{width}.tif"
+        fig = predict_variant(model, prob, width, True, stack)
+        with rasterio.open(prob) as src:
+            row = {"blend_width": width, "seams": seam_statistic(src.read(1), ids)}
+        row["held_out_auc"] = held_out_auc(prob, halves["south"], "label")
+        row["extreme_share"] = fig["extreme_share"]
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return {"size": size, "variants": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True)
     parser.add_argument("--workdir", default="")
     parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--widths", type=int, nargs="+", default=[0, 8, 16, 32])
+    parser.add_argument("--widths", type=int, nargs="*", default=[0, 8, 16, 32])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--synthetic", type=int, default=0, help="also a synthetic N x N stack")
     args = parser.parse_args(argv)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        doc = measure(workdir, args.iterations, list(args.widths), args.seed)
+        doc = measure(workdir, args.iterations, list(args.widths), args.seed) if args.widths else {}
+        if args.synthetic:
+            doc["synthetic"] = measure_synthetic(
+                workdir, args.synthetic, args.iterations, args.seed
+            )
     doc["settings"] = vars(args)
     Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -24,7 +24,7 @@ being predicted, so memory stays bounded by the window plus the halo.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -37,29 +37,39 @@ def halo_pixels(width: float) -> int:
     return math.ceil(width) if width > 0 else 0
 
 
-def block_weights(ids: np.ndarray, width: float) -> dict[int, np.ndarray]:
+def block_weights(ids: np.ndarray, width: float) -> Iterator[tuple[int, np.ndarray]]:
     """Weight of every block's model at every pixel of a window of block IDs.
+
+    One block at a time, so that memory holds one weight array whatever the
+    number of blocks; the distance transform runs on the block's bounding box
+    grown by ``width`` only.
 
     Args:
         ids: Block ID per pixel (2-D, the window and its halo); :data:`NO_BLOCK`
             pixels lend their model to no neighbour.
         width: Blending width in pixels (0: each pixel only its own block).
 
-    Returns:
-        Block ID -> float32 weights of the window's shape (pixels where the
-        block's weight is 0 included); every pixel's own block has weight 1.
+    Yields:
+        ``(block ID, float32 weights of the window's shape)``; every pixel's own
+        block has weight 1.
     """
     from scipy.ndimage import distance_transform_edt
 
-    weights: dict[int, np.ndarray] = {}
+    grow = halo_pixels(width)
     for bid in np.unique(ids).tolist():
         inside = ids == bid
         if width <= 0 or bid == NO_BLOCK or inside.all():
-            weights[int(bid)] = inside.astype(np.float32)
+            yield int(bid), inside.astype(np.float32)
             continue
-        dist = distance_transform_edt(~inside)
-        weights[int(bid)] = np.clip(1.0 - dist / width, 0.0, 1.0).astype(np.float32)
-    return weights
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        box = (
+            slice(max(0, rows[0] - grow), rows[-1] + grow + 1),
+            slice(max(0, cols[0] - grow), cols[-1] + grow + 1),
+        )
+        weights = np.zeros(ids.shape, dtype=np.float32)
+        dist = distance_transform_edt(~inside[box])
+        weights[box] = np.clip(1.0 - dist / width, 0.0, 1.0)
+        yield int(bid), weights
 
 
 def blend_predictions(
@@ -86,7 +96,7 @@ def blend_predictions(
     """
     total: np.ndarray | None = None
     wsum = np.zeros(int(valid.sum()), dtype=np.float64)
-    for bid, weight in block_weights(ids, width).items():
+    for bid, weight in block_weights(ids, width):
         w = weight[inner][valid]
         sel = w > 0
         if not sel.any():
@@ -114,7 +124,9 @@ def seam_statistic(prob: np.ndarray, ids: np.ndarray) -> dict[str, float]:
 
     Returns:
         ``across`` and ``inside``: mean absolute probability difference of each
-        kind of pair; ``ratio`` across / inside (1: no visible seam); pair counts.
+        kind of pair; ``ratio`` across / inside (1: no visible seam); ``excess``
+        across - inside, the jump a border adds to the map's own pixel-to-pixel
+        variation; pair counts.
     """
     p = np.asarray(prob, dtype=np.float64)
     b = np.asarray(ids)
@@ -135,6 +147,7 @@ def seam_statistic(prob: np.ndarray, ids: np.ndarray) -> dict[str, float]:
         "across": mean_a,
         "inside": mean_i,
         "ratio": mean_a / mean_i if mean_i > 0 else float("nan"),
+        "excess": mean_a - mean_i,
         "pairs_across": int(across.size),
         "pairs_inside": int(inside.size),
     }

@@ -84,6 +84,8 @@ def calibrate_and_ensemble(
         "brier_after": after["brier"],
         "ece_before": before["ece"],
         "ece_after": after["ece"],
+        "ece_fitted": after["ece_fitted"],
+        "brier_fitted": after["brier_fitted"],
     }
     from slidewise.engine.susceptibility.calibration_report import write_calibration_report
 

@@ -133,9 +133,8 @@ class Predictor:
             ids = ids.reshape(every.shape)
 
         def predict(sel: np.ndarray, bid: int) -> np.ndarray:
-            block = np.full(int(sel.sum()), bid, dtype=np.int64)
-            models = [self.fitted, *self.members]
-            return np.stack([m.predict(x[sel], block) for m in models], axis=1)
+            xs, block = x[sel], np.full(int(sel.sum()), bid, dtype=np.int64)
+            return np.stack([m.predict(xs, block) for m in [self.fitted, *self.members]], axis=1)
 
         cols = self.calibrator.apply(
             blend_predictions(predict, ids, inner, valid, self.blend_width)
@@ -211,7 +210,9 @@ def load_predictor(
         [],
         centres=tensors.get("kmeans.centres"),
         calibrator=calibrator_from_model(tensors, config),
-        members=ensemble_from_model(tensors, config, fitted),
+        members=ensemble_from_model(tensors, config, fitted)
+        if options.uncertainty or options.table
+        else [],
         blend_width=float(options.blend_width) if fitted.method == "meta" else 0.0,
     )
     if "calibration" not in config:
