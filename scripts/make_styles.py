@@ -120,6 +120,17 @@ def main() -> int:
         ],
     )
     paletted("landslide_mask.qml", [(0, "#00000000", "Not landslide"), (1, "#e31a1c", "Landslide")])
+    pseudocolor(
+        "susceptibility_uncertainty.qml",
+        1,
+        [
+            (0.0, "#f7fcfd", "0 (the ensemble agrees)"),
+            (0.05, "#bfd3e6", "0.05"),
+            (0.1, "#8c96c6", "0.1"),
+            (0.2, "#88419d", "0.2"),
+            (0.3, "#4d004b", "0.3 and more (unsure)"),
+        ],
+    )
     polygons("landslide_polygons.qml", "227,26,28,90", "#b10026", "0.6")
     polygons("blocks.qml", "0,0,0,0", "#37474f", "0.4")
     polygons("detection_boxes.qml", "0,0,0,0", "#ff00ff", "0.8")

@@ -1,4 +1,4 @@
-"""slidewise:predictsusceptibility: probability of landslide and a classed map."""
+"""slidewise:predictsusceptibility: probability of landslide, its uncertainty and a classed map."""
 
 from __future__ import annotations
 
@@ -41,6 +41,20 @@ SPEC = AlgorithmSpec(
                 default=512,
             ),
             Param(
+                "BLEND_WIDTH",
+                "Blending width at block borders",
+                "int",
+                "Within this distance of a block border the models of the blocks on both "
+                "sides are blended, the neighbour's share falling from one half at the border "
+                "to zero at this distance, so the map has no seams; farther in, each block "
+                "keeps its own model. 0: hard borders (one model per block). Meta models only.",
+                default=16,
+                minimum=0,
+                maximum=1000,
+                unit="px",
+                advanced=True,
+            ),
+            Param(
                 "OUTPUT",
                 "Susceptibility",
                 "output_raster",
@@ -52,6 +66,14 @@ SPEC = AlgorithmSpec(
                 "Susceptibility classes",
                 "output_raster",
                 "Classed map (uint8: 1 very low ... 5 very high, 0 nodata), styled with a legend.",
+            ),
+            Param(
+                "UNCERTAINTY",
+                "Susceptibility uncertainty",
+                "output_raster",
+                "Standard deviation of the calibrated probability over the model's bootstrap "
+                "ensemble (GeoTIFF float32, 0-0.5, nodata NaN): high where the few samples of "
+                "a block leave the model unsure. Needs a model trained by this version.",
             ),
             Param(
                 "TABLE",

@@ -175,6 +175,22 @@ META: tuple[Param, ...] = (
     _count("N_ESTIMATORS", "Random forest trees", "Trees of the rf method.", 200, 1, 100_000),
 )
 
+#: How the probability is calibrated (engine: ``susceptibility.calibration``).
+CALIBRATIONS = ("platt", "isotonic", "none")
+CALIBRATION = Param(
+    "CALIBRATION",
+    "Probability calibration",
+    "choice",
+    "Calibrate the probability on out-of-block predictions of the training samples: Platt "
+    "scaling (default, best on few hundred samples), isotonic regression (needs more "
+    "samples) or none (the raw, over-confident probability). Writes a reliability report "
+    "<model>_calibration.html next to the model.",
+    default="platt",
+    choices=CALIBRATIONS,
+    choice_labels=("Platt scaling", "Isotonic regression", "None"),
+    advanced=True,
+)
+
 OUTPUTS: tuple[Param, ...] = (
     Param(
         "OUTPUT",
@@ -218,6 +234,16 @@ HIDDEN: tuple[Param, ...] = (
 
 SPEC = AlgorithmSpec(
     "trainsusceptibility",
-    params(FACTOR_STACK, TRAINING_INVENTORY, SOURCES, BLOCKS, META, OUTPUTS, (COG,), HIDDEN),
+    params(
+        FACTOR_STACK,
+        TRAINING_INVENTORY,
+        SOURCES,
+        BLOCKS,
+        META,
+        (CALIBRATION,),
+        OUTPUTS,
+        (COG,),
+        HIDDEN,
+    ),
     hidden=SAMPLING_HIDDEN_NAMES | {"FACTOR_FIELDS", "ONE_CLASS_BLOCKS"},
 )

@@ -5,14 +5,17 @@ nodata, written window by window) and optionally a classed map (uint8
 1..N_CLASSES = very low..very high, 0 nodata); or model + table -> table with
 a ``susceptibility`` column. A ``meta`` model predicts every pixel with the
 adapted model of its block (from the block raster recorded in the model, or the
-nearest k-means centre for models trained on tables).
+nearest k-means centre for models trained on tables); within BLEND_WIDTH pixels
+of a block border the adjacent blocks' models are blended (:mod:`.blending`).
+The model's calibrator (:mod:`.calibration`) is applied, and the spread of its
+bootstrap members (:mod:`.uncertainty`) is written as the UNCERTAINTY raster.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,11 @@ from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.geo.align import AlignedStack
 from slidewise.engine.geo.samples import FeatureEncoder
 from slidewise.engine.geo.stackparams import StackParams
+from slidewise.engine.susceptibility.blending import blend_predictions, halo_pixels
 from slidewise.engine.susceptibility.blocks import check_block_grid, nearest_centre
+from slidewise.engine.susceptibility.calibration import Calibrator, calibrator_from_model
 from slidewise.engine.susceptibility.models import FittedModel, model_from_tensors
+from slidewise.engine.susceptibility.uncertainty import ensemble_from_model
 
 BREAK_SAMPLE = 200_000
 GDAL_CACHE_MB = 64
@@ -47,8 +53,10 @@ class PredictParams(StackParams):
         classification: CLASSIFICATION, ``quantile``, ``natural_breaks`` or ``equal_interval``.
         n_classes: N_CLASSES of the classed map.
         block_size: BLOCK_SIZE, window side in pixels.
+        blend_width: BLEND_WIDTH, pixels over which adjacent blocks' models are blended.
         output: OUTPUT probability GeoTIFF (a CSV for TABLE).
         classed: CLASSED map (optional).
+        uncertainty: UNCERTAINTY raster, the bootstrap members' spread (optional).
         table: TABLE to predict instead of a stack.
         x_field: X_FIELD of the table.
         y_field: Y_FIELD of the table.
@@ -61,8 +69,10 @@ class PredictParams(StackParams):
     classification: str = "quantile"
     n_classes: int = 5
     block_size: int = 512
+    blend_width: int = 16
     output: str = ""
     classed: str | None = None
+    uncertainty: str | None = None
     table: str | None = None
     x_field: str = "x"
     y_field: str = "y"
@@ -83,6 +93,9 @@ class Predictor:
         order: Stack band index of each of the model's factors.
         block_src: Open block raster (``meta`` models on rasters), else ``None``.
         centres: k-means block centres (``meta`` models trained on tables), else ``None``.
+        calibrator: Calibration of the probability (``none`` for old model files).
+        members: Bootstrap members (none for old model files).
+        blend_width: Pixels over which adjacent blocks' models are blended (0: none).
     """
 
     fitted: FittedModel
@@ -90,23 +103,46 @@ class Predictor:
     order: list[int]
     block_src: Any = None
     centres: Any = None
+    calibrator: Calibrator = field(default_factory=Calibrator)
+    members: list[FittedModel] = field(default_factory=list)
+    blend_width: float = 0.0
 
     def window(
-        self, stack: AlignedStack, win: Any, unseen: Unseen | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(probability float32, valid mask)`` of one window of the stack."""
+        self, stack: AlignedStack, windows: tuple[Any, Any, Any], unseen: Unseen | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(probability, spread of the members, valid mask)`` of one window.
+
+        Args:
+            stack: The open factor stack.
+            windows: ``(read window with halo, write window, inner slices)``.
+            unseen: Where unseen categorical classes are counted.
+        """
+        halo_win, win, inner = windows
         data, valid = stack.read(win)
         out = np.full(valid.shape, np.nan, dtype=np.float32)
+        spread = np.full(valid.shape, np.nan, dtype=np.float32)
         if not valid.any():
-            return out, valid
+            return out, spread, valid
         raw = data[self.order][:, valid].T
         x = self.encoder.transform(raw, warn=None)
         count_unseen(self.encoder, raw, unseen)
-        ids = None
+        ids = np.zeros((int(halo_win.height), int(halo_win.width)), dtype=np.int64)
         if self.fitted.method == "meta":
-            ids = window_blocks(win, valid, self.block_src, self.centres, stack)
-        out[valid] = self.fitted.predict(x, ids).astype(np.float32)
-        return out, valid
+            every = np.ones(ids.shape, dtype=bool)
+            ids = window_blocks(halo_win, every, self.block_src, self.centres, stack)
+            ids = ids.reshape(every.shape)
+
+        def predict(sel: np.ndarray, bid: int) -> np.ndarray:
+            xs, block = x[sel], np.full(int(sel.sum()), bid, dtype=np.int64)
+            return np.stack([m.predict(xs, block) for m in [self.fitted, *self.members]], axis=1)
+
+        cols = self.calibrator.apply(
+            blend_predictions(predict, ids, inner, valid, self.blend_width)
+        )
+        out[valid] = cols[:, 0].astype(np.float32)
+        if cols.shape[1] > 2:
+            spread[valid] = cols[:, 1:].std(axis=1).astype(np.float32)
+        return out, spread, valid
 
 
 def run_predict(params: dict[str, Any], ctx: JobContext) -> JobResult:
@@ -114,27 +150,28 @@ def run_predict(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     Parameters: see ``contract/specs/predictsusceptibility.py``: MODEL, the factor
     stack (its band names must include the model's factors) or TABLE, BLOCKS,
-    CLASSIFICATION, N_CLASSES, BLOCK_SIZE, OUTPUT and CLASSED.
+    CLASSIFICATION, N_CLASSES, BLOCK_SIZE, BLEND_WIDTH, OUTPUT, CLASSED and
+    UNCERTAINTY.
     """
     from slidewise.engine.core.modelfile import load_model
 
     options = PredictParams.from_params(params)
-    check_writable(options.output)
-    if options.classed:
-        check_writable(options.classed)
+    for path in (options.output, options.classed, options.uncertainty):
+        if path:
+            check_writable(path)
     tensors, meta = load_model(options.model, task="susceptibility")
-    fitted = model_from_tensors(tensors, meta.config)
-    encoder = FeatureEncoder.from_dict(meta.normalisation)
-    centres = tensors.get("kmeans.centres")
+    predictor = load_predictor(tensors, meta.config, meta.normalisation, options, ctx)
     start = time.time()
     if options.table:
-        figures = predict_table(options, fitted, encoder, centres, ctx)
+        figures = predict_table(options, predictor, ctx)
         return JobResult(
             outputs={"OUTPUT": options.output}, figures=figures, inputs=options.inputs()
         )
     blocks_doc = dict(meta.extra.get("blocks", {}))
-    figures = predict_stack(options, Predictor(fitted, encoder, [], None, centres), blocks_doc, ctx)
+    figures = predict_stack(options, predictor, blocks_doc, ctx)
     outputs = {"OUTPUT": options.output}
+    if figures.get("uncertainty"):
+        outputs["UNCERTAINTY"] = str(options.uncertainty)
     sample = figures.pop("_sample")
     if options.classed:
         import rasterio
@@ -154,6 +191,38 @@ def run_predict(params: dict[str, Any], ctx: JobContext) -> JobResult:
     return JobResult(outputs=outputs, figures=figures, inputs=options.inputs())
 
 
+def load_predictor(
+    tensors: dict[str, Any],
+    config: dict[str, Any],
+    normalisation: dict[str, Any],
+    options: PredictParams,
+    ctx: JobContext,
+) -> Predictor:
+    """The model, its calibrator and bootstrap members from a model file's contents.
+
+    Model files written before calibration (no calibrator, no members) still
+    predict, with the raw probability and no uncertainty; a note says so.
+    """
+    fitted = model_from_tensors(tensors, config)
+    predictor = Predictor(
+        fitted,
+        FeatureEncoder.from_dict(normalisation),
+        [],
+        centres=tensors.get("kmeans.centres"),
+        calibrator=calibrator_from_model(tensors, config),
+        members=ensemble_from_model(tensors, config, fitted)
+        if options.uncertainty or options.table
+        else [],
+        blend_width=float(options.blend_width) if fitted.method == "meta" else 0.0,
+    )
+    if "calibration" not in config:
+        ctx.log(
+            "Note: this model was trained before Slidewise calibrated probabilities: the raw "
+            "probability is written (train it again for a calibrated one and an uncertainty)."
+        )
+    return predictor
+
+
 def predict_stack(
     options: PredictParams, predictor: Predictor, blocks_doc: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
@@ -169,10 +238,16 @@ def predict_stack(
     ):
         predictor.order = band_order(stack.names, predictor.encoder.bands)
         predictor.block_src = prediction_blocks(options, predictor.fitted, blocks_doc, stack)
+        uncertainty = options.uncertainty if len(predictor.members) > 1 else None
+        if options.uncertainty and not uncertainty:
+            ctx.warn(
+                "This model holds no bootstrap members (trained before Slidewise measured "
+                "uncertainty): UNCERTAINTY is not written. Train the model again to get it."
+            )
         figures = predict_raster(
             stack,
             predictor,
-            options.output,
+            (options.output, uncertainty),
             block=options.block_size,
             unseen=unseen,
             progress=ctx.stage(0, 80 if options.classed else 100),
@@ -239,43 +314,57 @@ def prediction_blocks(
 def predict_raster(
     stack: AlignedStack,
     predictor: Predictor,
-    output: str,
+    outputs: tuple[str, str | None],
     block: int = 512,
     unseen: Unseen | None = None,
     progress: Callable[[float], None] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write the probability of landslide window by window (closes ``predictor.block_src``).
+    """Write the probability (and its uncertainty) window by window.
 
-    Memory is bounded by the window (``block`` x ``block`` pixels): each window is
-    read, encoded, predicted as one batch per block ID and written. A random
-    sample of at most :data:`BREAK_SAMPLE` predictions is kept for class breaks.
+    Memory is bounded by the window (``block`` x ``block`` pixels plus a halo of
+    the blending width): each window is read, encoded, predicted as one batch per
+    block ID and written. A random sample of at most :data:`BREAK_SAMPLE`
+    predictions is kept for class breaks. Closes ``predictor.block_src``.
+
+    Args:
+        stack: The open factor stack.
+        predictor: The model and how pixels reach it.
+        outputs: ``(probability path, uncertainty path or None)``.
+        block: Window side in pixels.
+        unseen: Where unseen categorical classes are counted.
+        progress: Fraction-done callback.
+        seed: Seed of the class-break sample.
 
     Returns:
-        Figures: valid pixel count, min/max/mean probability, and ``_sample``.
+        Figures: valid pixel count, min/max/mean probability, share of pixels
+        below 0.05 or over 0.95, mean uncertainty, and ``_sample``.
     """
+    from contextlib import ExitStack
+
     from slidewise.engine.geo.raster import create_raster, iter_windows, output_profile
 
     rng = np.random.default_rng(seed)
     rate = min(1.0, BREAK_SAMPLE / max(1, stack.width * stack.height))
-    kept: list[np.ndarray] = []
-    n_valid, total, lo, hi = 0, 0.0, np.inf, -np.inf
-    windows = list(iter_windows(stack.width, stack.height, block))
+    tally = Tally()
+    halo = halo_pixels(predictor.blend_width)
+    windows = list(iter_windows(stack.width, stack.height, block, halo))
     profile = output_profile(stack.grid.profile(), 1, "float32")
     try:
-        with create_raster(output, profile, band_names=["susceptibility"]) as dst:
-            for i, (_, win, _) in enumerate(windows):
-                out, valid = predictor.window(stack, win, unseen)
-                if valid.any():
-                    p = out[valid]
-                    n_valid += p.size
-                    total += float(p.sum())
-                    lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
-                    kept.append(p[rng.random(p.size) < rate])
+        with ExitStack() as files:
+            dst = files.enter_context(create_raster(outputs[0], profile, ["susceptibility"]))
+            unc = None
+            if outputs[1]:
+                unc = files.enter_context(create_raster(outputs[1], profile, ["uncertainty"]))
+            for i, (read, win, inner) in enumerate(windows):
+                out, spread, valid = predictor.window(stack, (read, win, inner), unseen)
+                tally.add(out[valid], spread[valid], rng, rate)
                 dst.write(out[None], window=win)
+                if unc is not None:
+                    unc.write(spread[None], window=win)
                 if progress:
                     progress((i + 1) / len(windows))
-            if n_valid == 0:  # raised inside: the output is removed, not left empty
+            if tally.n_valid == 0:  # raised inside: the output is removed, not left empty
                 raise InputError(
                     "The factor stack has no pixel where every factor has a value (all "
                     "nodata): nothing to predict. Check the rasters' nodata values."
@@ -283,13 +372,44 @@ def predict_raster(
     finally:
         if predictor.block_src is not None:
             predictor.block_src.close()
-    return {
-        "valid_pixels": n_valid,
-        "min": lo,
-        "max": hi,
-        "mean": total / n_valid,
-        "_sample": np.concatenate(kept) if kept else np.zeros(0),
-    }
+    return {**tally.figures(), "uncertainty": bool(outputs[1]), "blend_width": halo}
+
+
+@dataclass
+class Tally:
+    """Running figures of the predicted pixels and the class-break sample."""
+
+    n_valid: int = 0
+    total: float = 0.0
+    lo: float = np.inf
+    hi: float = -np.inf
+    extreme: int = 0
+    spread_total: float = 0.0
+    kept: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, p: np.ndarray, spread: np.ndarray, rng: np.random.Generator, rate: float) -> None:
+        """Count one window's valid probabilities ``p`` and their ``spread``."""
+        if p.size == 0:
+            return
+        self.n_valid += p.size
+        self.total += float(p.sum())
+        self.lo, self.hi = min(self.lo, float(p.min())), max(self.hi, float(p.max()))
+        self.extreme += int(np.sum((p < 0.05) | (p > 0.95)))
+        self.spread_total += float(np.nansum(spread))
+        self.kept.append(p[rng.random(p.size) < rate])
+
+    def figures(self) -> dict[str, Any]:
+        """Pixel count, min/max/mean, extreme share, mean spread and ``_sample``."""
+        n = max(1, self.n_valid)
+        return {
+            "valid_pixels": self.n_valid,
+            "min": self.lo,
+            "max": self.hi,
+            "mean": self.total / n,
+            "extreme_share": self.extreme / n,
+            "uncertainty_mean": self.spread_total / n,
+            "_sample": np.concatenate(self.kept) if self.kept else np.zeros(0),
+        }
 
 
 def window_blocks(
@@ -366,14 +486,11 @@ def classify_raster(
     }
 
 
-def predict_table(
-    options: PredictParams,
-    fitted: FittedModel,
-    encoder: FeatureEncoder,
-    centres: Any,
-    ctx: JobContext,
-) -> dict[str, Any]:
+def predict_table(options: PredictParams, predictor: Predictor, ctx: JobContext) -> dict[str, Any]:
     """Write TABLE with an added ``susceptibility`` column to OUTPUT (CSV).
+
+    The probability is calibrated; with bootstrap members an ``uncertainty``
+    column (their spread) follows.
 
     Raises:
         InputError: a ``meta`` model whose blocks come from a raster.
@@ -383,6 +500,7 @@ def predict_table(
     from slidewise.engine.core.outputs import atomic_output
     from slidewise.engine.geo.tables import find_column, numeric_columns, read_table
 
+    fitted, encoder, centres = predictor.fitted, predictor.encoder, predictor.centres
     path = str(options.table)
     name = Path(path).name
     table = read_table(path, warn=ctx.warn)
@@ -399,11 +517,15 @@ def predict_table(
         yc = find_column(table, options.y_field, name)
         xy = numeric_columns(table, [xc, yc], name)
         ids = nearest_centre(xy[:, 0], xy[:, 1], np.asarray(centres))
-    p = fitted.predict(x, ids)
+    models = [fitted, *predictor.members]
+    probs = predictor.calibrator.apply(np.stack([m.predict(x, ids) for m in models], axis=1))
+    p = probs[:, 0]
+    spread = probs[:, 1:].std(axis=1) if probs.shape[1] > 2 else None
     keys = list(table)
     with atomic_output(options.output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow([*keys, "susceptibility"])
+        writer.writerow([*keys, "susceptibility", *(["uncertainty"] if spread is not None else [])])
         for i in range(p.size):
-            writer.writerow([*(table[k][i] for k in keys), f"{p[i]:.6f}"])
+            extra = [f"{spread[i]:.6f}"] if spread is not None else []
+            writer.writerow([*(table[k][i] for k in keys), f"{p[i]:.6f}", *extra])
     return {"rows": int(p.size), "mean": float(p.mean()) if p.size else float("nan")}

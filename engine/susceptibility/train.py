@@ -44,6 +44,7 @@ from slidewise.engine.susceptibility.crossval import (
     summarise,
 )
 from slidewise.engine.susceptibility.maml import MetaConfig
+from slidewise.engine.susceptibility.model_extras import calibrate_and_ensemble
 from slidewise.engine.susceptibility.models import (
     FittedModel,
     TrainSettings,
@@ -83,6 +84,7 @@ class TrainParams(BlockJobParams):
         shots: SHOTS, support samples per held-out block in leave-blocks-out CV.
         cv_folds: CV_FOLDS of both cross-validations (0 = none).
         n_estimators: N_ESTIMATORS, trees of ``rf``.
+        calibration: CALIBRATION, ``platt``, ``isotonic`` or ``none`` (:mod:`.calibration`).
         output: OUTPUT model file.
         output_blocks: OUTPUT_BLOCKS, where blocks segmented here go (default
             ``<model>_blocks.tif``).
@@ -108,6 +110,7 @@ class TrainParams(BlockJobParams):
     shots: int = 5
     cv_folds: int = 5
     n_estimators: int = 200
+    calibration: str = "platt"
     output: str = ""
     output_blocks: str | None = None
 
@@ -184,6 +187,9 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     encoder = FeatureEncoder.fit(data.values, data.bands, data.categorical)
     fitted = fit_final(data, encoder, settings, ctx)
     config = model_config(fitted, settings, figures, ctx)
+    calibrate_and_ensemble(
+        data, encoder, fitted, settings, options.calibration, options.output, ctx
+    ).add_to(data.extra_tensors, config, figures)
     xt = encoder.transform(data.values)
     figures["train_auc"] = scores(data.labels, fitted.predict(xt, data.blocks))["auc"]
     figures["seconds"] = round(time.time() - start, 2)
