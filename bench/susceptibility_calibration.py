@@ -77,7 +77,7 @@ def predict_variant(
     options = PredictParams.from_params(params)
     ctx = quiet_context("bench", 1)
     tensors, meta = load_model(str(model), task="susceptibility")
-    predictor = load_predictor(tensors, meta.config, meta.normalisation, options, ctx)
+    predictor = load_predictor(tensors, meta.config, meta.normalisation, options, ctx.log)
     if not calibrated:
         predictor.calibrator = Calibrator()
     start = time.perf_counter()

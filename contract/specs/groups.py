@@ -74,3 +74,28 @@ COG = Param(
 #: Output options the worker handles for every job (not the job itself).
 OUTPUT_OPTIONS: tuple[Param, ...] = (COG,)
 OUTPUT_OPTION_NAMES = frozenset(p.name for p in OUTPUT_OPTIONS)
+
+#: Where window-parallel jobs compute: a local Dask cluster or the user's scheduler.
+SCALE_OUT: tuple[Param, ...] = (
+    Param(
+        "WORKERS",
+        "Parallel worker processes",
+        "int",
+        "Worker processes of a local Dask cluster that compute the windows in parallel "
+        "(one thread each); the job's own process writes the outputs in order, so they equal "
+        "a one-process run. 1: no cluster, the windows are computed in the job's process.",
+        default=1,
+        minimum=1,
+        maximum=256,
+        advanced=True,
+    ),
+    Param(
+        "SCHEDULER",
+        "Dask scheduler address",
+        "text",
+        "Address of a running dask.distributed scheduler (tcp://host:8786): its workers "
+        "compute the windows, reading the inputs from their paths, so give paths every worker "
+        "can read (a shared folder, /vsicurl/ or /vsis3/). Empty: this machine (WORKERS).",
+        advanced=True,
+    ),
+)

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from slidewise.contract.spec import AlgorithmSpec, Param, params
 from slidewise.contract.specs.factors import ALIGN, CLASSES, STACK_INPUTS, X_FIELD, Y_FIELD
-from slidewise.contract.specs.groups import BLOCK_SIZE, COG
+from slidewise.contract.specs.groups import BLOCK_SIZE, COG, SCALE_OUT
 
 SPEC = AlgorithmSpec(
     "predictsusceptibility",
@@ -86,6 +86,7 @@ SPEC = AlgorithmSpec(
             X_FIELD,
             Y_FIELD,
         ),
+        SCALE_OUT,
         (COG,),
     ),
     hidden=frozenset({"TABLE", "X_FIELD", "Y_FIELD"}),

@@ -40,10 +40,12 @@ class ClusterOptions:
         workers: Local worker processes; 1 keeps the one-process path.
         scheduler: Address of an existing ``dask.distributed`` scheduler
             (``tcp://host:8786``); when set, ``workers`` is ignored.
+        timeout_s: Seconds to wait for the scheduler before giving up.
     """
 
     workers: int = 1
     scheduler: str | None = None
+    timeout_s: float = CONNECT_TIMEOUT_S
 
     @property
     def parallel(self) -> bool:
@@ -65,7 +67,7 @@ def dask_client(options: ClusterOptions, log: Callable[[str], None] = print) -> 
 
     if options.scheduler:
         try:
-            client = Client(options.scheduler, timeout=CONNECT_TIMEOUT_S)
+            client = Client(options.scheduler, timeout=options.timeout_s)
         except OSError as exc:
             raise InputError(
                 f"Could not reach the Dask scheduler at {options.scheduler} ({exc}): check the "

@@ -13,6 +13,7 @@ bootstrap members (:mod:`.uncertainty`) is written as the UNCERTAINTY raster.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class PredictParams(StackParams):
         output: OUTPUT probability GeoTIFF (a CSV for TABLE).
         classed: CLASSED map (optional).
         uncertainty: UNCERTAINTY raster, the bootstrap members' spread (optional).
+        workers: WORKERS, local Dask worker processes (1: none).
+        scheduler: SCHEDULER, address of an existing Dask scheduler.
         table: TABLE to predict instead of a stack.
         x_field: X_FIELD of the table.
         y_field: Y_FIELD of the table.
@@ -73,6 +76,8 @@ class PredictParams(StackParams):
     output: str = ""
     classed: str | None = None
     uncertainty: str | None = None
+    workers: int = 1
+    scheduler: str | None = None
     table: str | None = None
     x_field: str = "x"
     y_field: str = "y"
@@ -160,7 +165,7 @@ def run_predict(params: dict[str, Any], ctx: JobContext) -> JobResult:
         if path:
             check_writable(path)
     tensors, meta = load_model(options.model, task="susceptibility")
-    predictor = load_predictor(tensors, meta.config, meta.normalisation, options, ctx)
+    predictor = load_predictor(tensors, meta.config, meta.normalisation, options, ctx.log)
     start = time.time()
     if options.table:
         figures = predict_table(options, predictor, ctx)
@@ -196,7 +201,7 @@ def load_predictor(
     config: dict[str, Any],
     normalisation: dict[str, Any],
     options: PredictParams,
-    ctx: JobContext,
+    note: Callable[[str], None] | None = None,
 ) -> Predictor:
     """The model, its calibrator and bootstrap members from a model file's contents.
 
@@ -215,8 +220,8 @@ def load_predictor(
         else [],
         blend_width=float(options.blend_width) if fitted.method == "meta" else 0.0,
     )
-    if "calibration" not in config:
-        ctx.log(
+    if "calibration" not in config and note is not None:
+        note(
             "Note: this model was trained before Slidewise calibrated probabilities: the raw "
             "probability is written (train it again for a calibrated one and an uncertainty)."
         )
@@ -226,15 +231,23 @@ def load_predictor(
 def predict_stack(
     options: PredictParams, predictor: Predictor, blocks_doc: dict[str, Any], ctx: JobContext
 ) -> dict[str, Any]:
-    """Write the probability raster of the stack; warn about classes unseen in training."""
+    """Write the probability raster of the stack; warn about classes unseen in training.
+
+    With WORKERS > 1 or a SCHEDULER the windows are computed on a Dask cluster
+    (:mod:`.predict_cluster`); this process still writes them, in order.
+    """
     import rasterio
 
+    from slidewise.engine.core.cluster import ClusterOptions, dask_client
+
+    cluster = ClusterOptions(options.workers, options.scheduler)
     unseen: Unseen = {}
     # GDAL's block cache defaults to 5 % of the machine's memory: cap it so that
     # memory stays bounded by the window size, whatever the raster size.
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20),
         options.open_stack(list(predictor.encoder.categorical)) as stack,
+        dask_client(cluster, ctx.log) if cluster.parallel else contextlib.nullcontext() as client,
     ):
         predictor.order = band_order(stack.names, predictor.encoder.bands)
         predictor.block_src = prediction_blocks(options, predictor.fitted, blocks_doc, stack)
@@ -251,6 +264,7 @@ def predict_stack(
             block=options.block_size,
             unseen=unseen,
             progress=ctx.stage(0, 80 if options.classed else 100),
+            remote=remote_windows(client, options, blocks_doc),
         )
     if unseen:
         for band, counts in unseen.items():
@@ -263,6 +277,15 @@ def predict_stack(
             b: {f"{v:g}": c for v, c in cs.items()} for b, cs in unseen.items()
         }
     return figures
+
+
+def remote_windows(client: Any, options: PredictParams, blocks_doc: dict[str, Any]) -> Any:
+    """The Dask side of the window loop (``None`` without a client)."""
+    if client is None:
+        return None
+    from slidewise.engine.susceptibility.predict_cluster import RemoteWindows, StackWindowTask
+
+    return RemoteWindows(client, StackWindowTask(options, blocks_doc))
 
 
 def band_order(names: list[str], wanted: list[str]) -> list[int]:
@@ -319,6 +342,7 @@ def predict_raster(
     unseen: Unseen | None = None,
     progress: Callable[[float], None] | None = None,
     seed: int = 0,
+    remote: Any = None,
 ) -> dict[str, Any]:
     """Write the probability (and its uncertainty) window by window.
 
@@ -335,6 +359,8 @@ def predict_raster(
         unseen: Where unseen categorical classes are counted.
         progress: Fraction-done callback.
         seed: Seed of the class-break sample.
+        remote: Computes the windows on a Dask cluster
+            (:class:`.predict_cluster.RemoteWindows`); ``None``: in this process.
 
     Returns:
         Figures: valid pixel count, min/max/mean probability, share of pixels
@@ -356,8 +382,14 @@ def predict_raster(
             unc = None
             if outputs[1]:
                 unc = files.enter_context(create_raster(outputs[1], profile, ["uncertainty"]))
-            for i, (read, win, inner) in enumerate(windows):
-                out, spread, valid = predictor.window(stack, (read, win, inner), unseen)
+            results = (
+                remote.results(windows, unseen)
+                if remote is not None
+                else (predictor.window(stack, w, unseen) for w in windows)
+            )
+            for i, ((_, win, _), (out, spread, valid)) in enumerate(
+                zip(windows, results, strict=True)
+            ):
                 tally.add(out[valid], spread[valid], rng, rate)
                 dst.write(out[None], window=win)
                 if unc is not None:

@@ -1,0 +1,112 @@
+"""predictsusceptibility on a Dask cluster: one task per window, results in order.
+
+With WORKERS > 1 (or a SCHEDULER) the job's process plans the windows and
+writes the outputs as before, while the windows' predictions are computed by
+Dask workers (:mod:`slidewise.engine.core.cluster`). Each worker runs
+:class:`StackWindowTask`: it opens the factor stack, the block raster and the
+model file from their paths once, then predicts the windows it is given with
+exactly the code of the one-process path (:meth:`.predict.Predictor.window`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from slidewise.engine.core.cluster import ordered_results
+from slidewise.engine.susceptibility.predict import (
+    GDAL_CACHE_MB,
+    Predictor,
+    PredictParams,
+    Unseen,
+    band_order,
+    load_predictor,
+    prediction_blocks,
+)
+
+#: One window's result: probability, spread, valid mask, unseen classes.
+WindowResult = tuple[np.ndarray, np.ndarray, np.ndarray, Unseen]
+
+
+@dataclass
+class StackWindowTask:
+    """Predicts windows of the factor stack on a Dask worker.
+
+    It travels as the job's parameters and the model's block record; the stack,
+    block raster and model are opened on the worker at its first window and kept
+    for the next ones (never pickled).
+
+    Attributes:
+        options: The job's parameters.
+        blocks_doc: The block raster record of the model file.
+    """
+
+    options: PredictParams
+    blocks_doc: dict[str, Any]
+    opened: tuple[Any, Predictor, contextlib.ExitStack] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["opened"] = None
+        return state
+
+    def __call__(self, windows: tuple[Any, Any, Any]) -> WindowResult:
+        """Predict one window: ``(read window with halo, write window, inner slices)``."""
+        stack, predictor = self.open()
+        unseen: Unseen = {}
+        out, spread, valid = predictor.window(stack, windows, unseen)
+        return out, spread, valid, unseen
+
+    def open(self) -> tuple[Any, Predictor]:
+        """The open stack and the loaded predictor of this worker process."""
+        if self.opened is None:
+            import rasterio
+            import torch
+
+            from slidewise.engine.core.modelfile import load_model
+
+            torch.set_num_threads(1)  # one Dask thread per worker process
+            files = contextlib.ExitStack()
+            options = self.options
+            tensors, meta = load_model(options.model, task="susceptibility")
+            predictor = load_predictor(tensors, meta.config, meta.normalisation, options)
+            files.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20))
+            stack = files.enter_context(options.open_stack(list(predictor.encoder.categorical)))
+            predictor.order = band_order(stack.names, predictor.encoder.bands)
+            predictor.block_src = prediction_blocks(
+                options, predictor.fitted, self.blocks_doc, stack
+            )
+            if predictor.block_src is not None:
+                files.callback(predictor.block_src.close)
+            self.opened = (stack, predictor, files)
+        return self.opened[0], self.opened[1]
+
+
+@dataclass
+class RemoteWindows:
+    """The windows of one job, computed on a Dask cluster.
+
+    Attributes:
+        client: The Dask client.
+        task: The window task sent to every worker.
+    """
+
+    client: Any
+    task: StackWindowTask
+
+    def results(
+        self, windows: list[tuple[Any, Any, Any]], unseen: Unseen
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(probability, spread, valid)`` of each window, in order; unseen classes merged."""
+        for out, spread, valid, part in ordered_results(self.client, self.task, windows):
+            for band, counts in part.items():
+                slot = unseen.setdefault(band, {})
+                for value, count in counts.items():
+                    slot[value] = slot.get(value, 0) + count
+            yield out, spread, valid

@@ -1,0 +1,95 @@
+"""predictsusceptibility on a local Dask cluster equals the one-process run."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from engine_helpers import REPO
+
+from slidewise.engine.core.cluster import ClusterOptions, dask_client, ordered_results
+from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
+
+ECUADOR = REPO / "tests" / "data" / "ecuador"
+
+
+def ctx() -> JobContext:
+    return JobContext("test", RuntimeOptions(device="cpu", seed=0), Reporter(io.StringIO()))
+
+
+@pytest.fixture(scope="module")
+def meta_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from slidewise.engine.susceptibility.segmentblocks import run_segment_blocks
+    from slidewise.engine.susceptibility.train import run_train
+
+    out = tmp_path_factory.mktemp("cluster")
+    common = {"INPUT": str(ECUADOR / "ta.tif"), "INVENTORY": str(ECUADOR / "lsl.csv")}
+    common["LABEL_FIELD"] = "lslpts"
+    blocks = str(out / "blocks.tif")
+    run_segment_blocks({**common, "N_BLOCKS": 12, "OUTPUT": blocks}, ctx())
+    model = str(out / "model.safetensors")
+    run_train(
+        {
+            **common,
+            "BLOCKS": blocks,
+            "ITERATIONS_META": 40,
+            "TASKS_PER_BATCH": 4,
+            "CV_FOLDS": 0,
+            "OUTPUT": model,
+        },
+        ctx(),
+    )
+    return {"dir": str(out), "model": model}
+
+
+def _predict(meta_model: dict[str, str], name: str, **extra: Any) -> dict[str, np.ndarray]:
+    from slidewise.engine.susceptibility.predict import run_predict
+
+    folder = Path(meta_model["dir"])
+    outputs = {k: str(folder / f"{name}_{k.lower()}.tif") for k in ("OUTPUT", "UNCERTAINTY")}
+    params = {"MODEL": meta_model["model"], "INPUT": str(ECUADOR / "ta.tif"), "BLOCK_SIZE": 96}
+    run_predict({**params, **outputs, **extra}, ctx())
+    arrays = {}
+    for key, path in outputs.items():
+        with rasterio.open(path) as src:
+            arrays[key] = src.read(1)
+    return arrays
+
+
+@pytest.mark.slow
+def test_two_local_workers_write_what_one_process_writes(meta_model: dict[str, str]) -> None:
+    one = _predict(meta_model, "one")
+    two = _predict(meta_model, "two", WORKERS=2)
+    for key in one:
+        assert np.isfinite(one[key]).sum() > 100_000, key
+        np.testing.assert_allclose(two[key], one[key], rtol=0, atol=1e-6, err_msg=key)
+        assert np.array_equal(np.isnan(two[key]), np.isnan(one[key])), key
+    assert not multiprocessing.active_children()  # the local cluster closed with the job
+
+
+def test_an_unreachable_scheduler_is_named_with_the_fix() -> None:
+    options = ClusterOptions(scheduler="tcp://127.0.0.1:9", timeout_s=1)
+    with pytest.raises(InputError, match=r"Could not reach the Dask scheduler.*leave SCHEDULER"):
+        with dask_client(options, log=lambda _: None):
+            pass
+
+
+class _Double:
+    def __call__(self, x: int) -> int:
+        return 2 * x
+
+
+@pytest.mark.slow
+def test_results_come_back_in_order_with_few_in_flight() -> None:
+    with dask_client(ClusterOptions(workers=2), log=lambda _: None) as client:
+        assert list(ordered_results(client, _Double(), range(25), in_flight=3)) == [
+            2 * i for i in range(25)
+        ]
