@@ -242,6 +242,7 @@ def predict_stack(
 
     cluster = ClusterOptions(options.workers, options.scheduler)
     unseen: Unseen = {}
+    started = time.perf_counter()
     # GDAL's block cache defaults to 5 % of the machine's memory: cap it so that
     # memory stays bounded by the window size, whatever the raster size.
     with (
@@ -249,6 +250,8 @@ def predict_stack(
         options.open_stack(list(predictor.encoder.categorical)) as stack,
         dask_client(cluster, ctx.log) if cluster.parallel else contextlib.nullcontext() as client,
     ):
+        remote = remote_windows(client, options, blocks_doc)
+        cluster_start = time.perf_counter() - started
         predictor.order = band_order(stack.names, predictor.encoder.bands)
         predictor.block_src = prediction_blocks(options, predictor.fitted, blocks_doc, stack)
         uncertainty = options.uncertainty if len(predictor.members) > 1 else None
@@ -264,8 +267,14 @@ def predict_stack(
             block=options.block_size,
             unseen=unseen,
             progress=ctx.stage(0, 80 if options.classed else 100),
-            remote=remote_windows(client, options, blocks_doc),
+            remote=remote,
         )
+        if remote is not None:
+            figures["cluster"] = {
+                "workers": remote.workers(),
+                "start_seconds": round(cluster_start, 2),
+                "first_window_seconds": round(remote.first_result_seconds, 2),
+            }
     if unseen:
         for band, counts in unseen.items():
             listed = ", ".join(f"{v:g}: {c}" for v, c in sorted(counts.items()))

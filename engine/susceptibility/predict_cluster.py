@@ -11,13 +11,14 @@ exactly the code of the one-process path (:meth:`.predict.Predictor.window`).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from slidewise.engine.core.cluster import ordered_results
+from slidewise.engine.core.cluster import ordered_results, worker_count
 from slidewise.engine.susceptibility.predict import (
     GDAL_CACHE_MB,
     Predictor,
@@ -95,16 +96,31 @@ class RemoteWindows:
     Attributes:
         client: The Dask client.
         task: The window task sent to every worker.
+        first_result_seconds: Seconds from the first task to its result.
     """
 
     client: Any
     task: StackWindowTask
+    first_result_seconds: float = 0.0
+
+    def workers(self) -> int:
+        """Worker processes of the cluster."""
+        return worker_count(self.client)
 
     def results(
         self, windows: list[tuple[Any, Any, Any]], unseen: Unseen
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """``(probability, spread, valid)`` of each window, in order; unseen classes merged."""
-        for out, spread, valid, part in ordered_results(self.client, self.task, windows):
+        """``(probability, spread, valid)`` of each window, in order; unseen classes merged.
+
+        The time to the first result (the workers open the inputs and load the
+        model then) is kept in :attr:`first_result_seconds`.
+        """
+        started = time.perf_counter()
+        for i, (out, spread, valid, part) in enumerate(
+            ordered_results(self.client, self.task, windows)
+        ):
+            if i == 0:
+                self.first_result_seconds = time.perf_counter() - started
             for band, counts in part.items():
                 slot = unseen.setdefault(band, {})
                 for value, count in counts.items():

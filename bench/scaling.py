@@ -1,0 +1,166 @@
+"""Benchmark: susceptibility prediction on 1 and more local Dask workers, in one run.
+
+Usage::
+
+    python -m slidewise.bench.scaling --json OUT [--size 3000] [--workers 1,2]
+        [--method meta] [--block-size 256] [--workdir DIR]
+
+Writes a synthetic ``size`` x ``size`` x 5 factor stack and inventory (those of
+:mod:`slidewise.bench.susceptibility_memory`), trains one small model with the
+``trainsusceptibility`` job, then runs the ``predictsusceptibility`` job once per
+worker count, each in a fresh interpreter with one PyTorch thread: ``WORKERS=1``
+is the one-process path (the baseline of the same run), more workers a local
+Dask cluster. Reported per run: wall time (cluster start included), throughput,
+parallel efficiency ``throughput / (workers x baseline throughput)``, peak
+memory of the job's process and of the largest worker process, and the largest
+difference of the probability raster from the one-process output.
+
+``OUT`` gets ``{"runs": [...], "settings": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slidewise.bench.memory import peak_rss_mb, quiet_context, run_child
+from slidewise.bench.susceptibility_memory import train_model, write_factor_stack, write_inventory
+
+#: Start-up parts of a Dask run: cluster start, then the workers' first window.
+WARMUP = ("start_seconds", "first_window_seconds")
+
+
+def child_job(stack: str, model: str, out_dir: str, workers: int, block_size: int) -> dict:
+    """Run ``predictsusceptibility`` in this (child) process with ``workers`` Dask workers."""
+    import torch
+
+    from slidewise.engine.susceptibility.predict import run_predict
+
+    torch.set_num_threads(1)
+    params: dict[str, Any] = {
+        "MODEL": model,
+        "INPUT": stack,
+        "OUTPUT": str(Path(out_dir) / f"probability_{workers}.tif"),
+        "BLOCK_SIZE": block_size,
+        "WORKERS": workers,
+    }
+    start = time.perf_counter()
+    result = run_predict(params, quiet_context("predictsusceptibility", threads=1))
+    seconds = time.perf_counter() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return {
+        "seconds": seconds,
+        "job_peak_rss_mb": peak_rss_mb(),
+        "worker_peak_rss_mb": children if workers > 1 else None,
+        "valid_pixels": result.figures.get("valid_pixels"),
+        "cluster": result.figures.get("cluster"),
+        "output": params["OUTPUT"],
+    }
+
+
+def max_difference(a: str, b: str) -> float:
+    """Largest absolute difference of two probability rasters (NaN where both are NaN)."""
+    import rasterio
+
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        pa, pb = x.read(1), y.read(1)
+    if not np.array_equal(np.isnan(pa), np.isnan(pb)):
+        return float("inf")
+    return float(np.nanmax(np.abs(pa - pb)))
+
+
+def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """Write, train, then predict once per worker count; one record per run."""
+    stack = write_factor_stack(work / "stack.tif", args.size, args.seed)
+    inventory = write_inventory(work / "inventory.csv", args.size, seed=args.seed)
+    trained = train_model(stack, inventory, work, args.method, args.iterations)
+    runs: list[dict[str, Any]] = []
+    for workers in args.workers:
+        cmd = [
+            "--child-job",
+            str(stack),
+            trained["model"],
+            str(work),
+            "--workers",
+            str(workers),
+            "--block-size",
+            str(args.block_size),
+        ]
+        runs.append({"workers": workers, **run_child("slidewise.bench.scaling", cmd)})
+    base = runs[0]
+    pixels = args.size * args.size
+    for run in runs:
+        run["px_per_s"] = round(pixels / run["seconds"], 1)
+        run["efficiency"] = round(base["seconds"] / (run["seconds"] * run["workers"]), 3)
+        warmup = sum((run.get("cluster") or {}).get(k, 0.0) for k in WARMUP)
+        run["warmup_seconds"] = round(warmup, 2)
+        steady = base["seconds"] / ((run["seconds"] - warmup) * run["workers"])
+        run["steady_efficiency"] = round(steady, 3)
+        run["max_difference"] = max_difference(base["output"], run["output"])
+    return runs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", help="output JSON file")
+    parser.add_argument("--size", type=int, default=3000)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--method", default="meta")
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--block-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--child-job", nargs=3, metavar=("STACK", "MODEL", "OUT_DIR"))
+    args = parser.parse_args(argv)
+    args.workers = [int(w) for w in str(args.workers).split(",")]
+    if not args.child_job and args.workers[0] != 1:
+        parser.error("--workers must start with 1 (the one-process baseline)")
+    return args
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    """The short table of the benchmark."""
+    print(
+        "workers  seconds  start-up  px/s      efficiency  after start-up  "
+        "job MB  worker MB  max diff"
+    )
+    for r in runs:
+        worker_mb = f"{r['worker_peak_rss_mb']:.0f}" if r["worker_peak_rss_mb"] else "-"
+        print(
+            f"{r['workers']:>7}  {r['seconds']:7.1f}  {r['warmup_seconds']:8.1f}  "
+            f"{r['px_per_s']:<8.0f}  {r['efficiency']:>10.3f}  {r['steady_efficiency']:>14.3f}  "
+            f"{r['job_peak_rss_mb']:6.0f}  {worker_mb:>9}  {r['max_difference']:.2g}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m slidewise.bench.scaling``."""
+    args = parse_args(argv)
+    if args.child_job:
+        stack, model, out_dir = args.child_job
+        print(json.dumps(child_job(stack, model, out_dir, args.workers[-1], args.block_size)))
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="slidewise-scaling-", dir=args.workdir))
+    try:
+        runs = measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "child_job")}
+    print_table(runs)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "settings": settings}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
