@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
+from slidewise.contract.specs.analysis import COLLINEARITY, IMPORTANCE
 from slidewise.contract.specs.factors import (
     BLOCKS,
     FACTOR_STACK,
@@ -217,6 +218,16 @@ HIDDEN: tuple[Param, ...] = (
 
 SPEC = AlgorithmSpec(
     "trainsusceptibility",
-    params(FACTOR_STACK, TRAINING_INVENTORY, SOURCES, BLOCKS, META, OUTPUTS, HIDDEN),
+    params(
+        FACTOR_STACK,
+        TRAINING_INVENTORY,
+        SOURCES,
+        BLOCKS,
+        META,
+        OUTPUTS,
+        COLLINEARITY,
+        IMPORTANCE,
+        HIDDEN,
+    ),
     hidden=SAMPLING_HIDDEN_NAMES | {"FACTOR_FIELDS", "ONE_CLASS_BLOCKS"},
 )
