@@ -55,7 +55,7 @@ def importance_section(doc: dict[str, Any]) -> Section:
     how = {
         "linear-shap": "exact linear SHAP values of the logistic regression (log-odds)",
         "tree-shap": "exact tree SHAP values of the random forest (probability)",
-        "permutation-shap": "permutation SHAP values of the probability of landslide "
+        "kernel-shap": "kernel SHAP values of the probability of landslide "
         "(each sample explained with its own block's model for meta-learning)",
     }.get(doc["method"], doc["method"])
     text = [

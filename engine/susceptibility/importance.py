@@ -8,10 +8,13 @@ probability of landslide into one contribution per factor:
   weights, in log-odds);
 * ``rf``: exact tree SHAP values (:class:`shap.TreeExplainer`, interventional,
   on the stored tree arrays: they add up to the forest's probability);
-* ``meta``, ``mlp``, ``fr``: :class:`shap.PermutationExplainer` on the
-  model's probability with a small background of training samples. A ``meta``
-  model explains each sample with its own block's adapted model, so the
-  per-block importance shows how adaptation re-weights the factors.
+* ``meta``, ``mlp``, ``fr``: :class:`shap.KernelExplainer` on the model's
+  probability with a small background of training samples (exact when the
+  coalitions of the features fit in its budget, :data:`KERNEL_COALITIONS`;
+  sampled beyond). A ``meta`` model explains each sample with its own block's
+  adapted model, so the per-block importance shows how adaptation re-weights
+  the factors. (The permutation explainer gives the same values but compiles
+  numba code for half a minute in every new worker process.)
 
 The one-hot columns of a categorical factor are summed into that factor. The
 importance of a factor is the mean absolute SHAP value over the explained
@@ -32,8 +35,12 @@ from slidewise.engine.susceptibility.models import FittedModel
 
 #: Samples explained by default (a random subset beyond).
 MAX_SAMPLES = 200
-#: Background samples of the permutation explainer.
+#: Background samples of the tree explainer.
 BACKGROUND = 50
+#: Background samples of the kernel explainer (its cost grows with it).
+KERNEL_BACKGROUND = 20
+#: Coalitions the kernel explainer evaluates per sample at most (2^d when fewer).
+KERNEL_COALITIONS = 256
 #: Blocks listed in the report (largest first).
 LISTED_BLOCKS = 30
 
@@ -139,13 +146,17 @@ def factor_importance(
         return Importance("tree-shap", list(factors), group_columns(raw, groups), be)
     raw = np.zeros_like(xe)
     ids = be if fitted.method == "meta" else np.zeros(be.size, dtype=np.int64)
+    d = x.shape[1]
+    budget = 2**d if d < 8 else min(2**d, 2 * d + KERNEL_COALITIONS)
     for bid in np.unique(ids):
         sel = ids == bid
-        explainer = shap.PermutationExplainer(
-            block_function(fitted, int(bid)), shap.maskers.Independent(background), seed=seed
+        # (Beyond 2^d coalitions it samples with NumPy's global generator, which
+        # the job seeds with the run seed.)
+        explainer = shap.KernelExplainer(
+            block_function(fitted, int(bid)), background[:KERNEL_BACKGROUND]
         )
-        raw[sel] = explainer(xe[sel], max_evals=2 * x.shape[1] + 1, silent=True).values
-    return Importance("permutation-shap", list(factors), group_columns(raw, groups), be)
+        raw[sel] = explainer.shap_values(xe[sel], nsamples=budget, silent=True, l1_reg=False)
+    return Importance("kernel-shap", list(factors), group_columns(raw, groups), be)
 
 
 def block_function(fitted: FittedModel, block: int) -> Callable[[np.ndarray], np.ndarray]:
