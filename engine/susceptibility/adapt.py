@@ -133,9 +133,12 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
     seed = options.seed_or(ctx.options.seed)
     support = split_support(area.samples.labels, area.blocks, options.shots, options.holdout, seed)
     before = model_before(model, area.block_doc)
+    tic = time.perf_counter()
     adapted = adapt_area(model, before, area, support)
+    toc = time.perf_counter()
     ctx.progress(80)
     figures = adaptation_figures(area, support, before, adapted, ctx)
+    figures["adaptation_seconds"] = round(toc - tic, 3)
     figures["seconds"] = round(time.time() - start, 3)
     save_adapted(options, model, adapted, area.block_doc, figures)
     outputs = {"OUTPUT": options.output}
@@ -144,7 +147,10 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
         outputs["OUTPUT_SAMPLES"] = options.output_samples
     if not options.blocks:
         outputs["OUTPUT_BLOCKS"] = area.block_doc["path"]
-    ctx.log(f"Adapted model written to {options.output} in {figures['seconds']} s.")
+    ctx.log(
+        f"Adapted model written to {options.output} in {figures['seconds']} s "
+        f"(adaptation {figures['adaptation_seconds']} s)."
+    )
     return JobResult(outputs=outputs, figures=figures, inputs=options.inputs())
 
 

@@ -3,6 +3,7 @@
 # meta-training again. The rest of the south scores three maps at the same points: the same
 # model without adaptation, the adapted model, and a random forest trained on the north plus
 # the same K samples per block.
+ECU="${ECU:-$DATA/ecuador}"
 K=5
 run_as() {  # run_as NAME ALG KEY=VALUE... ; like run, into $OUT/NAME.json (keeps the others)
   local name="$1" alg="$2"; shift 2
@@ -39,7 +40,7 @@ done
 {
   echo
   echo "## Few-shot adaptation to the south (the northern meta model, K = $K samples per southern block)"
-  echo "- adapted $(json "$OUT/adapt.json" results.SUPPORT_SAMPLES) southern samples into the blocks in $(json "$OUT/adapt.json" results.SECONDS) s (no meta-training); scored on the other $(json "$OUT/adapt.json" results.HOLDOUT_SAMPLES) southern points"
+  echo "- adapted $(json "$OUT/adapt.json" results.SUPPORT_SAMPLES) southern samples into the blocks in $(json "$OUT/adapt.json" results.ADAPTATION_SECONDS) s (the whole job: $(json "$OUT/adapt.json" results.SECONDS) s; no meta-training); scored on the other $(json "$OUT/adapt.json" results.HOLDOUT_SAMPLES) southern points"
   echo "- held-out ROC-AUC: same model without adaptation $(json "$OUT/adapt_evaluate_susceptibility.json" results.ROC_AUC), adapted $(json "$OUT/adapt_evaluate_susceptibility_adapted.json" results.ROC_AUC), random forest on the north + the same samples $(json "$OUT/adapt_evaluate_susceptibility_rf_north_plus_k.json" results.ROC_AUC)"
   echo "- the adaptation's own scores on the same points: AUC $(json "$OUT/adapt.json" results.HOLDOUT_AUC_BEFORE) before, $(json "$OUT/adapt.json" results.HOLDOUT_AUC_AFTER) after; Brier $(json "$OUT/adapt.json" results.HOLDOUT_BRIER_BEFORE) -> $(json "$OUT/adapt.json" results.HOLDOUT_BRIER_AFTER)"
   echo "- outputs: adapted_model.safetensors, adapted_samples.csv (role support/holdout, p before/after), susceptibility_adapted.tif, susceptibility_rf_north_plus_k.tif, adapt_eval_*.html"
