@@ -50,7 +50,15 @@ def adapted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     train = {"INPUT": str(TA), "INVENTORY": str(north), "BLOCKS": blocks, **POINTS}
     c, _ = job_context("trainsusceptibility")
     run_train(
-        {**train, "ITERATIONS_META": 40, "TASKS_PER_BATCH": 4, "CV_FOLDS": 0, "OUTPUT": model}, c
+        {
+            **train,
+            "ITERATIONS_META": 40,
+            "TASKS_PER_BATCH": 4,
+            "CV_FOLDS": 0,
+            "IMPORTANCE_SAMPLES": 0,
+            "OUTPUT": model,
+        },
+        c,
     )
     params = {
         "MODEL": model,
@@ -154,6 +162,7 @@ def test_refuses_a_global_model(adapted: dict[str, Any], tmp_path: Path) -> None
             "METHOD": "rf",
             "N_ESTIMATORS": 10,
             "CV_FOLDS": 0,
+            "IMPORTANCE_SAMPLES": 0,
             "OUTPUT": rf,
         },
         c,
@@ -161,3 +170,11 @@ def test_refuses_a_global_model(adapted: dict[str, Any], tmp_path: Path) -> None
     c, _ = job_context("adaptsusceptibility")
     with pytest.raises(InputError, match="METHOD meta"):
         run_adapt({**params, "MODEL": rf, "OUTPUT": str(tmp_path / "x.safetensors")}, c)
+
+
+def test_refuses_a_stack_without_the_model_factors(adapted: dict[str, Any], tmp_path: Path) -> None:
+    params = {**adapted["params"], "INPUT": None, "FACTORS": [str(ECUADOR / "dem_10m.tif")]}
+    c, _ = job_context("adaptsusceptibility")
+    with pytest.raises(InputError, match="lacks the model's factor"):
+        run_adapt({**params, "OUTPUT": str(tmp_path / "x.safetensors")}, c)
+    assert not any(tmp_path.iterdir())
