@@ -23,6 +23,7 @@ JOBS: dict[str, str] = {
     "segmentblocks": "slidewise.engine.susceptibility.segmentblocks:run_segment_blocks",
     "trainsusceptibility": "slidewise.engine.susceptibility.train:run_train",
     "predictsusceptibility": "slidewise.engine.susceptibility.predict:run_predict",
+    "adaptsusceptibility": "slidewise.engine.susceptibility.adapt:run_adapt",
     "evaluatesusceptibility": "slidewise.engine.susceptibility.evaluate:run_evaluate",
     # Mapping (issue: segmentation models, seam-free tiled mapping)
     "trainmapping": "slidewise.engine.mapping.train:run_train",

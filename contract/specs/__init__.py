@@ -12,6 +12,7 @@ from slidewise.contract.spec import AlgorithmSpec
 
 #: Algorithm (and engine job) name -> module holding its ``SPEC``.
 SPEC_MODULES: dict[str, str] = {
+    "adaptsusceptibility": "slidewise.contract.specs.adaptsusceptibility",
     "addregion": "slidewise.contract.specs.addregion",
     "checkengine": "slidewise.contract.specs.checkengine",
     "detectlandslides": "slidewise.contract.specs.detectlandslides",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
+from slidewise.contract.specs.analysis import COLLINEARITY
 from slidewise.contract.specs.factors import (
     FACTOR_STACK,
     INVENTORY,
@@ -25,6 +26,7 @@ SPEC = AlgorithmSpec(
                 file_filter="CSV (*.csv);;GeoPackage (*.gpkg)",
             ),
         ),
+        COLLINEARITY,
         SAMPLING_HIDDEN,
     ),
     hidden=SAMPLING_HIDDEN_NAMES,

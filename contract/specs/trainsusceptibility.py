@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
+from slidewise.contract.specs.analysis import COLLINEARITY, IMPORTANCE
 from slidewise.contract.specs.factors import (
     BLOCKS,
     FACTOR_STACK,
@@ -242,6 +243,8 @@ SPEC = AlgorithmSpec(
         META,
         (CALIBRATION,),
         OUTPUTS,
+        COLLINEARITY,
+        IMPORTANCE,
         (COG,),
         HIDDEN,
     ),

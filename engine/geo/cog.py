@@ -12,6 +12,7 @@ and colour tables are kept.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import rasterio
@@ -22,7 +23,7 @@ from slidewise.engine.core.outputs import atomic_output
 COG_TILE = 512
 
 
-def overview_resampling(dtype: str) -> str:
+def overview_resampling(dtype: str) -> Literal["average", "nearest"]:
     """``average`` for continuous rasters (probabilities), ``nearest`` for codes and classes."""
     return "average" if np.issubdtype(np.dtype(dtype), np.floating) else "nearest"
 

@@ -19,15 +19,17 @@ from slidewise.contract.specs.samplefactors import SPEC as SAMPLE_SPEC
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
+from slidewise.engine.geo.collinearity import CollinearityParams, report_collinearity
 from slidewise.engine.geo.samples import SampleSet, collect_samples
 from slidewise.engine.geo.stackparams import SamplingParams
 
 
 @dataclass(frozen=True)
-class SampleFactorsParams(SamplingParams):
+class SampleFactorsParams(SamplingParams, CollinearityParams):
     """Parameters of the ``samplefactors`` job (``contract/specs/samplefactors.py``).
 
-    The stack and sampling fields are those of :class:`SamplingParams`.
+    The stack and sampling fields are those of :class:`SamplingParams`, the
+    multicollinearity thresholds those of :class:`CollinearityParams`.
 
     Attributes:
         output: ``.csv`` table or ``.gpkg`` points.
@@ -67,7 +69,18 @@ def run_sample_factors(params: dict[str, Any], ctx: JobContext) -> JobResult:
     )
     return JobResult(
         outputs={"OUTPUT": output},
-        figures={"counts": samples.counts, "bands": samples.bands},
+        figures={
+            "counts": samples.counts,
+            "bands": samples.bands,
+            "collinearity": report_collinearity(
+                samples.values,
+                samples.bands,
+                options.categorical,
+                options.collinearity_thresholds(),
+                ctx.log,
+                ctx.warn,
+            ),
+        },
         inputs=options.sample_inputs(),
     )
 

@@ -43,6 +43,11 @@ from slidewise.engine.susceptibility.crossval import (
     scores,
     summarise,
 )
+from slidewise.engine.susceptibility.factor_analysis import (
+    FactorAnalysisParams,
+    analyse_trained_factors,
+    screen_training_factors,
+)
 from slidewise.engine.susceptibility.maml import MetaConfig
 from slidewise.engine.susceptibility.model_extras import calibrate_and_ensemble
 from slidewise.engine.susceptibility.models import (
@@ -59,11 +64,12 @@ LISTED_BLOCKS = 20
 
 
 @dataclass(frozen=True)
-class TrainParams(BlockJobParams):
+class TrainParams(BlockJobParams, FactorAnalysisParams):
     """Parameters of the ``trainsusceptibility`` job (``contract/specs/trainsusceptibility.py``).
 
     The stack, sampling and block fields are those of :class:`BlockJobParams`
-    (N_BLOCKS 0: about 25 samples per block).
+    (N_BLOCKS 0: about 25 samples per block); the factor-analysis fields those of
+    :class:`FactorAnalysisParams`.
 
     Attributes:
         table: TABLE, a sample table instead of a stack and an inventory.
@@ -181,6 +187,7 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
         data = training_data_raster(options, ctx, pretrain)
     ctx.progress(12)
     figures = block_figures(data, settings, ctx)
+    figures["collinearity"] = screen_training_factors(options, data, ctx)
     if options.cv_folds:
         figures["cv"] = cross_validate(data, settings, options.cv_folds, options.shots, ctx)
     ctx.progress(60)
@@ -192,10 +199,11 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ).add_to(data.extra_tensors, config, figures)
     xt = encoder.transform(data.values)
     figures["train_auc"] = scores(data.labels, fitted.predict(xt, data.blocks))["auc"]
+    factors = analyse_trained_factors(options, options.output, data, fitted, encoder, figures, ctx)
     figures["seconds"] = round(time.time() - start, 2)
     save_trained(options, data, fitted, encoder, settings, config, figures)
     ctx.log(f"Model written to {options.output} (training AUC {figures['train_auc']:.3f}).")
-    outputs = {"OUTPUT": options.output}
+    outputs = {"OUTPUT": options.output, "OUTPUT_FACTORS": factors}
     if data.block_doc.get("source") == "raster" and not options.blocks:
         outputs["OUTPUT_BLOCKS"] = data.block_doc["path"]
     return JobResult(outputs=outputs, figures=figures, inputs=options.inputs())

@@ -1,5 +1,8 @@
 """Slidewise Processing algorithms, one module each."""
 
+from slidewise.processing_provider.algorithms.adapt_susceptibility import (
+    AdaptSusceptibilityAlgorithm,
+)
 from slidewise.processing_provider.algorithms.add_region import AddRegionAlgorithm
 from slidewise.processing_provider.algorithms.check_engine import CheckEngineAlgorithm
 from slidewise.processing_provider.algorithms.detect_landslides import DetectLandslidesAlgorithm
@@ -28,6 +31,7 @@ ALGORITHMS = [
     SegmentBlocksAlgorithm,
     TrainSusceptibilityAlgorithm,
     PredictSusceptibilityAlgorithm,
+    AdaptSusceptibilityAlgorithm,
     EvaluateSusceptibilityAlgorithm,
     TrainMappingAlgorithm,
     MapLandslidesAlgorithm,

@@ -302,3 +302,32 @@ def test_qgis_process_susceptibility(qgis_process_env, inventories, tmp_path: Pa
     results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
     assert Path(results["OUTPUT"]).is_file() and Path(results["CLASSED"]).is_file()
     assert Path(results["MANIFEST"]).is_file()
+
+
+@pytest.mark.slow
+def test_qgis_process_adaptsusceptibility(qgis_process_env, pipeline, inventories) -> None:
+    """The pipeline's meta model adapted to the southern inventory with 5 samples per block."""
+    out = pipeline["out"]
+    proc = run_qgis_process(
+        qgis_process_env,
+        "--json",
+        "run",
+        "slidewise:adaptsusceptibility",
+        "--",
+        f"MODEL={pipeline['model']['OUTPUT']}",
+        f"INPUT={STACK}",
+        f"INVENTORY={inventories['valid']}",
+        "LABEL_FIELD=lslpts",
+        f"BLOCKS={pipeline['blocks']['OUTPUT']}",
+        "SHOTS=5",
+        f"OUTPUT={out / 'adapted.safetensors'}",
+        f"OUTPUT_SAMPLES={out / 'adapted_samples.csv'}",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
+    assert Path(results["OUTPUT"]).is_file() and Path(results["OUTPUT_SAMPLES"]).is_file()
+    # Scores before and after adaptation on the samples it did not adapt on.
+    assert 0 < results["HOLDOUT_AUC_BEFORE"] < 1 and 0 < results["HOLDOUT_AUC_AFTER"] < 1
+    assert 0 < results["SUPPORT_SAMPLES"] < results["HOLDOUT_SAMPLES"]
+    roles = Path(results["OUTPUT_SAMPLES"]).read_text().splitlines()[1:]
+    assert sum(",support," in r for r in roles) == results["SUPPORT_SAMPLES"]

@@ -103,6 +103,12 @@ WORKFLOWS: dict[str, tuple[Step, ...]] = {
             "Train a susceptibility model on the factors and the landslide inventory.",
         ),
         Step(
+            "adaptsusceptibility",
+            "Adapt to new blocks",
+            "Adapt a meta-learning model to the blocks of an area with a few new samples "
+            "per block (optional; seconds, no training).",
+        ),
+        Step(
             "predictsusceptibility",
             "Predict and classify",
             "Probability of landslide and susceptibility classes over the factor stack.",
@@ -161,6 +167,10 @@ LINKS: tuple[Link, ...] = (
     Link("trainsusceptibility", "INPUT", "predictsusceptibility", "INPUT"),
     Link("trainsusceptibility", "OUTPUT", "predictsusceptibility", "MODEL"),
     Link("trainsusceptibility", "INVENTORY", "evaluatesusceptibility", "TRAINING"),
+    Link("trainsusceptibility", "INPUT", "adaptsusceptibility", "INPUT"),
+    Link("trainsusceptibility", "OUTPUT", "adaptsusceptibility", "MODEL"),
+    Link("adaptsusceptibility", "INPUT", "predictsusceptibility", "INPUT"),
+    Link("adaptsusceptibility", "OUTPUT", "predictsusceptibility", "MODEL"),
     Link("predictsusceptibility", "OUTPUT", "evaluatesusceptibility", "INPUT"),
     Link("predictsusceptibility", "CLASSED", "evaluatesusceptibility", "CLASSED"),
     Link("trainmapping", "OUTPUT", "maplandslides", "MODEL"),
@@ -183,6 +193,7 @@ PRESENTATIONS: dict[tuple[str, str], Presentation] = {
 #: Optional outputs the panel leaves unset (the algorithm then skips them).
 SKIPPED_OUTPUTS: dict[str, frozenset[str]] = {
     "trainsusceptibility": frozenset({"OUTPUT_BLOCKS"}),
+    "adaptsusceptibility": frozenset({"OUTPUT_BLOCKS"}),
     "trainmapping": frozenset({"CHECKPOINT"}),
 }
 
