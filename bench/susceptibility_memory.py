@@ -140,6 +140,7 @@ def train_model(
         "TASKS_PER_BATCH": 4,
         "CV_FOLDS": 0,
         "N_ESTIMATORS": 50,
+        "IMPORTANCE_SAMPLES": 0,
         "OUTPUT": str(out_dir / "model.safetensors"),
     }
     start = time.perf_counter()

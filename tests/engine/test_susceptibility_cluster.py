@@ -43,6 +43,7 @@ def meta_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "ITERATIONS_META": 40,
             "TASKS_PER_BATCH": 4,
             "CV_FOLDS": 0,
+            "IMPORTANCE_SAMPLES": 0,
             "OUTPUT": model,
         },
         ctx(),
