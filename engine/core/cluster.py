@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from slidewise.engine.core.errors import InputError
 
 #: Windows in flight per worker: enough to keep each busy while results are written.
 IN_FLIGHT_PER_WORKER = 2
+#: Seconds a closing local cluster waits for its workers.
+CLOSE_TIMEOUT_S = 5
+#: Seconds a cancelled job's local cluster gets to close before its workers are killed.
+CANCEL_TIMEOUT_S = 0.5
 #: Seconds to wait for a remote scheduler before giving up.
 CONNECT_TIMEOUT_S = 20
 
@@ -78,16 +83,55 @@ def dask_client(options: ClusterOptions, log: Callable[[str], None] = print) -> 
             log(f"Computing on the Dask cluster at {options.scheduler}.")
             yield client
         return
-    cluster = LocalCluster(
-        n_workers=options.workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
-    with cluster, Client(cluster) as client:
+    before = set(multiprocessing.active_children())
+    try:  # a cancel can come while the workers start
+        cluster = LocalCluster(
+            n_workers=options.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    except BaseException:
+        end_processes(set(multiprocessing.active_children()) - before)
+        raise
+    try:
         log(f"Computing on a local Dask cluster of {options.workers} worker processes.")
         yield client
+    except BaseException:  # cancel or error: stop the workers at once, then close
+        end_processes(set(multiprocessing.active_children()) - before)
+        shut_down(client, cluster, before, CANCEL_TIMEOUT_S)
+        raise
+    shut_down(client, cluster, before, CLOSE_TIMEOUT_S)
+
+
+def shut_down(client: Any, cluster: Any, before: set[Any], timeout_s: float) -> None:
+    """Close the client and the local cluster, then end any worker process still running.
+
+    ``before`` holds the child processes that existed before the cluster started.
+    """
+    with contextlib.suppress(Exception):
+        client.close(timeout=timeout_s)
+    with contextlib.suppress(Exception):
+        cluster.close(timeout=timeout_s)
+    end_processes(set(multiprocessing.active_children()) - before)
+
+
+def end_processes(processes: Iterable[Any], grace_s: float = 0.3) -> None:
+    """Terminate worker processes a closed cluster left running (e.g. still starting up).
+
+    A cancelled job must not leave processes behind: SIGTERM, then SIGKILL after
+    ``grace_s`` seconds.
+    """
+    alive = [p for p in processes if p.is_alive()]
+    for process in alive:
+        process.terminate()
+    for process in alive:
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join(grace_s)
 
 
 def worker_count(client: Any) -> int:

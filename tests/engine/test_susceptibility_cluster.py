@@ -94,3 +94,56 @@ def test_results_come_back_in_order_with_few_in_flight() -> None:
         assert list(ordered_results(client, _Double(), range(25), in_flight=3)) == [
             2 * i for i in range(25)
         ]
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_cluster_and_leaves_nothing(
+    meta_model: dict[str, str], tmp_path: Path
+) -> None:
+    # SIGTERM (the plugin's Cancel) while the workers compute: the job's process, its Dask
+    # workers and its partial output are all gone within 2 s.
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "cancelled.tif"
+    params = {"MODEL": meta_model["model"], "INPUT": str(ECUADOR / "ta.tif")}
+    params.update(OUTPUT=str(out), BLOCK_SIZE=32, WORKERS=2)
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"job": "predictsusceptibility", "params": params}))
+    env = dict(os.environ, PYTHONPATH=str(REPO.parent))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "slidewise.engine.worker", str(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert worker.stdout is not None
+    for line in worker.stdout:  # the first window's progress: the workers are computing
+        if '"progress"' in line and json.loads(line)["value"] > 1:
+            break
+    children = psutil.Process(worker.pid).children(recursive=True)
+    assert len(children) >= 2
+    worker.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    worker.wait(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=max(0.1, 2 - (time.monotonic() - start)))
+    running = [p for p in alive if _running(p)]  # an unreaped zombie has ended
+    assert not running, [p.pid for p in running]
+    assert worker.returncode == 3  # cancelled
+    assert not list(tmp_path.glob("cancelled*"))
+
+
+def _running(process: Any) -> bool:
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
