@@ -438,6 +438,9 @@ def simplify_apart(geometries: Sequence[Any], tolerance: float) -> list[Any]:
     original = np.asarray(geometries, dtype=object)
     if tolerance <= 0 or len(original) == 0:
         return list(original)
+    # Without collinear vertices and from a canonical start, so that the result does
+    # not depend on how the pieces of a polygon were joined across strips.
+    original = shapely.normalize(shapely.simplify(original, 0.0))
     out = shapely.simplify(original, tolerance, preserve_topology=True)
     bad = ~shapely.is_valid(out) | shapely.is_empty(out)
     out[bad] = original[bad]
