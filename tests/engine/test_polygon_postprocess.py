@@ -19,6 +19,7 @@ from slidewise.engine.detection.apply import segmentation_boxes
 from slidewise.engine.detection.boxes import merge_overlapping_boxes
 from slidewise.engine.geo.postprocess import (
     PolygonOptions,
+    PolygonSettings,
     StripMorphology,
     open_close,
     polygon_builder,
@@ -46,7 +47,7 @@ def speckled() -> tuple[np.ndarray, np.ndarray]:
     return prob >= np.quantile(prob, 0.9), prob
 
 
-def _settings(**changes: float | None):  # noqa: ANN202
+def _settings(**changes: float | None) -> PolygonSettings:
     return resolve_settings(PolygonOptions(**changes), TRANSFORM, UTM, 200)
 
 
@@ -136,7 +137,7 @@ def test_attributes_of_a_square_and_mean_slope(tmp_path: Path) -> None:
     mask[10:20, 5:15] = True  # 10 x 10 px = 20 m x 20 m
     prob = np.where(mask, np.linspace(0.5, 0.9, 900).reshape(30, 30), 0.0)
     dem = tmp_path / "dem.tif"
-    rows, cols = np.mgrid[0:40, 0:40]
+    cols = np.mgrid[0:40, 0:40][1]
     with rasterio.open(
         dem, "w", driver="GTiff", width=40, height=40, count=1, dtype="float32", crs=UTM,
         transform=Affine(5.0, 0, 499950.0, 0, -5.0, 3000050.0),
