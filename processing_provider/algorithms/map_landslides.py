@@ -32,7 +32,8 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         "without overlaps; each has area_m2, perimeter_m, compactness, pixels, "
         "mean_probability, max_probability and, with a DEM, mean_slope. The raster's bands "
         "must match the model's (count and names); a mismatch is refused with the expected "
-        "bands named. A multi-region model maps with the decoder of the chosen region, or per area from region polygons."
+        "bands named. A multi-region model maps with the decoder of the chosen region, or "
+        "per area from region polygons."
     )
 
     def initAlgorithm(self, config=None) -> None:
