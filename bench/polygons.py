@@ -43,6 +43,7 @@ from slidewise.engine.geo.postprocess import PolygonOptions
 #: Settings compared with "off" (``None`` fields: the default for the pixel size).
 SETTINGS: dict[str, PolygonOptions] = {
     "min_area_only": PolygonOptions(None, 0.0, 0, 0, 0.0),
+    "no_opening": PolygonOptions(opening_radius=0),
     "defaults": PolygonOptions(),
 }
 #: Polygons of at most this many pixels are counted as specks.
@@ -187,6 +188,7 @@ def run_benchmark(model: Path, images: str, masks: str, skip: int, pixel: float)
                 geoms, fields = postprocess_mask(mask_arr, prob, t, crs, settings)
                 rows[name].append(score(geoms, fields, truth, out))
                 counts[image.name][name] = len(geoms)
+            print(image.name, counts[image.name], flush=True)
     return {"settings": {k: pooled(v) for k, v in rows.items()}, "per_image_polygons": counts}
 
 

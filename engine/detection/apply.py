@@ -49,7 +49,7 @@ from slidewise.engine.detection.boxes import (
     map_to_pixel,
     merge_overlapping_boxes,
 )
-from slidewise.engine.geo.postprocess import PolygonSettings
+from slidewise.engine.geo.postprocess import PolygonOptions, resolve_settings
 from slidewise.engine.geo.raster import (
     RasterInfo,
     open_raster,
@@ -665,7 +665,7 @@ def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobCon
             ctx.warn(note)
     threshold = default_threshold if options.threshold is None else options.threshold
     score_threshold = options.score_threshold or 0.0
-    post = component_settings(options, info)
+    post = resolve_settings(PolygonOptions.from_job(options), info.transform, info.crs, info.height)
     ctx.log(post.describe())
     boxes, scores, _ = segmentation_boxes(
         prob,
@@ -676,20 +676,6 @@ def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobCon
     )
     figures = {"threshold": threshold, "components": len(boxes), "min_area_m2": post.min_area}
     return _Route(info, boxes, scores, inputs, figures)
-
-
-def component_settings(options: DetectParams, info: RasterInfo) -> PolygonSettings:
-    """MIN_AREA, OPENING_RADIUS and CLOSING_RADIUS resolved for the raster's pixel size."""
-    from slidewise.engine.geo.postprocess import PolygonOptions, resolve_settings
-
-    chosen = PolygonOptions(
-        min_area=options.min_area,
-        max_hole_area=0.0,
-        opening_radius=options.opening_radius,
-        closing_radius=options.closing_radius,
-        simplify_tolerance=0.0,
-    )
-    return resolve_settings(chosen, info.transform, info.crs, info.height)
 
 
 def _read_probability(info: RasterInfo, name: str) -> np.ndarray:
