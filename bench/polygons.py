@@ -19,8 +19,14 @@ mask:
 * object recall: the share of reference landslides (4-connected components of
   the mask) that the rasterised polygons touch (``object_hit_rate``);
 * polygon precision: the share of polygons that cover a reference landslide
-  pixel (measured on the polygons themselves, so none is lost to rasterising);
-* polygon F1: the harmonic mean of the two.
+  pixel (pixel centres of the polygon, as rasterised);
+* polygon F1: the harmonic mean of the two. Every fragment that touches a
+  landslide counts as a hit here, so a landslide cut into 50 specks gives 50
+  "true" polygons;
+* matched F1: one-to-one matching of polygons and reference landslides
+  (:func:`scipy.optimize.linear_sum_assignment` on the pixels they share):
+  each landslide is matched by at most one polygon, extra fragments are false
+  positives. ``2 * matched / (polygons + reference landslides)``.
 
 Figures are pooled over the images (counts summed). The first ``--skip``
 pairs (by name) are skipped: they trained the model.
@@ -110,28 +116,42 @@ def map_off(model: Path, image: Path, out: Path) -> tuple[Path, Path, float]:
 def score(geoms: list[Any], fields: dict[str, np.ndarray], truth: Path, out: Path) -> dict:
     """Pixel and object figures of polygons against a 0/1 mask (see the module docstring)."""
     import rasterio
-    from rasterio.features import geometry_mask, rasterize
+    from rasterio.features import rasterize
+    from scipy import ndimage
+    from scipy.optimize import linear_sum_assignment
 
     from slidewise.engine.mapping.evaluate import evaluate_rasters
 
     with rasterio.open(truth) as src:
         ref = src.read(1) == 1
-        profile = src.profile | {"nodata": None}
+        profile = src.profile | {"nodata": None, "dtype": "int32"}
         shape, transform = ref.shape, src.transform
-    burnt = rasterize([(g, 1) for g in geoms], out_shape=shape, transform=transform, dtype="uint8")
+    ids = rasterize(
+        [(g, k + 1) for k, g in enumerate(geoms)], out_shape=shape, transform=transform,
+        dtype="int32",
+    )  # fmt: skip
     pred = out / "pred.tif"
     with rasterio.open(pred, "w", **profile) as dst:
-        dst.write(burnt[None])
+        dst.write((ids > 0).astype(np.int32)[None])
     figures = evaluate_rasters(str(pred), str(truth), 0.5)
-    hit = 0
-    for g in geoms:
-        inside = geometry_mask([g], shape, transform, invert=True, all_touched=True)
-        hit += bool((inside & ref).any())
+    labels = ndimage.label(ref)[0]
+    both = (ids > 0) & (labels > 0)
+    pairs, overlap = np.unique(np.stack([ids[both], labels[both]]), axis=1, return_counts=True)
+    hit = len(np.unique(pairs[0])) if pairs.size else 0
+    matched = 0
+    if pairs.size:  # one-to-one: each reference landslide matches at most one polygon
+        poly, inv_p = np.unique(pairs[0], return_inverse=True)
+        refs, inv_r = np.unique(pairs[1], return_inverse=True)
+        table = np.zeros((len(poly), len(refs)))
+        table[inv_p, inv_r] = overlap
+        rows, cols = linear_sum_assignment(-table)
+        matched = int(np.count_nonzero(table[rows, cols] > 0))
     pixels = np.asarray(fields.get("pixels", np.zeros(0)))
     return {
         "polygons": len(geoms),
         "specks": int(np.count_nonzero(pixels <= SPECK_PIXELS)),
         "polygons_hit": hit,
+        "matched": matched,
         **{k: figures[k] for k in ("tp", "fp", "fn", "reference_objects")},
         "reference_objects_hit": figures["reference_objects_hit"],
     }
@@ -155,6 +175,9 @@ def pooled(rows: list[dict]) -> dict[str, float]:
         "polygon_precision": op,
         "object_recall": orc,
         "polygon_f1": 2 * op * orc / max(1e-12, op + orc),
+        "matched_precision": s["matched"] / max(1, s["polygons"]),
+        "matched_recall": s["matched"] / max(1, s["reference_objects"]),
+        "matched_f1": 2 * s["matched"] / max(1, s["polygons"] + s["reference_objects"]),
     }
 
 
@@ -209,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_benchmark(Path(args.model), args.images, args.masks, args.skip, args.pixel)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     keys = ("polygons", "specks_le_10px", "pixel_f1", "pixel_iou", "polygon_precision")
-    keys += ("object_recall", "polygon_f1")
+    keys += ("object_recall", "polygon_f1", "matched_f1")
     print(f"{'setting':<14}" + "".join(f"{k:>18}" for k in keys))
     for name, fig in results["settings"].items():
         print(f"{name:<14}" + "".join(f"{fig[k]:>18.4g}" for k in keys))
