@@ -352,6 +352,12 @@ class PolygonCollector:
         offset = np.array([t.c, t.f], dtype=np.float64)
         geoms = [shapely.transform(g, lambda xy: xy @ matrix.T + offset) for g in pixel_geoms]
         area, perimeter = polygon_measures(geoms, self.crs)
+        small = area < self.min_area  # simplification may take a polygon below it
+        if small.any():
+            self.dropped += int(np.count_nonzero(small))
+            keep = np.flatnonzero(~small)
+            comps, geoms = comps.take(keep), [geoms[i] for i in keep]
+            area, perimeter = area[keep], perimeter[keep]
         pixels = comps.pixels
         with np.errstate(invalid="ignore", divide="ignore"):
             compact = np.where(perimeter > 0, 4 * np.pi * area / perimeter**2, 0.0)
