@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from slidewise.contract.specs.polygons import DEFAULT_MIN_PIXELS
 from slidewise.engine.geo.postprocess import PolygonOptions
 
 #: Settings compared with "off" (``None`` fields: the default for the pixel size).
@@ -181,6 +182,39 @@ def pooled(rows: list[dict]) -> dict[str, float]:
     }
 
 
+def sharing(boxes: np.ndarray) -> int:
+    """How many boxes share area with another box (nested or overlapping)."""
+    import shapely
+
+    if len(boxes) < 2:
+        return 0
+    geoms = shapely.box(*np.asarray(boxes, np.float64).T)
+    i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    area = shapely.area(shapely.intersection(geoms[i], geoms[j]))
+    return len(np.unique(i[(i != j) & (area > 0)]))
+
+
+def box_figures(prob: np.ndarray, threshold: float) -> dict[str, int]:
+    """Segmentation boxes (detectlandslides SOURCE=1) before and after issue 12.
+
+    Before: 8-connected components of at least 16 pixels, boxed as they come.
+    After: the defaults (opening and closing radius 1, 16 pixels) and the merge
+    of nested or overlapping boxes.
+    """
+    from slidewise.engine.detection.apply import segmentation_boxes
+    from slidewise.engine.detection.boxes import boxes_from_mask
+
+    mask = np.isfinite(prob) & (prob >= threshold)
+    before = boxes_from_mask(mask, DEFAULT_MIN_PIXELS)[0]
+    after = segmentation_boxes(prob, threshold, DEFAULT_MIN_PIXELS, 0.0, (1, 1))[0]
+    return {
+        "boxes_before": len(before),
+        "boxes_sharing_area_before": sharing(before),
+        "boxes_after": len(after),
+        "boxes_sharing_area_after": sharing(after),
+    }
+
+
 def run_benchmark(model: Path, images: str, masks: str, skip: int, pixel: float) -> dict:
     """Every setting on every pair; pooled figures and the per-image polygon counts."""
     import pyogrio
@@ -193,6 +227,7 @@ def run_benchmark(model: Path, images: str, masks: str, skip: int, pixel: float)
     pairs = sorted(discover_pairs(images, masks))[skip:]
     rows: dict[str, list[dict]] = {"off": [], **{k: [] for k in SETTINGS}}
     counts: dict[str, dict[str, int]] = {}
+    boxes: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="slidewise-polygons-") as tmp:
         out = Path(tmp)
         for image, mask in pairs:
@@ -211,8 +246,14 @@ def run_benchmark(model: Path, images: str, masks: str, skip: int, pixel: float)
                 geoms, fields = postprocess_mask(mask_arr, prob, t, crs, settings)
                 rows[name].append(score(geoms, fields, truth, out))
                 counts[image.name][name] = len(geoms)
+            for key, value in box_figures(prob, threshold).items():
+                boxes[key] = boxes.get(key, 0) + value
             print(image.name, counts[image.name], flush=True)
-    return {"settings": {k: pooled(v) for k, v in rows.items()}, "per_image_polygons": counts}
+    return {
+        "settings": {k: pooled(v) for k, v in rows.items()},
+        "per_image_polygons": counts,
+        "segmentation_boxes": boxes,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'setting':<14}" + "".join(f"{k:>18}" for k in keys))
     for name, fig in results["settings"].items():
         print(f"{name:<14}" + "".join(f"{fig[k]:>18.4g}" for k in keys))
+    print("segmentation boxes:", results["segmentation_boxes"])
     print(f"total wall time {time.time() - started:.1f} s")
     return 0
 
