@@ -298,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         skip = max(args.skip, args.train)
         results = run_benchmark(model, args.images, args.masks, skip, args.pixel)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    keys = ("polygons", "specks_le_10px", "pixel_f1", "pixel_iou", "polygon_precision")
-    keys += ("object_recall", "polygon_f1", "matched_f1")
+    keys = ["polygons", "specks_le_10px", "pixel_f1", "pixel_iou", "polygon_precision"]
+    keys += ["object_recall", "polygon_f1", "matched_f1"]
     print(f"{'setting':<14}" + "".join(f"{k:>18}" for k in keys))
     for name, fig in results["settings"].items():
         print(f"{name:<14}" + "".join(f"{fig[k]:>18.4g}" for k in keys))
