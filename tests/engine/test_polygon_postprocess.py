@@ -160,6 +160,20 @@ def test_attributes_of_a_square_and_mean_slope(tmp_path: Path) -> None:
         polygon_builder(params, info)
 
 
+def test_areas_on_a_geographic_grid_are_geodesic() -> None:
+    """1e-4 degree pixels near the equator: area_m2 agrees with the pixel areas on the sphere."""
+    from slidewise.engine.geo.polygons import pixel_areas
+
+    transform = Affine(1e-4, 0.0, 10.0, 0.0, -1e-4, 1.0)
+    mask = np.zeros((20, 20), bool)
+    mask[5:15, 5:15] = True
+    settings = resolve_settings(PolygonOptions(**_off()), transform, CRS.from_epsg(4326), 20)
+    fields = postprocess_mask(mask, mask * 0.9, transform, CRS.from_epsg(4326), settings)[1]
+    expected = pixel_areas(transform, CRS.from_epsg(4326), 5, 10).sum() * 10
+    assert fields["area_m2"][0] == pytest.approx(expected, rel=5e-3)  # ellipsoid vs sphere
+    assert fields["perimeter_m"][0] == pytest.approx(4 * math.sqrt(expected), rel=5e-3)
+
+
 def test_nested_and_overlapping_boxes_are_merged() -> None:
     prob = np.zeros((60, 60), np.float32)
     prob[10:40, 10:40] = 0.9
