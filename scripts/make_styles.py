@@ -14,11 +14,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from qgis.core import (
     QgsApplication,
+    QgsClassificationRange,
     QgsColorRampShader,
     QgsFillSymbol,
+    QgsGraduatedSymbolRenderer,
     QgsPalettedRasterRenderer,
     QgsRasterLayer,
     QgsRasterShader,
+    QgsRendererRange,
     QgsSingleBandPseudoColorRenderer,
     QgsSingleSymbolRenderer,
     QgsVectorLayer,
@@ -54,6 +57,57 @@ def pseudocolor(name: str, band: int, stops: list[tuple[float, str, str]]) -> No
     renderer.setClassificationMin(stops[0][0])
     renderer.setClassificationMax(stops[-1][0])
     layer.setRenderer(renderer)
+    layer.saveNamedStyle(str(STYLES / name))
+
+
+#: Fields of the landslide polygons (maplandslides) and their aliases.
+POLYGON_ALIASES = {
+    "id": "Id",
+    "area_m2": "Area (m²)",
+    "perimeter_m": "Perimeter (m)",
+    "compactness": "Compactness (4πA/P², 1 = disc)",
+    "pixels": "Landslide pixels",
+    "mean_probability": "Mean probability",
+    "max_probability": "Max probability",
+    "mean_slope": "Mean slope (°)",
+}
+
+
+def landslide_polygons(name: str) -> None:
+    """Polygons coloured by mean probability, with field aliases and a map tip of every field."""
+    types = {"id": "integer", "pixels": "integer"}
+    fields = "&".join(f"field={f}:{types.get(f, 'double')}" for f in POLYGON_ALIASES)
+    layer = QgsVectorLayer(f"Polygon?crs=EPSG:32648&{fields}", "landslides", "memory")
+    ranges = []
+    for lo, hi, label, rgb in (
+        (0.0, 0.6, "Mean probability < 0.6", "254,204,92"),
+        (0.6, 0.8, "0.6 - 0.8", "253,141,60"),
+        (0.8, 1.0001, "0.8 - 1", "227,26,28"),
+    ):
+        symbol = QgsFillSymbol.createSimple(
+            {
+                "color": rgb + ",110",
+                "outline_color": rgb + ",255",
+                "outline_width": "0.5",
+                "outline_width_unit": "MM",
+                "joinstyle": "round",
+            }
+        )
+        ranges.append(QgsRendererRange(QgsClassificationRange(label, lo, hi), symbol))
+    layer.setRenderer(QgsGraduatedSymbolRenderer("mean_probability", ranges))
+    for field, alias in POLYGON_ALIASES.items():
+        layer.setFieldAlias(layer.fields().indexOf(field), alias)
+    layer.setDisplayExpression("'Landslide ' || \"id\"")
+    layer.setMapTipTemplate(
+        '<b>Landslide [% "id" %]</b><br>'
+        'Area: [% format_number("area_m2", 0) %] m²<br>'
+        'Perimeter: [% format_number("perimeter_m", 0) %] m<br>'
+        'Compactness: [% format_number("compactness", 2) %]<br>'
+        'Probability: mean [% format_number("mean_probability", 2) %], '
+        'max [% format_number("max_probability", 2) %]'
+        "[% CASE WHEN \"mean_slope\" IS NOT NULL THEN '<br>Mean slope: ' || "
+        "format_number(\"mean_slope\", 1) || '°' ELSE '' END %]"
+    )
     layer.saveNamedStyle(str(STYLES / name))
 
 
@@ -131,7 +185,7 @@ def main() -> int:
             (0.3, "#4d004b", "0.3 and more (unsure)"),
         ],
     )
-    polygons("landslide_polygons.qml", "227,26,28,90", "#b10026", "0.6")
+    landslide_polygons("landslide_polygons.qml")
     polygons("blocks.qml", "0,0,0,0", "#37474f", "0.4")
     polygons("detection_boxes.qml", "0,0,0,0", "#ff00ff", "0.8")
     app.exitQgis()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from slidewise.contract.spec import AlgorithmSpec, Param
+from slidewise.contract.specs.polygons import COMPONENT_PARAMS
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
 SOURCES = ("detector", "segmentation")
@@ -86,17 +87,7 @@ SPEC = AlgorithmSpec(
             maximum=1.0,
             advanced=True,
         ),
-        Param(
-            "MIN_AREA",
-            "Minimum component (segmentation)",
-            "int",
-            "Smallest landslide component (8-connected) that becomes a box.",
-            default=16,
-            minimum=1,
-            maximum=10**12,
-            unit="px",
-            advanced=True,
-        ),
+        *COMPONENT_PARAMS,
         replace(TILE_BATCH, help="Tiles per forward pass; empty: 1 on CPU, 4 on GPU."),
         Param(
             "PROBABILITY",

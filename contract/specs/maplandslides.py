@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import COG
+from slidewise.contract.specs.polygons import POLYGON_PARAMS
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
 #: The three outputs; the job needs at least one.
@@ -70,15 +71,7 @@ SPEC = AlgorithmSpec(
             parent="REGION_POLYGONS",
             advanced=True,
         ),
-        Param(
-            "MIN_AREA",
-            "Minimum polygon area",
-            "float",
-            "Landslide polygons smaller than this are dropped (the mask keeps every pixel).",
-            default=0.0,
-            minimum=0.0,
-            unit="m²",
-        ),
+        *POLYGON_PARAMS,
         Param(
             "BANDS",
             "Bands",
@@ -114,8 +107,10 @@ SPEC = AlgorithmSpec(
             "OUTPUT_POLYGONS",
             "Landslide polygons",
             "output_vector",
-            "Polygons (.gpkg, .shp or .geojson) with id, area_m2, pixels, mean_probability and "
-            "max_probability.",
+            "Polygons (.gpkg, .shp or .geojson) after the post-processing above, with id, "
+            "area_m2 (m²), perimeter_m (m), compactness (Polsby-Popper 4·pi·area/perimeter², 1 "
+            "for a disc), pixels (landslide pixels), mean_probability, max_probability and, with "
+            "a DEM, mean_slope (degrees).",
         ),
         COG,
     ),

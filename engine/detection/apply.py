@@ -16,9 +16,11 @@ Two routes give a polygon layer of boxes with a ``score`` and a ``class``:
 * ``SOURCE="segmentation"``: a mapping (segmentation) model predicts the
   landslide probability with :func:`slidewise.engine.imagery.tiling.predict_raster`
   (or an existing probability raster is given as ``PROBABILITY``); pixels at
-  or above ``THRESHOLD`` are grouped into 8-connected components, and each
-  component of at least ``MIN_AREA`` pixels gives its bounding box with
-  ``score`` = its mean probability (:func:`segmentation_boxes`). Both routes
+  or above ``THRESHOLD`` are opened and closed (``OPENING_RADIUS``,
+  ``CLOSING_RADIUS``) and grouped into 8-connected components; each
+  component of at least ``MIN_AREA`` (m²) gives its bounding box, boxes that
+  overlap or nest are merged into the box around them, with ``score`` = the
+  mean probability of their pixels (:func:`segmentation_boxes`). Both routes
   can so be compared on the same raster.
 
 Box corners are transformed with the raster's affine transform, so rotated
@@ -28,6 +30,7 @@ atomically with :func:`slidewise.engine.geo.vectors.write_vector`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +44,12 @@ from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult, Progress
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.core.params import JobParams
-from slidewise.engine.detection.boxes import boxes_from_mask, map_to_pixel
+from slidewise.engine.detection.boxes import (
+    boxes_from_mask,
+    map_to_pixel,
+    merge_overlapping_boxes,
+)
+from slidewise.engine.geo.postprocess import PolygonOptions, resolve_settings
 from slidewise.engine.geo.raster import (
     RasterInfo,
     open_raster,
@@ -80,7 +88,9 @@ class DetectParams(JobParams):
     score_threshold: float | None = None
     nms_iou: float = DEFAULT_NMS_IOU
     threshold: float | None = None
-    min_area: int = 16
+    min_area: float | None = None
+    opening_radius: int = 1
+    closing_radius: int = 1
     batch_size: int | None = None
     probability: str | None = None
     output: str = ""
@@ -467,24 +477,38 @@ def pixel_boxes_to_polygons(boxes: np.ndarray, transform: Any) -> tuple[np.ndarr
 def segmentation_boxes(
     probability: np.ndarray,
     threshold: float = 0.5,
-    min_area: int = 1,
+    min_area: float = 1,
     score_threshold: float = 0.0,
+    morphology: tuple[int, int] = (0, 0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes of the connected components of ``probability >= threshold``.
+
+    The landslide pixels are opened then closed with discs of radii
+    ``morphology`` (:func:`slidewise.engine.geo.postprocess.open_close`), and
+    boxes of components that overlap or nest are merged into the box around
+    them (:func:`slidewise.engine.detection.boxes.merge_overlapping_boxes`).
 
     Args:
         probability: ``(H, W)`` landslide probability; NaN = nodata (never landslide).
         threshold: Pixel probability at or above which a pixel is landslide.
         min_area: Smallest component, in pixels (8-connected).
         score_threshold: Components whose mean probability is lower are dropped.
+        morphology: ``(opening, closing)`` radii in pixels (0: none).
 
     Returns:
         ``(boxes, scores, pixels)``: ``(N, 4)`` pixel boxes, mean probability
-        per component, and component sizes in pixels, by decreasing score.
+        per box (pixel-weighted over merged components), and pixels per box,
+        by decreasing score.
     """
+    from slidewise.engine.geo.postprocess import open_close
+
     p = np.asarray(probability, np.float32)
-    mask = np.isfinite(p) & (p >= threshold)
-    boxes, areas, means = boxes_from_mask(mask, min_area, values=np.where(mask, p, 0.0))
+    valid = np.isfinite(p)
+    mask = open_close(valid & (p >= threshold), *morphology) & valid
+    boxes, areas, means = boxes_from_mask(
+        mask, math.ceil(min_area - 1e-9), values=np.where(mask, p, 0.0)
+    )
+    boxes, areas, means = merge_overlapping_boxes(boxes, areas, means)
     keep = means >= score_threshold
     boxes, areas, means = boxes[keep], areas[keep], means[keep]
     order = np.argsort(-means, kind="stable")
@@ -641,8 +665,16 @@ def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobCon
             ctx.warn(note)
     threshold = default_threshold if options.threshold is None else options.threshold
     score_threshold = options.score_threshold or 0.0
-    boxes, scores, _ = segmentation_boxes(prob, threshold, options.min_area, score_threshold)
-    figures = {"threshold": threshold, "components": len(boxes)}
+    post = resolve_settings(PolygonOptions.from_job(options), info.transform, info.crs, info.height)
+    ctx.log(post.describe())
+    boxes, scores, _ = segmentation_boxes(
+        prob,
+        threshold,
+        post.min_area / post.pixel_area,
+        score_threshold,
+        (post.opening_radius, post.closing_radius),
+    )
+    figures = {"threshold": threshold, "components": len(boxes), "min_area_m2": post.min_area}
     return _Route(info, boxes, scores, inputs, figures)
 
 

@@ -126,3 +126,61 @@ def clip_boxes(
     c[:, [1, 3]] = np.clip(c[:, [1, 3]], 0, height)
     keep = ((c[:, 2] - c[:, 0]) >= min_size) & ((c[:, 3] - c[:, 1]) >= min_size)
     return c[keep], int(np.sum(outside & keep)), int(np.sum(~keep))
+
+
+def merge_overlapping_boxes(
+    boxes: np.ndarray, weights: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Replace every group of overlapping or nested boxes by the box around the group.
+
+    Boxes that share area (one inside the other, or crossing) are joined, and
+    joined again until no two boxes share area: the result is the union box of
+    each connected group. Boxes that only touch along an edge or at a corner
+    stay apart.
+
+    Args:
+        boxes: ``(N, 4)`` ``x1, y1, x2, y2``.
+        weights: ``(N,)`` weight of each box (e.g. its component's pixel count),
+            summed over a group.
+        values: ``(N,)`` value of each box (e.g. its mean probability), averaged
+            over a group with ``weights``.
+
+    Returns:
+        ``(boxes, weights, values)`` of the merged boxes (groups in the order of
+        their first box).
+    """
+    import shapely
+
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w = np.asarray(weights, np.float64).reshape(-1)
+    v = np.asarray(values, np.float64).reshape(-1)
+    while len(b) > 1:
+        geoms = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])
+        i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+        ix = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
+        iy = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
+        share = (i < j) & (ix > 0) & (iy > 0)
+        if not share.any():
+            break
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        graph = coo_matrix((np.ones(int(share.sum())), (i[share], j[share])), (len(b), len(b)))
+        _, group = connected_components(graph, directed=False)
+        _, first = np.unique(group, return_index=True)
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        g = rank[group]
+        n = len(order)
+        merged = np.empty((n, 4))
+        for k, (fn, col) in enumerate(
+            ((np.minimum, 0), (np.minimum, 1), (np.maximum, 2), (np.maximum, 3))
+        ):
+            start = np.full(n, np.inf if fn is np.minimum else -np.inf)
+            fn.at(start, g, b[:, col])
+            merged[:, k] = start
+        total = np.bincount(g, weights=w, minlength=n).astype(np.float64)
+        v = np.bincount(g, weights=w * v, minlength=n) / np.maximum(total, 1e-12)
+        b, w = merged, total
+    return b, w, v

@@ -80,6 +80,15 @@ class Components:
     def __len__(self) -> int:
         return len(self.pixels)
 
+    def take(self, index: np.ndarray) -> Components:
+        """The components at ``index``, in that order."""
+        return Components(
+            pixels=self.pixels[index],
+            sums={k: v[index] for k, v in self.sums.items()},
+            maxima={k: v[index] for k, v in self.maxima.items()},
+            geometries=[self.geometries[i] for i in index],
+        )
+
     @classmethod
     def concat(cls, parts: Sequence[Components]) -> Components:
         """Join several batches of components."""
@@ -264,49 +273,68 @@ class StripLabeller:
 
 
 class PolygonCollector:
-    """Landslide polygons with area and probability figures, from mask strips.
+    """Landslide polygons with area, shape and probability figures, from mask strips.
 
     Args:
         width: Raster columns.
         transform: Raster affine transform (pixel -> map coordinates).
-        crs: Raster CRS (for pixel areas; see :func:`pixel_areas`).
-        min_area: Smallest polygon kept, in square metres (``area_m2``).
+        crs: Raster CRS (for areas and lengths; see :func:`polygon_measures`).
+        min_area: Smallest polygon kept, in square metres (``area_m2``, after
+            hole filling).
+        max_hole_area: Holes smaller than this (square metres) are filled; a
+            polygon inside a filled hole joins the polygon around it.
+        simplify: Douglas-Peucker tolerance in pixels (0: pixel outlines); see
+            :func:`simplify_apart`.
 
     Feed strips with :meth:`add`; :meth:`finish` returns geometries (map
-    coordinates) and the fields ``id``, ``area_m2``, ``pixels``,
-    ``mean_probability`` and ``max_probability``.
+    coordinates) and the fields ``id``, ``area_m2``, ``perimeter_m``,
+    ``compactness``, ``pixels``, ``mean_probability`` and ``max_probability``.
+    Holes are filled as components are completed, so only the polygons kept
+    are held; the island merge and the simplification need every polygon and
+    run in :meth:`finish`.
     """
 
-    def __init__(self, width: int, transform: Affine, crs: Any, min_area: float = 0.0) -> None:
+    def __init__(
+        self,
+        width: int,
+        transform: Affine,
+        crs: Any,
+        min_area: float = 0.0,
+        max_hole_area: float = 0.0,
+        simplify: float = 0.0,
+    ) -> None:
         self.transform, self.crs, self.min_area = transform, crs, float(min_area)
+        self.max_hole_area, self.simplify = float(max_hole_area), float(simplify)
         self.labeller = StripLabeller(
-            width, sums=("area", "probability"), maxima=("probability",), geometry=True
+            width, sums=("probability",), maxima=("probability",), geometry=True
         )
         self._kept: list[Components] = []
         self.dropped = 0
 
     def add(self, row_off: int, mask: np.ndarray, probability: np.ndarray) -> None:
         """Add the next strip (mask and probabilities, NaN where invalid)."""
-        rows = mask.shape[0]
-        area = np.broadcast_to(
-            pixel_areas(self.transform, self.crs, row_off, rows)[:, None], mask.shape
-        )
         prob = np.nan_to_num(np.asarray(probability, dtype=np.float64), nan=0.0)
-        self._keep(self.labeller.add(row_off, mask, {"area": area, "probability": prob}))
+        self._keep(self.labeller.add(row_off, mask, {"probability": prob}))
+
+    def _pixel_area(self, geom: Any) -> float:
+        """Ground area of a pixel at the row of a pixel-coordinate geometry's centre."""
+        row = int(max(0.0, (geom.bounds[1] + geom.bounds[3]) / 2))
+        return float(pixel_areas(self.transform, self.crs, row, 1)[0])
 
     def _keep(self, comps: Components) -> None:
         if not len(comps):
             return
-        ok = comps.sums["area"] >= self.min_area
+        unit = np.array([self._pixel_area(g) for g in comps.geometries])
+        if self.max_hole_area > 0:
+            comps.geometries = [
+                fill_holes(g, self.max_hole_area / a)
+                for g, a in zip(comps.geometries, unit, strict=True)
+            ]
+        area = np.array([g.area for g in comps.geometries]) * unit
+        ok = area >= self.min_area
         self.dropped += int(np.count_nonzero(~ok))
         if not ok.all():
-            idx = np.flatnonzero(ok)
-            comps = Components(
-                pixels=comps.pixels[idx],
-                sums={k: v[idx] for k, v in comps.sums.items()},
-                maxima={k: v[idx] for k, v in comps.maxima.items()},
-                geometries=[comps.geometries[i] for i in idx],
-            )
+            comps = comps.take(np.flatnonzero(ok))
         self._kept.append(comps)
 
     def finish(self) -> tuple[list[Any], dict[str, np.ndarray]]:
@@ -316,14 +344,28 @@ class PolygonCollector:
         self._keep(self.labeller.finish())
         comps = Components.concat(self._kept)
         self._kept = []
+        if self.max_hole_area > 0:
+            comps = merge_islands(comps)
+        pixel_geoms = simplify_apart(comps.geometries, self.simplify)
         t = self.transform
         matrix = np.array([[t.a, t.b], [t.d, t.e]], dtype=np.float64)
         offset = np.array([t.c, t.f], dtype=np.float64)
-        geoms = [shapely.transform(g, lambda xy: xy @ matrix.T + offset) for g in comps.geometries]
+        geoms = [shapely.transform(g, lambda xy: xy @ matrix.T + offset) for g in pixel_geoms]
+        area, perimeter = polygon_measures(geoms, self.crs)
+        small = area < self.min_area  # simplification may take a polygon below it
+        if small.any():
+            self.dropped += int(np.count_nonzero(small))
+            keep = np.flatnonzero(~small)
+            comps, geoms = comps.take(keep), [geoms[i] for i in keep]
+            area, perimeter = area[keep], perimeter[keep]
         pixels = comps.pixels
+        with np.errstate(invalid="ignore", divide="ignore"):
+            compact = np.where(perimeter > 0, 4 * np.pi * area / perimeter**2, 0.0)
         fields = {
             "id": np.arange(1, len(pixels) + 1, dtype=np.int64),
-            "area_m2": comps.sums.get("area", np.zeros(0)).astype(np.float64),
+            "area_m2": area,
+            "perimeter_m": perimeter,
+            "compactness": compact.astype(np.float64),
             "pixels": pixels.astype(np.int64),
             "mean_probability": (
                 comps.sums.get("probability", np.zeros(0)) / np.maximum(pixels, 1)
@@ -331,6 +373,124 @@ class PolygonCollector:
             "max_probability": comps.maxima.get("probability", np.zeros(0)).astype(np.float64),
         }
         return geoms, fields
+
+
+def fill_holes(polygon: Any, max_area: float) -> Any:
+    """``polygon`` without its holes smaller than ``max_area`` (in its own units)."""
+    import shapely
+
+    if polygon.geom_type != "Polygon" or not polygon.interiors:
+        return polygon
+    kept = [r for r in polygon.interiors if shapely.Polygon(r).area >= max_area]
+    if len(kept) == len(polygon.interiors):
+        return polygon
+    return shapely.Polygon(polygon.exterior, kept)
+
+
+def merge_islands(comps: Components) -> Components:
+    """Join each polygon that lies inside another (in a filled hole) to the largest one around it.
+
+    Pixel counts and probability sums and maxima are added to the outer polygon;
+    the outer polygon's geometry already covers the island.
+    """
+    import shapely
+
+    geoms = np.asarray(comps.geometries, dtype=object)
+    if len(geoms) < 2:
+        return comps
+    inner, outer = shapely.STRtree(geoms).query(geoms, predicate="within")
+    pairs = inner != outer
+    inner, outer = inner[pairs], outer[pairs]
+    if not len(inner):
+        return comps
+    areas = shapely.area(geoms)
+    target = np.arange(len(geoms))
+    best = np.full(len(geoms), -1.0)
+    for i, j in zip(inner.tolist(), outer.tolist(), strict=True):
+        if areas[j] > best[i]:
+            best[i], target[i] = areas[j], j
+    pixels = comps.pixels.copy()
+    sums = {k: v.copy() for k, v in comps.sums.items()}
+    maxima = {k: v.copy() for k, v in comps.maxima.items()}
+    for i in np.flatnonzero(target != np.arange(len(geoms))).tolist():
+        j = int(target[i])
+        pixels[j] += pixels[i]
+        for k in sums:
+            sums[k][j] += sums[k][i]
+        for k in maxima:
+            maxima[k][j] = max(maxima[k][j], maxima[k][i])
+    merged = Components(pixels, sums, maxima, list(geoms))
+    return merged.take(np.flatnonzero(target == np.arange(len(geoms))))
+
+
+def simplify_apart(geometries: Sequence[Any], tolerance: float) -> list[Any]:
+    """Simplify polygons (Douglas-Peucker, topology kept) so that they stay valid and apart.
+
+    Each polygon is simplified with ``preserve_topology=True`` (valid, holes
+    kept). Neighbours simplified towards each other could overlap: the
+    polygons of every overlapping pair keep their unsimplified outline, until
+    no two share any area (the input polygons must not overlap, as the components
+    of a mask do not).
+
+    Args:
+        geometries: Non-overlapping polygons.
+        tolerance: Largest distance a point may move (0: unchanged).
+
+    Returns:
+        The simplified polygons, in order.
+    """
+    import shapely
+
+    original = np.asarray(geometries, dtype=object)
+    if tolerance <= 0 or len(original) == 0:
+        return list(original)
+    # Without collinear vertices and from a canonical start, so that the result does
+    # not depend on how the pieces of a polygon were joined across strips.
+    original = shapely.normalize(shapely.simplify(original, 0.0))
+    out = shapely.simplify(original, tolerance, preserve_topology=True)
+    bad = ~shapely.is_valid(out) | shapely.is_empty(out)
+    out[bad] = original[bad]
+    for _ in range(len(out)):
+        a, b = shapely.STRtree(out).query(out, predicate="intersects")
+        a, b = a[a < b], b[a < b]
+        shared = shapely.area(shapely.intersection(out[a], out[b])) > 1e-9
+        if not shared.any():
+            break
+        clash = np.unique(np.concatenate([a[shared], b[shared]]))
+        out[clash] = original[clash]
+    return list(out)
+
+
+def polygon_measures(geometries: Sequence[Any], crs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Area (m²) and perimeter (m) of map-coordinate polygons.
+
+    Projected CRS: planar area and length times the linear unit in metres.
+    Geographic CRS: geodesic area and perimeter on the WGS 84 ellipsoid
+    (:meth:`pyproj.Geod.geometry_area_perimeter`). Without a CRS: squared map
+    units and map units.
+    """
+    import shapely
+
+    geoms = np.asarray(geometries, dtype=object)
+    if len(geoms) == 0:
+        return np.zeros(0), np.zeros(0)
+    if crs is not None and getattr(crs, "is_geographic", False):
+        from pyproj import Geod
+
+        geod = Geod(ellps="WGS84")
+        pairs = [geod.geometry_area_perimeter(g) for g in geoms]
+        return (
+            np.abs(np.array([p[0] for p in pairs], dtype=np.float64)),
+            np.array([p[1] for p in pairs], dtype=np.float64),
+        )
+    factor = 1.0
+    if crs is not None:
+        try:
+            factor = float(crs.linear_units_factor[1])
+        except Exception:
+            factor = 1.0
+    area = shapely.area(geoms).astype(np.float64) * factor * factor
+    return area, shapely.length(geoms).astype(np.float64) * factor
 
 
 def polygonise_mask(

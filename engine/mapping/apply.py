@@ -75,8 +75,9 @@ class MapParams(JobParams):
             the first region in the model's order wins). Pixels outside every
             polygon use ``region``, or are nodata when ``region`` is empty.
         region_field: The attribute of ``region_polygons`` holding region names.
-        min_area: Polygons smaller than this area (square metres, the ``area_m2``
-            field) are dropped. The mask keeps every pixel.
+        min_area, max_hole_area, opening_radius, closing_radius, simplify_tolerance,
+            dem: Post-processing of the polygons (the mask keeps every pixel); see
+            :mod:`slidewise.engine.geo.postprocess` (``None``: from the pixel size).
         bands: Raster bands that feed the model, in the model's order: 1-based
             numbers or band descriptions separated by commas (e.g. ``4,3,2,8``).
             Empty: the raster's bands as they are, checked against the model's.
@@ -90,8 +91,8 @@ class MapParams(JobParams):
         tta: Test-time augmentation: average over the 8 flips and rotations (8x slower).
         output_probability: Float32 GeoTIFF of the landslide probability (0..1; NaN = nodata).
         output_mask: Uint8 GeoTIFF: 1 = landslide, 0 = not landslide, 255 = nodata.
-        output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with fields ``id``,
-            ``area_m2``, ``pixels``, ``mean_probability``, ``max_probability``.
+        output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with the fields
+            :data:`slidewise.contract.specs.polygons.POLYGON_FIELDS`.
             At least one of the three outputs is required.
     """
 
@@ -104,7 +105,12 @@ class MapParams(JobParams):
     region: str | None = None
     region_polygons: str | None = None
     region_field: str = "region"
-    min_area: float = 0.0
+    min_area: float | None = None
+    max_hole_area: float | None = None
+    opening_radius: int = 1
+    closing_radius: int = 1
+    simplify_tolerance: float | None = None
+    dem: str | None = None
     bands: str | None = None
     tile_size: int | None = None
     overlap: int = 64
@@ -328,7 +334,7 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     seconds = time.perf_counter() - started
     figures.update(run_figures(info, plan, stats, seconds))
     report_mapping(figures, seconds, ctx)
-    extra = [p for p in (options.aoi, options.region_polygons) if p]
+    extra = [p for p in (options.aoi, options.region_polygons, options.dem) if p]
     return JobResult(
         outputs={k: v for k, v in options.outputs().items() if v},
         figures=figures,
@@ -687,13 +693,15 @@ class _Sinks:
             write_vector(self.polygon_path, geoms, fields, crs=self.info.crs, geometry_type=kind)
             figures["polygons"] = len(geoms)
             figures["polygons_below_min_area"] = self.polygons.dropped
+            figures["polygon_postprocessing"] = self.polygons.figures()
+            ctx.log(self.polygons.settings.describe())
         return figures
 
 
 def _open_outputs(
     options: MapParams, info: RasterInfo, threshold: float, stack: ExitStack
 ) -> _Sinks:
-    from slidewise.engine.geo.polygons import PolygonCollector
+    from slidewise.engine.geo.postprocess import polygon_builder
 
     outputs = options.outputs()
     sinks = _Sinks(info, threshold)
@@ -708,6 +716,6 @@ def _open_outputs(
             create_raster(outputs["OUTPUT_MASK"], profile, ["landslide"])
         )
     if outputs["OUTPUT_POLYGONS"]:
-        sinks.polygons = PolygonCollector(info.width, info.transform, info.crs, options.min_area)
+        sinks.polygons = polygon_builder(options, info)
         sinks.polygon_path = outputs["OUTPUT_POLYGONS"]
     return sinks

@@ -24,8 +24,9 @@ class DetectLandslidesAlgorithm(SlidewiseAlgorithm):
         "overlapping tiles and one non-maximum suppression over all tiles (in map "
         "coordinates) removes duplicates at tile borders. With a mapping model (or an "
         "existing probability raster) the boxes enclose the connected components of the "
-        "landslide map, scored by their mean probability, so both routes can be compared on "
-        "the same scene."
+        "landslide map after opening, closing and a minimum area (in m², as in Map "
+        "landslides), boxes that nest or overlap are merged, and each is scored by the mean "
+        "probability of its pixels, so both routes can be compared on the same scene."
     )
 
     def job_parameters(self, parameters, context, feedback):

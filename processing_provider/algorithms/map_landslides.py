@@ -26,10 +26,14 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         "Applies a mapping model to a whole raster of any size: overlapping tiles are read "
         "window by window (reflect padding at the raster borders, so borders are predicted), "
         "blended smoothly (no seams) and written window by window, so memory stays bounded. "
-        "Writes the landslide probability, a mask at the threshold and landslide polygons "
-        "with area and mean probability. The raster's bands must match the model's (count "
-        "and names); a mismatch is refused with the expected bands named. A multi-region "
-        "model maps with the decoder of the chosen region, or per area from region polygons."
+        "Writes the landslide probability, a mask at the threshold and landslide polygons. "
+        "The polygons are cleaned as a mapper would (defaults follow the pixel size): "
+        "opening and closing, holes filled below a size, a minimum area, outlines simplified "
+        "without overlaps; each has area_m2, perimeter_m, compactness, pixels, "
+        "mean_probability, max_probability and, with a DEM, mean_slope. The raster's bands "
+        "must match the model's (count and names); a mismatch is refused with the expected "
+        "bands named. A multi-region model maps with the decoder of the chosen region, or "
+        "per area from region polygons."
     )
 
     def initAlgorithm(self, config=None) -> None:

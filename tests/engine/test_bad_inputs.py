@@ -124,6 +124,17 @@ MAPLANDSLIDES = [
         {"INPUT": "{rgb}", "MODEL": "{model}", "OUTPUT_PROBABILITY": "{rgb}"},
         "OUTPUT_PROBABILITY is the input INPUT",
     ),
+    Row(
+        "DEM that does not exist",
+        {
+            "INPUT": "{rgb}",
+            "MODEL": "{model}",
+            "DEM": "{out}/dem.tif",
+            "OUTPUT_POLYGONS": "{out}/p.gpkg",
+        },
+        "dem.tif' does not exist: check the path",
+        also=("The DEM '",),
+    ),
 ]
 
 DETECTLANDSLIDES = [

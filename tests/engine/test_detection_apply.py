@@ -150,7 +150,7 @@ def test_segmentation_route_from_probability(tmp_path: Path) -> None:
     path = _raster(tmp_path / "prob.tif", prob)
     out = tmp_path / "seg.gpkg"
     run_detect(
-        {"SOURCE": "segmentation", "PROBABILITY": str(path), "OUTPUT": str(out), "MIN_AREA": 16},
+        {"SOURCE": "segmentation", "PROBABILITY": str(path), "OUTPUT": str(out), "MIN_AREA": 1600},
         _ctx(),
     )
     _, _, geoms, fields = pyogrio.raw.read(out)

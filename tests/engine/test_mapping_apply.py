@@ -114,6 +114,12 @@ def test_outputs_are_consistent(model_file, image_file, tmp_path) -> None:
             "OUTPUT_MASK": mask_path,
             "OUTPUT_POLYGONS": poly_path,
             "THRESHOLD": threshold,
+            # Pixel outlines of every component (no post-processing), to compare with the mask.
+            "MIN_AREA": 0,
+            "MAX_HOLE_AREA": 0,
+            "OPENING_RADIUS": 0,
+            "CLOSING_RADIUS": 0,
+            "SIMPLIFY_TOLERANCE": 0,
         },
         _ctx()[0],
     )
