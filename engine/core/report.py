@@ -121,12 +121,24 @@ def key_value_table(items: Sequence[tuple[str, Any]], caption: str = "") -> Tabl
     return Table(["Item", "Value"], [[k, v] for k, v in items if v is not None], caption)
 
 
-def percent(value: Any, digits: int = 1) -> float | None:
+class Percent(float):
+    """A per cent value that tables show with its own number of decimals."""
+
+    digits: int = 2
+
+    def __new__(cls, value: float, digits: int = 2) -> Percent:
+        """A per cent value shown with ``digits`` decimals."""
+        obj = super().__new__(cls, value)
+        obj.digits = digits
+        return obj
+
+
+def percent(value: Any, digits: int = 1) -> Percent | None:
     """A share 0..1 as per cent rounded to ``digits`` (``None`` and NaN stay ``None``)."""
     if value is None:
         return None
     number = float(value)
-    return round(100 * number, digits) if math.isfinite(number) else None
+    return Percent(round(100 * number, digits), digits) if math.isfinite(number) else None
 
 
 def slidewise_version() -> str:
@@ -261,6 +273,8 @@ def format_value(value: Any, digits: int = 4) -> str:
             pass
     if isinstance(value, bool) or value is None:
         return "–" if value is None else str(value)
+    if isinstance(value, Percent):
+        return f"{value:.{value.digits}f}"
     if isinstance(value, float):
         if not math.isfinite(value):
             return "–"
@@ -436,9 +450,9 @@ def confusion_image(
 
 
 def pr_threshold_image(
-    thresholds: Sequence[float],
-    precision: Sequence[float],
-    recall: Sequence[float],
+    thresholds: Sequence[float] | np.ndarray,
+    precision: Sequence[float] | np.ndarray,
+    recall: Sequence[float] | np.ndarray,
     chosen: float,
     score_name: str = "probability",
     key: str = "precision_recall",

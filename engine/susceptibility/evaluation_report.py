@@ -105,7 +105,11 @@ def classes_png(classes: list[dict[str, Any]]) -> bytes:
         fr = c["frequency_ratio"]
         top = 100 * max(c["area_share"], c["landslide_share"])
         ax.text(
-            xi, top + 1, f"FR {fr:.2f}" if math.isfinite(fr) else "FR –", ha="center", fontsize=8
+            float(xi),
+            top + 1,
+            f"FR {fr:.2f}" if math.isfinite(fr) else "FR –",
+            ha="center",
+            fontsize=8,
         )
     ax.set_xticks(x, [c["name"] for c in classes])
     ax.set(ylabel="Share (%)", xlabel="Susceptibility class")
