@@ -188,7 +188,10 @@ def _fit(extent: QgsRectangle, ratio: float) -> QgsRectangle:
         height = width / ratio
     centre = extent.center()
     return QgsRectangle(
-        centre.x() - width / 2, centre.y() - height / 2, centre.x() + width / 2, centre.y() + height / 2
+        centre.x() - width / 2,
+        centre.y() - height / 2,
+        centre.x() + width / 2,
+        centre.y() + height / 2,
     )
 
 
@@ -205,7 +208,9 @@ def fill_layout(project: QgsProject, content: LayoutContent) -> QgsPrintLayout:
     map_item.setCrs(project.crs())
     size = map_item.sizeWithUnits()
     # setExtent resizes the item to the extent's shape: give it the item's shape first.
-    map_item.setExtent(_fit(_extent(content.focus or content.layers[0], project), size.width() / size.height()))
+    map_item.setExtent(
+        _fit(_extent(content.focus or content.layers[0], project), size.width() / size.height())
+    )
     legend = layout.itemById("legend")
     if isinstance(legend, QgsLayoutItemLegend):
         legend.setLinkedMap(map_item)
@@ -244,4 +249,6 @@ def export_png(layout: QgsPrintLayout, path: str, dpi: int = 100) -> None:
     settings.dpi = dpi
     result = QgsLayoutExporter(layout).exportToImage(path, settings)
     if result != QgsLayoutExporter.Success:
-        raise RuntimeError(f"QGIS could not write the image {path} (layout exporter error {result}).")
+        raise RuntimeError(
+            f"QGIS could not write the image {path} (layout exporter error {result})."
+        )

@@ -145,4 +145,4 @@ def default_style(layer: QgsMapLayer, role: str) -> str:
 def sources_of(layers: list[QgsMapLayer]) -> str:
     """The layers' file names, as the default data sources note."""
     names = [Path(layer.source().split("|")[0]).name for layer in layers]
-    return "; ".join(f"{layer.name()}: {name}" for layer, name in zip(layers, names))
+    return "; ".join(f"{layer.name()}: {name}" for layer, name in zip(layers, names, strict=True))
