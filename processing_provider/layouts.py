@@ -87,6 +87,7 @@ def _label(layout: QgsPrintLayout, item_id: str, text: str, size: float, bold: b
     label.setFont(font)
     label.setFontColor(QColor("#222222"))
     label.setMode(QgsLayoutItemLabel.ModeFont)
+    label.setHAlign(Qt.AlignLeft)
     layout.addLayoutItem(label)
     return label
 
@@ -103,7 +104,7 @@ def build_template_layout(project: QgsProject, template: str) -> QgsPrintLayout:
     page = layout.pageCollection().page(0)
     page.setPageSize("A4", page.Landscape)
     layout.setName(TEMPLATES[template][1])
-    title = _label(layout, "title", TEMPLATES[template][1], 20, bold=True)
+    title = _label(layout, "title", TEMPLATES[template][1], 16, bold=True)
     _place(title, 10, 7, 200, 12)
     date = _label(layout, "date", "Made [%format_date(now(), 'yyyy-MM-dd')%] with Slidewise", 9)
     date.setHAlign(Qt.AlignRight)
@@ -179,6 +180,19 @@ def _extent(layer: QgsMapLayer, project: QgsProject) -> QgsRectangle:
     return extent
 
 
+def _drop_band_names(legend: QgsLayoutItemLegend) -> None:
+    """Leave out the raster legends' "Band 1: name (Gray)" line (the layer name says it)."""
+    from qgis.core import QgsMapLayerLegendUtils
+
+    model = legend.model()
+    for node in model.rootGroup().findLayers():
+        texts = [n.data(Qt.DisplayRole) or "" for n in model.layerLegendNodes(node)]
+        keep = [i for i, text in enumerate(texts) if not str(text).startswith("Band ")]
+        if len(keep) < len(texts):
+            QgsMapLayerLegendUtils.setLegendNodeOrder(node, keep)
+            model.refreshLayerLegend(node)
+
+
 def _fit(extent: QgsRectangle, ratio: float) -> QgsRectangle:
     """``extent`` grown around its centre to the width/height ``ratio`` of the map item."""
     width, height = extent.width(), extent.height()
@@ -217,6 +231,7 @@ def fill_layout(project: QgsProject, content: LayoutContent) -> QgsPrintLayout:
         legend.setAutoUpdateModel(False)
         for layer in content.unlisted:
             legend.model().rootGroup().removeLayer(layer)
+        _drop_band_names(legend)
         legend.updateLegend()
     scalebar = layout.itemById("scalebar")
     if isinstance(scalebar, QgsLayoutItemScaleBar):

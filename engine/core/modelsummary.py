@@ -57,9 +57,10 @@ def susceptibility_rows(meta: ModelMetadata) -> list[tuple[str, Any]]:
         ("Factors", ", ".join(meta.bands) or None),
     ]
     blocks = extra.get("blocks") or {}
-    if blocks:
-        count = blocks.get("n_blocks")
-        rows.append(("Blocks", f"{blocks.get('source', '?')}" + (f", {count}" if count else "")))
+    if blocks.get("source") == "kmeans":
+        rows.append(("Blocks", f"{blocks.get('n_blocks')} k-means clusters of the samples"))
+    elif blocks:
+        rows.append(("Blocks", f"block raster {Path(str(blocks.get('path', '?'))).name}"))
     inner = config.get("meta") or {}
     if inner:
         rows.append(("K (support samples per block)", inner.get("support")))

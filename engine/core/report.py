@@ -214,6 +214,8 @@ class Report:
         sections: The body, in order (see :meth:`add`).
         provenance: From :func:`provenance` (``None``: no provenance section).
         notes: Paragraphs under the summary (plain text).
+        method: The method and training (for example from the model file), as a second
+            table of the summary.
     """
 
     title: str
@@ -221,6 +223,7 @@ class Report:
     sections: list[Section] = field(default_factory=list)
     provenance: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    method: list[tuple[str, Any]] = field(default_factory=list)
 
     def add(self, section: Section, after: str = "") -> None:
         """Add ``section`` at the end, or right after the section whose key is ``after``."""
@@ -235,7 +238,10 @@ class Report:
         summary = Section(
             "Summary",
             text=[*self.notes, UNITS_NOTE],
-            tables=[key_value_table(self.summary)],
+            tables=[
+                key_value_table(self.summary, "Key figures"),
+                *([key_value_table(self.method, "Method and training")] if self.method else []),
+            ],
             key="summary",
         )
         tail = [provenance_section(self.provenance)] if self.provenance else []
@@ -253,6 +259,7 @@ class Report:
             "units": "per cent for shares, rates and scores in 'summary' and 'figures' "
             "(as in the HTML); AUC, kappa, MCC and probabilities 0 to 1",
             "summary": {label: value for label, value in self.summary},
+            "method": {label: value for label, value in self.method},
             "figures": {},
         }
         for section in self.sections:

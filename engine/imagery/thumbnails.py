@@ -153,7 +153,7 @@ def classes_thumbnail(
     from matplotlib.patches import Patch
 
     values = np.ma.masked_less(np.ma.masked_invalid(classes.values), 1)
-    fig = new_figure(6.5, 6.5 * max(0.4, min(1.6, values.shape[0] / values.shape[1])) + 0.6)
+    fig = new_figure(6.5, 4.6 * max(0.4, min(1.6, values.shape[0] / values.shape[1])) + 0.6)
     ax = _map_axes(fig, classes)
     if shade is not None:
         ax.imshow(
@@ -206,7 +206,7 @@ def outcome_thumbnail(
     from matplotlib.patches import Patch
 
     values = np.ma.masked_equal(np.ma.filled(codes.values, 0).astype(int), 0)
-    fig = new_figure(6.5, 6.5 * max(0.4, min(1.6, values.shape[0] / values.shape[1])) + 0.6)
+    fig = new_figure(6.5, 4.6 * max(0.4, min(1.6, values.shape[0] / values.shape[1])) + 0.6)
     ax = _map_axes(fig, codes)
     if background is not None:
         cmap = "gray" if background.ndim == 2 else None

@@ -18,6 +18,7 @@ import numpy as np
 
 from slidewise.engine.core.report import (
     Image,
+    Percent,
     Report,
     Section,
     Table,
@@ -273,7 +274,7 @@ class ReportInputs:
 def summary_rows(figures: dict[str, Any], curves: dict[str, RateCurve]) -> list[tuple[str, Any]]:
     """The key figures of the evaluation, labelled, shares in per cent."""
     m = figures["metrics"]
-    top10 = curves["prediction"].landslides_in_top(10)
+    top10 = Percent(curves["prediction"].landslides_in_top(10), 1)
     return [
         ("ROC-AUC of the validation samples (0 to 1)", m["roc_auc"]),
         ("Prediction-rate AUC (0 to 1)", figures.get("prediction_rate_auc")),
@@ -304,7 +305,8 @@ def build_evaluation_report(
     extra = extra or ReportInputs()
     report = Report(
         "Landslide susceptibility evaluation",
-        summary=[*summary_rows(figures, curves), *extra.model_rows],
+        summary=summary_rows(figures, curves),
+        method=extra.model_rows,
         provenance=extra.provenance,
     )
     if extra.map_image is not None:

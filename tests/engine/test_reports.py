@@ -116,11 +116,13 @@ def test_susceptibility_report_sections_map_and_summary(susceptibility: dict) ->
     assert sum(shares.values()) == pytest.approx(100, abs=0.05)
     assert all(abs(v - 20) < 2 for v in shares.values())
     # Method and training summary from the model file.
-    summary = numbers["report"]["summary"]
+    summary = numbers["report"]["method"]
     assert summary["Method"] == "Logistic regression (one global model)"
     assert summary["Factors"] == "slope, cplan, cprof, elev, log10_carea"
     assert re.fullmatch(r"0\.\d{3} ± 0\.\d{3}", summary["Random CV AUC (3 folds, mean ± sd)"])
+    assert summary["Blocks"] == "block raster lr_blocks.tif"
     assert "<td>Logistic regression (one global model)</td>" in html
+    assert "<caption>Method and training</caption>" in html
 
 
 def test_susceptibility_report_units_and_curves(susceptibility: dict) -> None:

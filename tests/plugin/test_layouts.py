@@ -105,12 +105,18 @@ def test_susceptibility_and_inventory_layouts_export_pdfs(qgis_process_env: dict
     assert b"/Title (Landslide inventory map)" in data
 
 
-def test_missing_layer_is_refused_with_the_fix(qgis_process_env: dict, demo) -> None:
+def test_missing_layer_is_refused_with_the_fix(qgis_app, demo) -> None:
+    import processing
+    from qgis.core import QgsProcessingException
+
     pdf = demo["dir"] / "none.pdf"
-    done = export(qgis_process_env, "TEMPLATE=0", f"OUTPUT={pdf}")
-    assert done.returncode != 0
-    assert "needs SUSCEPTIBILITY" in done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
+    with pytest.raises(QgsProcessingException, match="needs SUSCEPTIBILITY"):
+        processing.run("slidewise:exportlayout", {"TEMPLATE": 0, "OUTPUT": str(pdf)})
+    with pytest.raises(QgsProcessingException, match="needs LANDSLIDES"):
+        processing.run(
+            "slidewise:exportlayout",
+            {"TEMPLATE": 1, "SUSCEPTIBILITY": str(demo["classes"]), "OUTPUT": str(pdf)},
+        )
     assert not pdf.exists()
 
 
