@@ -58,7 +58,7 @@ def susceptibility(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "INPUT": str(ECUADOR / "ta.tif"),
             "METHOD": "lr",
             "N_BLOCKS": 4,
-            "CV_FOLDS": 3,
+            "CV_FOLDS": 2,
             "OUTPUT": str(model),
         },
         job_context("trainsusceptibility")[0],
@@ -119,7 +119,7 @@ def test_susceptibility_report_sections_map_and_summary(susceptibility: dict) ->
     summary = numbers["report"]["method"]
     assert summary["Method"] == "Logistic regression (one global model)"
     assert summary["Factors"] == "slope, cplan, cprof, elev, log10_carea"
-    assert re.fullmatch(r"0\.\d{3} ± 0\.\d{3}", summary["Random CV AUC (3 folds, mean ± sd)"])
+    assert re.fullmatch(r"0\.\d{3} ± 0\.\d{3}", summary["Random CV AUC (2 folds, mean ± sd)"])
     assert summary["Blocks"] == "block raster lr_blocks.tif"
     assert "<td>Logistic regression (one global model)</td>" in html
     assert "<caption>Method and training</caption>" in html
@@ -225,3 +225,62 @@ def test_mapping_report_map_curves_and_plain_labels(mapping: dict) -> None:
     assert outcome["hit"] == pytest.approx(100 * tp / (tp + fn + fp), abs=0.01)
     assert outcome["false alarm"] == pytest.approx(100 * fp / (tp + fn + fp), abs=0.01)
     assert f'<td class="num">{100 * numbers["f1"]:.2f}</td>' in html
+
+
+def test_box_matching_is_greedy_by_score_at_iou_half() -> None:
+    from slidewise.engine.detection.report import match_boxes
+
+    reference = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float), np.zeros((0, 4))]
+    boxes = np.array([[1, 1, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 26, 30]], float)
+    scores = np.array([0.6, 0.9, 0.8, 0.3])
+    predictions = [(boxes, scores), (np.array([[0, 0, 5, 5]], float), np.array([0.7]))]
+    matches = match_boxes(reference, predictions)
+    # 0.9 takes the first box; 0.6 (IoU 0.81 with it) finds it taken; 0.3 has IoU 0.6.
+    assert matches.scores.tolist() == [0.9, 0.8, 0.6, 0.3, 0.7]
+    assert matches.hits.tolist() == [True, False, False, True, False]
+    assert matches.at(0.5) == (1, 3, 1)
+    assert matches.at(0.0) == (2, 3, 0)
+    _, p, r = matches.curve()
+    assert (p[50], r[50]) == (0.25, 0.5)
+
+
+DETECTION = Path(__file__).resolve().parents[3] / "shared" / "data" / "detection"
+
+
+@pytest.mark.skipif(not DETECTION.is_dir(), reason="detection data not available")
+def test_detection_report_on_real_validation_boxes(tmp_path: Path) -> None:
+    """Real Sichuan validation boxes; detections: each reference box shifted by a third of its
+    width (IoU 0.5 only for some) and one false alarm per image."""
+    from slidewise.engine.core.report import write_report
+    from slidewise.engine.detection.annotations import read_detection_set
+    from slidewise.engine.detection.report import detection_report, match_boxes
+
+    data = read_detection_set(DETECTION / "events_rgb" / "valid")
+    samples = data.samples[:4]
+    predictions = []
+    for i, s in enumerate(samples):
+        shifted = s.boxes + np.array([1, 0, 1, 0]) * (s.boxes[:, 2:3] - s.boxes[:, 0:1]) / 3
+        alarm = np.array([[0, 0, 20, 20]], np.float32)
+        scores = [*np.linspace(0.9, 0.55, len(shifted)).tolist(), 0.6 + 0.05 * i]
+        predictions.append((np.vstack([shifted, alarm]), np.asarray(scores)))
+    training = {"metrics": {"map50": 0.4, "map": 0.2}, "history": [], "method": []}
+    report = detection_report(samples, predictions, [0, 1, 2], training)
+    html = report.html()
+    check_self_contained(html)
+    assert section_headings(html) == ["Summary", "Example", "Boxes"]
+    figures = report.figures()
+    assert (
+        set(figures["figures"]) == {"example", "precision_recall"} and len(IMG.findall(html)) == 2
+    )
+    matches = match_boxes([s.boxes for s in samples], predictions)
+    tp, fp, fn = matches.at(0.5)
+    assert fp >= len(samples) and tp + fn == sum(len(s.boxes) for s in samples)
+    assert figures["summary"]["F1 at score >= 0.5 (%)"] == pytest.approx(
+        100 * 2 * tp / (2 * tp + fp + fn), abs=0.01
+    )
+    assert (
+        f'<td>Hits (detections matching a reference landslide)</td><td class="num">{tp}</td>'
+        in html
+    )
+    write_report(tmp_path / "d.html", html, figures)
+    assert json.loads((tmp_path / "d.json").read_text())["figures"]["example"]["data"]["image"]

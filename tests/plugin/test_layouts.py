@@ -91,15 +91,20 @@ def test_susceptibility_and_inventory_layouts_export_pdfs(qgis_process_env: dict
     assert pdf_pages(data) == 1
     assert f"/Title ({title})".encode() in data  # the layout's title, in the PDF's metadata
 
+
+def test_inventory_layout_in_process(qgis_app, demo) -> None:
+    import processing
+
     inventory = demo["dir"] / "inventory.pdf"
-    done = export(
-        qgis_process_env,
-        "TEMPLATE=1",
-        f"LANDSLIDES={demo['landslides']}",
-        f"BACKGROUND={ECUADOR / 'dem_10m.tif'}",
-        f"OUTPUT={inventory}",
+    processing.run(
+        "slidewise:exportlayout",
+        {
+            "TEMPLATE": 1,
+            "LANDSLIDES": str(demo["landslides"]),
+            "BACKGROUND": str(ECUADOR / "dem_10m.tif"),
+            "OUTPUT": str(inventory),
+        },
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     data = inventory.read_bytes()
     assert pdf_pages(data) == 1 and len(data) > 20_000
     assert b"/Title (Landslide inventory map)" in data
