@@ -279,3 +279,37 @@ def boxes_thumbnail(
     if title:
         ax.set_title(title, fontsize=10)
     return figure_png(fig)
+
+
+def zones_thumbnail(
+    zones: Overview, shade: np.ndarray | None, title: str
+) -> tuple[bytes, dict[str, Any]]:
+    """Zones (integer ids > 0, such as terrain blocks) in cycling colours, borders in black.
+
+    Returns:
+        PNG bytes and the number of zones drawn with the per cent of the area of each.
+    """
+    from matplotlib import colormaps
+
+    ids = np.ma.filled(np.ma.masked_invalid(zones.values), 0).astype(np.int64)
+    fig = new_figure(6.0, 5.0 * max(0.4, min(1.6, ids.shape[0] / ids.shape[1])) + 0.5)
+    ax = _map_axes(fig, zones)
+    if shade is not None:
+        ax.imshow(
+            resize_nearest(shade, ids.shape), cmap="gray", vmin=0, vmax=1, extent=zones.extent
+        )
+    colours = colormaps["tab20"](np.arange(20))
+    rgba = colours[ids % 20].copy()
+    rgba[..., 3] = np.where(ids > 0, 0.45 if shade is not None else 1.0, 0.0)
+    border = np.zeros(ids.shape, dtype=bool)
+    border[1:, :] |= ids[1:, :] != ids[:-1, :]
+    border[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    rgba[border & (ids > 0)] = (0, 0, 0, 1)
+    ax.imshow(rgba, extent=zones.extent, interpolation="nearest")
+    ax.set_title(title)
+    found, counts = np.unique(ids[ids > 0], return_counts=True)
+    total = max(1, int(counts.sum()))
+    shares = {
+        str(int(k)): round(100 * int(c) / total, 3) for k, c in zip(found, counts, strict=True)
+    }
+    return figure_png(fig), {"zones": int(found.size), "area_percent": shares}

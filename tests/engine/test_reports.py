@@ -60,6 +60,7 @@ def susceptibility(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "N_BLOCKS": 4,
             "CV_FOLDS": 2,
             "OUTPUT": str(model),
+            "OUTPUT_REPORT": str(out / "training.html"),
         },
         job_context("trainsusceptibility")[0],
     )
@@ -84,6 +85,7 @@ def susceptibility(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "json": json.loads((out / "report.json").read_text()),
         "prob": prob,
         "model": model,
+        "training_html": out / "training.html",
     }
 
 
@@ -284,3 +286,46 @@ def test_detection_report_on_real_validation_boxes(tmp_path: Path) -> None:
     )
     write_report(tmp_path / "d.html", html, figures)
     assert json.loads((tmp_path / "d.json").read_text())["figures"]["example"]["data"]["image"]
+
+
+def test_training_report(susceptibility: dict) -> None:
+    html = susceptibility["training_html"]
+    text = html.read_text(encoding="utf-8")
+    numbers = json.loads(html.with_suffix(".json").read_text())
+    check_self_contained(text)
+    headings = ["Summary", "Cross-validation", "Blocks", "Inputs and provenance"]
+    assert section_headings(text) == headings
+    figures = numbers["report"]["figures"]
+    assert set(figures) == {"cv", "blocks"} and len(IMG.findall(text)) == 2
+    cv = numbers["training"]["cv"]
+    assert figures["cv"]["data"]["Leave blocks out"]["auc_mean"] == cv["spatial_auc_mean"]
+    assert figures["cv"]["data"]["Random folds"]["auc_sd"] == cv["random_auc_sd"]
+    method = numbers["report"]["method"]
+    assert method["Leave-blocks-out CV AUC (2 folds, mean ± sd)"] == (
+        f"{cv['spatial_auc_mean']:.3f} ± {cv['spatial_auc_sd']:.3f}"
+    )
+    blocks = figures["blocks"]["data"]
+    assert blocks["zones"] >= numbers["training"]["blocks_with_samples"]
+    assert sum(blocks["area_percent"].values()) == pytest.approx(100, abs=0.05)
+    inputs = {i["name"] for i in numbers["report"]["provenance"]["inputs"]}
+    assert inputs == {"INPUT", "INVENTORY", "OUTPUT (model)"}
+
+
+def test_meta_learning_summary_names_blocks_and_k() -> None:
+    from slidewise.engine.core.modelfile import ModelMetadata
+    from slidewise.engine.core.modelsummary import susceptibility_rows
+
+    meta = ModelMetadata(
+        "susceptibility",
+        "maml-mlp",
+        config={"method": "meta", "meta": {"support": 6, "iterations": 2000, "inner_steps": 5}},
+        bands=["slope", "elev"],
+        metrics={"cv": {"folds": 5, "spatial_auc_mean": 0.7512, "spatial_auc_sd": 0.0401}},
+        extra={"blocks": {"source": "kmeans", "n_blocks": 12}},
+    )
+    rows = dict(susceptibility_rows(meta))
+    assert rows["Method"].startswith("Block-wise meta-learning")
+    assert rows["Blocks"] == "12 k-means clusters of the samples"
+    assert rows["K (support samples per block)"] == 6
+    assert rows["Leave-blocks-out CV AUC (5 folds, mean ± sd)"] == "0.751 ± 0.040"
+    assert rows["Random CV AUC (5 folds, mean ± sd)"] is None
