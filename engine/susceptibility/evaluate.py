@@ -218,6 +218,12 @@ def open_inputs(options: EvaluateParams, ctx: JobContext) -> tuple[Path, RasterI
     json_path = Path(options.output).with_suffix(".json")
     check_writable(json_path)
     info = open_raster(options.input, "probability raster (INPUT)")
+    if options.dem:
+        open_raster(options.dem, "elevation raster (DEM)")
+    if options.model:
+        from slidewise.engine.core.modelfile import read_metadata
+
+        read_metadata(options.model)  # a bad MODEL fails before the raster passes
     if info.count > 1:
         ctx.warn(f"INPUT has {info.count} bands: band 1 is evaluated as the probability.")
     if options.classed:

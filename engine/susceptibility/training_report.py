@@ -108,7 +108,7 @@ def training_report(
                 "Training AUC (0 to 1; optimistic, on the training samples)",
                 figures.get("train_auc"),
             ),
-            ("Training time (s)", figures.get("seconds")),
+            ("Training time (s)", round(figures["seconds"]) if figures.get("seconds") else None),
         ],
         method=model_summary(model),
         provenance=provenance({**inputs, "OUTPUT (model)": model}),

@@ -329,3 +329,24 @@ def test_meta_learning_summary_names_blocks_and_k() -> None:
     assert rows["K (support samples per block)"] == 6
     assert rows["Leave-blocks-out CV AUC (5 folds, mean ± sd)"] == "0.751 ± 0.040"
     assert rows["Random CV AUC (5 folds, mean ± sd)"] is None
+
+
+def test_bad_model_or_dem_is_refused_before_any_output(
+    susceptibility: dict, tmp_path: Path
+) -> None:
+    from slidewise.engine.core.errors import InputError, ModelFileError
+    from slidewise.engine.susceptibility.evaluate import run_evaluate
+
+    html = tmp_path / "r.html"
+    common = {"INPUT": str(susceptibility["prob"]), "INVENTORY": str(ECUADOR / "lsl.csv")}
+    with pytest.raises(ModelFileError, match=r"ta\.tif"):
+        run_evaluate(
+            {**common, "MODEL": str(ECUADOR / "ta.tif"), "OUTPUT": str(html)},
+            job_context("evaluatesusceptibility")[0],
+        )
+    with pytest.raises(InputError, match="DEM"):
+        run_evaluate(
+            {**common, "DEM": str(ECUADOR / "lsl.csv"), "OUTPUT": str(html)},
+            job_context("evaluatesusceptibility")[0],
+        )
+    assert not list(tmp_path.iterdir())
