@@ -479,8 +479,8 @@ def pr_threshold_image(
     p = 100 * np.asarray(precision, dtype=np.float64)
     r = 100 * np.asarray(recall, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-    best = int(np.nanargmax(f1)) if f1.size else 0
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)  # NaN where nothing is predicted
+    best = int(np.nanargmax(f1)) if np.isfinite(f1).any() else 0
     at = int(np.argmin(np.abs(t - chosen))) if t.size else 0
     fig = new_figure(9.0, 4.0)
     left, right = fig.subplots(1, 2)
@@ -505,7 +505,7 @@ def pr_threshold_image(
         "recall_percent": np.round(r, 3).tolist(),
         "f1_percent": np.round(f1, 3).tolist(),
         "best_f1_threshold": float(t[best]) if t.size else None,
-        "best_f1_percent": float(f1[best]) if f1.size else None,
+        "best_f1_percent": float(f1[best]) if np.isfinite(f1).any() else None,
         "used_threshold": chosen,
     }
     caption = (

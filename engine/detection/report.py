@@ -61,7 +61,7 @@ class Matches:
         precision, recall = [], []
         for t in CURVE_THRESHOLDS:
             tp, fp, _ = self.at(float(t))
-            precision.append(tp / (tp + fp) if tp + fp else 1.0)
+            precision.append(tp / (tp + fp) if tp + fp else np.nan)  # nothing detected
             recall.append(tp / self.n_reference if self.n_reference else 0.0)
         return CURVE_THRESHOLDS, np.asarray(precision), np.asarray(recall)
 
@@ -105,6 +105,8 @@ def history_image(history: list[dict[str, Any]]) -> Image | None:
     """Training loss and validation mAP@0.5 (per cent) per epoch."""
     if not history:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     loss = [h["train_loss"] for h in history]
     map50 = [percent(h.get("map50"), 2) for h in history]
@@ -114,6 +116,8 @@ def history_image(history: list[dict[str, Any]]) -> Image | None:
     left.set(xlabel="Epoch", ylabel="Training loss", title="Training loss")
     right.plot(epochs, [np.nan if v is None else v for v in map50], "o-", color="C2")
     right.set(xlabel="Epoch", ylabel="%", title="Validation mAP at IoU 0.5", ylim=(0, 100))
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     data = {"epoch": epochs, "train_loss": loss, "valid_map50_percent": map50}
     return Image(figure_png(fig), "Training curve", key="training_curve", data=data)
 
@@ -140,6 +144,14 @@ def example_image(
         "scores": scores[keep].tolist(),
     }
     return Image(png, f"Validation image {sample.name}", key="example", data=data)
+
+
+def example_rank(sample: Any, prediction: tuple[np.ndarray, np.ndarray]) -> tuple[int, int, int]:
+    """Prefer an image with hits, then with detections, then with many reference boxes."""
+    boxes, scores = prediction
+    kept = boxes[scores >= SCORE_THRESHOLD]
+    hits = int(np.sum(box_iou(kept, sample.boxes).max(axis=1, initial=0) >= MATCH_IOU))
+    return hits, min(len(kept), len(sample.boxes)), len(sample.boxes)
 
 
 def detection_report(
@@ -180,8 +192,7 @@ def detection_report(
             "default of Detect landslides."
         ],
     )
-    with_boxes = [i for i, s in enumerate(samples) if len(s.boxes)] or list(range(len(samples)))
-    best = max(with_boxes, key=lambda i: len(samples[i].boxes))
+    best = max(range(len(samples)), key=lambda i: example_rank(samples[i], predictions[i]))
     report.add(Section("Example", images=[example_image(samples[best], predictions[best], bands)]))
     t, p, r = matches.curve()
     boxes = Table(

@@ -253,7 +253,7 @@ def boxes_thumbnail(
     from matplotlib.patches import Patch, Rectangle
 
     height, width = image.shape[:2]
-    fig = new_figure(6.0, 6.0 * max(0.4, min(1.6, height / width)) + 0.5)
+    fig = new_figure(6.0, 4.0 * max(0.4, min(1.6, height / width)) + 0.6)
     ax = fig.add_subplot()
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
     ax.set_xticks([])
@@ -275,7 +275,7 @@ def boxes_thumbnail(
         Patch(fill=False, ec="#F0E442", lw=2.5, label="Reference landslide"),
         Patch(fill=False, ec="#D55E00", lw=1.5, label="Detected (score %)"),
     ]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     return figure_png(fig)

@@ -96,17 +96,19 @@ class ReportCollector:
 
     def add(self, top: int, values: np.ndarray, slide: np.ndarray, evaluated: np.ndarray) -> None:
         """Count one strip starting at row ``top`` (``values``: prediction band)."""
-        v = np.clip(np.nan_to_num(values[evaluated].astype(np.float64)), 0.0, 1.0)
-        self.binary &= bool(np.all((v == 0) | (v == 1)))
-        bins = np.minimum((v * CURVE_BINS).astype(np.int64), CURVE_BINS - 1)
-        truth = slide[evaluated]
-        self.slides += np.bincount(bins[truth], minlength=CURVE_BINS)
-        self.others += np.bincount(bins[~truth], minlength=CURVE_BINS)
+        v = values[evaluated]
+        if self.binary:
+            self.binary = bool(np.all((v == 0) | (v == 1)))
+        bins = np.clip(v * CURVE_BINS, 0, CURVE_BINS - 1).astype(np.int64)
+        bins += CURVE_BINS * slide[evaluated]  # one pass: landslide pixels in the upper half
+        counts = np.bincount(bins, minlength=2 * CURVE_BINS)
+        self.others += counts[:CURVE_BINS]
+        self.slides += counts[CURVE_BINS:]
+        first, step = (-top) % self.step, self.step
+        rows = (slice(first, None, step), slice(None, None, step))
         with np.errstate(invalid="ignore"):
-            predicted = evaluated & (values >= self.threshold)
-        codes = outcome_codes(predicted, slide, evaluated)
-        first = (-top) % self.step
-        self.rows.extend(codes[first :: self.step, :: self.step])
+            predicted = evaluated[rows] & (values[rows] >= self.threshold)
+        self.rows.extend(outcome_codes(predicted, slide[rows], evaluated[rows]))
 
     def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(thresholds, precision, recall)`` at the bin edges 0 .. 0.99."""
@@ -114,7 +116,7 @@ class ReportCollector:
         fp = np.cumsum(self.others[::-1])[::-1].astype(np.float64)
         total = max(1.0, float(self.slides.sum()))
         with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
+            precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)  # nothing mapped
         return np.arange(CURVE_BINS) / CURVE_BINS, precision, tp / total
 
     def overview(self, transform: Any, crs: str) -> Overview:
