@@ -215,6 +215,7 @@ def fill_layout(project: QgsProject, content: LayoutContent) -> QgsPrintLayout:
         project.addMapLayer(layer)
     project.setCrs(content.layers[0].crs())
     layout = load_template(project, content.template)
+    layout.slidewise_project = project  # the layout must not outlive its project (a crash)
     map_item = layout.itemById("map")
     assert isinstance(map_item, QgsLayoutItemMap)
     map_item.setLayers(content.layers)
