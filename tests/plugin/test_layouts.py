@@ -207,3 +207,26 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+
+
+def test_templates_hold_every_item_and_outlive_their_project(qgis_app, demo, tmp_path) -> None:
+    """Both templates have the items the algorithm fills; a layout keeps its project alive."""
+    import gc
+
+    from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    from slidewise.processing_provider import layouts
+
+    ids = {"map", "legend", "scalebar", "north", "title", "date", "sources", "method"}
+    for template in layouts.TEMPLATES:
+        layout = layouts.load_template(QgsProject(), template)
+        assert {item.id() for item in layout.items() if hasattr(item, "id")} >= ids, template
+    content = layouts.LayoutContent(
+        "susceptibility",
+        [QgsVectorLayer(str(demo["landslides"]), "s"), QgsRasterLayer(str(demo["classes"]), "c")],
+        title="Kept alive",
+    )
+    layout = layouts.fill_layout(QgsProject(), content)  # nobody else holds the project
+    gc.collect()
+    layouts.export_pdf(layout, str(tmp_path / "alive.pdf"))
+    assert pdf_pages((tmp_path / "alive.pdf").read_bytes()) == 1
