@@ -18,6 +18,7 @@ SPEC_MODULES: dict[str, str] = {
     "detectlandslides": "slidewise.contract.specs.detectlandslides",
     "evaluatemapping": "slidewise.contract.specs.evaluatemapping",
     "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
+    "exportlayout": "slidewise.contract.specs.exportlayout",
     "maplandslides": "slidewise.contract.specs.maplandslides",
     "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
     "pretrainencoder": "slidewise.contract.specs.pretrainencoder",
@@ -32,7 +33,7 @@ SPEC_MODULES: dict[str, str] = {
 }
 
 #: Algorithms that run in QGIS's own Python and have no engine job (setup creates the engine).
-RUNS_IN_QGIS: frozenset[str] = frozenset({"setupengine"})
+RUNS_IN_QGIS: frozenset[str] = frozenset({"setupengine", "exportlayout"})
 
 
 def spec_of(name: str) -> AlgorithmSpec:

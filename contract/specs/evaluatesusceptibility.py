@@ -126,6 +126,22 @@ SPEC = AlgorithmSpec(
         *RANDOM_NEGATIVES,
         *EVALUATION_SEED,
         Param(
+            "MODEL",
+            "Model file (for the report)",
+            "file",
+            "The model that made the map (from Train susceptibility model): the report "
+            "summarises its method and training (blocks, K, cross-validation) and takes the "
+            "hillshade from the elevation factor of its stack. Optional.",
+            file_filter="Slidewise model (*.safetensors)",
+        ),
+        Param(
+            "DEM",
+            "Elevation for the hillshade",
+            "raster",
+            "Elevation raster (band 1, any CRS and grid) under the report's map of classes; "
+            "empty: the elevation factor of MODEL's stack when it has one, else no hillshade.",
+        ),
+        Param(
             "OUTPUT",
             "Report",
             "output_file",

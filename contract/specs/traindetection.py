@@ -159,5 +159,16 @@ SPEC = AlgorithmSpec(
             required=True,
             file_filter="Slidewise model (*.safetensors)",
         ),
+        Param(
+            "OUTPUT_REPORT",
+            "Validation report (HTML)",
+            "output_file",
+            "The selected model run on the validation images: mAP, precision, recall and F1 "
+            "of boxes at the default score threshold, precision-recall and F1-threshold "
+            "curves, a validation image with reference and detected boxes, the training "
+            "curve and the inputs' hashes; a JSON of the figures is written next to it.",
+            file_filter="HTML (*.html)",
+            create_by_default=False,
+        ),
     ),
 )

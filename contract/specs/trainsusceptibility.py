@@ -209,6 +209,16 @@ OUTPUTS: tuple[Param, ...] = (
         "Where to write the blocks when the stack is segmented here (default: next to the model).",
         create_by_default=False,
     ),
+    Param(
+        "OUTPUT_REPORT",
+        "Training report (HTML)",
+        "output_file",
+        "Method, factors, blocks and K, leave-blocks-out and random cross-validated AUC, "
+        "how many blocks were adapted, a map of the blocks over a hillshade and the inputs' "
+        "hashes; a JSON of the figures is written next to it.",
+        file_filter="HTML (*.html)",
+        create_by_default=False,
+    ),
 )
 
 #: Parameters only scripts set: sampling extras, table factor columns, one-class blocks.

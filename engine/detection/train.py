@@ -523,6 +523,7 @@ class TrainDetectionParams(JobParams):
     augment: bool = True
     seed: int | None = None
     output: str = ""
+    output_report: str | None = None
 
 
 @dataclass(frozen=True)
@@ -565,6 +566,8 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     options = TrainDetectionParams.from_params(params)
     check_writable(options.output)
+    if options.output_report:
+        check_writable(options.output_report)
     _check_options(options)
     seed = ctx.options.seed if options.seed is None else options.seed
     apply(replace(ctx.options, seed=seed))
@@ -592,6 +595,9 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     )
     _save(options, data, config, settings, outcome, norm)
     ctx.log(f"Model written to {options.output}.")
+    if options.output_report:
+        write_validation_report(options, data.valid, config, settings, outcome)
+        ctx.log(f"Validation report written to {options.output_report}.")
     inputs = [options.train]
     inputs += [p for p in (options.valid, options.label_polygons, options.encoder_weights) if p]
     figures = {
@@ -605,6 +611,39 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     return JobResult(
         outputs={"OUTPUT": options.output}, figures=figures, inputs=inputs, device=device.type
     )
+
+
+def write_validation_report(
+    options: TrainDetectionParams,
+    valid: DetectionSet,
+    config: DetectorConfig,
+    settings: DetTrainSettings,
+    outcome: DetTrainOutcome,
+) -> None:
+    """Run the selected model on the validation images and write OUTPUT_REPORT (+ JSON)."""
+    from slidewise.engine.core.modelsummary import model_summary
+    from slidewise.engine.core.report import provenance
+    from slidewise.engine.detection.report import detection_report, write_detection_report
+
+    assert options.output_report
+    predictions = predict_samples(
+        outcome.model, valid.samples, settings.bands, config.image_mean, settings.device
+    )
+    inputs = {
+        "TRAIN": options.train,
+        "VALID": options.valid,
+        "LABEL_POLYGONS": options.label_polygons,
+        "ENCODER_WEIGHTS": options.encoder_weights,
+        "OUTPUT (model)": options.output,
+    }
+    training = {
+        "metrics": outcome.metrics,
+        "history": outcome.history,
+        "method": model_summary(options.output),
+        "provenance": provenance(inputs),
+    }
+    report = detection_report(valid.samples, predictions, settings.bands, training)
+    write_detection_report(options.output_report, report)
 
 
 def _summary(

@@ -41,9 +41,11 @@ from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import atomic_output, check_writable
 from slidewise.engine.core.params import JobParams
+from slidewise.engine.core.report import Report
 from slidewise.engine.geo.polygons import Components, StripLabeller
 from slidewise.engine.geo.raster import RasterInfo, open_raster, read_masked
 from slidewise.engine.imagery.segmetrics import Confusion
+from slidewise.engine.mapping.evaluation_report import ReportCollector, mapping_report
 
 STRIP_PIXELS = 4_000_000
 """Pixels per strip read at once (full raster width)."""
@@ -205,6 +207,7 @@ def evaluate_rasters(
     landslide_values: tuple[int, ...] = (1,),
     ignore_values: tuple[int, ...] = (),
     progress: Callable[[float], None] | None = None,
+    collect: ReportCollector | None = None,
 ) -> dict[str, Any]:
     """Compare a prediction raster with a reference; see the module docstring.
 
@@ -218,6 +221,7 @@ def evaluate_rasters(
         landslide_values: Reference raster values meaning landslide.
         ignore_values: Reference raster values not evaluated (e.g. unlabelled).
         progress: Called with the fraction done.
+        collect: Gathers the report's threshold curves and outcome map, strip by strip.
 
     Returns:
         The figures (JSON-ready).
@@ -240,6 +244,8 @@ def evaluate_rasters(
                 pred = pred_valid & (data[0] >= threshold)
             slide, other, ref_valid = ref.read(window)
             tally.add(int(window.row_off), pred, slide, other, pred_valid & ref_valid)
+            if collect is not None:
+                collect.add(int(window.row_off), data[0], slide, pred_valid & ref_valid)
             if progress is not None:
                 progress((window.row_off + window.height) / info.height)
         warped = ref.warped
@@ -359,55 +365,8 @@ def _object_figures(kind: str, hits_a: np.ndarray, hits_b: np.ndarray) -> dict[s
 
 
 def report_html(figures: dict[str, Any]) -> str:
-    """An HTML report of the figures (engine/report.py)."""
-    from slidewise.engine.core.report import Section, Table, html_report
-
-    pixel = Table(
-        columns=["figure", "value"],
-        rows=[[k, figures[k]] for k in ("precision", "recall", "f1", "iou", "mcc", "accuracy")],
-        caption="Landslide class, pixels",
-    )
-    m = figures["confusion_matrix"]["matrix"]
-    matrix = Table(
-        columns=["reference \\ prediction", "not landslide", "landslide"],
-        rows=[["not landslide", m[0][0], m[0][1]], ["landslide", m[1][0], m[1][1]]],
-        caption="Confusion matrix (pixels)",
-    )
-    if figures["reference_kind"] == "points":
-        keys = (
-            "landslide_blobs",
-            "landslide_blobs_hit",
-            "hit_rate",
-            "non_landslide_blobs",
-            "non_landslide_blobs_hit",
-            "false_alarm_rate",
-        )
-    else:
-        keys = (
-            "reference_objects",
-            "reference_objects_hit",
-            "object_hit_rate",
-            "predicted_objects",
-            "predicted_objects_hit",
-            "predicted_object_precision",
-        )
-    objects = Table(columns=["figure", "value"], rows=[[k, figures[k]] for k in keys])
-    inputs = [
-        f"Prediction: {figures['prediction']} (landslide where >= {figures['threshold']}).",
-        f"Reference: {figures['reference']} ({figures['reference_kind']}; landslide values "
-        f"{figures['landslide_values']}, ignored {figures['ignore_values']}"
-        + ("; warped to the prediction grid" if figures["reference_warped"] else "")
-        + ").",
-        f"Evaluated pixels: {figures['evaluated_pixels']}.",
-    ]
-    return html_report(
-        "Landslide map evaluation",
-        [
-            Section("Inputs", text=inputs),
-            Section("Pixels", tables=[pixel, matrix]),
-            Section("Objects", tables=[objects]),
-        ],
-    )
+    """An HTML report of the figures alone (no curves, map or hashes)."""
+    return mapping_report(figures).html()
 
 
 def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
@@ -421,6 +380,8 @@ def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
     landslide = _values(options.landslide_values, "LANDSLIDE_VALUES", (1,))
     ignore = _values(options.ignore_values, "IGNORE_VALUES", ())
     started = time.perf_counter()
+    info = open_raster(options.input, what="prediction raster")
+    collect = ReportCollector(info.width, info.height, options.threshold) if html_path else None
     figures = evaluate_rasters(
         options.input,
         options.reference,
@@ -429,9 +390,13 @@ def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
         landslide_values=landslide,
         ignore_values=ignore,
         progress=ctx.stage(0, 95),
+        collect=collect,
     )
     figures["seconds"] = round(time.perf_counter() - started, 3)
-    outputs = _write_outputs(figures, options.output, html_path)
+    report = None
+    if collect is not None:
+        report = evaluation_report(options, figures, collect, info)
+    outputs = _write_outputs(figures, options.output, html_path, report)
     ctx.log(
         f"F1 {figures['f1']:.3f}, IoU {figures['iou']:.3f}, precision "
         f"{figures['precision']:.3f}, recall {figures['recall']:.3f}, MCC {figures['mcc']:.3f} "
@@ -448,12 +413,27 @@ def _check_outputs(output: str, html_path: str) -> None:
             raise InputError("OUTPUT and OUTPUT_HTML are the same file: give each its own path.")
 
 
-def _write_outputs(figures: dict[str, Any], output: str, html_path: str) -> dict[str, str]:
+def evaluation_report(
+    options: EvaluateMappingParams, figures: dict[str, Any], collect: ReportCollector, info: Any
+) -> Report:
+    """The report with threshold curves, the outcome map and the inputs' hashes."""
+    from slidewise.engine.core.report import provenance
+
+    crs = info.crs.to_string() if info.crs else ""
+    record = provenance({"INPUT": options.input, "REFERENCE": options.reference})
+    return mapping_report(figures, collect, (info.transform, crs), record)
+
+
+def _write_outputs(
+    figures: dict[str, Any], output: str, html_path: str, report: Report | None = None
+) -> dict[str, str]:
     """Write the JSON (and the HTML report); output name -> path."""
     from slidewise.engine.core.report import json_ready, write_report
 
     if html_path:
-        write_report(html_path, report_html(figures), figures, json_path=output)
+        report = report or mapping_report(figures)
+        numbers = figures | {"report": report.figures()}
+        write_report(html_path, report.html(), numbers, json_path=output)
         return {"OUTPUT": output, "OUTPUT_HTML": html_path}
     text = json.dumps(json_ready(figures), indent=2, allow_nan=False) + "\n"
     with atomic_output(output) as tmp:

@@ -51,7 +51,11 @@ from slidewise.engine.susceptibility.evaluation_rasters import (
     probability_histogram,
     read_pixels,
 )
-from slidewise.engine.susceptibility.evaluation_report import build_report, report_json
+from slidewise.engine.susceptibility.evaluation_report import (
+    ReportInputs,
+    build_evaluation_report,
+    report_json,
+)
 from slidewise.engine.susceptibility.evaluation_statistics import (
     METRIC_NAMES,
     RateCurve,
@@ -92,6 +96,8 @@ class EvaluateParams(JobParams):
     buffer: float
     seed: int
     output: str
+    model: str | None = None
+    dem: str | None = None
 
     @property
     def columns(self) -> InventoryColumns:
@@ -212,6 +218,12 @@ def open_inputs(options: EvaluateParams, ctx: JobContext) -> tuple[Path, RasterI
     json_path = Path(options.output).with_suffix(".json")
     check_writable(json_path)
     info = open_raster(options.input, "probability raster (INPUT)")
+    if options.dem:
+        open_raster(options.dem, "elevation raster (DEM)")
+    if options.model:
+        from slidewise.engine.core.modelfile import read_metadata
+
+        read_metadata(options.model)  # a bad MODEL fails before the raster passes
     if info.count > 1:
         ctx.warn(f"INPUT has {info.count} bands: band 1 is evaluated as the probability.")
     if options.classed:
@@ -409,9 +421,33 @@ def write_outputs(
     from slidewise.engine.core.report import write_report
 
     roc = roc_points(ev.metrics, ev.samples.y_true, ev.samples.scores)
-    document = build_report(figures, ev.curves, roc)
+    report = build_evaluation_report(figures, ev.curves, roc, report_inputs(p, ev))
     histogram = (ev.summary.edges, ev.summary.counts)
-    write_report(p.output, document, report_json(figures, ev.curves, roc, histogram), json_path)
+    numbers = report_json(figures, ev.curves, roc, histogram) | {"report": report.figures()}
+    write_report(p.output, report.html(), numbers, json_path)
+
+
+def report_inputs(p: EvaluateParams, ev: Evaluation) -> ReportInputs:
+    """Samples, map of classes over a hillshade, model summary and provenance of the report."""
+    from slidewise.engine.core.modelsummary import model_summary
+    from slidewise.engine.core.report import provenance
+    from slidewise.engine.susceptibility.evaluation_map import (
+        elevation_in_stack,
+        susceptibility_map,
+    )
+
+    elevation = (p.dem, 1) if p.dem else (elevation_in_stack(p.model) if p.model else None)
+    n_classes = ev.classes.n_classes
+    image = susceptibility_map(p.input, p.classed, ev.classes.breaks, n_classes, elevation)
+    names = ("INPUT", "INVENTORY", "TRAINING", "CLASSED", "MODEL", "DEM")
+    paths = (p.input, p.inventory, p.training, p.classed, p.model, p.dem)
+    return ReportInputs(
+        y_true=ev.samples.y_true,
+        scores=ev.samples.scores,
+        map_image=image,
+        model_rows=model_summary(p.model) if p.model else [],
+        provenance=provenance(dict(zip(names, paths, strict=True))),
+    )
 
 
 def job_result(p: EvaluateParams, json_path: Path, ev: Evaluation, ctx: JobContext) -> JobResult:
@@ -433,7 +469,7 @@ def job_result(p: EvaluateParams, json_path: Path, ev: Evaluation, ctx: JobConte
     return JobResult(
         outputs={"OUTPUT": str(p.output), "JSON": str(json_path)},
         figures=figures,
-        inputs=[p.input, p.inventory, *(x for x in (p.training, p.classed) if x)],
+        inputs=[p.input, p.inventory, *(x for x in (p.training, p.classed, p.model, p.dem) if x)],
     )
 
 

@@ -1,19 +1,32 @@
-"""The HTML report of a susceptibility evaluation: plots, tables and the JSON of all numbers."""
+"""The HTML report of a susceptibility evaluation: plots, tables and the JSON of all numbers.
+
+:func:`build_evaluation_report` returns a :class:`~slidewise.engine.core.report.Report`:
+summary (key figures and, with a model file, the method and its training), a map of
+the classes over a hillshade, point metrics with the precision-recall / F1-threshold
+curves and the confusion matrix, ROC, rate curves, classes, then the inputs with their
+hashes. Shares are in per cent everywhere. Other figures (calibration, factor
+importance) are added with ``report.add(section, after="metrics")`` before writing.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from slidewise.engine.core.report import (
     Image,
+    Percent,
+    Report,
     Section,
     Table,
+    confusion_image,
     figure_png,
-    html_report,
     new_figure,
+    percent,
+    pr_threshold_image,
 )
 from slidewise.engine.susceptibility.evaluation_statistics import RateCurve, thin
 
@@ -25,11 +38,11 @@ CURVE_STYLES = {"success": ("C2", 4.0, 0.5), "prediction": ("C0", 1.5, 1.0)}
 CLASS_COLUMNS = [
     "Class",
     "Name",
-    "Upper break",
+    "Upper break (probability)",
     "Pixels",
-    "Area share",
+    "Area share (%)",
     "Landslides",
-    "Landslide share",
+    "Landslide share (%)",
     "Frequency ratio",
 ]
 
@@ -38,9 +51,14 @@ def roc_png(roc: Roc, auc: float) -> bytes:
     """The ROC curve of the validation samples, as PNG."""
     fig = new_figure(5, 5)
     ax = fig.add_subplot()
-    ax.plot(roc[0], roc[1], color="C0", label=f"ROC (AUC = {auc:.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="random")
-    ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1))
+    ax.plot(100 * roc[0], 100 * roc[1], color="C0", label=f"ROC (AUC = {auc:.3f})")
+    ax.plot([0, 100], [0, 100], color="grey", ls="--", lw=1, label="random")
+    ax.set(
+        xlabel="False positive rate (%)",
+        ylabel="True positive rate (%)",
+        xlim=(0, 100),
+        ylim=(0, 100),
+    )
     ax.set_aspect("equal")
     ax.legend(loc="lower right")
     return figure_png(fig)
@@ -88,7 +106,11 @@ def classes_png(classes: list[dict[str, Any]]) -> bytes:
         fr = c["frequency_ratio"]
         top = 100 * max(c["area_share"], c["landslide_share"])
         ax.text(
-            xi, top + 1, f"FR {fr:.2f}" if math.isfinite(fr) else "FR –", ha="center", fontsize=8
+            float(xi),
+            top + 1,
+            f"FR {fr:.2f}" if math.isfinite(fr) else "FR –",
+            ha="center",
+            fontsize=8,
         )
     ax.set_xticks(x, [c["name"] for c in classes])
     ax.set(ylabel="Share (%)", xlabel="Susceptibility class")
@@ -96,7 +118,7 @@ def classes_png(classes: list[dict[str, Any]]) -> bytes:
     return figure_png(fig)
 
 
-def _metrics_section(figures: dict[str, Any], roc_image: bytes | None) -> Section:
+def _metrics_section(figures: dict[str, Any], extra: list[Image]) -> Section:
     m = figures["metrics"]
     return Section(
         "Point metrics",
@@ -109,26 +131,50 @@ def _metrics_section(figures: dict[str, Any], roc_image: bytes | None) -> Sectio
             Table(
                 ["Metric", "Value"],
                 [
-                    ["ROC-AUC", m["roc_auc"]],
-                    ["Accuracy", m["accuracy"]],
-                    ["Precision", m["precision"]],
-                    ["Recall", m["recall"]],
-                    ["F1", m["f1"]],
-                    ["Cohen's kappa", m["kappa"]],
+                    ["ROC-AUC (0 to 1)", m["roc_auc"]],
+                    ["Accuracy (%)", percent(m["accuracy"], 2)],
+                    [
+                        "Precision (%): share of predicted landslides that are landslides",
+                        percent(m["precision"], 2),
+                    ],
+                    ["Recall (%): share of landslides predicted", percent(m["recall"], 2)],
+                    ["F1 (%)", percent(m["f1"], 2)],
+                    ["Cohen's kappa (-1 to 1)", m["kappa"]],
                 ],
                 caption="Metrics (scikit-learn)",
             ),
-            Table(
-                ["", "Predicted landslide", "Predicted not landslide"],
-                [
-                    ["Landslide", m["true_positive"], m["false_negative"]],
-                    ["Not landslide", m["false_positive"], m["true_negative"]],
-                ],
-                caption="Confusion matrix",
-            ),
         ],
-        images=[Image(roc_image, "ROC curve of the validation samples")] if roc_image else [],
+        images=extra,
+        key="metrics",
     )
+
+
+def sample_curve_images(
+    figures: dict[str, Any], y_true: np.ndarray | None, scores: np.ndarray | None
+) -> list[Image]:
+    """Precision-recall / F1-threshold curves and the confusion matrix of the samples."""
+    m = figures["metrics"]
+    matrix = [[m["true_negative"], m["false_positive"]], [m["false_negative"], m["true_positive"]]]
+    images = [confusion_image(matrix, what="validation samples")]
+    if y_true is not None and scores is not None and 0 < int(np.sum(y_true)) < y_true.size:
+        from sklearn.metrics import precision_recall_curve
+
+        precision, recall, thresholds = precision_recall_curve(y_true, scores)
+        keep = thin_index(thresholds.size)
+        images.insert(
+            0,
+            pr_threshold_image(
+                thresholds[keep], precision[:-1][keep], recall[:-1][keep], m["threshold"]
+            ),
+        )
+    return images
+
+
+def thin_index(n: int, target: int = 400) -> np.ndarray:
+    """Indices of at most about ``target`` evenly spread points of ``n`` (ends kept)."""
+    if n <= target:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, target).round().astype(int))
 
 
 def _rates_section(curves: dict[str, RateCurve]) -> Section:
@@ -155,7 +201,15 @@ def _rates_section(curves: dict[str, RateCurve]) -> Section:
                 rows,
             )
         ],
-        images=[Image(rates_png(curves), "Success- and prediction-rate curves")],
+        images=[
+            Image(
+                rates_png(curves),
+                "Success- and prediction-rate curves",
+                key="rate_curves",
+                data={name: c.as_json() for name, c in curves.items()},
+            )
+        ],
+        key="rates",
     )
 
 
@@ -167,9 +221,9 @@ def _classes_section(figures: dict[str, Any]) -> Section:
             c["name"],
             c.get("upper_break"),
             c["pixels"],
-            c["area_share"],
+            percent(c["area_share"], 2),
             c["landslides"],
-            c["landslide_share"],
+            percent(c["landslide_share"], 2),
             c["frequency_ratio"],
         ]
         for c in classes
@@ -178,31 +232,114 @@ def _classes_section(figures: dict[str, Any]) -> Section:
         "Susceptibility classes",
         text=[figures["classing"]],
         tables=[Table(CLASS_COLUMNS, rows)],
-        images=[Image(classes_png(classes), "Area share and landslide share per class")],
+        images=[
+            Image(
+                classes_png(classes),
+                "Area share and landslide share per class",
+                key="classes",
+                data=[
+                    {
+                        "class": c["name"],
+                        "area_percent": percent(c["area_share"], 3),
+                        "landslide_percent": percent(c["landslide_share"], 3),
+                        "frequency_ratio": c["frequency_ratio"],
+                    }
+                    for c in classes
+                ],
+            )
+        ],
+        key="classes",
     )
 
 
-def build_report(figures: dict[str, Any], curves: dict[str, RateCurve], roc: Roc | None) -> str:
-    """The HTML report of an evaluation (see :func:`~.evaluate.run_evaluate`).
+@dataclass
+class ReportInputs:
+    """What the report draws besides the figures.
+
+    Attributes:
+        y_true: Validation labels (1 = landslide) of the point metrics.
+        scores: Probability at each validation sample.
+        map_image: The map thumbnail (see :mod:`.evaluation_map`), or ``None``.
+        model_rows: Method and training summary from the model file (may be empty).
+        provenance: From :func:`slidewise.engine.core.report.provenance`.
+    """
+
+    y_true: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    map_image: Image | None = None
+    model_rows: list[tuple[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None
+
+
+def summary_rows(figures: dict[str, Any], curves: dict[str, RateCurve]) -> list[tuple[str, Any]]:
+    """The key figures of the evaluation, labelled, shares in per cent."""
+    m = figures["metrics"]
+    top10 = Percent(curves["prediction"].landslides_in_top(10), 1)
+    return [
+        ("ROC-AUC of the validation samples (0 to 1)", m["roc_auc"]),
+        ("Prediction-rate AUC (0 to 1)", figures.get("prediction_rate_auc")),
+        ("Success-rate AUC (0 to 1)", figures.get("success_rate_auc")),
+        ("Validation landslides in the top 10 % of the area (%)", top10),
+        (f"F1 at probability >= {m['threshold']:g} (%)", percent(m["f1"], 2)),
+        (
+            "Validation samples (landslide / non-landslide)",
+            f"{m['n_positive']} / {m['n_negative']}",
+        ),
+    ]
+
+
+def build_evaluation_report(
+    figures: dict[str, Any],
+    curves: dict[str, RateCurve],
+    roc: Roc | None,
+    extra: ReportInputs | None = None,
+) -> Report:
+    """The report of an evaluation (see :func:`~.evaluate.run_evaluate`).
 
     Args:
         figures: The evaluation's figures (inputs, notes, metrics, classes...).
         curves: Rate curves by name (``success``, ``prediction``).
         roc: ROC curve points, or ``None`` when the samples hold one class only.
+        extra: Samples, map thumbnail, model summary and provenance.
     """
-    roc_image = roc_png(roc, figures["metrics"]["roc_auc"]) if roc is not None else None
-    inputs = Section(
-        "Inputs",
-        text=figures["notes"],
-        tables=[Table(["Item", "Value"], [[k, v] for k, v in figures["inputs"].items()])],
+    extra = extra or ReportInputs()
+    report = Report(
+        "Landslide susceptibility evaluation",
+        summary=summary_rows(figures, curves),
+        method=extra.model_rows,
+        provenance=extra.provenance,
     )
-    sections = [
-        inputs,
-        _metrics_section(figures, roc_image),
-        _rates_section(curves),
-        _classes_section(figures),
-    ]
-    return html_report("Landslide susceptibility evaluation", sections, footer="Slidewise")
+    if extra.map_image is not None:
+        report.add(Section("Map", images=[extra.map_image], key="map"))
+    images = sample_curve_images(figures, extra.y_true, extra.scores)
+    if roc is not None:
+        auc = figures["metrics"]["roc_auc"]
+        x, y = thin(roc[0], roc[1])
+        images.append(
+            Image(
+                roc_png(roc, auc),
+                "ROC curve of the validation samples",
+                key="roc",
+                data={"fpr_percent": 100 * np.asarray(x), "tpr_percent": 100 * np.asarray(y)},
+            )
+        )
+    report.add(_metrics_section(figures, images))
+    report.add(_rates_section(curves))
+    report.add(_classes_section(figures))
+    report.add(
+        Section(
+            "Notes on the inputs",
+            text=figures["notes"],
+            tables=[Table(["Item", "Value"], [[k, v] for k, v in figures["inputs"].items()])],
+            key="notes",
+        )
+    )
+    return report
+
+
+def build_report(figures: dict[str, Any], curves: dict[str, RateCurve], roc: Roc | None) -> str:
+    """The HTML of :func:`build_evaluation_report` without samples, map or model."""
+    return build_evaluation_report(figures, curves, roc).html()
 
 
 def report_json(

@@ -119,6 +119,7 @@ class TrainParams(BlockJobParams, FactorAnalysisParams):
     calibration: str = "platt"
     output: str = ""
     output_blocks: str | None = None
+    output_report: str | None = None
 
     def train_settings(self, run_seed: int) -> TrainSettings:
         """Method and hyper-parameters; SEED defaults to the run seed."""
@@ -177,6 +178,8 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """
     options = TrainParams.from_params(params)
     check_writable(options.output)
+    if options.output_report:
+        check_writable(options.output_report)
     settings = options.train_settings(ctx.options.seed)
     prepare_runtime(settings.seed, ctx)
     start = time.time()
@@ -206,7 +209,31 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     outputs = {"OUTPUT": options.output, "OUTPUT_FACTORS": factors}
     if data.block_doc.get("source") == "raster" and not options.blocks:
         outputs["OUTPUT_BLOCKS"] = data.block_doc["path"]
+    if options.output_report:
+        outputs["OUTPUT_REPORT"] = write_report_of(options, data, figures)
     return JobResult(outputs=outputs, figures=figures, inputs=options.inputs())
+
+
+def write_report_of(options: TrainParams, data: TrainingData, figures: dict[str, Any]) -> str:
+    """Write the training report (OUTPUT_REPORT, and its JSON); returns its path."""
+    from slidewise.engine.susceptibility.training_report import (
+        training_report,
+        write_training_report,
+    )
+
+    assert options.output_report
+    inputs: dict[str, str | None] = {
+        "INPUT": options.input,
+        "INVENTORY": options.inventory,
+        "NEGATIVES": options.negatives,
+        "TABLE": options.table,
+        "BLOCKS": options.blocks,
+        **{f"FACTORS {i + 1}": str(f) for i, f in enumerate(options.factors or [])},
+    }
+    blocks = str(data.block_doc.get("path") or "")
+    report = training_report(options.output, figures, inputs, blocks)
+    write_training_report(options.output_report, report, figures)
+    return options.output_report
 
 
 def prepare_runtime(seed: int, ctx: JobContext) -> None:

@@ -10,6 +10,7 @@ from slidewise.processing_provider.algorithms.evaluate_mapping import EvaluateMa
 from slidewise.processing_provider.algorithms.evaluate_susceptibility import (
     EvaluateSusceptibilityAlgorithm,
 )
+from slidewise.processing_provider.algorithms.export_layout import ExportLayoutAlgorithm
 from slidewise.processing_provider.algorithms.map_landslides import MapLandslidesAlgorithm
 from slidewise.processing_provider.algorithms.predict_susceptibility import (
     PredictSusceptibilityAlgorithm,
@@ -36,6 +37,7 @@ ALGORITHMS = [
     TrainMappingAlgorithm,
     MapLandslidesAlgorithm,
     EvaluateMappingAlgorithm,
+    ExportLayoutAlgorithm,
     AddRegionAlgorithm,
     PretrainEncoderAlgorithm,
     TrainDetectionAlgorithm,

@@ -233,7 +233,9 @@ def test_job_metrics_report_and_curves(prob_raster: Path, tmp_path: Path) -> Non
     assert classes[-1]["frequency_ratio"] > classes[0]["frequency_ratio"]
 
     html = out.read_text()
-    assert html.count('<img src="data:image/png;base64,') == 3
+    assert (
+        html.count('<img src="data:image/png;base64,') == 6
+    )  # map, PR, confusion, ROC, rates, classes
     assert f"{result.figures['roc_auc']:.4f}" in html
     assert f"{classes[-1]['frequency_ratio']:.4f}" in html
     assert not list(tmp_path.glob(".*partial*"))

@@ -98,7 +98,10 @@ def test_default_outputs_from_the_specs(tmp_path: Path) -> None:
     run, models = tmp_path / "run", tmp_path / "models"
     slots = workflow.spec_outputs("trainsusceptibility")
     paths = workflow.default_outputs("trainsusceptibility", slots, run, models, "20260101-000000")
-    assert paths == {"OUTPUT": str(models / "trainsusceptibility_20260101-000000.safetensors")}
+    assert paths == {
+        "OUTPUT": str(models / "trainsusceptibility_20260101-000000.safetensors"),
+        "OUTPUT_REPORT": str(run / "trainsusceptibility_report.html"),  # the training report
+    }
     slots = workflow.spec_outputs("predictsusceptibility")
     paths = workflow.default_outputs("predictsusceptibility", slots, run, models, "s")
     assert paths == {

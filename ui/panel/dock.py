@@ -50,6 +50,8 @@ from slidewise.ui.panel.results import ResultsPage
 from slidewise.ui.panel.runner import StepRunner
 from slidewise.ui.panel.step import StepsPage, StepWidget
 
+#: Panel tab -> the exportlayout TEMPLATE it opens with (0 susceptibility, 1 inventory).
+LAYOUT_TEMPLATES = {"susceptibility": 0, "mapping": 1}
 LOG_COLOURS = {"warning": "#b36b00", "error": "#c0392b", "debug": "#7f8c8d"}
 
 
@@ -133,6 +135,14 @@ class SlidewisePanel(QgsDockWidget):
         new_run.setToolTip(tr("Start a new layer group and output folder for the next step"))
         new_run.clicked.connect(lambda: self.new_run(key))
         header.addWidget(new_run)
+        if key in LAYOUT_TEMPLATES:
+            print_layout = QPushButton(tr("Print layout…"))
+            print_layout.setObjectName(f"layout_{key}")
+            print_layout.setToolTip(
+                tr("Export a map with legend, scale bar, north arrow and notes as a PDF")
+            )
+            print_layout.clicked.connect(lambda: self.open_layout_dialog(key))
+            header.addWidget(print_layout)
         layout.addLayout(header)
         page = StepsPage(steps, self.widget_context)
         for step in page.steps:
@@ -167,6 +177,22 @@ class SlidewisePanel(QgsDockWidget):
         self.log.setPlaceholderText(tr("The log of the running step appears here."))
         layout.addWidget(self.log)
         return area
+
+    def open_layout_dialog(self, key: str):
+        """Open the dialog of slidewise:exportlayout with the template of tab ``key``."""
+        from processing.gui.AlgorithmDialog import AlgorithmDialog
+
+        algorithm = QgsApplication.processingRegistry().createAlgorithmById(
+            "slidewise:exportlayout"
+        )
+        if algorithm is None:
+            return None
+        parent = self.iface.mainWindow() if self.iface is not None else self
+        dialog = AlgorithmDialog(algorithm, parent=parent)
+        dialog.setParameters({"TEMPLATE": LAYOUT_TEMPLATES[key]})
+        self.layout_dialog = dialog
+        dialog.show()
+        return dialog
 
     def show_workflow(self, key: str) -> None:
         """Show the tab of workflow ``key`` (or ``results``)."""

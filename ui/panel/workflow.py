@@ -173,6 +173,8 @@ LINKS: tuple[Link, ...] = (
     Link("adaptsusceptibility", "OUTPUT", "predictsusceptibility", "MODEL"),
     Link("predictsusceptibility", "OUTPUT", "evaluatesusceptibility", "INPUT"),
     Link("predictsusceptibility", "CLASSED", "evaluatesusceptibility", "CLASSED"),
+    Link("trainsusceptibility", "OUTPUT", "evaluatesusceptibility", "MODEL"),
+    Link("terrainfactors", "INPUT", "evaluatesusceptibility", "DEM"),
     Link("trainmapping", "OUTPUT", "maplandslides", "MODEL"),
     Link("maplandslides", "OUTPUT_PROBABILITY", "evaluatemapping", "INPUT"),
     Link("traindetection", "OUTPUT", "detectlandslides", "MODEL"),
@@ -200,6 +202,8 @@ SKIPPED_OUTPUTS: dict[str, frozenset[str]] = {
 #: Optional outputs off by default that the panel asks for (the reports users read).
 WANTED_OUTPUTS: dict[str, frozenset[str]] = {
     "evaluatemapping": frozenset({"OUTPUT_HTML"}),
+    "trainsusceptibility": frozenset({"OUTPUT_REPORT"}),
+    "traindetection": frozenset({"OUTPUT_REPORT"}),
 }
 
 #: Where a map is computed (Map a raster): the whole raster, the canvas, or an AOI layer.
