@@ -89,6 +89,11 @@ def calibrate_and_ensemble(
     }
     from slidewise.engine.susceptibility.calibration_report import write_calibration_report
 
+    figures["predictions"] = {  # the out-of-block predictions themselves, for re-analysis
+        "label": data.labels[ok].astype(int).tolist(),
+        "probability": [round(float(v), 6) for v in p[ok]],
+        "fold": fold_of[ok].astype(int).tolist(),
+    }
     report = write_calibration_report(model_path, figures, method)
     extras.figures["calibration"] = {**extras.config["calibration"], "report": str(report)}
     ctx.log(
