@@ -181,7 +181,7 @@ CALIBRATION = Param(
     "Probability calibration",
     "choice",
     "Calibrate the probability on out-of-block predictions of the training samples: Platt "
-    "scaling (default: a logistic curve of the probability, keeps the map's ranking), "
+    "scaling (default: a logistic curve of the logit, keeps the map's ranking), "
     "isotonic regression (a step function, needs more samples) or none (the raw, "
     "over-confident probability). Writes a reliability report <model>_calibration.html "
     "next to the model.",

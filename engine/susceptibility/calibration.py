@@ -9,13 +9,11 @@ half) and fits a calibrator on these honest predictions
 (:func:`fit_calibrator`):
 
 - ``platt``: Platt scaling (Platt 1999), a logistic regression of the label on
-  the model's probability, two numbers, smooth and monotone (the ``sigmoid``
-  method of scikit-learn's ``CalibratedClassifierCV`` for a classifier that
-  gives probabilities). The default: it keeps the map's ranking and a
-  continuous probability, and on the Ecuador inventory it had the lowest
-  cross-fitted calibration error (``docs/benchmarks.md``). Regressing on the
-  probability rather than its logit keeps a few confident mistakes (raw 0 or 1,
-  logit at the clip) from dominating the fit;
+  the logit of the model's probability, two numbers, smooth and monotone. The
+  default: it keeps the map's ranking and a continuous probability that still
+  separates the many pixels near 0 (so quantile classes do not collapse), and
+  on the Ecuador inventory it had the lowest cross-fitted Brier score
+  (``docs/benchmarks.md``);
 - ``isotonic``: a monotone step function (Zadrozny and Elkan 2002), needs more
   samples;
 - ``none``: keep the raw probability.
@@ -60,7 +58,7 @@ class Calibrator:
 
     Attributes:
         method: ``platt``, ``isotonic`` or ``none``.
-        arrays: ``platt``: ``coef`` ``[a, b]`` of ``sigmoid(a p + b)``;
+        arrays: ``platt``: ``coef`` ``[a, b]`` of ``sigmoid(a logit(p) + b)``;
             ``isotonic``: ``x`` and ``y``, the knots of the step function.
     """
 
@@ -72,7 +70,8 @@ class Calibrator:
         p = np.asarray(p, dtype=np.float64)
         if self.method == "platt":
             a, b = (float(v) for v in self.arrays["coef"])
-            return 1.0 / (1.0 + np.exp(-(a * p + b)))
+            q = np.clip(p, EPS, 1 - EPS)
+            return 1.0 / (1.0 + np.exp(-(a * np.log(q / (1 - q)) + b)))
         if self.method == "isotonic":
             out = np.interp(p, self.arrays["x"], self.arrays["y"])
             return np.where(np.isfinite(p), out, np.nan)
@@ -108,7 +107,7 @@ def fit_calibrator(y: np.ndarray, p: np.ndarray, method: str) -> Calibrator:
     if method == "platt":
         from sklearn.linear_model import LogisticRegression
 
-        lr = LogisticRegression(C=1e4).fit(q[:, None], y)
+        lr = LogisticRegression(C=1e4).fit(np.log(q / (1 - q))[:, None], y)
         coef = np.array([lr.coef_[0, 0], lr.intercept_[0]], dtype=np.float64)
         return Calibrator("platt", {"coef": coef})
     from sklearn.isotonic import IsotonicRegression

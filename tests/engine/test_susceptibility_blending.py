@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from slidewise.engine.susceptibility.calibration import (
 )
 
 ECUADOR = SHARED / "susceptibility" / "ecuador"
+OOB = Path(__file__).resolve().parents[1] / "data" / "ecuador" / "meta_out_of_block_predictions.csv"
 SPLIT_Y = 9558766
 
 
@@ -107,9 +109,8 @@ def test_calibrators_fix_overconfidence_and_round_trip(method: str) -> None:
     cal = fit_calibrator(y, p, method)
     after = expected_calibration_error(y, cal.apply(p))
     assert before > 0.1 and after < 0.03
-    if method == "platt":  # a monotone logistic curve that pulls 0 and 1 inwards
-        lo, hi = cal.apply(np.array([0.0, 1.0]))
-        assert cal.arrays["coef"][0] > 0 and 0.1 < lo < 0.3 and 0.7 < hi < 0.9
+    if method == "platt":  # undoes the four-fold stretch of the logit
+        assert cal.arrays["coef"][0] == pytest.approx(0.25, abs=0.05)
     again = calibrator_from_model(cal.tensors(), {"calibration": {"method": method}})
     np.testing.assert_allclose(again.apply(p), cal.apply(p))
     assert np.isnan(again.apply(np.array([np.nan])))[0]
@@ -199,14 +200,28 @@ def ecuador(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
-def test_calibration_lowers_ece_on_out_of_block_predictions(ecuador: dict[str, Any]) -> None:
+def test_platt_calibrates_real_out_of_block_predictions() -> None:
+    """The 174 out-of-block predictions of the demo's model (1000 meta-iterations, north of
+    Ecuador; ``bench/susceptibility_calibration.py``): over-confident, 82 % below 0.05 or
+    over 0.95. Platt scaling, cross-fitted over the three folds, must fix that."""
+    from slidewise.engine.susceptibility.calibration import brier_score, cross_fitted
+
+    table = np.loadtxt(OOB, delimiter=",", skiprows=1)
+    y, p, fold = table[:, 0], table[:, 1], table[:, 2].astype(int)
+    q = cross_fitted(y, p, fold, "platt")
+    assert expected_calibration_error(y, q) < 0.5 * expected_calibration_error(y, p)
+    assert brier_score(y, q) < brier_score(y, p) - 0.02
+    assert np.mean((p < 0.05) | (p > 0.95)) > 0.75 and np.mean((q < 0.05) | (q > 0.95)) < 0.05
+
+
+def test_training_stores_calibration_and_report(ecuador: dict[str, Any]) -> None:
     cal = ecuador["trained"].figures["calibration"]
     assert cal["method"] == "platt" and cal["samples"] > 150
-    # The stored calibrator on the out-of-block predictions it was fitted on.
-    assert cal["ece_fitted"] < 0.9 * cal["ece_before"]
-    assert cal["brier_fitted"] < cal["brier_before"]
+    assert 0 < cal["ece_fitted"] and 0 < cal["brier_fitted"] < 0.25
     report = Path(cal["report"])
     assert report.is_file() and "data:image/png;base64," in report.read_text(encoding="utf-8")
+    figures = json.loads(report.with_suffix(".json").read_text(encoding="utf-8"))
+    assert len(figures["predictions"]["label"]) == cal["samples"]
 
 
 def test_blending_removes_seams_without_losing_held_out_auc(ecuador: dict[str, Any]) -> None:
