@@ -260,3 +260,35 @@ def test_calibrated_map_is_less_extreme_and_has_uncertainty(ecuador: dict[str, A
     # Quantile classes of the calibrated probability: distinct breaks, none collapsed at 0.
     breaks = result.figures["classes"]["breaks"]
     assert np.all(np.diff(breaks[1:]) > 0.005) and breaks[1] > 0.02
+
+
+def test_models_from_before_calibration_still_predict(ecuador: dict[str, Any]) -> None:
+    """A model file without calibrator and members: raw probability, a note, no UNCERTAINTY."""
+    from dataclasses import replace
+
+    from engine_helpers import job_context, log_messages
+
+    from slidewise.engine.core.modelfile import load_model, save_model
+    from slidewise.engine.susceptibility.predict import run_predict
+
+    out = ecuador["dir"]
+    tensors, meta = load_model(ecuador["trained"].outputs["OUTPUT"], task="susceptibility")
+    old = {k: v for k, v in tensors.items() if not k.startswith(("calibration.", "ensemble."))}
+    config = {k: v for k, v in meta.config.items() if k not in ("calibration", "ensemble")}
+    save_model(out / "old.safetensors", old, replace(meta, config=config))
+    context, stream = job_context("predictsusceptibility")
+    params = {
+        "MODEL": str(out / "old.safetensors"),
+        "INPUT": str(ECUADOR / "ta.tif"),
+        "OUTPUT": str(out / "old.tif"),
+        "UNCERTAINTY": str(out / "old_unc.tif"),
+        "BLEND_WIDTH": 16,
+    }
+    result = run_predict(params, context)
+    assert "UNCERTAINTY" not in result.outputs and not (out / "old_unc.tif").exists()
+    assert any("trained before Slidewise calibrated" in m for m in log_messages(stream))
+    with rasterio.open(out / "old.tif") as a, rasterio.open(out / "output_16.tif") as b:
+        raw, calibrated = a.read(1), b.read(1)
+    ok = np.isfinite(raw)
+    cal = calibrator_from_model(tensors, meta.config)
+    np.testing.assert_allclose(cal.apply(raw[ok]), calibrated[ok], atol=1e-5)
