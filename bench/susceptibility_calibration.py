@@ -72,7 +72,7 @@ def predict_variant(
         predict_stack,
     )
 
-    params = {"MODEL": str(model), "INPUT": str(stack), "OUTPUT": str(out)}
+    params: dict[str, Any] = {"MODEL": str(model), "INPUT": str(stack), "OUTPUT": str(out)}
     params["BLEND_WIDTH"] = width
     options = PredictParams.from_params(params)
     ctx = quiet_context("bench", 1)
@@ -163,7 +163,8 @@ def measure_synthetic(workdir: Path, size: int, iterations: int, seed: int) -> d
         prob = workdir / f"synthetic_p{width}.tif"
         fig = predict_variant(model, prob, width, True, stack)
         with rasterio.open(prob) as src:
-            row = {"blend_width": width, "seams": seam_statistic(src.read(1), ids)}
+            row: dict[str, Any] = {"blend_width": width}
+            row["seams"] = seam_statistic(src.read(1), ids)
         row["held_out_auc"] = held_out_auc(prob, halves["south"], "label")
         row["extreme_share"] = fig["extreme_share"]
         out.append(row)

@@ -183,9 +183,10 @@ CALIBRATION = Param(
     "Probability calibration",
     "choice",
     "Calibrate the probability on out-of-block predictions of the training samples: Platt "
-    "scaling (default, best on few hundred samples), isotonic regression (needs more "
-    "samples) or none (the raw, over-confident probability). Writes a reliability report "
-    "<model>_calibration.html next to the model.",
+    "scaling (default: a logistic curve of the logit, keeps the map's ranking), "
+    "isotonic regression (a step function, needs more samples) or none (the raw, "
+    "over-confident probability). Writes a reliability report <model>_calibration.html "
+    "next to the model.",
     default="platt",
     choices=CALIBRATIONS,
     choice_labels=("Platt scaling", "Isotonic regression", "None"),

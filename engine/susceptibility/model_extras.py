@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext
 from slidewise.engine.geo.samples import FeatureEncoder
 from slidewise.engine.susceptibility.calibration import (
@@ -71,9 +72,19 @@ def calibrate_and_ensemble(
         extras.config["calibration"] = {"method": "none"}
         return extras
     ctx.log("Calibration: predicting every sample out of its block...")
-    fold_of, p = out_of_block_predictions(data, settings, CALIBRATION_FOLDS, settings.seed)
-    ok = np.isfinite(p)  # samples whose fold could be scored
-    calibrator: Calibrator = fit_calibrator(data.labels[ok], p[ok], method)
+    try:
+        if np.unique(data.blocks).size < 2:
+            raise InputError(
+                "the samples lie in one block only, and out-of-block predictions need two "
+                "or more (use more blocks, or CALIBRATION=none)."
+            )
+        fold_of, p = out_of_block_predictions(data, settings, CALIBRATION_FOLDS, settings.seed)
+        ok = np.isfinite(p)  # samples whose fold could be scored
+        calibrator: Calibrator = fit_calibrator(data.labels[ok], p[ok], method)
+    except InputError as exc:
+        ctx.warn(f"The probability is not calibrated: {exc}")
+        extras.config["calibration"] = {"method": "none", "skipped": str(exc)}
+        return extras
     figures = calibration_figures(data.labels[ok], p[ok], fold_of[ok])
     extras.tensors.update(calibrator.tensors())
     before, after = figures["none"], figures[method]
@@ -89,6 +100,11 @@ def calibrate_and_ensemble(
     }
     from slidewise.engine.susceptibility.calibration_report import write_calibration_report
 
+    figures["predictions"] = {  # the out-of-block predictions themselves, for re-analysis
+        "label": data.labels[ok].astype(int).tolist(),
+        "probability": [round(float(v), 6) for v in p[ok]],
+        "fold": fold_of[ok].astype(int).tolist(),
+    }
     report = write_calibration_report(model_path, figures, method)
     extras.figures["calibration"] = {**extras.config["calibration"], "report": str(report)}
     ctx.log(

@@ -175,7 +175,7 @@ def run_predict(params: dict[str, Any], ctx: JobContext) -> JobResult:
     blocks_doc = dict(meta.extra.get("blocks", {}))
     figures = predict_stack(options, predictor, blocks_doc, ctx)
     outputs = {"OUTPUT": options.output}
-    if figures.get("uncertainty"):
+    if figures.get("uncertainty_written"):
         outputs["UNCERTAINTY"] = str(options.uncertainty)
     sample = figures.pop("_sample")
     if options.classed:
@@ -413,7 +413,7 @@ def predict_raster(
     finally:
         if predictor.block_src is not None:
             predictor.block_src.close()
-    return {**tally.figures(), "uncertainty": bool(outputs[1]), "blend_width": halo}
+    return {**tally.figures(), "uncertainty_written": bool(outputs[1]), "blend_pixels": halo}
 
 
 @dataclass
