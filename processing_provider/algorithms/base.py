@@ -75,6 +75,35 @@ def gdal_pam_off() -> Iterator[None]:
         gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", before)
 
 
+def runs_slidewise_in_qgis_process(arguments: list[str]) -> bool:
+    """Whether ``arguments`` (this program's command line) are ``qgis_process run`` of a
+    Slidewise algorithm."""
+    if not arguments or "qgis_process" not in Path(arguments[0]).name:
+        return False
+    words = arguments[1:]
+    return "run" in words and any(word.startswith("slidewise:") for word in words)
+
+
+def pam_off_for_qgis_process() -> bool:
+    """GDAL's PAM off for the whole ``qgis_process run slidewise:...`` command.
+
+    ``qgis_process`` opens the input rasters to check the parameters before any Slidewise
+    code runs, and QGIS computes their statistics, which GDAL would keep in an ``.aux.xml``
+    beside the user's input when the program ends. Called when the provider loads (before
+    the parameters are read); any other command (another provider's algorithm, QGIS
+    itself) keeps PAM as it was.
+
+    Returns:
+        Whether PAM was turned off.
+    """
+    from osgeo import gdal
+
+    if not runs_slidewise_in_qgis_process(QCoreApplication.arguments()):
+        return False
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
+    return True
+
+
 def tr(text: str) -> str:
     """Translate a user-facing string in the Slidewise context."""
     return QCoreApplication.translate("Slidewise", text)
@@ -410,6 +439,9 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
     def style_outputs(self, results: dict[str, Any], context: QgsProcessingContext) -> None:
         """Attach styles to loaded outputs; subclasses override."""
 
+
+#: Runs once, when the provider loads: see pam_off_for_qgis_process.
+PAM_OFF_FOR_QGIS_PROCESS = pam_off_for_qgis_process()
 
 __all__ = [
     "GROUPS",

@@ -30,6 +30,7 @@ from PIL import Image
 
 from slidewise.engine.core.errors import EngineError, InputError, ModelFileError
 from slidewise.engine.core.job import JobResult
+from slidewise.engine.core.params import INPUT_KINDS
 from slidewise.engine.jobs import resolve
 
 DATA = REPO / "tests" / "data"
@@ -394,3 +395,63 @@ def test_no_side_file_beside_inputs(files: dict[str, str], tmp_path: Path, read_
     finally:
         inputs.chmod(0o755)
     assert (out / "p.tif").is_file() and (out / "e.json").is_file()
+
+
+# --------------------------------------------------------------------------- outputs on inputs
+
+FILE_INPUT_KINDS = INPUT_KINDS
+FILE_OUTPUT_KINDS = ("output_raster", "output_vector", "output_file")
+
+
+def _output_on_input_cases() -> list[Any]:
+    """Every (output, input) pair of files of every engine job: one row each."""
+    from slidewise.contract.specs import RUNS_IN_QGIS, SPEC_MODULES, spec_of
+
+    cases = []
+    for job in sorted(set(SPEC_MODULES) - RUNS_IN_QGIS):
+        spec = spec_of(job)
+        inputs = [p.name for p in spec.params if p.kind in FILE_INPUT_KINDS]
+        outputs = [p.name for p in spec.params if p.kind in FILE_OUTPUT_KINDS]
+        cases += [
+            pytest.param(job, out, inp, id=f"{job}: {out} on {inp}")
+            for out in outputs
+            for inp in inputs
+        ]
+    return cases
+
+
+def _required_filler(job: str, skip: set[str], tmp_path: Path) -> dict[str, Any]:
+    """Values for the job's other required parameters (a real file, a folder, a word)."""
+    from slidewise.contract.specs import spec_of
+
+    filler: dict[str, Any] = {}
+    for param in spec_of(job).params:
+        if not param.required or param.name in skip:
+            continue
+        if param.kind in FILE_INPUT_KINDS:
+            filler[param.name] = str(ECUADOR / "ta.tif")
+        elif param.kind == "folder":
+            filler[param.name] = str(BIJIE_TRAIN / "images")
+        elif param.kind in FILE_OUTPUT_KINDS or param.kind == "output_folder":
+            filler[param.name] = str(tmp_path / "other" / param.name.lower())
+        else:
+            filler[param.name] = "a"
+    return filler
+
+
+@pytest.mark.parametrize(("job", "output", "source"), _output_on_input_cases())
+def test_no_output_overwrites_an_input_of_the_run(
+    job: str, output: str, source: str, tmp_path: Path
+) -> None:
+    """Each output of each job, set to the path of each of its file inputs, is refused
+    before anything is read or written, and the input file keeps its bytes."""
+    from slidewise.contract.specs import spec_of
+
+    victim = Path(shutil.copy(ECUADOR / "ta.tif", tmp_path / "input.tif"))
+    before = victim.read_bytes()
+    value: Any = [str(victim)] if spec_of(job)[source].kind == "rasters" else str(victim)
+    params = {**_required_filler(job, {output, source}, tmp_path), source: value}
+    params[output] = str(victim)
+    row = Row("output on input", params, f"{output} is the input {source}")
+    expect_refused(resolve(job), job, params, row)
+    assert victim.read_bytes() == before
