@@ -68,6 +68,21 @@ TRAINMAPPING = [
         "There is no pixel of colour 1,2,3 in any training mask: check MASK_COLOR",
         also=("colours found: 0,0,0; 255,255,0",),
     ),
+    Row(
+        "RESUME from a checkpoint with 40 bytes of its tensors flipped",
+        {
+            "DATASET_TYPE": "pairs",
+            "TRAIN_IMAGES": "{bijie_images}",
+            "TRAIN_MASKS": "{bijie_masks}",
+            "MASK_COLOR": "255,255,0",
+            "EPOCHS": 2,
+            "CHECKPOINT": "{damaged_checkpoint}",
+            "RESUME": True,
+            "OUTPUT": "{out}/model.safetensors",
+        },
+        "The checkpoint 'damaged_checkpoint.safetensors' is damaged",
+        also=("training cannot resume from it", "Delete it and train again with RESUME=false"),
+    ),
 ]
 
 EVALUATEMAPPING = [
@@ -241,6 +256,21 @@ def flip_tensor_bytes(source: Path, target: Path, count: int = 100) -> Path:
     return target
 
 
+def _checkpoint(path: Path) -> str:
+    """A real (small) checkpoint: weights, optimiser state and random state."""
+    import torch
+
+    from slidewise.engine.mapping.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 1, 3)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.rand(1, 3, 8, 8)).mean().backward()
+    optimizer.step()
+    save_checkpoint(path, model, None, optimizer, torch.Generator(), {"epoch": 1})
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The inputs the tables name, by name."""
@@ -248,7 +278,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     rgb = np.moveaxis(np.asarray(Image.open(BIJIE_TRAIN / "images" / PAIR))[..., :3], -1, 0)
     mask = np.asarray(Image.open(BIJIE_TRAIN / "masks" / PAIR))[None, ..., 0]
     model = _mapping_model(base / "model.safetensors")
+    checkpoint = Path(_checkpoint(base / "checkpoint.safetensors"))
     return {
+        "checkpoint": str(checkpoint),
+        "damaged_checkpoint": str(
+            flip_tensor_bytes(checkpoint, base / "damaged_checkpoint.safetensors", count=40)
+        ),
         "bijie_images": str(BIJIE_TRAIN / "images"),
         "bijie_masks": str(BIJIE_TRAIN / "masks"),
         "bijie_image": str(BIJIE_TRAIN / "images" / PAIR),
@@ -335,6 +370,37 @@ def test_model_file_without_checksum_loads_with_a_note(
     with pytest.warns(ModelFileNote, match=r"'old.safetensors' has no checksum") as notes:
         tensors, meta = load_model(old, task="mapping")
     assert len(notes) == 1 and meta.architecture == "linknet" and tensors
+
+
+def test_damaged_checkpoint_is_refused_and_a_good_one_loads(files: dict[str, str]) -> None:
+    from slidewise.contract.checkpoints import checkpoint_epochs
+    from slidewise.engine.mapping.checkpoints import load_checkpoint
+
+    tensors, meta = load_checkpoint(files["checkpoint"])
+    assert meta["epoch"] == 1 and "optim.0.exp_avg" in tensors
+    assert checkpoint_epochs(files["checkpoint"]) == 1  # what the plugin reads, stdlib only
+    assert checkpoint_epochs(files["model"]) is None
+    with pytest.raises(InputError, match=r"'damaged_checkpoint.safetensors' is damaged"):
+        load_checkpoint(files["damaged_checkpoint"])
+
+
+def test_checkpoint_without_checksum_resumes_with_a_note(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from slidewise.contract.checkpoints import CHECKPOINT_KEY
+    from slidewise.engine.core.modelfile import ModelFileNote
+    from slidewise.engine.mapping.checkpoints import load_checkpoint
+
+    with safe_open(files["checkpoint"], framework="pt") as handle:
+        header = handle.metadata()
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(files["checkpoint"]), str(old), {CHECKPOINT_KEY: header[CHECKPOINT_KEY]})
+    with pytest.warns(ModelFileNote, match=r"'old.safetensors' has no checksum") as notes:
+        assert load_checkpoint(old)[1]["epoch"] == 1
+    assert len(notes) == 1
 
 
 # --------------------------------------------------------------------------- side files
