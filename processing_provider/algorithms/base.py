@@ -33,7 +33,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from slidewise.contract.spec import OUTPUTS, AlgorithmSpec, Param
+from slidewise.contract.spec import NUMERIC, OUTPUTS, AlgorithmSpec, Param, ParameterError
 from slidewise.contract.specs.groups import RUNTIME, RUNTIME_NAMES
 from slidewise.processing_provider import engine_client
 
@@ -102,6 +102,64 @@ def pam_off_for_qgis_process() -> bool:
         return False
     gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
     return True
+
+
+def unreadable_file_message(name: str, path: str, what: str = "raster") -> str:
+    """Why the file ``path`` given for ``name`` cannot be used, and the fix.
+
+    QGIS says "not found" for any layer it cannot load; a file that exists but is empty,
+    not a ``what`` or cut short is named as such, with GDAL's own reason.
+    """
+    from osgeo import gdal
+
+    file = Path(path)
+    if not file.exists():
+        return tr(
+            "The file '{path}' given for {name} does not exist: check the path (and the "
+            "folder it is in)."
+        ).format(path=path, name=name)
+    if file.is_file() and file.stat().st_size == 0:
+        reason = tr("it is empty: 0 bytes")
+    else:
+        flags = gdal.OF_RASTER if what == "raster" else gdal.OF_VECTOR
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            with gdal_pam_off():
+                dataset = gdal.OpenEx(str(file), flags)
+            reason = gdal.GetLastErrorMsg().strip() or tr("its content is in no format GDAL knows")
+        finally:
+            gdal.PopErrorHandler()
+        dataset = None
+    return tr(
+        "The file '{path}' given for {name} exists but cannot be read as a {what} ({reason}). "
+        "Check that it is a {what} file GDAL reads (GeoTIFF, GeoPackage...) that was written "
+        "completely: export or download it again, or choose another file."
+    ).format(path=path, name=name, what=tr(what), reason=reason)
+
+
+def out_of_range_message(param: Param, value: Any) -> str:
+    """The contract's refusal of ``value`` for ``param`` with its range, unit and default,
+    or ``""`` when the contract accepts it."""
+    try:
+        param.read(value)
+    except ParameterError as exc:
+        text, allowed = str(exc), param.range_text()
+        if allowed and param.unit:
+            text = text.replace(f"must be {allowed},", f"must be {allowed} {param.unit},")
+        if allowed and f"must be {allowed}" not in text:  # refused for another reason
+            text += " " + tr("Allowed: {allowed} {unit}.").format(allowed=allowed, unit=param.unit)
+        default = param.default
+        if default is not None:
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+            text += " " + tr("Default: {default}.").format(default=shown)
+        return text.replace(" .", ".")
+    return ""
+
+
+def layer_paths(value: Any) -> list[str]:
+    """The file paths in a layer parameter's raw value (a path, several, or none)."""
+    items = value if isinstance(value, list | tuple) else str(value or "").split(";")
+    return [str(v).split("|")[0].strip() for v in items if isinstance(v, str) and v.strip()]
 
 
 def tr(text: str) -> str:
@@ -416,9 +474,45 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from None
 
     def checkParameterValues(self, parameters, context):
-        """QGIS's checks; input rasters it opens for them leave no side file (PAM off)."""
+        """QGIS's checks, with a message that names the problem and the fix.
+
+        QGIS's own messages are generic ("Incorrect parameter value for X", "... not
+        found" for a file that exists but cannot be read): the refusal is rephrased from
+        the contract (range, unit, default) or from the file (missing, empty, not a
+        raster). Input rasters QGIS opens for the checks leave no side file (PAM off).
+        """
         with gdal_pam_off():
-            return super().checkParameterValues(parameters, context)
+            ok, message = super().checkParameterValues(parameters, context)
+            if ok:
+                return ok, message
+            return False, self.refusal_message(parameters, context) or message
+
+    def refusal_message(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        """A clear message for the first parameter QGIS refuses ('' when none is known)."""
+        spec = {p.name: p for p in self.SPEC.params} if self.SPEC is not None else {}
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            value = parameters.get(name, definition.defaultValue())
+            if definition.checkValueIsAcceptable(value, context):
+                continue
+            param = spec.get(name)
+            if param is not None and (param.kind in NUMERIC or param.kind == "numbers"):
+                text = out_of_range_message(param, value) if value not in (None, "") else ""
+                if text:
+                    return text
+            kind = definition.type()
+            if kind in ("raster", "multilayer", "vector", "source"):
+                what = (
+                    "raster"
+                    if kind == "raster" or (param and param.kind == "rasters")
+                    else ("vector layer")
+                )
+                for path in layer_paths(value):
+                    layer = QgsProcessingUtils.mapLayerFromString(path, context)
+                    if layer is None or not layer.isValid():
+                        return unreadable_file_message(name, path, what)
+            return ""
+        return ""
 
     def processAlgorithm(self, parameters, context, feedback):
         """Run the job and return its outputs (plus its figures, where scalar)."""
