@@ -123,13 +123,15 @@ def unreadable_file_message(name: str, path: str, what: str = "raster") -> str:
     else:
         flags = gdal.OF_RASTER if what == "raster" else gdal.OF_VECTOR
         gdal.PushErrorHandler("CPLQuietErrorHandler")
+        gdal.ErrorReset()
         try:
             with gdal_pam_off():
-                dataset = gdal.OpenEx(str(file), flags)
+                opened = gdal.OpenEx(str(file), flags) is not None
             reason = gdal.GetLastErrorMsg().strip() or tr("its content is in no format GDAL knows")
         finally:
             gdal.PopErrorHandler()
-        dataset = None
+        if opened:  # GDAL opens it, QGIS could not load it as a layer
+            reason = tr("QGIS could not load it as a layer")
     return tr(
         "The file '{path}' given for {name} exists but cannot be read as a {what} ({reason}). "
         "Check that it is a {what} file GDAL reads (GeoTIFF, GeoPackage...) that was written "
