@@ -69,6 +69,19 @@ TRAINMAPPING = [
         also=("colours found: 0,0,0; 255,255,0",),
     ),
     Row(
+        "a file of the image folder that is not an image",
+        {
+            "DATASET_TYPE": "pairs",
+            "TRAIN_IMAGES": "{text_images}",
+            "TRAIN_MASKS": "{text_masks}",
+            "MASK_COLOR": "255,255,0",
+            "EPOCHS": 1,
+            "OUTPUT": "{out}/model.safetensors",
+        },
+        "The image 'zz.png' in",
+        also=("it is not an image", "move other files out of it"),
+    ),
+    Row(
         "RESUME from a checkpoint with 40 bytes of its tensors flipped",
         {
             "DATASET_TYPE": "pairs",
@@ -96,6 +109,17 @@ EVALUATEMAPPING = [
         },
         "has a value in LANDSLIDE_VALUES (7) where the map has data",
         also=("check LANDSLIDE_VALUES", "values found in the reference: 0, 255"),
+    ),
+    Row(
+        "reference raster on another grid, without a CRS",
+        {
+            "INPUT": "{rgb}",
+            "REFERENCE": "{bijie_mask}",
+            "LANDSLIDE_VALUES": "255",
+            "OUTPUT": "{out}/figures.json",
+        },
+        "The reference raster '10009.png' cannot be aligned with the grid of the map 'rgb.tif'",
+        also=("Assign one",),
     ),
     Row(
         "OUTPUT on the reference",
@@ -173,6 +197,16 @@ PREDICTSUSCEPTIBILITY = [
     ),
 ]
 
+SEGMENTBLOCKS = [
+    Row(
+        "N_BLOCKS beyond what the stack's pixels can hold",
+        {"INPUT": "{ta_copy}", "N_BLOCKS": 100_000, "OUTPUT": "{out}/blocks.tif"},
+        "N_BLOCKS 100000 is more than this factor stack can hold: its segmentation grid of "
+        "383 x 415 pixels allows at most 9934 blocks",
+        also=("Set N_BLOCKS to 9934 or fewer (0: 256)",),
+    ),
+]
+
 TABLES = {
     "trainmapping": TRAINMAPPING,
     "evaluatemapping": EVALUATEMAPPING,
@@ -180,6 +214,7 @@ TABLES = {
     "maplandslides": MAPLANDSLIDES,
     "detectlandslides": DETECTLANDSLIDES,
     "predictsusceptibility": PREDICTSUSCEPTIBILITY,
+    "segmentblocks": SEGMENTBLOCKS,
 }
 CASES = [
     pytest.param(job, row, id=f"{job}: {row.case}") for job, rows in TABLES.items() for row in rows
@@ -271,6 +306,18 @@ def _checkpoint(path: Path) -> str:
     return str(path)
 
 
+def _text_image_folder(base: Path) -> tuple[str, str]:
+    """An image/mask folder pair of one real pair and a text file named like an image."""
+    images, masks = base / "text_images", base / "text_masks"
+    images.mkdir()
+    masks.mkdir()
+    shutil.copy(BIJIE_TRAIN / "images" / PAIR, images)
+    shutil.copy(BIJIE_TRAIN / "masks" / PAIR, masks)
+    (images / "zz.png").write_text("notes on the field trip, saved as .png\n")
+    shutil.copy(BIJIE_TRAIN / "masks" / PAIR, masks / "zz.png")
+    return str(images), str(masks)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The inputs the tables name, by name."""
@@ -279,7 +326,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     mask = np.asarray(Image.open(BIJIE_TRAIN / "masks" / PAIR))[None, ..., 0]
     model = _mapping_model(base / "model.safetensors")
     checkpoint = Path(_checkpoint(base / "checkpoint.safetensors"))
+    text_images, text_masks = _text_image_folder(base)
     return {
+        "text_images": text_images,
+        "text_masks": text_masks,
         "checkpoint": str(checkpoint),
         "damaged_checkpoint": str(
             flip_tensor_bytes(checkpoint, base / "damaged_checkpoint.safetensors", count=40)
@@ -401,6 +451,52 @@ def test_checkpoint_without_checksum_resumes_with_a_note(
     with pytest.warns(ModelFileNote, match=r"'old.safetensors' has no checksum") as notes:
         assert load_checkpoint(old)[1]["epoch"] == 1
     assert len(notes) == 1
+
+
+# --------------------------------------------------------------------------- what a job says
+
+
+def test_segmentblocks_says_what_n_blocks_0_means(tmp_path: Path) -> None:
+    """N_BLOCKS=0 is the default count (256), and the log says so."""
+    from engine_helpers import log_messages
+
+    crop = tmp_path / "ta_crop.tif"
+    with rasterio.open(ECUADOR / "ta.tif") as src:
+        window = rasterio.windows.Window(0, 0, 120, 120)
+        profile = {**src.profile, "width": 120, "height": 120}
+        profile["transform"] = src.window_transform(window)
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+            dst.descriptions = src.descriptions
+    ctx, stream = job_context("segmentblocks")
+    params = {"INPUT": str(crop), "N_BLOCKS": 0, "OUTPUT": str(tmp_path / "b.tif")}
+    result = resolve("segmentblocks")(params, ctx)
+    assert "N_BLOCKS is 0: 256 blocks asked of SLIC (the default)." in log_messages(stream)
+    assert 128 <= result.figures["n_blocks"] <= 512
+
+
+def test_samplefactors_warns_of_points_merged_in_one_pixel(tmp_path: Path) -> None:
+    """Points in one pixel are merged, with a warning that counts them: the real table
+    has one such pair (the issue's case), plus three landslides copied 1 m away."""
+    from engine_helpers import log_messages
+
+    lines = (ECUADOR / "lsl.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    slides = [r.split(",") for r in rows if r.split(",")[2] == "1"][:3]
+    copies = [",".join([str(float(r[0]) + 1.0), *r[1:]]) for r in slides]
+    table = tmp_path / "lsl_close.csv"
+    table.write_text("\n".join([header, *rows, *copies]) + "\n")
+    ctx, stream = job_context("samplefactors")
+    params = {
+        "INPUT": str(ECUADOR / "ta.tif"),
+        "INVENTORY": str(table),
+        "LABEL_FIELD": "lslpts",
+        "OUTPUT": str(tmp_path / "samples.csv"),
+    }
+    result = resolve("samplefactors")(params, ctx)
+    expected = f"4 of {len(rows) + 3} samples of 'lsl_close.csv' fall on a pixel already sampled"
+    assert any(expected in m for m in log_messages(stream)), log_messages(stream)
+    assert result.figures["counts"]["inventory_merged"] == 4
 
 
 # --------------------------------------------------------------------------- side files
