@@ -9,6 +9,7 @@ them with the style from ``resources/styles``.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -59,6 +60,8 @@ def group_title(group_id: str) -> str:
 
 
 DEVICES = list(RUNTIME[0].choices)
+#: Parameter kinds of vector layers (which the engine may get as a temporary copy).
+VECTOR_KINDS = ("vector", "points", "polygons", "points_or_polygons")
 
 
 @contextlib.contextmanager
@@ -403,12 +406,48 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
         if self.SPEC is not None and "SEED" in self.SPEC.names and "SEED" not in params:
             params["SEED"] = self.parameterAsInt(parameters, "SEED", context)
         self.keep_models(params, feedback)
+        self.check_outputs_spare_layers(params, parameters, context)
         outputs = [
             str(params[p.name])
             for p in self.spec_params()
             if p.kind in OUTPUTS and p.name in params
         ]
         return params, outputs
+
+    def check_outputs_spare_layers(
+        self, params: dict[str, Any], parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> None:
+        """Refuse an output that is the file of an input layer the engine gets a copy of.
+
+        The engine refuses an output that names one of its inputs, but a layer inside a
+        multi-layer file, a subset or a memory layer reaches it as a temporary copy
+        (:meth:`vector_path`): the user's file is compared here.
+
+        Raises:
+            QgsProcessingException: naming the output, the input and the fix.
+        """
+        outputs = [
+            (p.name, str(params[p.name]))
+            for p in self.spec_params()
+            if p.kind in OUTPUTS and p.kind != "output_folder" and params.get(p.name)
+        ]
+        for param in self.spec_params():
+            if param.kind not in VECTOR_KINDS or not parameters.get(param.name):
+                continue
+            layer = self.parameterAsVectorLayer(parameters, param.name, context)
+            source = layer.source().split("|")[0] if layer is not None else ""
+            for name, output in outputs:
+                if source and Path(source).is_file() and Path(output).exists():
+                    same = os.path.samefile(source, output)
+                else:
+                    same = bool(source) and Path(source).resolve() == Path(output).resolve()
+                if same:
+                    raise QgsProcessingException(
+                        tr(
+                            "{output} is the file of the input {input} ('{path}'): a run never "
+                            "overwrites its own input. Choose another file name for {output}."
+                        ).format(output=name, input=param.name, path=source)
+                    )
 
     def keep_models(self, params: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
         """Trained models left to a temporary file go to the Slidewise models folder instead.

@@ -140,3 +140,38 @@ def test_qgis_process_names_range_unit_and_unreadable_file(
         assert fragment in text, text
         assert "Incorrect parameter value" not in text and "not found" not in text
         assert not out.exists()
+
+
+def test_output_on_the_file_of_a_layer_inside_a_geopackage_is_refused(
+    qgis_app, tmp_path: Path
+) -> None:
+    """A layer of a multi-layer file reaches the engine as a temporary copy; writing the
+    output over the user's file is refused before the engine runs."""
+    import subprocess
+
+    from plugin_helpers import TEST_DATA, assert_fails
+
+    inventory = tmp_path / "inventory.gpkg"
+    for name in ("north", "south"):
+        subprocess.run(
+            [
+                "ogr2ogr", "-q", "-f", "GPKG", *(["-update"] if name == "south" else []),
+                str(inventory), str(TEST_DATA / "ecuador" / "lsl.csv"), "-nln", name,
+                "-oo", "X_POSSIBLE_NAMES=x", "-oo", "Y_POSSIBLE_NAMES=y",
+                "-oo", "AUTODETECT_TYPE=YES", "-a_srs", "EPSG:32717",
+            ],
+            check=True,
+        )  # fmt: skip
+    before = inventory.read_bytes()
+    params = {
+        "INPUT": str(TEST_DATA / "ecuador" / "ta.tif"),
+        "INVENTORY": f"{inventory}|layername=south",
+        "LABEL_FIELD": "lslpts",
+        "OUTPUT": str(tmp_path / "blocks.tif"),
+        "OUTPUT_POLYGONS": str(inventory),
+    }
+    assert_fails(
+        "slidewise:segmentblocks", params, "OUTPUT_POLYGONS is the file of the input INVENTORY",
+        tmp_path,
+    )  # fmt: skip
+    assert inventory.read_bytes() == before
