@@ -67,8 +67,11 @@ def _check_confusion(figures: dict, evaluated: dict, probability: str) -> None:
     import numpy as np
     from osgeo import gdal
 
-    reference = gdal.Open(str(TEST_MASK)).GetRasterBand(1).ReadAsArray()
-    prob = gdal.Open(probability).GetRasterBand(1).ReadAsArray()
+    def band_1(path: str) -> np.ndarray:
+        dataset = gdal.Open(path)  # kept while its band is read (GDAL's Python binding)
+        return dataset.GetRasterBand(1).ReadAsArray()
+
+    reference, prob = band_1(str(TEST_MASK)), band_1(probability)
     tp, fp, fn, tn = (figures[k] for k in ("tp", "fp", "fn", "tn"))
     assert tp + fn == int((reference == 255).sum()) > 0
     assert tp + fp == int((prob >= figures["threshold"]).sum())
