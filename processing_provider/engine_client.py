@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slidewise.contract.checkpoints import checkpoint_epochs
 from slidewise.contract.partials import remove_partials
 from slidewise.contract.protocol import parse_line
 
@@ -274,12 +275,38 @@ def run_job(
                 close_worker(proc)
         finally:
             remove_job_file(job_file)
+    note = "" if run.finished or run.error else kept_checkpoint_note(job, params)
     if request.signum == signal.SIGTERM:
-        end_terminated(outputs or [], written=run.finished)
-    return finish(run, outputs or [], python, origin)
+        end_terminated(outputs or [], written=run.finished, note=note)
+    try:
+        return finish(run, outputs or [], python, origin)
+    except EngineJobError as exc:
+        if not note:
+            raise
+        raise type(exc)(f"{exc} {note}") from None
 
 
-def end_terminated(outputs: list[str], written: bool = False) -> None:
+def kept_checkpoint_note(job: str, params: dict[str, Any]) -> str:
+    """After a crash or a cancel: the training checkpoint that remains, and how to resume.
+
+    A checkpoint is not a partial output: it is written whole after each epoch so that
+    a training that ends early can go on. ``""`` when the job has no checkpoint file.
+    """
+    from slidewise.contract.specs import SPEC_MODULES, spec_of
+
+    path = str(params.get("CHECKPOINT") or "")
+    epochs = checkpoint_epochs(path) if path else None
+    if epochs is None or job not in SPEC_MODULES or "RESUME" not in spec_of(job).names:
+        return ""
+    label = spec_of(job)["RESUME"].label
+    return (
+        f"The checkpoint '{path}' remains, with {epochs} epoch(s) done: to go on from it, "
+        f"run the same command again with RESUME=true (in the dialog: tick '{label}' under "
+        "Advanced parameters); delete it to start again from the beginning."
+    )
+
+
+def end_terminated(outputs: list[str], written: bool = False, note: str = "") -> None:
     """After SIGTERM stopped a job: say so, then end as SIGTERM would have.
 
     The worker is gone and the job folder removed by now; the partial outputs
@@ -290,6 +317,7 @@ def end_terminated(outputs: list[str], written: bool = False) -> None:
     Args:
         outputs: The job's output paths.
         written: The job had sent its result before the signal: its outputs stay.
+        note: What else remains (a training checkpoint), added to the message.
 
     Raises:
         EngineJobCancelled: when the process survives its previous handler.
@@ -298,6 +326,7 @@ def end_terminated(outputs: list[str], written: bool = False) -> None:
         for path in outputs:
             remove_partials(path)
     message = TERMINATED_AFTER_RESULT_MESSAGE if written else TERMINATED_MESSAGE
+    message = f"{message} {note}" if note else message
     with contextlib.suppress(OSError):
         os.write(2, f"{message}\n".encode())
     if threading.current_thread() is threading.main_thread():

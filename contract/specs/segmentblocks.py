@@ -24,7 +24,12 @@ SPEC = AlgorithmSpec(
             "N_BLOCKS",
             default=DEFAULT_BLOCKS,
             advanced=False,
-            help=f"Approximate number of blocks (SLIC superpixels); 0 = {DEFAULT_BLOCKS}.",
+            help=(
+                f"Approximate number of blocks (SLIC superpixels); 0 = the default, "
+                f"{DEFAULT_BLOCKS} (the log says which count was used). At most one block "
+                "per 16 pixels of the raster (of its segmentation grid, for rasters over "
+                "the segmentation size): more is refused before any work."
+            ),
         ),
         INVENTORY,
         (

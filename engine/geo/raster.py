@@ -190,13 +190,26 @@ def read_masked(
     return arr, valid
 
 
+def spread_order(n: int) -> list[int]:
+    """``0 .. n-1`` in an order that jumps across the range (a golden-ratio stride)."""
+    import math
+
+    stride = max(1, round(n * 0.618))
+    while math.gcd(stride, n) != 1:
+        stride -= 1
+    return [(i * stride) % n for i in range(n)] if n else []
+
+
 def require_valid_pixels(
     path: str | os.PathLike[str], indexes: Sequence[int], what: str, task: str
 ) -> None:
     """Refuse a raster whose bands ``indexes`` are nodata (or not finite) at every pixel.
 
-    A decimated read answers at once for most rasters; only when it finds no valid
-    pixel is the raster scanned block by block.
+    Blocks of 512 pixels are read in an order spread over the raster (the first, then
+    one far away, ...) until one has a valid pixel: most rasters answer with their first
+    blocks; one with data in a small part may read more, at most the whole raster once
+    (an all-nodata raster, which is refused). A decimated read of the whole raster, the
+    earlier way, decompressed every block of a large raster before mapping began.
 
     Args:
         path: The raster.
@@ -209,15 +222,9 @@ def require_valid_pixels(
     """
     bands = list(indexes)
     with rasterio.open(path) as src:
-        step = max(1, int(np.ceil(np.sqrt(src.width * src.height / 1_000_000))))
-        shape = (len(bands), max(1, src.height // step), max(1, src.width // step))
-        sample = np.ma.filled(
-            src.read(bands, out_shape=shape, masked=True).astype(np.float32), np.nan
-        )
-        if np.all(np.isfinite(sample), axis=0).any():
-            return
-        for _, window, _ in iter_windows(src.width, src.height, 2048):
-            if read_masked(src, window, bands)[1].any():
+        windows = [window for _, window, _ in iter_windows(src.width, src.height, 512)]
+        for i in spread_order(len(windows)):
+            if read_masked(src, windows[i], bands)[1].any():
                 return
     shown = ", ".join(str(b) for b in bands)
     raise InputError(

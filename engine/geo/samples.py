@@ -423,6 +423,13 @@ def sample_inventory(
     key = np.stack([rows, cols, labels], axis=1)
     _, first = np.unique(key, axis=0, return_index=True)
     first = np.sort(first)
+    merged = int(rows.size - first.size)
+    if merged:
+        warn(
+            f"{merged} of {rows.size} samples of '{inventory.source}' fall on a pixel already "
+            "sampled with the same label and were merged (one sample per pixel and label): "
+            "those features are closer together than the factor stack's pixel size."
+        )
     rows, cols, labels = rows[first], cols[first], labels[first]
     values, valid = sample_pixels(stack, rows, cols)
     if not valid.any():
@@ -446,7 +453,11 @@ def sample_inventory(
         ys[keep],
         np.full(int(keep.sum()), origin),
         stack.names,
-        {f"{origin}_outside": int(outside), f"{origin}_nodata": int((~valid).sum())},
+        {
+            f"{origin}_outside": int(outside),
+            f"{origin}_nodata": int((~valid).sum()),
+            f"{origin}_merged": merged,
+        },
     )
 
 

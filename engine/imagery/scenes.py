@@ -82,6 +82,15 @@ class Scene(ABC):
         )
 
 
+def unreadable_picture(path: Path, what: str, exc: Exception) -> InputError:
+    """The error for a file of an image folder that is not a readable picture, with the fix."""
+    return InputError(
+        f"The {what} '{path.name}' in '{path.parent}' could not be read ({exc}): it is not "
+        "an image, or is damaged. The folder may only hold images (PNG, JPEG, BMP or "
+        "GeoTIFF): move other files out of it, or export or copy that image again."
+    )
+
+
 def read_picture(path: Path, what: str) -> np.ndarray:
     """Read a PNG/JPEG/BMP (Pillow) or TIFF (rasterio) as (H, W) or (H, W, C)."""
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -92,7 +101,7 @@ def read_picture(path: Path, what: str) -> np.ndarray:
             with rasterio.open(path) as src:
                 data = src.read()
         except RasterioIOError as exc:
-            raise InputError(f"The {what} '{path.name}' could not be read ({exc}).") from None
+            raise unreadable_picture(path, what, exc) from None
         return data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
     from PIL import Image, UnidentifiedImageError
 
@@ -104,7 +113,7 @@ def read_picture(path: Path, what: str) -> np.ndarray:
                 return np.asarray(img.convert("L"))
             return np.asarray(img)
     except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"The {what} '{path.name}' could not be read ({exc}).") from None
+        raise unreadable_picture(path, what, exc) from None
 
 
 def picture_size(path: Path, what: str) -> tuple[int, int, int]:
@@ -121,7 +130,7 @@ def picture_size(path: Path, what: str) -> tuple[int, int, int]:
             bands = {"RGBA": 3, "P": 3, "LA": 1}.get(img.mode, len(img.getbands()))
             return img.height, img.width, bands
     except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"The {what} '{path.name}' could not be read ({exc}).") from None
+        raise unreadable_picture(path, what, exc) from None
 
 
 class DecodeCache:

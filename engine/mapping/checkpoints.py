@@ -3,13 +3,16 @@
 Weights, best weights, optimiser state and random state are tensors; scalars,
 the optimiser's hyper-parameters, the history and a fingerprint of the model,
 bands, normalisation and chip size go into the JSON metadata, so a resume
-with other settings is refused.
+with other settings is refused. Like a model file, a checkpoint carries the SHA-256
+of its tensors (:func:`slidewise.engine.core.modelfile.tensor_checksum`): a damaged
+checkpoint is refused instead of resuming from corrupted weights.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,13 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from slidewise.contract.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from slidewise.engine.core.errors import InputError
+from slidewise.engine.core.modelfile import CHECKSUM_KEY, ModelFileNote, tensor_checksum
 from slidewise.engine.core.outputs import atomic_output
 from slidewise.engine.imagery.datasets import MappingData
 from slidewise.engine.mapping.recipes import TrainSettings
-
-CHECKPOINT_KEY = "slidewise_checkpoint"
-CHECKPOINT_FORMAT = "slidewise-mapping-checkpoint"
 
 
 def fingerprint(settings: TrainSettings, data: MappingData) -> dict[str, Any]:
@@ -75,15 +77,17 @@ def save_checkpoint(
     }
     from slidewise.engine.core.protocol import json_safe
 
+    header = {CHECKPOINT_KEY: json.dumps(json_safe(meta)), CHECKSUM_KEY: tensor_checksum(tensors)}
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(json_safe(meta))})
+        save_file(tensors, str(tmp), metadata=header)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        InputError: missing, unreadable, or not a Slidewise mapping checkpoint.
+        InputError: missing, unreadable, damaged (its tensors differ from their checksum),
+            or not a Slidewise mapping checkpoint.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -96,7 +100,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         )
     try:
         with safe_open(str(p), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get(CHECKPOINT_KEY, "{}"))
+            header = handle.metadata() or {}
+        meta = json.loads(header.get(CHECKPOINT_KEY, "{}"))
         tensors = load_file(str(p))
     except Exception as exc:
         raise InputError(
@@ -106,7 +111,33 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         raise InputError(
             f"'{p.name}' is not a Slidewise mapping checkpoint: choose another CHECKPOINT path."
         )
+    verify_checkpoint(tensors, header.get(CHECKSUM_KEY), p.name)
     return tensors, meta
+
+
+def verify_checkpoint(tensors: dict[str, torch.Tensor], stored: str | None, name: str) -> None:
+    """Compare a checkpoint's tensors with the checksum saved with them.
+
+    A checkpoint written before checksums resumes, with a :class:`ModelFileNote`.
+
+    Raises:
+        InputError: the tensors differ from what was saved (a damaged checkpoint).
+    """
+    if not stored:
+        warnings.warn(
+            f"The checkpoint '{name}' has no checksum (written by an older Slidewise): its "
+            "weights cannot be checked for damage.",
+            ModelFileNote,
+            stacklevel=3,
+        )
+        return
+    if tensor_checksum(tensors) != stored:
+        raise InputError(
+            f"The checkpoint '{name}' is damaged: its weights do not match the checksum "
+            "stored when it was saved (the file was changed or corrupted after saving), so "
+            "training cannot resume from it. Delete it and train again with RESUME=false, "
+            "or give the CHECKPOINT of a good copy."
+        )
 
 
 def restore_optimizer(

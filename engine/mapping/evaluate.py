@@ -91,6 +91,14 @@ def _strip_rows(width: int) -> int:
     return max(16, min(1024, STRIP_PIXELS // max(1, width)))
 
 
+def reference_wording(message: str, map_path: str) -> str:
+    """The alignment's message in the words of an evaluation: the file is the reference
+    raster (not a "factor raster"), the grid is the map's."""
+    return message.replace("The factor raster", "The reference raster").replace(
+        "the reference grid", f"the grid of the map '{Path(map_path).name}'"
+    )
+
+
 class _Reference:
     """Reference labels on the prediction grid, read window by window."""
 
@@ -113,10 +121,13 @@ class _Reference:
             from slidewise.engine.geo.align import AlignedStack, FactorSource, GridSpec
 
             open_raster(path, what="reference raster")
-            self.aligned = AlignedStack(
-                [FactorSource(path, band=1, name="reference", kind="categorical")],
-                reference=GridSpec.from_info(info),
-            )
+            try:
+                self.aligned = AlignedStack(
+                    [FactorSource(path, band=1, name="reference", kind="categorical")],
+                    reference=GridSpec.from_info(info),
+                )
+            except InputError as exc:
+                raise InputError(reference_wording(str(exc), info.path)) from None
             self.warped = bool(self.aligned.same_grid_report())
             stack.enter_context(self.aligned)
         else:

@@ -15,6 +15,7 @@ import numpy as np
 
 from slidewise.contract.specs.segmentblocks import DEFAULT_BLOCKS
 from slidewise.contract.specs.segmentblocks import SPEC as SEGMENT_SPEC
+from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.geo.align import AlignedStack
@@ -51,7 +52,8 @@ class SegmentBlocksParams(BlockJobParams):
 def run_segment_blocks(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """Segment the factor stack into blocks (SLIC superpixels on terrain bands).
 
-    Parameters: the factor stack, the block group (N_BLOCKS, 0 = 256; COMPACTNESS,
+    Parameters: the factor stack, the block group (N_BLOCKS, 0 = 256, at most one block
+    per 16 pixels of the segmentation grid; COMPACTNESS,
     BANDS, WEIGHTS, ITERATIONS), optionally the inventory group to count
     landslides and samples per block, OUTPUT and OUTPUT_POLYGONS (see
     ``contract/specs/segmentblocks.py``).
@@ -61,14 +63,15 @@ def run_segment_blocks(params: dict[str, Any], ctx: JobContext) -> JobResult:
     check_writable(output)
     if polygons_out:
         check_writable(polygons_out)
+    block_params = options.block_params(DEFAULT_BLOCKS)
     with options.open_stack() as stack:
+        check_block_count(block_params.n_blocks, stack.width, stack.height, block_params.max_pixels)
+        ctx.log(block_count_line(options.n_blocks, block_params.n_blocks))
         samples = None
         if options.inventory:
             sampling = options.sampling_options(ctx.options.seed)
             samples = collect_samples(stack, sampling, warn=ctx.warn)
-        labels, factor, bands, weights = segment_stack(
-            stack, options.block_params(DEFAULT_BLOCKS), ctx.stage(5, 70)
-        )
+        labels, factor, bands, weights = segment_stack(stack, block_params, ctx.stage(5, 70))
         write_block_raster(output, labels, factor, stack)
         figures: dict[str, Any] = {
             "n_blocks": int(labels.max()),
@@ -83,6 +86,41 @@ def run_segment_blocks(params: dict[str, Any], ctx: JobContext) -> JobResult:
     if polygons_out:
         outputs["OUTPUT_POLYGONS"] = polygons_out
     return JobResult(outputs=outputs, figures=figures, inputs=options.sample_inputs())
+
+
+#: The fewest pixels of the segmentation grid a block may have on average.
+MIN_BLOCK_PIXELS = 16
+
+
+def check_block_count(n_blocks: int, width: int, height: int, max_pixels: int) -> None:
+    """Refuse, before reading anything, more blocks than the stack's pixels can hold.
+
+    Rasters larger than ``max_pixels`` are segmented on a decimated grid (as
+    :func:`~slidewise.engine.susceptibility.blocks.segment_stack` does); each block needs
+    :data:`MIN_BLOCK_PIXELS` pixels of that grid on average.
+
+    Raises:
+        InputError: naming the limit for this stack and the fix.
+    """
+    factor = 1
+    while (width // factor) * (height // factor) > max_pixels:
+        factor += 1
+    pixels = (width // factor) * (height // factor)
+    limit = max(1, pixels // MIN_BLOCK_PIXELS)
+    if n_blocks > limit:
+        grid = f"{width // factor} x {height // factor}"
+        raise InputError(
+            f"N_BLOCKS {n_blocks} is more than this factor stack can hold: its segmentation "
+            f"grid of {grid} pixels allows at most {limit} blocks of {MIN_BLOCK_PIXELS} "
+            f"pixels or more. Set N_BLOCKS to {limit} or fewer (0: {DEFAULT_BLOCKS})."
+        )
+
+
+def block_count_line(asked: int, used: int) -> str:
+    """The log line that says how many blocks are asked of SLIC, and why."""
+    if asked == 0:
+        return f"N_BLOCKS is 0: {used} blocks asked of SLIC (the default)."
+    return f"{used} blocks asked of SLIC (N_BLOCKS)."
 
 
 def write_block_polygons(

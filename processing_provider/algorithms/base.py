@@ -9,6 +9,7 @@ them with the style from ``resources/styles``.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -33,7 +34,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from slidewise.contract.spec import OUTPUTS, AlgorithmSpec, Param
+from slidewise.contract.spec import NUMERIC, OUTPUTS, AlgorithmSpec, Param, ParameterError
 from slidewise.contract.specs.groups import RUNTIME, RUNTIME_NAMES
 from slidewise.processing_provider import engine_client
 
@@ -59,6 +60,8 @@ def group_title(group_id: str) -> str:
 
 
 DEVICES = list(RUNTIME[0].choices)
+#: Parameter kinds of vector layers (which the engine may get as a temporary copy).
+VECTOR_KINDS = ("vector", "points", "polygons", "points_or_polygons")
 
 
 @contextlib.contextmanager
@@ -73,6 +76,95 @@ def gdal_pam_off() -> Iterator[None]:
         yield
     finally:
         gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", before)
+
+
+def runs_slidewise_in_qgis_process(arguments: list[str]) -> bool:
+    """Whether ``arguments`` (this program's command line) are ``qgis_process run`` of a
+    Slidewise algorithm."""
+    if not arguments or "qgis_process" not in Path(arguments[0]).name:
+        return False
+    words = arguments[1:]
+    return "run" in words and any(word.startswith("slidewise:") for word in words)
+
+
+def pam_off_for_qgis_process() -> bool:
+    """GDAL's PAM off for the whole ``qgis_process run slidewise:...`` command.
+
+    ``qgis_process`` opens the input rasters to check the parameters before any Slidewise
+    code runs, and QGIS computes their statistics, which GDAL would keep in an ``.aux.xml``
+    beside the user's input when the program ends. Called when the provider loads (before
+    the parameters are read); any other command (another provider's algorithm, QGIS
+    itself) keeps PAM as it was.
+
+    Returns:
+        Whether PAM was turned off.
+    """
+    from osgeo import gdal
+
+    if not runs_slidewise_in_qgis_process(QCoreApplication.arguments()):
+        return False
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
+    return True
+
+
+def unreadable_file_message(name: str, path: str, what: str = "raster") -> str:
+    """Why the file ``path`` given for ``name`` cannot be used, and the fix.
+
+    QGIS says "not found" for any layer it cannot load; a file that exists but is empty,
+    not a ``what`` or cut short is named as such, with GDAL's own reason.
+    """
+    from osgeo import gdal
+
+    file = Path(path)
+    if not file.exists():
+        return tr(
+            "The file '{path}' given for {name} does not exist: check the path (and the "
+            "folder it is in)."
+        ).format(path=path, name=name)
+    if file.is_file() and file.stat().st_size == 0:
+        reason = tr("it is empty: 0 bytes")
+    else:
+        flags = gdal.OF_RASTER if what == "raster" else gdal.OF_VECTOR
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        gdal.ErrorReset()
+        try:
+            with gdal_pam_off():
+                opened = gdal.OpenEx(str(file), flags) is not None
+            reason = gdal.GetLastErrorMsg().strip() or tr("its content is in no format GDAL knows")
+        finally:
+            gdal.PopErrorHandler()
+        if opened:  # GDAL opens it, QGIS could not load it as a layer
+            reason = tr("QGIS could not load it as a layer")
+    return tr(
+        "The file '{path}' given for {name} exists but cannot be read as a {what} ({reason}). "
+        "Check that it is a {what} file GDAL reads (GeoTIFF, GeoPackage...) that was written "
+        "completely: export or download it again, or choose another file."
+    ).format(path=path, name=name, what=tr(what), reason=reason)
+
+
+def out_of_range_message(param: Param, value: Any) -> str:
+    """The contract's refusal of ``value`` for ``param`` with its range, unit and default,
+    or ``""`` when the contract accepts it."""
+    try:
+        param.read(value)
+    except ParameterError as exc:
+        text, allowed = str(exc), param.range_text()
+        if allowed and param.unit:
+            text = text.replace(f"must be {allowed},", f"must be {allowed} {param.unit},")
+        if allowed and f"must be {allowed}" not in text:  # refused for another reason
+            text += " " + tr("Allowed: {allowed} {unit}.").format(allowed=allowed, unit=param.unit)
+        default = param.default
+        if default is not None:
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+            text += " " + tr("Default: {default}.").format(default=shown)
+        return text.replace(" .", ".")
+    return ""
+
+
+def layer_paths(value: Any) -> list[str]:
+    """The file paths in a layer parameter's raw value (a path, several, or none)."""
+    items = value if isinstance(value, list | tuple) else str(value or "").split(";")
+    return [str(v).split("|")[0].strip() for v in items if isinstance(v, str) and v.strip()]
 
 
 def tr(text: str) -> str:
@@ -314,12 +406,48 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
         if self.SPEC is not None and "SEED" in self.SPEC.names and "SEED" not in params:
             params["SEED"] = self.parameterAsInt(parameters, "SEED", context)
         self.keep_models(params, feedback)
+        self.check_outputs_spare_layers(params, parameters, context)
         outputs = [
             str(params[p.name])
             for p in self.spec_params()
             if p.kind in OUTPUTS and p.name in params
         ]
         return params, outputs
+
+    def check_outputs_spare_layers(
+        self, params: dict[str, Any], parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> None:
+        """Refuse an output that is the file of an input layer the engine gets a copy of.
+
+        The engine refuses an output that names one of its inputs, but a layer inside a
+        multi-layer file, a subset or a memory layer reaches it as a temporary copy
+        (:meth:`vector_path`): the user's file is compared here.
+
+        Raises:
+            QgsProcessingException: naming the output, the input and the fix.
+        """
+        outputs = [
+            (p.name, str(params[p.name]))
+            for p in self.spec_params()
+            if p.kind in OUTPUTS and p.kind != "output_folder" and params.get(p.name)
+        ]
+        for param in self.spec_params():
+            if param.kind not in VECTOR_KINDS or not parameters.get(param.name):
+                continue
+            layer = self.parameterAsVectorLayer(parameters, param.name, context)
+            source = layer.source().split("|")[0] if layer is not None else ""
+            for name, output in outputs:
+                if source and Path(source).is_file() and Path(output).exists():
+                    same = os.path.samefile(source, output)
+                else:
+                    same = bool(source) and Path(source).resolve() == Path(output).resolve()
+                if same:
+                    raise QgsProcessingException(
+                        tr(
+                            "{output} is the file of the input {input} ('{path}'): a run never "
+                            "overwrites its own input. Choose another file name for {output}."
+                        ).format(output=name, input=param.name, path=source)
+                    )
 
     def keep_models(self, params: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
         """Trained models left to a temporary file go to the Slidewise models folder instead.
@@ -387,9 +515,45 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from None
 
     def checkParameterValues(self, parameters, context):
-        """QGIS's checks; input rasters it opens for them leave no side file (PAM off)."""
+        """QGIS's checks, with a message that names the problem and the fix.
+
+        QGIS's own messages are generic ("Incorrect parameter value for X", "... not
+        found" for a file that exists but cannot be read): the refusal is rephrased from
+        the contract (range, unit, default) or from the file (missing, empty, not a
+        raster). Input rasters QGIS opens for the checks leave no side file (PAM off).
+        """
         with gdal_pam_off():
-            return super().checkParameterValues(parameters, context)
+            ok, message = super().checkParameterValues(parameters, context)
+            if ok:
+                return ok, message
+            return False, self.refusal_message(parameters, context) or message
+
+    def refusal_message(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        """A clear message for the first parameter QGIS refuses ('' when none is known)."""
+        spec = {p.name: p for p in self.SPEC.params} if self.SPEC is not None else {}
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            value = parameters.get(name, definition.defaultValue())
+            if definition.checkValueIsAcceptable(value, context):
+                continue
+            param = spec.get(name)
+            if param is not None and (param.kind in NUMERIC or param.kind == "numbers"):
+                text = out_of_range_message(param, value) if value not in (None, "") else ""
+                if text:
+                    return text
+            kind = definition.type()
+            if kind in ("raster", "multilayer", "vector", "source"):
+                what = (
+                    "raster"
+                    if kind == "raster" or (param and param.kind == "rasters")
+                    else ("vector layer")
+                )
+                for path in layer_paths(value):
+                    layer = QgsProcessingUtils.mapLayerFromString(path, context)
+                    if layer is None or not layer.isValid():
+                        return unreadable_file_message(name, path, what)
+            return ""
+        return ""
 
     def processAlgorithm(self, parameters, context, feedback):
         """Run the job and return its outputs (plus its figures, where scalar)."""
@@ -410,6 +574,9 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
     def style_outputs(self, results: dict[str, Any], context: QgsProcessingContext) -> None:
         """Attach styles to loaded outputs; subclasses override."""
 
+
+#: Runs once, when the provider loads: see pam_off_for_qgis_process.
+PAM_OFF_FOR_QGIS_PROCESS = pam_off_for_qgis_process()
 
 __all__ = [
     "GROUPS",

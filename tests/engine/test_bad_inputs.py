@@ -30,6 +30,7 @@ from PIL import Image
 
 from slidewise.engine.core.errors import EngineError, InputError, ModelFileError
 from slidewise.engine.core.job import JobResult
+from slidewise.engine.core.params import INPUT_KINDS
 from slidewise.engine.jobs import resolve
 
 DATA = REPO / "tests" / "data"
@@ -67,6 +68,34 @@ TRAINMAPPING = [
         "There is no pixel of colour 1,2,3 in any training mask: check MASK_COLOR",
         also=("colours found: 0,0,0; 255,255,0",),
     ),
+    Row(
+        "a file of the image folder that is not an image",
+        {
+            "DATASET_TYPE": "pairs",
+            "TRAIN_IMAGES": "{text_images}",
+            "TRAIN_MASKS": "{text_masks}",
+            "MASK_COLOR": "255,255,0",
+            "EPOCHS": 1,
+            "OUTPUT": "{out}/model.safetensors",
+        },
+        "The image 'zz.png' in",
+        also=("it is not an image", "move other files out of it"),
+    ),
+    Row(
+        "RESUME from a checkpoint with 40 bytes of its tensors flipped",
+        {
+            "DATASET_TYPE": "pairs",
+            "TRAIN_IMAGES": "{bijie_images}",
+            "TRAIN_MASKS": "{bijie_masks}",
+            "MASK_COLOR": "255,255,0",
+            "EPOCHS": 2,
+            "CHECKPOINT": "{damaged_checkpoint}",
+            "RESUME": True,
+            "OUTPUT": "{out}/model.safetensors",
+        },
+        "The checkpoint 'damaged_checkpoint.safetensors' is damaged",
+        also=("training cannot resume from it", "Delete it and train again with RESUME=false"),
+    ),
 ]
 
 EVALUATEMAPPING = [
@@ -80,6 +109,17 @@ EVALUATEMAPPING = [
         },
         "has a value in LANDSLIDE_VALUES (7) where the map has data",
         also=("check LANDSLIDE_VALUES", "values found in the reference: 0, 255"),
+    ),
+    Row(
+        "reference raster on another grid, without a CRS",
+        {
+            "INPUT": "{rgb}",
+            "REFERENCE": "{bijie_mask}",
+            "LANDSLIDE_VALUES": "255",
+            "OUTPUT": "{out}/figures.json",
+        },
+        "The reference raster '10009.png' cannot be aligned with the grid of the map 'rgb.tif'",
+        also=("Assign one",),
     ),
     Row(
         "OUTPUT on the reference",
@@ -168,6 +208,16 @@ PREDICTSUSCEPTIBILITY = [
     ),
 ]
 
+SEGMENTBLOCKS = [
+    Row(
+        "N_BLOCKS beyond what the stack's pixels can hold",
+        {"INPUT": "{ta_copy}", "N_BLOCKS": 100_000, "OUTPUT": "{out}/blocks.tif"},
+        "N_BLOCKS 100000 is more than this factor stack can hold: its segmentation grid of "
+        "383 x 415 pixels allows at most 9934 blocks",
+        also=("Set N_BLOCKS to 9934 or fewer (0: 256)",),
+    ),
+]
+
 TABLES = {
     "trainmapping": TRAINMAPPING,
     "evaluatemapping": EVALUATEMAPPING,
@@ -175,6 +225,7 @@ TABLES = {
     "maplandslides": MAPLANDSLIDES,
     "detectlandslides": DETECTLANDSLIDES,
     "predictsusceptibility": PREDICTSUSCEPTIBILITY,
+    "segmentblocks": SEGMENTBLOCKS,
 }
 CASES = [
     pytest.param(job, row, id=f"{job}: {row.case}") for job, rows in TABLES.items() for row in rows
@@ -251,6 +302,33 @@ def flip_tensor_bytes(source: Path, target: Path, count: int = 100) -> Path:
     return target
 
 
+def _checkpoint(path: Path) -> str:
+    """A real (small) checkpoint: weights, optimiser state and random state."""
+    import torch
+
+    from slidewise.engine.mapping.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 1, 3)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.rand(1, 3, 8, 8)).mean().backward()
+    optimizer.step()
+    save_checkpoint(path, model, None, optimizer, torch.Generator(), {"epoch": 1})
+    return str(path)
+
+
+def _text_image_folder(base: Path) -> tuple[str, str]:
+    """An image/mask folder pair of one real pair and a text file named like an image."""
+    images, masks = base / "text_images", base / "text_masks"
+    images.mkdir()
+    masks.mkdir()
+    shutil.copy(BIJIE_TRAIN / "images" / PAIR, images)
+    shutil.copy(BIJIE_TRAIN / "masks" / PAIR, masks)
+    (images / "zz.png").write_text("notes on the field trip, saved as .png\n")
+    shutil.copy(BIJIE_TRAIN / "masks" / PAIR, masks / "zz.png")
+    return str(images), str(masks)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The inputs the tables name, by name."""
@@ -258,7 +336,15 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     rgb = np.moveaxis(np.asarray(Image.open(BIJIE_TRAIN / "images" / PAIR))[..., :3], -1, 0)
     mask = np.asarray(Image.open(BIJIE_TRAIN / "masks" / PAIR))[None, ..., 0]
     model = _mapping_model(base / "model.safetensors")
+    checkpoint = Path(_checkpoint(base / "checkpoint.safetensors"))
+    text_images, text_masks = _text_image_folder(base)
     return {
+        "text_images": text_images,
+        "text_masks": text_masks,
+        "checkpoint": str(checkpoint),
+        "damaged_checkpoint": str(
+            flip_tensor_bytes(checkpoint, base / "damaged_checkpoint.safetensors", count=40)
+        ),
         "bijie_images": str(BIJIE_TRAIN / "images"),
         "bijie_masks": str(BIJIE_TRAIN / "masks"),
         "bijie_image": str(BIJIE_TRAIN / "images" / PAIR),
@@ -347,6 +433,83 @@ def test_model_file_without_checksum_loads_with_a_note(
     assert len(notes) == 1 and meta.architecture == "linknet" and tensors
 
 
+def test_damaged_checkpoint_is_refused_and_a_good_one_loads(files: dict[str, str]) -> None:
+    from slidewise.contract.checkpoints import checkpoint_epochs
+    from slidewise.engine.mapping.checkpoints import load_checkpoint
+
+    tensors, meta = load_checkpoint(files["checkpoint"])
+    assert meta["epoch"] == 1 and "optim.0.exp_avg" in tensors
+    assert checkpoint_epochs(files["checkpoint"]) == 1  # what the plugin reads, stdlib only
+    assert checkpoint_epochs(files["model"]) is None
+    with pytest.raises(InputError, match=r"'damaged_checkpoint.safetensors' is damaged"):
+        load_checkpoint(files["damaged_checkpoint"])
+
+
+def test_checkpoint_without_checksum_resumes_with_a_note(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from slidewise.contract.checkpoints import CHECKPOINT_KEY
+    from slidewise.engine.core.modelfile import ModelFileNote
+    from slidewise.engine.mapping.checkpoints import load_checkpoint
+
+    with safe_open(files["checkpoint"], framework="pt") as handle:
+        header = handle.metadata()
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(files["checkpoint"]), str(old), {CHECKPOINT_KEY: header[CHECKPOINT_KEY]})
+    with pytest.warns(ModelFileNote, match=r"'old.safetensors' has no checksum") as notes:
+        assert load_checkpoint(old)[1]["epoch"] == 1
+    assert len(notes) == 1
+
+
+# --------------------------------------------------------------------------- what a job says
+
+
+def test_segmentblocks_says_what_n_blocks_0_means(tmp_path: Path) -> None:
+    """N_BLOCKS=0 is the default count (256), and the log says so."""
+    from engine_helpers import log_messages
+
+    crop = tmp_path / "ta_crop.tif"
+    with rasterio.open(ECUADOR / "ta.tif") as src:
+        window = rasterio.windows.Window(0, 0, 120, 120)
+        profile = {**src.profile, "width": 120, "height": 120}
+        profile["transform"] = src.window_transform(window)
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+            dst.descriptions = src.descriptions
+    ctx, stream = job_context("segmentblocks")
+    params = {"INPUT": str(crop), "N_BLOCKS": 0, "OUTPUT": str(tmp_path / "b.tif")}
+    result = resolve("segmentblocks")(params, ctx)
+    assert "N_BLOCKS is 0: 256 blocks asked of SLIC (the default)." in log_messages(stream)
+    assert 128 <= result.figures["n_blocks"] <= 512
+
+
+def test_samplefactors_warns_of_points_merged_in_one_pixel(tmp_path: Path) -> None:
+    """Points in one pixel are merged, with a warning that counts them: the real table
+    has one such pair (the issue's case), plus three landslides copied 1 m away."""
+    from engine_helpers import log_messages
+
+    lines = (ECUADOR / "lsl.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    slides = [r.split(",") for r in rows if r.split(",")[2] == "1"][:3]
+    copies = [",".join([str(float(r[0]) + 1.0), *r[1:]]) for r in slides]
+    table = tmp_path / "lsl_close.csv"
+    table.write_text("\n".join([header, *rows, *copies]) + "\n")
+    ctx, stream = job_context("samplefactors")
+    params = {
+        "INPUT": str(ECUADOR / "ta.tif"),
+        "INVENTORY": str(table),
+        "LABEL_FIELD": "lslpts",
+        "OUTPUT": str(tmp_path / "samples.csv"),
+    }
+    result = resolve("samplefactors")(params, ctx)
+    expected = f"4 of {len(rows) + 3} samples of 'lsl_close.csv' fall on a pixel already sampled"
+    assert any(expected in m for m in log_messages(stream)), log_messages(stream)
+    assert result.figures["counts"]["inventory_merged"] == 4
+
+
 # --------------------------------------------------------------------------- side files
 
 WORKER = [sys.executable, "-m", "slidewise.engine.worker"]
@@ -405,3 +568,63 @@ def test_no_side_file_beside_inputs(files: dict[str, str], tmp_path: Path, read_
     finally:
         inputs.chmod(0o755)
     assert (out / "p.tif").is_file() and (out / "e.json").is_file()
+
+
+# --------------------------------------------------------------------------- outputs on inputs
+
+FILE_INPUT_KINDS = INPUT_KINDS
+FILE_OUTPUT_KINDS = ("output_raster", "output_vector", "output_file")
+
+
+def _output_on_input_cases() -> list[Any]:
+    """Every (output, input) pair of files of every engine job: one row each."""
+    from slidewise.contract.specs import RUNS_IN_QGIS, SPEC_MODULES, spec_of
+
+    cases = []
+    for job in sorted(set(SPEC_MODULES) - RUNS_IN_QGIS):
+        spec = spec_of(job)
+        inputs = [p.name for p in spec.params if p.kind in FILE_INPUT_KINDS]
+        outputs = [p.name for p in spec.params if p.kind in FILE_OUTPUT_KINDS]
+        cases += [
+            pytest.param(job, out, inp, id=f"{job}: {out} on {inp}")
+            for out in outputs
+            for inp in inputs
+        ]
+    return cases
+
+
+def _required_filler(job: str, skip: set[str], tmp_path: Path) -> dict[str, Any]:
+    """Values for the job's other required parameters (a real file, a folder, a word)."""
+    from slidewise.contract.specs import spec_of
+
+    filler: dict[str, Any] = {}
+    for param in spec_of(job).params:
+        if not param.required or param.name in skip:
+            continue
+        if param.kind in FILE_INPUT_KINDS:
+            filler[param.name] = str(ECUADOR / "ta.tif")
+        elif param.kind == "folder":
+            filler[param.name] = str(BIJIE_TRAIN / "images")
+        elif param.kind in FILE_OUTPUT_KINDS or param.kind == "output_folder":
+            filler[param.name] = str(tmp_path / "other" / param.name.lower())
+        else:
+            filler[param.name] = "a"
+    return filler
+
+
+@pytest.mark.parametrize(("job", "output", "source"), _output_on_input_cases())
+def test_no_output_overwrites_an_input_of_the_run(
+    job: str, output: str, source: str, tmp_path: Path
+) -> None:
+    """Each output of each job, set to the path of each of its file inputs, is refused
+    before anything is read or written, and the input file keeps its bytes."""
+    from slidewise.contract.specs import spec_of
+
+    victim = Path(shutil.copy(ECUADOR / "ta.tif", tmp_path / "input.tif"))
+    before = victim.read_bytes()
+    value: Any = [str(victim)] if spec_of(job)[source].kind == "rasters" else str(victim)
+    params = {**_required_filler(job, {output, source}, tmp_path), source: value}
+    params[output] = str(victim)
+    row = Row("output on input", params, f"{output} is the input {source}")
+    expect_refused(resolve(job), job, params, row)
+    assert victim.read_bytes() == before

@@ -6,6 +6,7 @@ no job folder is left, the user reads what happened, and the next run succeeds.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -184,3 +185,49 @@ def test_faults_at_random_points_leave_no_orphan_and_no_partial(
     assert leftovers(out) == ["terrain.manifest.json", "terrain.tif"]
     assert job_folders(jobs) == []
     assert time.monotonic() - started < 90
+
+
+def test_kill_9_of_a_training_with_a_checkpoint_says_how_to_resume(
+    engine_python: str, tmp_path: Path
+) -> None:
+    """kill -9 of the worker mid-training: the message names the checkpoint that remains
+    and how to resume (RESUME=true, same command)."""
+    from slidewise.contract.checkpoints import checkpoint_epochs
+
+    out, jobs = tmp_path / "out", tmp_path / "jobs"
+    out.mkdir()
+    job, params, outputs = training_job(out)
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    for name in ("ENCODER", "ENCODER_DEPTH"):
+        params.pop(name)
+    tiny = {"widths": [8, 16, 32], "residual": False, "deep_supervision": False}
+    params.update(
+        ARCHITECTURE="resunet",
+        MODEL_OPTIONS=json.dumps(tiny),
+        CHIP_SIZE=64,
+        CHIPS_PER_EPOCH=4,
+        CHECKPOINT=str(checkpoint),
+    )
+    parent = start_parent((job, params, outputs), engine_python, jobs)
+    try:
+        worker = int(read_until(parent, "PID").split()[1])
+        deadline = time.monotonic() + 120
+        while checkpoint_epochs(checkpoint) is None and time.monotonic() < deadline:
+            if parent.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert parent.poll() is None, parent.communicate()
+        os.kill(worker, signal.SIGKILL)
+        stdout, _ = parent.communicate(timeout=60)
+    finally:
+        parent.kill()
+        _kill_workers_of(parent.pid)
+    epochs = checkpoint_epochs(checkpoint)
+    assert epochs is not None and epochs >= 1
+    assert "killed by signal 9" in stdout and "Traceback" not in stdout
+    assert f"The checkpoint '{checkpoint}' remains, with {epochs} epoch(s) done" in stdout
+    assert "run the same command again with RESUME=true" in stdout
+    assert "tick 'Resume from checkpoint'" in stdout
+    assert leftovers(out) == [] and job_folders(jobs) == []
+
+    # That resuming works is tested in the engine (test_mapping_train.py, checkpoint resume).

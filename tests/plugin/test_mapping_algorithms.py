@@ -56,9 +56,29 @@ def test_map_then_evaluate(trained, qgis_app) -> None:
         },
     )
     figures = json.loads(Path(evaluated["OUTPUT"]).read_text())
-    assert figures
-    assert 0.0 <= evaluated["F1"] <= 1.0
     assert Path(evaluated["OUTPUT_HTML"]).is_file()
+    _check_confusion(figures, evaluated, mapped["OUTPUT_PROBABILITY"])
+
+
+def _check_confusion(figures: dict, evaluated: dict, probability: str) -> None:
+    """The evaluation's counts agree with the files, counted here independently: the
+    reference's landslide pixels are TP + FN, the map's pixels at or over the threshold
+    are TP + FP, every pixel is counted once, and F1 follows from the counts."""
+    import numpy as np
+    from osgeo import gdal
+
+    def band_1(path: str) -> np.ndarray:
+        dataset = gdal.Open(path)  # kept while its band is read (GDAL's Python binding)
+        return dataset.GetRasterBand(1).ReadAsArray()
+
+    reference, prob = band_1(str(TEST_MASK)), band_1(probability)
+    tp, fp, fn, tn = (figures[k] for k in ("tp", "fp", "fn", "tn"))
+    assert tp + fn == int((reference == 255).sum()) > 0
+    assert tp + fp == int((prob >= figures["threshold"]).sum())
+    assert tp + fp + fn + tn == figures["evaluated_pixels"] == reference.size
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    assert evaluated["F1"] == pytest.approx(f1) == pytest.approx(figures["f1"])
+    assert np.isfinite(prob).all()
 
 
 def test_band_count_mismatch_names_expected_bands(trained, tmp_path: Path) -> None:

@@ -42,6 +42,13 @@ def _points(csv: Path, out: Path, where: str) -> Path:
     return out
 
 
+def _rows(table: Path) -> list[dict[str, str]]:
+    import csv
+
+    with table.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.fixture(scope="module")
 def inventories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("inventories")
@@ -69,11 +76,11 @@ def pipeline(qgis_app, inventories, tmp_path_factory: pytest.TempPathFactory) ->
             "OUTPUT_POLYGONS": str(out / "blocks.gpkg"),
         },
     )
-    model = processing.run(
+    model = processing.run(  # trained on the north only: scored on the south below
         "slidewise:trainsusceptibility",
         {
             "INPUT": str(STACK),
-            "INVENTORY": str(inventories["all"]),
+            "INVENTORY": str(inventories["train"]),
             "LABEL_FIELD": "lslpts",
             "BLOCKS": blocks["OUTPUT"],
             "METHOD": 0,
@@ -140,9 +147,15 @@ def test_train_predict_evaluate_chain(pipeline) -> None:
     html = Path(report["OUTPUT"]).read_text(encoding="utf-8")
     assert "data:image/png;base64," in html
     figures = json.loads(Path(report["JSON"]).read_text())
-    assert figures
-    assert 0.5 < report["ROC_AUC"] <= 1.0
-    assert report["N_POSITIVE"] > 50 and report["N_NEGATIVE"] > 300
+    # Scored on the southern points only; the model saw only northern ones (0.75 measured).
+    assert report["ROC_AUC"] > 0.65
+    south = [r for r in _rows(ECU / "landslides.csv") if float(r["y"]) <= SPLIT_Y]
+    positives = sum(r["lslpts"] == "1" for r in south)
+    assert (report["N_POSITIVE"], report["N_NEGATIVE"]) == (positives, len(south) - positives)
+    metrics = figures["metrics"]
+    assert metrics["roc_auc"] == pytest.approx(report["ROC_AUC"])
+    assert metrics["true_positive"] + metrics["false_negative"] == positives
+    assert metrics["true_negative"] + metrics["false_positive"] == len(south) - positives
 
 
 def test_classical_method_and_sample_table(qgis_app, inventories, tmp_path: Path) -> None:
@@ -172,8 +185,10 @@ def test_classical_method_and_sample_table(qgis_app, inventories, tmp_path: Path
         },
     )
     assert rf["METHOD"] == "rf"
-    assert 0.0 <= rf["CV_SPATIAL_AUC_MEAN"] <= 1.0
-    assert 0.0 <= rf["CV_RANDOM_AUC_MEAN"] <= 1.0
+    # Cross-validated on held-out folds: better than chance; random folds (neighbours of
+    # training points) score at least as well as spatial ones, less the noise of 3 folds.
+    assert rf["CV_SPATIAL_AUC_MEAN"] > 0.65  # 0.80 measured
+    assert rf["CV_RANDOM_AUC_MEAN"] > rf["CV_SPATIAL_AUC_MEAN"] - 0.1
     # A model left to a temporary file is kept in the Slidewise models folder instead.
     from qgis.core import QgsApplication, QgsProcessingUtils
 
