@@ -17,6 +17,7 @@ SPEC_MODULES: dict[str, str] = {
     "detectlandslides": "slidewise.contract.specs.detectlandslides",
     "evaluatemapping": "slidewise.contract.specs.evaluatemapping",
     "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
+    "exportmodel": "slidewise.contract.specs.exportmodel",
     "maplandslides": "slidewise.contract.specs.maplandslides",
     "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
     "pretrainencoder": "slidewise.contract.specs.pretrainencoder",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param
+from slidewise.contract.specs.inference import BACKEND
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
 #: The three outputs; the job needs at least one.
@@ -97,6 +98,7 @@ SPEC = AlgorithmSpec(
             default=False,
             advanced=True,
         ),
+        BACKEND,
         Param(
             "OUTPUT_PROBABILITY",
             "Landslide probability",

@@ -7,6 +7,7 @@ from slidewise.processing_provider.algorithms.evaluate_mapping import EvaluateMa
 from slidewise.processing_provider.algorithms.evaluate_susceptibility import (
     EvaluateSusceptibilityAlgorithm,
 )
+from slidewise.processing_provider.algorithms.export_model import ExportModelAlgorithm
 from slidewise.processing_provider.algorithms.map_landslides import MapLandslidesAlgorithm
 from slidewise.processing_provider.algorithms.predict_susceptibility import (
     PredictSusceptibilityAlgorithm,
@@ -33,6 +34,7 @@ ALGORITHMS = [
     MapLandslidesAlgorithm,
     EvaluateMappingAlgorithm,
     AddRegionAlgorithm,
+    ExportModelAlgorithm,
     PretrainEncoderAlgorithm,
     TrainDetectionAlgorithm,
     DetectLandslidesAlgorithm,
