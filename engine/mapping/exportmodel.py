@@ -92,7 +92,8 @@ def run_export(params: dict[str, Any], ctx: JobContext) -> JobResult:
     overlap = min(_aligned(options.overlap, model.multiple), tile - model.multiple)
     threshold = options.threshold if options.threshold is not None else model.threshold
     ctx.log(
-        f"Exporting {model.meta.architecture} ({len(model.meta.bands)} bands) to ONNX opset "
+        f"Exporting {model.meta.architecture} (bands in order: {', '.join(model.meta.bands)}) "
+        f"to ONNX opset "
         f"{options.opset}: input {'dynamic' if options.dynamic_size else f'{tile} x {tile}'}."
     )
     ctx.progress(10)

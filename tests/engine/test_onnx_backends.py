@@ -177,6 +177,17 @@ def test_multiregion_export_needs_a_region_and_matches_its_decoder(
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": x.numpy()})[0]
     assert np.max(np.abs(got - expected)) <= 1e-4 < np.max(np.abs(got - other))
+    # maplandslides runs the region's decoder on ONNX Runtime like on PyTorch.
+    raster = _geotiff(tmp_path / "bijie.tif", bijie_crop)
+    probs = {}
+    for backend in ("torch", "onnxruntime"):
+        target = str(tmp_path / f"{backend}.tif")
+        params = {"INPUT": raster, "MODEL": str(path), "REGION": "east", "BACKEND": backend}
+        result = run_map({**params, "OUTPUT_PROBABILITY": target}, ctx)
+        assert result.figures["backend"] == backend
+        with rasterio.open(target) as src:
+            probs[backend] = src.read(1)
+    assert np.nanmax(np.abs(probs["onnxruntime"] - probs["torch"])) <= 1e-4
 
 
 def _geotiff(path: Path, image: np.ndarray) -> str:
