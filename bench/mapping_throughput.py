@@ -31,8 +31,9 @@ Both methods run under the memory setting of the engine's worker process
 ``--backend onnxruntime|openvino|auto`` adds a third method in the same
 run: the engine's tiling with the model computed by that inference backend
 (:mod:`slidewise.engine.imagery.backends`; ``auto`` runs the engine's timed
-probe), timed alternately with the other two (``backend_px_per_s``,
-``backend_ratio`` against the seed, ``backend_vs_torch``, its seam error and
+probe, as the job does on a raster of 4 megapixels or more), timed
+alternately with the other two (``backend_px_per_s``, ``backend_ratio``
+against the seed, ``backend_vs_torch``, its seam error and
 its largest difference from the PyTorch path); the child job then runs with
 that BACKEND. ``--floor`` adds the per-pixel compute floor: the model's
 multiply-adds per pixel (forward hooks on every convolution) against the
@@ -476,7 +477,12 @@ def prepare_backend(args: argparse.Namespace, model: Any, model_path: Path) -> t
     """The ``--backend`` module of the benchmark model and its name (``None`` for torch)."""
     if args.backend == "torch":
         return None, "torch"
-    from slidewise.engine.imagery.backends import BackendRequest, choose_backend, model_key
+    from slidewise.engine.imagery.backends import (
+        AUTO_MIN_PIXELS,
+        BackendRequest,
+        choose_backend,
+        model_key,
+    )
     from slidewise.engine.imagery.tiling import DEFAULT_TILE
 
     request = BackendRequest(
@@ -485,7 +491,7 @@ def prepare_backend(args: argparse.Namespace, model: Any, model_path: Path) -> t
         model_key(model_path),
         threads=args.threads,
         tile=args.tile or DEFAULT_TILE,
-        pixels=args.size * args.size,
+        pixels=max(args.size * args.size, AUTO_MIN_PIXELS),  # auto probes as on a large raster
     )
     module, name = choose_backend(args.backend, request)
     return (None if name == "torch" else module), name

@@ -17,7 +17,9 @@ the image downscaled by ``--scale`` as in ``mapping_accuracy``, probabilities
 upsampled back) and the landslide-class F1 at the model's threshold is
 counted over all test pixels. Speed: best of ``--repeats`` forward passes of
 one ``--tile`` tile, float32 against int8, same session options as the
-``onnxruntime`` backend, on ``--threads`` threads.
+``onnxruntime`` backend, on ``--threads`` threads. ``--bf16`` adds OpenVINO
+with its bfloat16 inference precision (its default on CPUs with AMX or
+AVX512-BF16) to both measurements.
 """
 
 from __future__ import annotations
@@ -148,24 +150,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="slidewise-quant-") as tmp:
         float_path, int8_path = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         export_onnx(net, float_path, bands)
-        chips = calibration_chips(args.calibration_images, meta.normalisation, args.scale, 32)
+        scale = args.scale if args.calibration_scale is None else args.calibration_scale
+        chips = calibration_chips(args.calibration_images, meta.normalisation, scale, 32)
         quantise(float_path, int8_path, chips)
         modules = {
             "float32": OnnxRuntimeModule(float_path, args.threads),
             "int8": OnnxRuntimeModule(int8_path, args.threads),
         }
+        if args.bf16:
+            from slidewise.engine.imagery.backends import OpenVinoModule
+
+            modules["openvino_bf16"] = OpenVinoModule(float_path, args.threads, "bf16")
         for label, (images, masks) in zip(args.test_names, args.test, strict=True):
             pairs = sorted(discover_pairs(images, masks))
             if args.last:
                 pairs = pairs[-args.last :]
             for kind, module in modules.items():
                 figures[f"{label}_{kind}"] = landslide_f1(module, meta, pairs, args.scale)
-            figures[f"{label}_f1_change"] = (
-                figures[f"{label}_int8"]["f1"] - figures[f"{label}_float32"]["f1"]
-            )
+            for kind in modules:
+                change = figures[f"{label}_{kind}"]["f1"] - figures[f"{label}_float32"]["f1"]
+                figures[f"{label}_{kind}_f1_change"] = change
         seconds = {k: tile_seconds(m, bands, args.tile, args.repeats) for k, m in modules.items()}
         figures["seconds_per_tile"] = seconds
-        figures["int8_speedup"] = seconds["float32"] / seconds["int8"]
+        figures["speedup_vs_float32"] = {k: seconds["float32"] / v for k, v in seconds.items()}
     return figures
 
 
@@ -178,9 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-names", nargs="+", default=None)
     parser.add_argument("--last", type=int, default=0, help="only the last N pairs of each set")
     parser.add_argument("--scale", type=float, default=0.5)
+    parser.add_argument("--calibration-scale", type=float, default=None, help="default: --scale")
     parser.add_argument("--tile", type=int, default=576)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--bf16", action="store_true", help="also OpenVINO in bfloat16 (CPUs with AMX/AVX512-BF16)"
+    )
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     args.test_names = args.test_names or [f"set{k}" for k in range(len(args.test))]

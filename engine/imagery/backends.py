@@ -122,14 +122,14 @@ class OnnxRuntimeModule(nn.Module):
 class OpenVinoModule(nn.Module):
     """An OpenVINO CPU model (float32) behaving like the model: ``forward(x) -> logits``."""
 
-    def __init__(self, path: str | os.PathLike[str], threads: int) -> None:
+    def __init__(self, path: str | os.PathLike[str], threads: int, precision: str = "f32") -> None:
         super().__init__()
         import openvino as ov
 
         config = {
             "INFERENCE_NUM_THREADS": int(threads),
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": precision,
         }
         self.compiled = ov.Core().compile_model(os.fspath(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
