@@ -255,7 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime", "openvino", "auto"),
+        choices=("torch", "onnxruntime", "openvino", "openvino_bf16", "auto"),
         default="torch",
         help="also time the engine with this inference backend (torch: only today's path)",
     )

@@ -11,7 +11,11 @@ a batch of standardised tiles and expects logits; a backend is any
   intra-op threads = the job's threads);
 * ``openvino``: the same ONNX file compiled by OpenVINO for the CPU, in
   float32 (OpenVINO's default on CPUs with AMX or AVX-512 BF16 is bfloat16,
-  which changes logits by ~0.1: not the same model any more).
+  which changes logits by ~0.1: not the same model any more);
+* ``openvino_bf16``: OpenVINO with that bfloat16 precision, on request only
+  (2.6-4.8x ONNX Runtime's float32 speed on this project's AMX CPU, landslide
+  F1 changed by less than 0.001 on the Bijie and Sichuan test images:
+  ``bench/quantisation.py``). ``auto`` never picks it.
 
 ``auto`` times each available backend on one tile of the model (a short
 probe, once per model file, tile side, thread count and machine; the result
@@ -197,7 +201,7 @@ def build_backend(name: str, request: BackendRequest) -> nn.Module:
     """
     if name == "torch":
         return request.model
-    if name not in available_backends():
+    if name.split("_")[0] not in available_backends():
         raise InputError(
             f"BACKEND {name} is not installed in the engine environment: choose torch or "
             "auto, or install it (OpenVINO: the engine's optional extra 'openvino')."
@@ -210,7 +214,8 @@ def build_backend(name: str, request: BackendRequest) -> nn.Module:
     path = onnx_file(request)
     if name == "onnxruntime":
         return OnnxRuntimeModule(path, request.cpu_threads())
-    return OpenVinoModule(path, request.cpu_threads())
+    precision = "bf16" if name == "openvino_bf16" else "f32"
+    return OpenVinoModule(path, request.cpu_threads(), precision)
 
 
 def choose_backend(name: str, request: BackendRequest) -> tuple[nn.Module, str]:

@@ -210,17 +210,19 @@ def _geotiff(path: Path, image: np.ndarray) -> str:
 def test_backends_give_the_torch_probabilities(unet_file, bijie_crop, tmp_path, monkeypatch):
     raster = _geotiff(tmp_path / "bijie.tif", bijie_crop)
     probs, figures = {}, {}
-    for backend in ("torch", "onnxruntime", "auto"):
+    have = backends.available_backends()
+    for backend in ["torch", "auto", *(b for b in ("onnxruntime", "openvino") if b in have)]:
         out = str(tmp_path / f"{backend}.tif")
         params = {"INPUT": raster, "MODEL": unet_file, "BACKEND": backend, "TILE_SIZE": 128}
         result = run_map({**params, "OUTPUT_PROBABILITY": out}, job_context("maplandslides")[0])
         figures[backend] = result.figures
         with rasterio.open(out) as src:
             probs[backend] = src.read(1)
-    assert figures["torch"]["backend"] == "torch"
-    assert figures["onnxruntime"]["backend"] == "onnxruntime"
+    assert "onnxruntime" in have  # an engine dependency
     assert figures["auto"]["backend"] == "torch"  # small raster, nothing cached: no probe
-    assert np.nanmax(np.abs(probs["onnxruntime"] - probs["torch"])) <= 1e-4
+    for backend in probs:
+        assert figures[backend]["backend"] == backend or backend == "auto"
+        assert np.nanmax(np.abs(probs[backend] - probs["torch"])) <= 1e-4, backend
     assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))  # exported once, cached
 
     # With a probe: the choice is timed once, cached, and read back the next time.
