@@ -28,6 +28,19 @@ Both methods run under the memory setting of the engine's worker process
 (freed memory kept for reuse, :mod:`slidewise.engine.core.allocator`);
 ``--allocator default`` runs both with the C library's defaults instead.
 
+``--backend onnxruntime|openvino|auto`` adds a third method in the same
+run: the engine's tiling with the model computed by that inference backend
+(:mod:`slidewise.engine.imagery.backends`; ``auto`` runs the engine's timed
+probe, as the job does on a raster of 4 megapixels or more), timed
+alternately with the other two (``backend_px_per_s``, ``backend_ratio``
+against the seed, ``backend_vs_torch``, its seam error and
+its largest difference from the PyTorch path); the child job then runs with
+that BACKEND. ``--floor`` adds the per-pixel compute floor: the model's
+multiply-adds per pixel (forward hooks on every convolution) against the
+multiply-add rate of a 2048 x 2048 float32 ``torch.matmul`` on the same
+threads (``floor_px_per_s`` at the engine's redundancy, and each method's
+fraction of it).
+
 Writes the JSON figures (``seed_px_per_s``, ``engine_px_per_s``, ``ratio``,
 ``engine_peak_rss_mb``, ``seam_max_abs_diff`` and more) and prints a table.
 """
@@ -142,15 +155,22 @@ def seed_predict(model: Any, path: Path, norm: dict[str, Any]) -> np.ndarray:
     return out
 
 
-def engine_predict(model: Any, path: Path, norm: dict[str, Any], args: argparse.Namespace) -> Any:
-    """The engine with its defaults (or the --tile/--overlap/--batch-size overrides)."""
+def engine_predict(
+    model: Any, path: Path, norm: dict[str, Any], args: argparse.Namespace, torch_path: bool = True
+) -> Any:
+    """The engine with its defaults (or the --tile/--overlap/--batch-size overrides).
+
+    ``torch_path=False``: ``model`` is an inference backend's module (plain NCHW input).
+    """
     from slidewise.engine.imagery.tiling import PredictionStats, TilingOptions, predict_raster
 
-    given = {
+    given: dict[str, Any] = {
         name: getattr(args, name)
         for name in ("tile", "overlap", "batch_size")
         if getattr(args, name) is not None
     }
+    if not torch_path:
+        given["channels_last"] = False
     stats = PredictionStats()
     prob = predict_raster(model, str(path), TilingOptions(stats=stats, **given), normalisation=norm)
     return prob, stats
@@ -186,6 +206,7 @@ def run_job_child(
         "rss_after_imports_mb": import_rss,
         "tiles": result.figures.get("tiles"),
         "tile_size": result.figures.get("tile_size"),
+        "backend": result.figures.get("backend"),
     }
 
 
@@ -207,6 +228,7 @@ def measure_child(
             cmd += [flag, str(value)]
     if args.batch_size is not None:
         cmd += ["--batch-size", str(args.batch_size)]
+    cmd += ["--backend", args.backend]
     return run_child("slidewise.bench.mapping_throughput", cmd)
 
 
@@ -231,6 +253,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="engine: keep freed memory as the engine's worker does (both methods); "
         "default: the C library's defaults",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime", "openvino", "openvino_bf16", "auto"),
+        default="torch",
+        help="also time the engine with this inference backend (torch: only today's path)",
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure the per-pixel compute floor"
+    )
     parser.add_argument("--rss-size", type=int, default=RSS_CHECK_SIZE, help=argparse.SUPPRESS)
     parser.add_argument("--child-job", nargs=3, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -244,6 +275,7 @@ def child_main(args: argparse.Namespace) -> int:
             ("TILE_SIZE", args.tile),
             ("OVERLAP", args.overlap),
             ("BATCH_SIZE", args.batch_size),
+            ("BACKEND", args.backend),
         )
         if value is not None
     }
@@ -269,6 +301,8 @@ class Timings:
     seed_out: Any = None
     engine_out: Any = None
     stats: Any = None
+    backend: list[float] = field(default_factory=list)
+    backend_out: Any = None
 
 
 @dataclass(frozen=True)
@@ -280,12 +314,16 @@ class Bench:
         seed_model: A plain-layout copy, as the seed ran it.
         norm: Per-band normalisation.
         args: The command line.
+        backend_model: The ``--backend`` module (``None``: torch only).
+        backend_name: The backend it runs on (``auto`` resolved).
     """
 
     model: Any
     seed_model: Any
     norm: dict[str, Any]
     args: argparse.Namespace
+    backend_model: Any = None
+    backend_name: str = "torch"
 
 
 def warm_up(bench: Bench, work: Path) -> None:
@@ -310,10 +348,12 @@ def warm_up(bench: Bench, work: Path) -> None:
     side = layout.rows.tile - 2 * layout.rows.margin
     engine_warm = write_synthetic_raster(work / "warmup_engine.tif", side, seed=1)
     engine_predict(bench.model, engine_warm, bench.norm, args)
+    if bench.backend_model is not None:
+        engine_predict(bench.backend_model, engine_warm, bench.norm, args, False)
 
 
 def time_methods(bench: Bench, raster: Path) -> Timings:
-    """Run the two methods alternately ``--repeats`` times."""
+    """Run the methods (seed, engine, and the ``--backend`` one) alternately ``--repeats`` times."""
     timings = Timings()
     for _ in range(max(1, bench.args.repeats)):
         t, timings.seed_out = _timed(seed_predict, bench.seed_model, raster, bench.norm)
@@ -322,6 +362,11 @@ def time_methods(bench: Bench, raster: Path) -> Timings:
             engine_predict, bench.model, raster, bench.norm, bench.args
         )
         timings.engine.append(t)
+        if bench.backend_model is not None:
+            t, (timings.backend_out, _) = _timed(
+                engine_predict, bench.backend_model, raster, bench.norm, bench.args, False
+            )
+            timings.backend.append(t)
     assert timings.stats is not None and timings.seed_out is not None
     assert timings.engine_out is not None
     return timings
@@ -336,22 +381,29 @@ def seam_figures(bench: Bench, work: Path, raster: Path, timings: Timings) -> di
     args, norm = bench.args, bench.norm
     seam = min(args.size, args.seam_size)
     seed_out, engine_out = timings.seed_out, timings.engine_out
+    backend_out = timings.backend_out
     if seam != args.size:
         raster = write_synthetic_raster(work / "seam.tif", seam)
         seed_out = seed_predict(bench.seed_model, raster, norm)
         engine_out, _ = engine_predict(bench.model, raster, norm, args)
+        if bench.backend_model is not None:
+            backend_out, _ = engine_predict(bench.backend_model, raster, norm, args, False)
     with rasterio.open(raster) as src:
         image = src.read().astype(np.float32)
     pad = timings.stats.margin
     whole = predict_whole_image(bench.model, image, normalisation=norm, pad=pad)
     whole0 = predict_whole_image(bench.model, image, normalisation=norm, pad=0)
-    return {
+    figures = {
         "seam_max_abs_diff": round(seam_error(engine_out, whole), 6),
         "seed_seam_max_abs_diff": round(seam_error(seed_out, whole), 6),
         "seed_seam_max_abs_diff_zero_pad_reference": round(seam_error(seed_out, whole0), 6),
         "seam_size": seam,
         "seam_reference_pad": pad,
     }
+    if backend_out is not None:
+        figures["backend_seam_max_abs_diff"] = round(seam_error(backend_out, whole), 6)
+        figures["backend_max_abs_diff_vs_torch"] = float(seam_error(backend_out, engine_out))
+    return figures
 
 
 def speed_figures(args: argparse.Namespace, timings: Timings) -> dict[str, Any]:
@@ -421,25 +473,131 @@ def rss_check(args: argparse.Namespace, work: Path, model_path: Path) -> dict[st
     }
 
 
+def prepare_backend(args: argparse.Namespace, model: Any, model_path: Path) -> tuple[Any, str]:
+    """The ``--backend`` module of the benchmark model and its name (``None`` for torch)."""
+    if args.backend == "torch":
+        return None, "torch"
+    from slidewise.engine.imagery.backends import (
+        AUTO_MIN_PIXELS,
+        BackendRequest,
+        choose_backend,
+        model_key,
+    )
+    from slidewise.engine.imagery.tiling import DEFAULT_TILE
+
+    request = BackendRequest(
+        model,
+        BANDS,
+        model_key(model_path),
+        threads=args.threads,
+        tile=args.tile or DEFAULT_TILE,
+        pixels=max(args.size * args.size, AUTO_MIN_PIXELS),  # auto probes as on a large raster
+    )
+    module, name = choose_backend(args.backend, request)
+    return (None if name == "torch" else module), name
+
+
+def backend_speed(args: argparse.Namespace, bench: Bench, timings: Timings) -> dict[str, Any]:
+    """Pixels per second of the ``--backend`` method, against the seed and the torch path."""
+    out: dict[str, Any] = {"backend": bench.backend_name}
+    if not timings.backend:
+        return out
+    pixels = args.size * args.size
+    backend_px = pixels / min(timings.backend)
+    out.update(
+        backend_px_per_s=round(backend_px, 1),
+        backend_ratio=round(min(timings.seed) / min(timings.backend), 3),
+        backend_vs_torch=round(min(timings.engine) / min(timings.backend), 3),
+        backend_seconds=[round(t, 3) for t in timings.backend],
+    )
+    return out
+
+
+def macs_per_pixel(model: Any, side: int = 256) -> float:
+    """Multiply-adds per output pixel of ``model``: every convolution, counted by forward hooks."""
+    import torch
+    from torch import nn
+
+    total = 0
+
+    def count(module: Any, inputs: Any, output: Any) -> None:
+        nonlocal total
+        weight = module.weight
+        if isinstance(module, nn.ConvTranspose2d):
+            total += inputs[0].numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
+        else:
+            total += output.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
+
+    convs = (nn.Conv2d, nn.ConvTranspose2d)
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, convs)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, BANDS, side, side))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / (side * side)
+
+
+def gemm_macs_per_s(n: int = 2048, runs: int = 5) -> float:
+    """Multiply-adds per second of a float32 ``n`` x ``n`` matmul on torch's threads (best run)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return n**3 / best
+
+
+def floor_figures(model: Any, speed: dict[str, Any], pixels: int) -> dict[str, Any]:
+    """``--floor``: the compute floor in raster px/s and each method's fraction of it."""
+    macs = macs_per_pixel(model)
+    rate = gemm_macs_per_s()
+    redundancy = float(speed["engine_redundancy"])
+    floor = rate / (macs * redundancy)
+    out = {
+        "model_macs_per_pixel": round(macs, 1),
+        "gemm_gmacs_per_s": round(rate / 1e9, 2),
+        "floor_px_per_s": round(floor, 1),
+        "engine_fraction_of_floor": round(speed["engine_px_per_s"] / floor, 3),
+        "seed_fraction_of_floor_at_its_redundancy": round(
+            speed["seed_px_per_s"] * speed["seed_tiles"] * SEED_TILE**2 / pixels * macs / rate, 3
+        ),
+    }
+    if "backend_px_per_s" in speed:
+        out["backend_fraction_of_floor"] = round(speed["backend_px_per_s"] / floor, 3)
+    return out
+
+
 def run_bench(args: argparse.Namespace, allocator: bool) -> dict[str, Any]:
-    """Both methods on a synthetic raster, the job in a child process; the figures."""
+    """The methods on a synthetic raster, the job in a child process; the figures."""
     from slidewise.engine.imagery.segmodels import save_mapping_model
 
     model, config = build_bench_model()
-    bench = Bench(model, copy.deepcopy(model), normalisation(), args)
     figures: dict[str, Any] = {"size": args.size}
     with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
         work = Path(tmp)
         raster = write_synthetic_raster(work / "synthetic.tif", args.size)
         model_path = work / "bench-unet.safetensors"
         bands = [f"B{b}" for b in range(1, BANDS + 1)]
-        save_mapping_model(model_path, model, config, bands, bench.norm)
+        save_mapping_model(model_path, model, config, bands, normalisation())
+        backend_model, backend_name = prepare_backend(args, model, model_path)
+        bench = Bench(
+            model, copy.deepcopy(model), normalisation(), args, backend_model, backend_name
+        )
         warm_up(bench, work)
         timings = time_methods(bench, raster)
         seams = seam_figures(bench, work, raster, timings)
         child = measure_child(raster, model_path, work / "child", args)
-        speed = speed_figures(args, timings)
+        speed = {**speed_figures(args, timings), **backend_speed(args, bench, timings)}
         figures.update(_in_order(speed, job_figures(child, args.size**2), seams))
+        figures["engine_job_backend"] = child.get("backend")
+        if args.floor:
+            figures.update(floor_figures(bench.seed_model, speed, args.size**2))
         figures.update(machine_figures(allocator))
         if args.rss_check:
             figures.update(rss_check(args, work, model_path))
@@ -488,6 +646,24 @@ def _print_table(f: dict[str, Any]) -> None:
     )
     name = f"engine ({f['engine_tile']}/{f['engine_overlap']} blend)"
     print(f"{name:<34}{f['engine_px_per_s']:>12.0f}{f['seam_max_abs_diff']:>16.4f}")
+    if "backend_px_per_s" in f:
+        name = f"engine, backend {f['backend']}"
+        print(f"{name:<34}{f['backend_px_per_s']:>12.0f}{f['backend_seam_max_abs_diff']:>16.4f}")
+        print(
+            f"ratio backend/seed: {f['backend_ratio']:.2f}x; backend/torch "
+            f"{f['backend_vs_torch']:.2f}x"
+        )
+    if "floor_px_per_s" in f:
+        print(
+            f"compute floor: {f['model_macs_per_pixel']:.0f} MAC/px at "
+            f"{f['gemm_gmacs_per_s']:.1f} GMAC/s -> {f['floor_px_per_s']:.0f} px/s; engine at "
+            f"{f['engine_fraction_of_floor']:.0%}"
+            + (
+                f", backend at {f['backend_fraction_of_floor']:.0%}"
+                if "backend_fraction_of_floor" in f
+                else ""
+            )
+        )
     print(
         f"ratio engine/seed: {f['ratio']:.2f}x; "
         f"engine job peak RSS {f['engine_peak_rss_mb']:.0f} MB"

@@ -17,7 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("job")
     sub.add_parser("check", help="print what this engine environment can do")
     sub.add_parser("jobs", help="list the engine's jobs")
+    export = sub.add_parser(
+        "export", help="export a mapping model to ONNX with Deepness metadata (job exportmodel)"
+    )
+    export.add_argument("model", help="mapping model (.safetensors)")
+    export.add_argument("output", help="ONNX file to write (.onnx)")
+    export.add_argument("--region", default=None, help="multi-region models: the region")
+    export.add_argument("--tile-size", type=int, default=None, help="fixed input tile (px)")
+    export.add_argument("--dynamic-size", action="store_true", help="free height and width")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        return run_export_command(args)
     if args.command == "check":
         from slidewise.engine.maintenance.checkengine import engine_report
 
@@ -34,6 +44,21 @@ def main(argv: list[str] | None = None) -> int:
         job = json.load(sys.stdin)
         return worker.run(job, Reporter(sys.stdout))
     return worker.main([args.job])
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    """Run the ``exportmodel`` job from ``slidewise-engine export`` arguments."""
+    from slidewise.engine import worker
+
+    params = {
+        "MODEL": args.model,
+        "OUTPUT": args.output,
+        "REGION": args.region,
+        "TILE_SIZE": args.tile_size,
+        "DYNAMIC_SIZE": args.dynamic_size,
+    }
+    job = {"job": "exportmodel", "params": {k: v for k, v in params.items() if v is not None}}
+    return worker.run(job, Reporter(sys.stdout))
 
 
 if __name__ == "__main__":

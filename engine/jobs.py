@@ -34,6 +34,8 @@ JOBS: dict[str, str] = {
     "pretrainencoder": "slidewise.engine.detection.pretrain:run_pretrain",
     "traindetection": "slidewise.engine.detection.train:run_train",
     "detectlandslides": "slidewise.engine.detection.apply:run_detect",
+    # ONNX export and inference backends (issue 13)
+    "exportmodel": "slidewise.engine.mapping.exportmodel:run_export",
 }
 
 

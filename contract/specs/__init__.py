@@ -19,6 +19,7 @@ SPEC_MODULES: dict[str, str] = {
     "evaluatemapping": "slidewise.contract.specs.evaluatemapping",
     "evaluatesusceptibility": "slidewise.contract.specs.evaluatesusceptibility",
     "exportlayout": "slidewise.contract.specs.exportlayout",
+    "exportmodel": "slidewise.contract.specs.exportmodel",
     "maplandslides": "slidewise.contract.specs.maplandslides",
     "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
     "pretrainencoder": "slidewise.contract.specs.pretrainencoder",

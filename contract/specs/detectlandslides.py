@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from slidewise.contract.spec import AlgorithmSpec, Param
+from slidewise.contract.specs.inference import BACKEND
 from slidewise.contract.specs.polygons import COMPONENT_PARAMS
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
@@ -89,6 +90,13 @@ SPEC = AlgorithmSpec(
         ),
         *COMPONENT_PARAMS,
         replace(TILE_BATCH, help="Tiles per forward pass; empty: 1 on CPU, 4 on GPU."),
+        replace(
+            BACKEND,
+            help=BACKEND.help
+            + " Source detector: the detector always runs on PyTorch (its box decoding and "
+            "non-maximum suppression are PyTorch code); the choice applies to the mapping model "
+            "of source segmentation.",
+        ),
         Param(
             "PROBABILITY",
             "Probability raster (segmentation)",

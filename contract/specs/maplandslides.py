@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import COG
+from slidewise.contract.specs.inference import BACKEND
 from slidewise.contract.specs.polygons import POLYGON_PARAMS
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
@@ -91,6 +92,7 @@ SPEC = AlgorithmSpec(
             default=False,
             advanced=True,
         ),
+        BACKEND,
         Param(
             "OUTPUT_PROBABILITY",
             "Landslide probability",

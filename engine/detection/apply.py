@@ -92,6 +92,7 @@ class DetectParams(JobParams):
     opening_radius: int = 1
     closing_radius: int = 1
     batch_size: int | None = None
+    backend: str = "auto"
     probability: str | None = None
     output: str = ""
 
@@ -517,8 +518,9 @@ def segmentation_boxes(
 
 def _probability_from_model(
     options: DetectParams, info: RasterInfo, device: torch.device, progress: Progress
-) -> tuple[np.ndarray, float, list[str]]:
-    """The landslide probability of a mapping model on the raster, its threshold, and notes."""
+) -> tuple[np.ndarray, float, list[str], str]:
+    """A mapping model's landslide probability on the raster, its threshold, notes, backend."""
+    from slidewise.engine.imagery.backends import BackendRequest, choose_backend, model_key
     from slidewise.engine.imagery.bands import match_bands
     from slidewise.engine.imagery.segmodels import load_mapping_model
     from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP as MAP_OVERLAP
@@ -537,15 +539,23 @@ def _probability_from_model(
     require_valid_pixels(info.path, band_choice.indexes, "input raster", "detect")
     tile = options.tile_size if options.tile_size is not None else default_tile_size(meta)
     overlap = options.overlap if options.overlap is not None else MAP_OVERLAP
+    request = BackendRequest(model, len(band_choice.indexes), model_key(str(options.model)))
+    request.device, request.tile, request.pixels = device, tile, info.width * info.height
+    model, backend = choose_backend(options.backend, request)
     tiling = TilingOptions(
-        tile=tile, overlap=overlap, device=device, progress=progress, multiple=model_multiple(meta)
+        tile=tile,
+        overlap=overlap,
+        device=device,
+        progress=progress,
+        multiple=model_multiple(meta),
+        channels_last=None if backend == "torch" else False,
     )
     prob = predict_raster(
         model, info.path, tiling, bands=band_choice.indexes, normalisation=meta.normalisation
     )
     assert prob is not None
     threshold = float((meta.extra or {}).get("threshold", 0.5))
-    return prob, threshold, notes
+    return prob, threshold, notes, backend
 
 
 # --------------------------------------------------------------------------- the job
@@ -655,10 +665,11 @@ def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobCon
         inputs = [info.path]
         prob = _read_probability(info, options.probability)
         default_threshold = 0.5
+        backend = ""
     else:
         info = open_raster(str(options.input), "input raster")
         inputs = [info.path, str(options.model)]
-        prob, default_threshold, notes = _probability_from_model(
+        prob, default_threshold, notes, backend = _probability_from_model(
             options, info, device, ctx.stage(2, 90)
         )
         for note in notes:
@@ -674,7 +685,13 @@ def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobCon
         score_threshold,
         (post.opening_radius, post.closing_radius),
     )
-    figures = {"threshold": threshold, "components": len(boxes), "min_area_m2": post.min_area}
+    figures: dict[str, Any] = {
+        "threshold": threshold,
+        "components": len(boxes),
+        "min_area_m2": post.min_area,
+    }
+    if backend:
+        figures["backend"] = backend
     return _Route(info, boxes, scores, inputs, figures)
 
 
@@ -744,6 +761,7 @@ def _detector_route(options: DetectParams, device: torch.device, ctx: JobContext
         "tile_size": tile,
         "overlap": overlap,
         "score_threshold": run.score_threshold,
+        "backend": "torch",  # box decoding and NMS are PyTorch code
     }
     return _Route(info, px, scores, [info.path, str(options.model)], figures)
 

@@ -89,6 +89,8 @@ class MapParams(JobParams):
             tiles are blended over it.
         batch_size: Tiles per forward pass; ``None``: 1 on CPU, 8 on GPU.
         tta: Test-time augmentation: average over the 8 flips and rotations (8x slower).
+        backend: Runtime of the forward passes: ``auto``, ``torch``, ``onnxruntime`` or
+            ``openvino`` (:mod:`slidewise.engine.imagery.backends`).
         output_probability: Float32 GeoTIFF of the landslide probability (0..1; NaN = nodata).
         output_mask: Uint8 GeoTIFF: 1 = landslide, 0 = not landslide, 255 = nodata.
         output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with the fields
@@ -116,6 +118,7 @@ class MapParams(JobParams):
     overlap: int = 64
     batch_size: int | None = None
     tta: bool = False
+    backend: str = "auto"
     output_probability: str | None = None
     output_mask: str | None = None
     output_polygons: str | None = None
@@ -329,10 +332,11 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     loaded = load_model(options, device)
     plan = plan_mapping(options, info, loaded, device, ctx)
     require_valid_pixels(info.path, plan.bands, "input raster", "map")
+    loaded, plan, backend = use_backend(options, loaded, plan, ctx, info.width * info.height)
     started = time.perf_counter()
     figures, stats = map_raster(options, info, loaded, plan, ctx)
     seconds = time.perf_counter() - started
-    figures.update(run_figures(info, plan, stats, seconds))
+    figures.update(run_figures(info, plan, stats, seconds), backend=backend)
     report_mapping(figures, seconds, ctx)
     extra = [p for p in (options.aoi, options.region_polygons, options.dem) if p]
     return JobResult(
@@ -455,6 +459,41 @@ def plan_mapping(
         f"{tiling.batch_size}, TTA {'on' if tiling.tta else 'off'}."
     )
     return MapPlan(choice.indexes, threshold, lookup, tiling)
+
+
+def use_backend(
+    options: MapParams, loaded: LoadedModel, plan: MapPlan, ctx: JobContext, pixels: int
+) -> tuple[LoadedModel, MapPlan, str]:
+    """The model (or each region decoder) on the BACKEND chosen; tiles and outputs unchanged."""
+    from slidewise.engine.imagery.backends import (
+        BackendRequest,
+        RegionBackends,
+        choose_backend,
+        model_key,
+    )
+
+    def request(region: str | None) -> BackendRequest:
+        net = loaded.net if region is None else loaded.multi.view(region)
+        key = model_key(options.model, region)
+        device = torch.device(plan.tiling.device or "cpu")
+        threads = ctx.options.threads
+        tile = plan.tiling.tile
+        return BackendRequest(net, len(plan.bands), key, threads, device, tile, pixels, ctx.log)
+
+    if loaded.multi is None:
+        net, name = choose_backend(options.backend, request(None))
+        loaded = dc_replace(loaded, net=net)
+    else:
+        first = options.region or loaded.multi.regions[0]
+        module, name = choose_backend(options.backend, request(first))
+        if name != "torch":
+            regions = RegionBackends(loaded.multi, name, request)
+            regions.views[first] = module
+            loaded = dc_replace(loaded, multi=regions)
+    if name != "torch":  # the runtimes take plain NCHW arrays
+        plan = dc_replace(plan, tiling=dc_replace(plan.tiling, channels_last=False))
+    ctx.log(f"Inference backend: {name}.")
+    return loaded, plan, name
 
 
 def _thresholds(

@@ -11,6 +11,7 @@ from slidewise.processing_provider.algorithms.evaluate_susceptibility import (
     EvaluateSusceptibilityAlgorithm,
 )
 from slidewise.processing_provider.algorithms.export_layout import ExportLayoutAlgorithm
+from slidewise.processing_provider.algorithms.export_model import ExportModelAlgorithm
 from slidewise.processing_provider.algorithms.map_landslides import MapLandslidesAlgorithm
 from slidewise.processing_provider.algorithms.predict_susceptibility import (
     PredictSusceptibilityAlgorithm,
@@ -39,6 +40,7 @@ ALGORITHMS = [
     EvaluateMappingAlgorithm,
     ExportLayoutAlgorithm,
     AddRegionAlgorithm,
+    ExportModelAlgorithm,
     PretrainEncoderAlgorithm,
     TrainDetectionAlgorithm,
     DetectLandslidesAlgorithm,
