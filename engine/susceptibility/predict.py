@@ -103,7 +103,7 @@ class Predictor:
         x = self.encoder.transform(raw, warn=None)
         count_unseen(self.encoder, raw, unseen)
         ids = None
-        if self.fitted.method == "meta":
+        if self.fitted.blockwise:
             ids = window_blocks(win, valid, self.block_src, self.centres, stack)
         out[valid] = self.fitted.predict(x, ids).astype(np.float32)
         return out, valid
@@ -215,7 +215,7 @@ def prediction_blocks(
         InputError: the block raster is missing, another one than in training, or on
             another grid than the stack.
     """
-    if fitted.method != "meta" or doc.get("source") != "raster":
+    if not fitted.blockwise or doc.get("source") != "raster":
         return None
     import rasterio
 
@@ -390,7 +390,7 @@ def predict_table(
     raw = numeric_columns(table, cols, name)
     x = encoder.transform(raw, warn=ctx.warn)
     ids = None
-    if fitted.method == "meta":
+    if fitted.blockwise:
         if centres is None:
             raise InputError(
                 "This model's blocks come from a raster: predict it on a factor stack, not a table."

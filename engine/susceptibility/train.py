@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from slidewise.contract.specs.trainsusceptibility import BLOCKWISE_METHODS
 from slidewise.contract.specs.trainsusceptibility import SPEC as TRAIN_SPEC
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
@@ -68,7 +69,8 @@ class TrainParams(BlockJobParams):
         table: TABLE, a sample table instead of a stack and an inventory.
         factor_fields: FACTOR_FIELDS of the table (empty: every other numeric column).
         blocks: BLOCKS, a block raster from segmentblocks (empty: segment the stack).
-        method: METHOD, one of ``meta``, ``rf``, ``lr``, ``mlp``, ``fr``.
+        method: METHOD, one of ``auto`` (chosen by cross-validation), ``meta``,
+            ``hybrid``, ``rf``, ``lr``, ``mlp``, ``svm``, ``gbm``, ``fr``.
         iterations_meta: ITERATIONS_META, meta-iterations.
         inner_steps: INNER_STEPS, adaptation steps.
         inner_lr: INNER_LR, adaptation learning rate.
@@ -93,7 +95,7 @@ class TrainParams(BlockJobParams):
     table: str | None = None
     factor_fields: Sequence[str] = ()
     blocks: str | None = None
-    method: str = "meta"
+    method: str = "auto"
     iterations_meta: int = 2000
     inner_steps: int = 5
     inner_lr: float = 0.1
@@ -158,6 +160,37 @@ class TrainingData(LabelledSamples):
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def check_method(options: TrainParams) -> None:
+    """Refuse ``auto`` without cross-validation (it chooses by cross-validation)."""
+    if options.method == "auto" and options.cv_folds < 2:
+        raise InputError(
+            "METHOD auto chooses the method by leave-blocks-out cross-validation: set "
+            "CV_FOLDS to 2 or more, or choose a method (meta, hybrid, rf, gbm...)."
+        )
+
+
+def resolve_method(
+    settings: TrainSettings, figures: dict[str, Any], ctx: JobContext
+) -> TrainSettings:
+    """The method to fit: ``auto``'s choice from the comparison; logs and warns about it."""
+    from slidewise.engine.susceptibility.selection import MethodScore, choose
+
+    rows = figures["cv"].get("comparison", [])
+    table = [MethodScore(**row) for row in rows]
+    chosen, lines, warnings = choose(settings.method, table)
+    for line in lines:
+        ctx.log(line)
+    for text in warnings:
+        ctx.warn(text)
+    if settings.method == "auto":
+        figures["cv"]["chosen"] = chosen
+        figures["method"] = chosen
+        for key in ("auc_mean", "auc_sd"):
+            row = next(r for r in rows if r["method"] == chosen)
+            figures["cv"][f"spatial_{key}"] = row[key]
+    return replace(settings, method=chosen, selected_by=settings.method)
+
+
 def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """Train a susceptibility model (few-shot meta-learning over blocks, or a global model).
 
@@ -167,6 +200,7 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     OUTPUT_BLOCKS.
     """
     options = TrainParams.from_params(params)
+    check_method(options)
     check_writable(options.output)
     settings = options.train_settings(ctx.options.seed)
     prepare_runtime(settings.seed, ctx)
@@ -174,12 +208,17 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     if options.table:
         data = training_data_table(options, settings.seed, ctx)
     else:
-        pretrain = settings.method == "meta" and settings.meta.pretrain_epochs > 0
+        pretrain = (
+            settings.method in ("meta", "hybrid", "auto") and settings.meta.pretrain_epochs > 0
+        )
         data = training_data_raster(options, ctx, pretrain)
     ctx.progress(12)
     figures = block_figures(data, settings, ctx)
     if options.cv_folds:
         figures["cv"] = cross_validate(data, settings, options.cv_folds, options.shots, ctx)
+        settings = resolve_method(settings, figures, ctx)
+        if settings.selected_by == "auto":
+            random_cv_figures(data, settings, options.cv_folds, figures["cv"], ctx)
     ctx.progress(60)
     encoder = FeatureEncoder.fit(data.values, data.bands, data.categorical)
     fitted = fit_final(data, encoder, settings, ctx)
@@ -335,12 +374,15 @@ def cross_validate(
     data: TrainingData, settings: TrainSettings, folds: int, shots: int, ctx: JobContext
 ) -> dict[str, Any]:
     """Leave-blocks-out and random cross-validation AUCs (a CV that cannot run is skipped)."""
+    from slidewise.engine.susceptibility.selection import compared_methods, comparison
+
     n_blocks = np.unique(data.blocks).size
     out: dict[str, Any] = {"folds": folds, "shots": shots}
+    methods = compared_methods(settings.method)
     try:
         records = leave_blocks_out(
             data,
-            [settings.method],
+            methods,
             settings,
             shots=shots,
             n_folds=min(folds, n_blocks),
@@ -348,12 +390,28 @@ def cross_validate(
             progress=ctx.stage(12, 40),
             log=ctx.log,
         )
-        summary = summarise(records, [settings.method])[settings.method]
-        out["spatial_auc_mean"] = summary["auc_mean"]
-        out["spatial_auc_sd"] = summary["auc_sd"]
+        out["comparison"] = [row.to_dict() for row in comparison(records, methods)]
+        if settings.method != "auto":
+            summary = summarise(records, [settings.method])[settings.method]
+            out["spatial_auc_mean"] = summary["auc_mean"]
+            out["spatial_auc_sd"] = summary["auc_sd"]
         out["spatial_folds_scored"] = len(records)
     except InputError as exc:
+        if settings.method == "auto":
+            raise InputError(
+                f"METHOD auto could not compare the methods ({exc}); choose a method."
+            ) from exc
         ctx.warn(f"Leave-blocks-out CV skipped: {exc}")
+    if settings.method == "auto":
+        return out  # the random CV runs on the chosen method (see random_cv_figures)
+    random_cv_figures(data, settings, folds, out, ctx)
+    return out
+
+
+def random_cv_figures(
+    data: TrainingData, settings: TrainSettings, folds: int, out: dict[str, Any], ctx: JobContext
+) -> None:
+    """Random k-fold AUC of ``settings.method`` into ``out``; logs both CV AUCs."""
     try:
         aucs = random_cv(data, settings, folds, settings.seed)
         out["random_auc_mean"] = float(np.mean(aucs))
@@ -364,7 +422,6 @@ def cross_validate(
         f"CV AUC: leave-blocks-out {out.get('spatial_auc_mean', float('nan')):.3f}, "
         f"random {out.get('random_auc_mean', float('nan')):.3f}."
     )
-    return out
 
 
 def fit_final(
@@ -390,10 +447,20 @@ def model_config(
 ) -> dict[str, Any]:
     """The model file's config; adds the block figures of ``meta`` and warns about blocks."""
     config: dict[str, Any] = {"method": settings.method}
-    if settings.method != "meta":
+    if "comparison" in figures.get("cv", {}):
+        config["selection"] = {
+            "requested": settings.selected_by or settings.method,
+            "comparison": figures["cv"]["comparison"],
+        }
+    if settings.method not in BLOCKWISE_METHODS:
         assert fitted.classical is not None
         config.update(fitted.classical.config)
         return config
+    if settings.method == "hybrid":
+        assert fitted.classical is not None
+        config["gbm"] = fitted.classical.config
+        config["offset_precision"] = fitted.offset_precision
+        figures["block_offsets"] = {str(k): round(v, 4) for k, v in sorted(fitted.offsets.items())}
     config["meta"] = settings.meta.to_dict()
     config["fallback"] = {str(k): v for k, v in sorted(fitted.fallback.items())}
     config["min_block_samples"] = settings.min_block_samples
@@ -426,6 +493,15 @@ def listed_blocks(blocks: dict[int, str], ellipsis: bool) -> str:
     return text + (" ..." if ellipsis and len(blocks) > LISTED_BLOCKS else "")
 
 
+def architecture(method: str) -> str:
+    """The model file's architecture name of a fitted ``method``."""
+    if method == "meta":
+        return "maml-mlp"
+    if method == "hybrid":
+        return "maml-mlp+gradient-boosting"
+    return ARCHITECTURES[method]
+
+
 def save_trained(
     options: TrainParams,
     data: TrainingData,
@@ -440,7 +516,7 @@ def save_trained(
 
     metadata = ModelMetadata(
         task="susceptibility",
-        architecture="maml-mlp" if settings.method == "meta" else ARCHITECTURES[settings.method],
+        architecture=architecture(settings.method),
         config=config,
         bands=data.bands,
         normalisation=encoder.to_dict(),
