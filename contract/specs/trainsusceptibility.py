@@ -178,7 +178,8 @@ META: tuple[Param, ...] = (
         "CV_FOLDS",
         "Cross-validation folds",
         "Folds of the leave-blocks-out and random cross-validation (0 = none; the "
-        "automatic method needs at least 2).",
+        "automatic method compares the methods only with 2 or more, else it trains the "
+        "block-wise hybrid and warns).",
         5,
         0,
         100,

@@ -118,3 +118,16 @@ def choose(method: str, table: list[MethodScore]) -> tuple[str, list[str], list[
 def describe(table: list[MethodScore]) -> str:
     """``hybrid 0.912 ± 0.020, rf 0.903 ± 0.015`` (best first)."""
     return ", ".join(f"{s.method} {s.auc_mean:.3f} ± {s.auc_sd:.3f}" for s in table)
+
+
+def comparison_section(rows: list[dict[str, Any]], chosen: str) -> Any:
+    """A report section (:class:`slidewise.engine.core.report.Section`) of the comparison."""
+    from slidewise.engine.core.report import Section, Table
+
+    table = Table(
+        ["method", "AUC mean", "AUC sd", "folds"],
+        [[r["method"], r["auc_mean"], r["auc_sd"], r["folds"]] for r in rows],
+        caption="Leave-blocks-out cross-validation on the training data",
+    )
+    text = [f"The model uses {chosen}."] if chosen else []
+    return Section("Method comparison", text=text, tables=[table])

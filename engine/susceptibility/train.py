@@ -56,6 +56,8 @@ from slidewise.engine.susceptibility.models import (
 PRETRAIN_PIXELS = 50_000
 #: Blocks listed in a warning.
 LISTED_BLOCKS = 20
+#: What ``auto`` trains when cross-validation is switched off.
+AUTO_FALLBACK = "hybrid"
 
 
 @dataclass(frozen=True)
@@ -160,13 +162,14 @@ class TrainingData(LabelledSamples):
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def check_method(options: TrainParams) -> None:
-    """Refuse ``auto`` without cross-validation (it chooses by cross-validation)."""
-    if options.method == "auto" and options.cv_folds < 2:
-        raise InputError(
-            "METHOD auto chooses the method by leave-blocks-out cross-validation: set "
-            "CV_FOLDS to 2 or more, or choose a method (meta, hybrid, rf, gbm...)."
-        )
+def auto_without_cv(settings: TrainSettings, ctx: JobContext) -> TrainSettings:
+    """``auto`` with CV_FOLDS below 2: no comparison; the hybrid is trained, with a warning."""
+    ctx.warn(
+        "METHOD auto chooses the method by leave-blocks-out cross-validation, but CV_FOLDS "
+        f"is below 2: no methods were compared and {AUTO_FALLBACK} was trained. Set CV_FOLDS "
+        "to 2 or more to compare the methods on these data."
+    )
+    return replace(settings, method=AUTO_FALLBACK, selected_by="auto")
 
 
 def resolve_method(
@@ -200,9 +203,10 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     OUTPUT_BLOCKS.
     """
     options = TrainParams.from_params(params)
-    check_method(options)
     check_writable(options.output)
     settings = options.train_settings(ctx.options.seed)
+    if settings.method == "auto" and options.cv_folds < 2:
+        settings = auto_without_cv(settings, ctx)
     prepare_runtime(settings.seed, ctx)
     start = time.time()
     if options.table:

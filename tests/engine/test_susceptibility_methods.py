@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from engine_helpers import SHARED
 
-from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
@@ -116,15 +115,6 @@ def test_choose_warns_when_a_global_model_wins() -> None:
     assert choose("auto", better)[0] == "hybrid" and not choose("auto", better)[2]
 
 
-def test_auto_needs_cross_validation(tmp_path: Path) -> None:
-    from slidewise.engine.susceptibility.train import run_train
-
-    out = tmp_path / "m.safetensors"
-    with pytest.raises(InputError, match="CV_FOLDS to 2 or more"):
-        run_train({**TABLE, "METHOD": "auto", "CV_FOLDS": 0, "OUTPUT": str(out)}, ctx())
-    assert not out.exists()
-
-
 def test_auto_picks_the_best_method_on_ecuador_and_stores_the_comparison(tmp_path: Path) -> None:
     from slidewise.engine.core.modelfile import load_model
     from slidewise.engine.susceptibility.selection import AUTO_CANDIDATES
@@ -151,7 +141,7 @@ def test_auto_picks_the_best_method_on_ecuador_and_stores_the_comparison(tmp_pat
     assert "Leave-blocks-out AUC by method" in log
 
 
-def test_hybrid_trains_saves_and_predicts_a_table(tmp_path: Path) -> None:
+def test_auto_without_cv_trains_the_hybrid_which_saves_and_predicts(tmp_path: Path) -> None:
     from sklearn.metrics import roc_auc_score
 
     from slidewise.engine.susceptibility.predict import run_predict
@@ -160,8 +150,11 @@ def test_hybrid_trains_saves_and_predicts_a_table(tmp_path: Path) -> None:
     if not LSL.is_file():
         pytest.skip("Ecuador data not available")
     model = tmp_path / "hybrid.safetensors"
-    params = {**TABLE, "METHOD": "hybrid", "N_BLOCKS": 8, "CV_FOLDS": 0, "ITERATIONS_META": 20}
-    result = run_train({**params, "TASKS_PER_BATCH": 4, "OUTPUT": str(model)}, ctx())
+    params = {**TABLE, "METHOD": "auto", "N_BLOCKS": 8, "CV_FOLDS": 0, "ITERATIONS_META": 20}
+    c = ctx()
+    result = run_train({**params, "TASKS_PER_BATCH": 4, "OUTPUT": str(model)}, c)
+    assert "CV_FOLDS is below 2: no methods were compared and hybrid was trained" in messages(c)
+    assert result.figures["method"] == "hybrid"
     assert len(result.figures["block_offsets"]) == 8
     out = tmp_path / "p.csv"
     where = {"TABLE": str(LSL), "X_FIELD": "x", "Y_FIELD": "y"}
