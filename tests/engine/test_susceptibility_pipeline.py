@@ -401,11 +401,16 @@ def test_bench_cli_writes_exact_schema(tmp_path: Path) -> None:
         "10",
         "--timing-iterations",
         "2",
+        "--kshot",
+        "2",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert set(doc["methods"]) == {"meta", "hybrid", "rf", "lr", "mlp", "svm", "gbm"}
+    best = max(("rf", "lr", "mlp", "svm", "gbm"), key=lambda m: doc["methods"][m]["auc_mean"])
+    assert set(doc["kshot"]["2"]["methods"]) == {"meta", "hybrid", best}
+    assert doc["paired"]["hybrid"]["versus"] == best and doc["settings"]["complete"]
     for scores in doc["methods"].values():
         assert set(scores) == {"auc_mean", "auc_sd", "f1_mean", "kappa_mean"}
     assert set(doc["timing"]) == {"meta_iter_per_s_vmap", "meta_iter_per_s_loop"}
