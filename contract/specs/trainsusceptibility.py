@@ -13,8 +13,9 @@ from slidewise.contract.specs.factors import (
 )
 from slidewise.contract.specs.groups import COG
 
-#: Susceptibility methods (engine: ``susceptibility.models.METHODS``).
-METHODS = ("meta", "rf", "lr", "mlp", "fr")
+#: Susceptibility methods (engine: ``susceptibility.models.METHODS``). New words go at the
+#: end: scripts may pass the index of a choice.
+METHODS = ("meta", "rf", "lr", "mlp", "fr", "svm", "gbm", "hybrid", "auto")
 #: What the dialog shows for :data:`METHODS` (the job still receives the words).
 METHOD_LABELS = (
     "Block-wise meta-learning (MAML)",
@@ -22,7 +23,13 @@ METHOD_LABELS = (
     "Logistic regression",
     "Neural network (MLP)",
     "Frequency ratio",
+    "Support vector machine (RBF)",
+    "Gradient boosting",
+    "Block-wise hybrid: meta-learning + gradient boosting, corrected per block",
+    "Automatic: the best by leave-blocks-out cross-validation",
 )
+#: Methods that adapt to each block (the others fit one model for the whole area).
+BLOCKWISE_METHODS = ("meta", "hybrid")
 #: What blocks whose samples are all one class do.
 ONE_CLASS_CHOICES = ("fallback", "adapt")
 
@@ -64,12 +71,16 @@ SOURCES: tuple[Param, ...] = (
         "METHOD",
         "Method",
         "choice",
-        "How the model learns. Block-wise meta-learning (MAML, the script word 'meta') "
-        "learns a start that adapts to each terrain block from a few samples; random forest "
-        "('rf'), logistic regression ('lr') and a small neural network ('mlp') fit one "
-        "model for the whole area; frequency ratio ('fr') is the classic statistical "
-        "method.",
-        default="meta",
+        "How the model learns. Automatic ('auto', the default) compares the methods by "
+        "leave-blocks-out cross-validation on the training data (CV_FOLDS folds, SHOTS "
+        "samples per held-out block) and keeps the best; the comparison goes into the model "
+        "and the log. Block-wise meta-learning (MAML, 'meta') learns a start that adapts to "
+        "each terrain block from a few samples; the block-wise hybrid ('hybrid') averages it "
+        "with gradient boosting and corrects each block's level from its samples; random "
+        "forest ('rf'), logistic regression ('lr'), a small neural network ('mlp'), a "
+        "support vector machine ('svm') and gradient boosting ('gbm') fit one model for the "
+        "whole area; frequency ratio ('fr') is the classic statistical method.",
+        default="auto",
         choices=METHODS,
         choice_labels=METHOD_LABELS,
     ),
@@ -168,7 +179,9 @@ META: tuple[Param, ...] = (
     _count(
         "CV_FOLDS",
         "Cross-validation folds",
-        "Folds of the leave-blocks-out and random cross-validation (0 = none).",
+        "Folds of the leave-blocks-out and random cross-validation (0 = none; the "
+        "automatic method compares the methods only with 2 or more, else it trains the "
+        "block-wise hybrid and warns).",
         5,
         0,
         100,

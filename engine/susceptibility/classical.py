@@ -8,6 +8,16 @@
   once with NumPy and equals ``predict_proba`` of the forest.
 * ``lr``: logistic regression, stored as its weight vector and intercept.
 * ``mlp``: scikit-learn MLP classifier, stored as its weight matrices.
+* ``svm``: scikit-learn RBF support vector classifier (``SVC``), stored as its
+  support vectors, dual coefficients, intercept and ``gamma``; its decision
+  value is mapped to a probability by Platt scaling (a logistic fit of the
+  labels on out-of-fold decision values), stored as two numbers. At most
+  :data:`SVM_MAX_SAMPLES` class-balanced samples train it (kernel methods grow
+  with the square of the samples).
+* ``gbm``: scikit-learn ``HistGradientBoostingClassifier``, stored as tree
+  arrays in the random forest's layout (leaf ``value`` = the tree's raw score)
+  plus the ``baseline`` raw score; the probability is the logistic of the
+  baseline plus the sum over trees.
 * ``fr``: frequency ratio. Each factor is split into classes (the categories of
   a categorical factor; deciles of the training samples for a continuous one);
   a class's ratio is its share of landslide samples divided by its share of
@@ -30,13 +40,17 @@ import numpy as np
 
 from slidewise.engine.core.errors import ModelFileError
 
-METHODS = ("rf", "lr", "mlp", "fr")
+METHODS = ("rf", "lr", "mlp", "fr", "svm", "gbm")
 ARCHITECTURES = {
     "rf": "random-forest",
     "lr": "logistic-regression",
     "mlp": "sklearn-mlp",
     "fr": "frequency-ratio",
+    "svm": "rbf-svm",
+    "gbm": "gradient-boosting",
 }
+#: Samples at most that train the ``svm`` method (class-balanced random subset).
+SVM_MAX_SAMPLES = 5000
 
 
 @dataclass
@@ -44,7 +58,7 @@ class ClassicalModel:
     """A fitted global model as plain arrays.
 
     Attributes:
-        method: ``rf``, ``lr``, ``mlp`` or ``fr``.
+        method: One of :data:`METHODS`.
         arrays: Named arrays (what goes into the model file, prefixed ``<method>.``).
         config: JSON-safe settings needed to predict.
     """
@@ -57,10 +71,15 @@ class ClassicalModel:
         """Probability of landslide for features ``x`` (n, d), batch by batch."""
         x = np.asarray(x, dtype=np.float32)
         out = np.empty(x.shape[0], dtype=np.float64)
-        func = {"rf": _predict_rf, "lr": _predict_lr, "mlp": _predict_mlp, "fr": _predict_fr}[
-            self.method
-        ]
-        step = batch if self.method != "rf" else max(1, batch // 16)
+        func = {
+            "rf": _predict_rf,
+            "lr": _predict_lr,
+            "mlp": _predict_mlp,
+            "fr": _predict_fr,
+            "svm": _predict_svm,
+            "gbm": _predict_gbm,
+        }[self.method]
+        step = batch if self.method in ("lr", "mlp", "fr") else max(1, batch // 16)
         for i in range(0, x.shape[0], step):
             out[i : i + step] = func(self, x[i : i + step])
         return out
@@ -100,7 +119,7 @@ def fit_classical(
     """Fit a global model.
 
     Args:
-        method: ``rf``, ``lr``, ``mlp`` or ``fr``.
+        method: One of :data:`METHODS`.
         x: Encoded, normalised features (n, d).
         y: Labels 0/1.
         seed: Random seed.
@@ -139,6 +158,10 @@ def fit_classical(
         return mlp_to_arrays(mlp)
     if method == "fr":
         return fit_frequency_ratio(x, y, groups or [[j] for j in range(x.shape[1])])
+    if method == "svm":
+        return fit_svm(x, y, seed)
+    if method == "gbm":
+        return fit_gbm(x, y, seed)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -174,12 +197,17 @@ def forest_to_arrays(forest: Any) -> ClassicalModel:
 
 
 def forest_predict(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Mean class-1 fraction over trees: every tree and sample advanced together.
+    """Mean class-1 fraction over trees; equals the forest's ``predict_proba``."""
+    return arrays["value"][tree_leaves(arrays, x)].mean(axis=1)
 
-    Equals scikit-learn's ``predict_proba``: features are float32 and a sample
-    goes left when ``x <= threshold``; the float64 thresholds are rounded down
-    to float32, which keeps that comparison exact. Only the (sample, tree)
-    pairs not yet at a leaf are advanced at each level.
+
+def tree_leaves(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Leaf node (global index) of every sample in every tree, shape (n, trees).
+
+    Every tree and sample are advanced together. A sample goes left when
+    ``x <= threshold`` as in scikit-learn; features are float32 and the float64
+    thresholds are rounded down to float32, which keeps that comparison exact.
+    Only the (sample, tree) pairs not yet at a leaf are advanced at each level.
     """
     left, right = arrays["children_left"], arrays["children_right"]
     leaf = left < 0
@@ -202,11 +230,123 @@ def forest_predict(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         nd = children[2 * nd + go_right]
         node[active] = nd
         active = active[~leaf[nd]]
-    return arrays["value"][node].reshape(n, roots.size).mean(axis=1)
+    return node.reshape(n, roots.size)
 
 
 def _predict_rf(model: ClassicalModel, x: np.ndarray) -> np.ndarray:
     return forest_predict(model.arrays, x)
+
+
+# --- gradient boosting ------------------------------------------------------------
+
+
+def fit_gbm(x: np.ndarray, y: np.ndarray, seed: int = 0) -> ClassicalModel:
+    """Fit scikit-learn's histogram gradient boosting (its defaults) and store its trees."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = HistGradientBoostingClassifier(random_state=seed)
+    model.fit(x, y)
+    return gbm_to_arrays(model)
+
+
+def gbm_to_arrays(model: Any) -> ClassicalModel:
+    """Convert a fitted binary ``HistGradientBoostingClassifier`` to tree arrays.
+
+    Raises:
+        ValueError: the model is not binary or uses categorical splits.
+    """
+    if list(model.classes_) != [0, 1] or model.n_trees_per_iteration_ != 1:
+        raise ValueError("the gradient boosting model must be fitted on labels 0 and 1")
+    left, right, feat, thr, val, offsets = [], [], [], [], [], [0]
+    for (pred,) in model._predictors:
+        nodes = pred.nodes
+        if np.any(nodes["is_categorical"]):
+            raise ValueError("categorical splits are not supported")
+        base = offsets[-1]
+        leaf = nodes["is_leaf"].astype(bool)
+        left.append(np.where(leaf, -1, nodes["left"].astype(np.int64) + base))
+        right.append(np.where(leaf, -1, nodes["right"].astype(np.int64) + base))
+        feat.append(np.where(leaf, -2, nodes["feature_idx"].astype(np.int64)))
+        thr.append(np.where(leaf, -2.0, nodes["num_threshold"].astype(np.float64)))
+        val.append(nodes["value"].astype(np.float64))
+        offsets.append(base + len(nodes))
+    arrays = {
+        "children_left": np.concatenate(left),
+        "children_right": np.concatenate(right),
+        "feature": np.concatenate(feat),
+        "threshold": np.concatenate(thr),
+        "value": np.concatenate(val),
+        "offsets": np.asarray(offsets, dtype=np.int64),
+        "baseline": np.asarray(model._baseline_prediction, dtype=np.float64).reshape(1),
+    }
+    return ClassicalModel("gbm", arrays, {"n_iter": int(model.n_iter_)})
+
+
+def _predict_gbm(model: ClassicalModel, x: np.ndarray) -> np.ndarray:
+    raw = model.arrays["value"][tree_leaves(model.arrays, x)].sum(axis=1)
+    return _sigmoid(raw + model.arrays["baseline"][0])
+
+
+# --- support vector machine ---------------------------------------------------------
+
+
+def fit_svm(x: np.ndarray, y: np.ndarray, seed: int = 0) -> ClassicalModel:
+    """Fit an RBF ``SVC`` (C = 1, ``gamma="scale"``) with Platt-scaled probabilities.
+
+    Platt scaling is a logistic regression of the labels on 3-fold out-of-fold
+    decision values. Above :data:`SVM_MAX_SAMPLES` samples, a class-balanced
+    random subset trains the machine.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.svm import SVC
+
+    idx = balanced_subset(y, SVM_MAX_SAMPLES, seed)
+    xs, ys = x[idx], y[idx]
+    svc = SVC(kernel="rbf", C=1.0, gamma="scale")
+    folds = min(3, int(np.bincount(ys, minlength=2).min()))
+    if folds >= 2:
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        dec = cross_val_predict(svc, xs, ys, cv=cv, method="decision_function")
+    svc.fit(xs, ys)
+    if folds < 2:
+        dec = svc.decision_function(xs)
+    platt = LogisticRegression(C=1e4, max_iter=1000).fit(np.asarray(dec).reshape(-1, 1), ys)
+    arrays = {
+        "support_vectors": np.asarray(svc.support_vectors_, dtype=np.float64),
+        "dual_coef": np.asarray(svc.dual_coef_, dtype=np.float64).reshape(-1),
+        "intercept": np.asarray(svc.intercept_, dtype=np.float64).reshape(1),
+        "gamma": np.asarray([svc._gamma], dtype=np.float64),
+        "platt": np.asarray([platt.coef_[0, 0], platt.intercept_[0]], dtype=np.float64),
+    }
+    return ClassicalModel("svm", arrays, {"training_samples": int(idx.size)})
+
+
+def balanced_subset(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Indices of at most ``limit`` samples, about half of each class (all when fewer)."""
+    if y.size <= limit:
+        return np.arange(y.size)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    n_pos = min(pos.size, max(limit // 2, limit - neg.size))
+    n_neg = min(neg.size, limit - n_pos)
+    return np.sort(
+        np.r_[rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)]
+    )
+
+
+def svm_decision(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The SVC's decision value: sum of dual coefficients times RBF kernels, plus intercept."""
+    sv = arrays["support_vectors"]
+    xd = x.astype(np.float64)
+    d2 = (xd**2).sum(axis=1)[:, None] + (sv**2).sum(axis=1)[None, :] - 2.0 * xd @ sv.T
+    kernel = np.exp(-arrays["gamma"][0] * np.maximum(d2, 0.0))
+    return kernel @ arrays["dual_coef"] + arrays["intercept"][0]
+
+
+def _predict_svm(model: ClassicalModel, x: np.ndarray) -> np.ndarray:
+    a, b = model.arrays["platt"]
+    return _sigmoid(a * svm_decision(model.arrays, x) + b)
 
 
 # --- logistic regression and MLP ---------------------------------------------------

@@ -4,8 +4,10 @@ Protocol of the leave-blocks-out evaluation (:func:`leave_blocks_out`, shared
 with ``python -m slidewise.bench.susceptibility``): the blocks are split into
 folds; in each fold, every held-out block gives ``shots`` random *support*
 samples and its other samples are *query* samples. ``meta`` is meta-trained on
-the other blocks and adapted to each held-out block with its support samples;
-the global methods are trained on the other blocks plus all support samples.
+the other blocks and adapted to each held-out block with its support samples
+(``hybrid`` too; its boosting part trains on the other blocks plus the support
+samples); the global methods are trained on the other blocks plus all support
+samples.
 Every method is scored on the same pooled query samples.
 """
 
@@ -17,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from slidewise.contract.specs.trainsusceptibility import BLOCKWISE_METHODS
 from slidewise.engine.core.job import Warn
 from slidewise.engine.geo.samples import FeatureEncoder
-from slidewise.engine.susceptibility.models import TrainSettings, fit_model
+from slidewise.engine.susceptibility.models import TrainSettings, fit_model, reuse_blockwise
 
 
 @dataclass
@@ -81,6 +84,7 @@ def score_fold(
     split: tuple[np.ndarray, np.ndarray, np.ndarray],
     method: str,
     settings: TrainSettings,
+    shared: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Scores of ``method`` on one fold's query samples.
 
@@ -89,16 +93,23 @@ def score_fold(
         split: ``(train, support, query)`` sample indices.
         method: The method to fit.
         settings: Hyper-parameters (``method`` replaced).
+        shared: Per-fold cache: the block-wise methods (``meta``, ``hybrid``)
+            share one meta-training and adaptation of the fold.
     """
     train, sup, qry = split
     y, blocks = data.labels, data.blocks
     encoder = FeatureEncoder.fit(data.values[np.r_[train, sup]], data.bands, data.categorical)
     xt = encoder.transform(data.values)
     s = replace(settings, method=method)
-    if method == "meta":
-        fitted = fit_model(
-            xt[train], y[train], blocks[train], s, adapt_on=(xt[sup], y[sup], blocks[sup])
-        )
+    if method in BLOCKWISE_METHODS:
+        reuse = shared.get("blockwise") if shared is not None else None
+        parts = (xt[train], y[train], blocks[train]), (xt[sup], y[sup], blocks[sup])
+        if reuse is not None:
+            fitted = reuse_blockwise(reuse, *parts, s)
+        else:
+            fitted = fit_model(*parts[0], s, adapt_on=parts[1])
+        if shared is not None:
+            shared["blockwise"] = fitted
     else:
         idx = np.r_[train, sup]
         fitted = fit_model(xt[idx], y[idx], blocks[idx], s, groups=encoder.groups)
@@ -137,8 +148,9 @@ def leave_blocks_out(
         if np.unique(data.labels[qry]).size < 2:
             continue
         record: dict[str, Any] = {"fold": k, "n_query": int(qry.size)}
+        shared: dict[str, Any] = {}
         for m in methods:
-            record[m] = score_fold(data, (train, sup, qry), m, settings)
+            record[m] = score_fold(data, (train, sup, qry), m, settings, shared)
             if log:
                 log(f"fold {k + 1}/{len(folds)} {m}: AUC {record[m]['auc']:.3f}")
         records.append(record)

@@ -2,20 +2,32 @@
 
 Methods (:data:`METHODS`): ``meta`` meta-learns an MLP initialisation over the
 blocks (MAML, :mod:`.maml`) and adapts it to every block with that block's
-samples; ``rf``, ``lr``, ``mlp`` and ``fr`` fit one global model
-(:mod:`.classical`). Label convention: 1 = landslide, 0 = not landslide.
+samples; ``hybrid`` averages the logits of that adapted MLP and of a global
+gradient-boosting model, then shifts each block's logit by an offset fitted on
+the block's samples under a prior learned across the training blocks
+(:mod:`.blockoffset`); ``rf``, ``lr``, ``mlp``, ``svm``, ``gbm`` and ``fr`` fit
+one global model (:mod:`.classical`). ``auto`` is resolved to one of these by
+cross-validation before fitting (:mod:`.selection`). Label convention:
+1 = landslide, 0 = not landslide.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from slidewise.contract.specs.trainsusceptibility import METHODS
+from slidewise.contract.specs.trainsusceptibility import BLOCKWISE_METHODS, METHODS
 from slidewise.engine.core.errors import ModelFileError
+from slidewise.engine.susceptibility.blockoffset import (
+    apply_offsets,
+    block_offsets,
+    learn_offset_prior,
+    logit,
+    sigmoid,
+)
 from slidewise.engine.susceptibility.classical import ClassicalModel, fit_classical
 from slidewise.engine.susceptibility.maml import MetaConfig, MetaState, Params
 
@@ -25,14 +37,16 @@ class FittedModel:
     """A fitted susceptibility model on encoded features.
 
     Attributes:
-        method: ``meta``, ``rf``, ``lr``, ``mlp`` or ``fr``.
-        classical: The global model (methods other than ``meta``).
-        skeleton: The MLP module (``meta``).
-        state: Meta-learned initialisation (``meta``).
-        blocks: Adapted parameters per block ID (``meta``).
+        method: One of :data:`METHODS` but ``auto``.
+        classical: The global model (global methods; the boosting part of ``hybrid``).
+        skeleton: The MLP module (``meta``, ``hybrid``).
+        state: Meta-learned initialisation (``meta``, ``hybrid``).
+        blocks: Adapted parameters per block ID (``meta``, ``hybrid``).
         fallback: Block ID -> why it uses the meta-learned initialisation.
         one_class: Block ID -> description, for blocks adapted on one class only.
         history: Meta-training loss per iteration.
+        offsets: Block ID -> logit offset (``hybrid``).
+        offset_precision: Prior precision of the offsets (``hybrid``).
     """
 
     method: str
@@ -43,12 +57,32 @@ class FittedModel:
     fallback: dict[int, str] = field(default_factory=dict)
     one_class: dict[int, str] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)
+    offsets: dict[int, float] = field(default_factory=dict)
+    offset_precision: float = 0.0
+
+    @property
+    def blockwise(self) -> bool:
+        """Whether predictions depend on each sample's block."""
+        return self.method in BLOCKWISE_METHODS
 
     def predict(self, x: np.ndarray, block_ids: np.ndarray | None = None) -> np.ndarray:
-        """Probability of landslide; ``meta`` uses each sample's block model."""
+        """Probability of landslide; block-wise methods use each sample's block model."""
+        if self.method == "hybrid":
+            return sigmoid(self.hybrid_logit(x, block_ids))
         if self.method != "meta":
             assert self.classical is not None
             return self.classical.predict_proba(x)
+        return self.meta_proba(x, block_ids)
+
+    def hybrid_logit(self, x: np.ndarray, block_ids: np.ndarray | None) -> np.ndarray:
+        """``hybrid``: mean of the adapted MLP's and the boosting logits, plus the block offset."""
+        assert self.classical is not None
+        z = 0.5 * (logit(self.meta_proba(x, block_ids)) + logit(self.classical.predict_proba(x)))
+        ids = np.zeros(x.shape[0], dtype=np.int64) if block_ids is None else block_ids
+        return apply_offsets(z, np.asarray(ids), self.offsets)
+
+    def meta_proba(self, x: np.ndarray, block_ids: np.ndarray | None) -> np.ndarray:
+        """Probability from each sample's adapted MLP (the initialisation for unknown blocks)."""
         import torch
         from torch.func import functional_call
 
@@ -78,6 +112,7 @@ class TrainSettings:
         one_class: ``fallback`` (default) or ``adapt`` for blocks whose samples are one class.
         n_estimators: Trees of the random forest.
         seed: Random seed.
+        selected_by: ``auto`` when cross-validation chose ``method``, else empty.
     """
 
     method: str = "meta"
@@ -86,6 +121,7 @@ class TrainSettings:
     one_class: str = "adapt"
     n_estimators: int = 200
     seed: int = 0
+    selected_by: str = ""
 
 
 def fit_model(
@@ -111,7 +147,7 @@ def fit_model(
             training samples themselves).
         progress: Fraction-done callback.
     """
-    if settings.method != "meta":
+    if settings.method not in BLOCKWISE_METHODS:
         model = fit_classical(
             settings.method, x, y, settings.seed, groups, settings.n_estimators, n_jobs=None
         )
@@ -121,10 +157,69 @@ def fit_model(
     skeleton, state = meta_train(
         x, y, blocks, settings.meta, settings.seed, unlabelled=unlabelled, progress=progress
     )
-    fitted = FittedModel("meta", skeleton=skeleton, state=state, history=state.history)
+    fitted = FittedModel(settings.method, skeleton=skeleton, state=state, history=state.history)
     ax, ay, ab = adapt_on if adapt_on is not None else (x, y, blocks)
     adapt_blocks(fitted, ax, ay, ab, settings)
+    return finish_blockwise(fitted, (x, y, blocks), adapt_on, settings.seed)
+
+
+def reuse_blockwise(
+    reuse: FittedModel,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    adapt_on: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    settings: TrainSettings,
+) -> FittedModel:
+    """:func:`fit_model` of a block-wise method from ``reuse``'s meta-learned, adapted MLP.
+
+    ``reuse`` must have been fitted on the same ``train``, ``adapt_on`` and
+    settings (but the method): cross-validation scores ``meta`` and ``hybrid``
+    with one meta-training per fold.
+    """
+    fitted = replace(reuse, method=settings.method, classical=None, offsets={})
+    return finish_blockwise(fitted, train, adapt_on, settings.seed)
+
+
+def finish_blockwise(
+    fitted: FittedModel,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    adapt_on: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    seed: int,
+) -> FittedModel:
+    """Add ``hybrid``'s boosting model and block offsets to an adapted meta model."""
+    if fitted.method != "hybrid":
+        return fitted
+    fit_hybrid_global(fitted, train, adapt_on, seed)
+    assert fitted.classical is not None
+    ax, ay, ab = adapt_on if adapt_on is not None else train
+    z = 0.5 * (logit(fitted.meta_proba(ax, ab)) + logit(fitted.classical.predict_proba(ax)))
+    fitted.offsets = block_offsets(z, ay, ab, fitted.offset_precision)
     return fitted
+
+
+def fit_hybrid_global(
+    fitted: FittedModel,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    adapt_on: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    seed: int,
+) -> None:
+    """The boosting part of ``hybrid`` and the prior of its block offsets.
+
+    The boosting model trains on the training samples plus the adaptation
+    samples (when they are others), as a global model would; the offsets' prior
+    precision is learned by an inner leave-blocks-out split of the training
+    blocks (:func:`learn_offset_prior`).
+    """
+    x, y, _ = train
+    if adapt_on is not None:
+        x, y = np.r_[x, adapt_on[0]], np.r_[y, adapt_on[1]]
+    fitted.classical = fit_classical("gbm", x, y, seed)
+
+    def fit_logit(xa: np.ndarray, ya: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        model = fit_classical("gbm", xa, ya, seed)
+        return lambda xb: logit(model.predict_proba(xb))
+
+    tx, ty, tb = train
+    fitted.offset_precision = learn_offset_prior(tx, ty, tb, fit_logit, seed=seed)
 
 
 def adapt_blocks(
@@ -170,14 +265,24 @@ def model_tensors(fitted: FittedModel) -> dict[str, Any]:
     """Named tensors of a fitted model (no pickle: plain arrays only)."""
     from slidewise.engine.susceptibility.maml import state_tensors
 
-    if fitted.method != "meta":
+    if not fitted.blockwise:
         assert fitted.classical is not None
         return fitted.classical.tensors()
+    import torch
+
     assert fitted.state is not None
     tensors = state_tensors(fitted.state, prefix="init.")
     for bid, params in fitted.blocks.items():
         for k, v in params.items():
             tensors[f"blocks.{bid}.{k}"] = v
+    if fitted.method == "hybrid":
+        assert fitted.classical is not None
+        tensors.update(fitted.classical.tensors())
+        ids = sorted(fitted.offsets)
+        tensors["offsets.ids"] = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+        tensors["offsets.values"] = torch.as_tensor(
+            np.asarray([fitted.offsets[i] for i in ids], dtype=np.float64)
+        )
     return tensors
 
 
@@ -189,7 +294,7 @@ def model_from_tensors(tensors: dict[str, Any], config: dict[str, Any]) -> Fitte
             f"The model file names an unknown susceptibility method '{method}': "
             "train the model again with this version of Slidewise."
         )
-    if method != "meta":
+    if method not in BLOCKWISE_METHODS:
         return FittedModel(method, classical=ClassicalModel.from_tensors(method, tensors, config))
     from slidewise.engine.susceptibility.maml import SusceptibilityMLP, state_from_tensors
 
@@ -205,4 +310,11 @@ def model_from_tensors(tensors: dict[str, Any], config: dict[str, Any]) -> Fitte
             _, bid, pname = name.split(".", 2)
             blocks.setdefault(int(bid), {})[pname] = v
     fallback = {int(k): str(v) for k, v in config.get("fallback", {}).items()}
-    return FittedModel("meta", skeleton=skeleton, state=state, blocks=blocks, fallback=fallback)
+    fitted = FittedModel(method, skeleton=skeleton, state=state, blocks=blocks, fallback=fallback)
+    if method == "hybrid":
+        fitted.classical = ClassicalModel.from_tensors("gbm", tensors, config.get("gbm", {}))
+        ids = tensors["offsets.ids"].numpy().tolist() if "offsets.ids" in tensors else []
+        values = tensors["offsets.values"].numpy().tolist() if ids else []
+        fitted.offsets = {int(i): float(v) for i, v in zip(ids, values, strict=True)}
+        fitted.offset_precision = float(config.get("offset_precision", 0.0))
+    return fitted

@@ -132,7 +132,7 @@ class Predictor:
         x = self.encoder.transform(raw, warn=None)
         count_unseen(self.encoder, raw, unseen)
         ids = np.zeros((int(halo_win.height), int(halo_win.width)), dtype=np.int64)
-        if self.fitted.method == "meta":
+        if self.fitted.blockwise:
             every = np.ones(ids.shape, dtype=bool)
             ids = window_blocks(halo_win, every, self.block_src, self.centres, stack)
             ids = ids.reshape(every.shape)
@@ -218,7 +218,7 @@ def load_predictor(
         members=ensemble_from_model(tensors, config, fitted)
         if options.uncertainty or options.table
         else [],
-        blend_width=float(options.blend_width) if fitted.method == "meta" else 0.0,
+        blend_width=float(options.blend_width) if fitted.blockwise else 0.0,
     )
     if "calibration" not in config and note is not None:
         note(
@@ -322,7 +322,7 @@ def prediction_blocks(
         InputError: the block raster is missing, another one than in training, or on
             another grid than the stack.
     """
-    if fitted.method != "meta" or doc.get("source") != "raster":
+    if not fitted.blockwise or doc.get("source") != "raster":
         return None
     import rasterio
 
@@ -549,7 +549,7 @@ def predict_table(options: PredictParams, predictor: Predictor, ctx: JobContext)
     raw = numeric_columns(table, cols, name)
     x = encoder.transform(raw, warn=ctx.warn)
     ids = None
-    if fitted.method == "meta":
+    if fitted.blockwise:
         if centres is None:
             raise InputError(
                 "This model's blocks come from a raster: predict it on a factor stack, not a table."

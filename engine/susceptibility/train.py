@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from slidewise.contract.specs.trainsusceptibility import BLOCKWISE_METHODS
 from slidewise.contract.specs.trainsusceptibility import SPEC as TRAIN_SPEC
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
@@ -61,6 +62,8 @@ from slidewise.engine.susceptibility.models import (
 PRETRAIN_PIXELS = 50_000
 #: Blocks listed in a warning.
 LISTED_BLOCKS = 20
+#: What ``auto`` trains when cross-validation is switched off.
+AUTO_FALLBACK = "hybrid"
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ class TrainParams(BlockJobParams, FactorAnalysisParams):
         table: TABLE, a sample table instead of a stack and an inventory.
         factor_fields: FACTOR_FIELDS of the table (empty: every other numeric column).
         blocks: BLOCKS, a block raster from segmentblocks (empty: segment the stack).
-        method: METHOD, one of ``meta``, ``rf``, ``lr``, ``mlp``, ``fr``.
+        method: METHOD, one of ``auto`` (chosen by cross-validation), ``meta``,
+            ``hybrid``, ``rf``, ``lr``, ``mlp``, ``svm``, ``gbm``, ``fr``.
         iterations_meta: ITERATIONS_META, meta-iterations.
         inner_steps: INNER_STEPS, adaptation steps.
         inner_lr: INNER_LR, adaptation learning rate.
@@ -101,7 +105,7 @@ class TrainParams(BlockJobParams, FactorAnalysisParams):
     table: str | None = None
     factor_fields: Sequence[str] = ()
     blocks: str | None = None
-    method: str = "meta"
+    method: str = "auto"
     iterations_meta: int = 2000
     inner_steps: int = 5
     inner_lr: float = 0.1
@@ -168,6 +172,38 @@ class TrainingData(LabelledSamples):
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def auto_without_cv(settings: TrainSettings, ctx: JobContext) -> TrainSettings:
+    """``auto`` with CV_FOLDS below 2: no comparison; the hybrid is trained, with a warning."""
+    ctx.warn(
+        "METHOD auto chooses the method by leave-blocks-out cross-validation, but CV_FOLDS "
+        f"is below 2: no methods were compared and {AUTO_FALLBACK} was trained. Set CV_FOLDS "
+        "to 2 or more to compare the methods on these data."
+    )
+    return replace(settings, method=AUTO_FALLBACK, selected_by="auto")
+
+
+def resolve_method(
+    settings: TrainSettings, figures: dict[str, Any], ctx: JobContext
+) -> TrainSettings:
+    """The method to fit: ``auto``'s choice from the comparison; logs and warns about it."""
+    from slidewise.engine.susceptibility.selection import MethodScore, choose
+
+    rows = figures["cv"].get("comparison", [])
+    table = [MethodScore(**row) for row in rows]
+    chosen, lines, warnings = choose(settings.method, table)
+    for line in lines:
+        ctx.log(line)
+    for text in warnings:
+        ctx.warn(text)
+    if settings.method == "auto":
+        figures["cv"]["chosen"] = chosen
+        figures["method"] = chosen
+        for key in ("auc_mean", "auc_sd"):
+            row = next(r for r in rows if r["method"] == chosen)
+            figures["cv"][f"spatial_{key}"] = row[key]
+    return replace(settings, method=chosen, selected_by=settings.method)
+
+
 def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     """Train a susceptibility model (few-shot meta-learning over blocks, or a global model).
 
@@ -181,18 +217,25 @@ def run_train(params: dict[str, Any], ctx: JobContext) -> JobResult:
     if options.output_report:
         check_writable(options.output_report)
     settings = options.train_settings(ctx.options.seed)
+    if settings.method == "auto" and options.cv_folds < 2:
+        settings = auto_without_cv(settings, ctx)
     prepare_runtime(settings.seed, ctx)
     start = time.time()
     if options.table:
         data = training_data_table(options, settings.seed, ctx)
     else:
-        pretrain = settings.method == "meta" and settings.meta.pretrain_epochs > 0
+        pretrain = (
+            settings.method in ("meta", "hybrid", "auto") and settings.meta.pretrain_epochs > 0
+        )
         data = training_data_raster(options, ctx, pretrain)
     ctx.progress(12)
     figures = block_figures(data, settings, ctx)
     figures["collinearity"] = screen_training_factors(options, data, ctx)
     if options.cv_folds:
         figures["cv"] = cross_validate(data, settings, options.cv_folds, options.shots, ctx)
+        settings = resolve_method(settings, figures, ctx)
+        if settings.selected_by == "auto":
+            random_cv_figures(data, settings, options.cv_folds, figures["cv"], ctx)
     ctx.progress(60)
     encoder = FeatureEncoder.fit(data.values, data.bands, data.categorical)
     fitted = fit_final(data, encoder, settings, ctx)
@@ -376,12 +419,15 @@ def cross_validate(
     data: TrainingData, settings: TrainSettings, folds: int, shots: int, ctx: JobContext
 ) -> dict[str, Any]:
     """Leave-blocks-out and random cross-validation AUCs (a CV that cannot run is skipped)."""
+    from slidewise.engine.susceptibility.selection import compared_methods, comparison
+
     n_blocks = np.unique(data.blocks).size
     out: dict[str, Any] = {"folds": folds, "shots": shots}
+    methods = compared_methods(settings.method)
     try:
         records = leave_blocks_out(
             data,
-            [settings.method],
+            methods,
             settings,
             shots=shots,
             n_folds=min(folds, n_blocks),
@@ -389,12 +435,28 @@ def cross_validate(
             progress=ctx.stage(12, 40),
             log=ctx.log,
         )
-        summary = summarise(records, [settings.method])[settings.method]
-        out["spatial_auc_mean"] = summary["auc_mean"]
-        out["spatial_auc_sd"] = summary["auc_sd"]
+        out["comparison"] = [row.to_dict() for row in comparison(records, methods)]
+        if settings.method != "auto":
+            summary = summarise(records, [settings.method])[settings.method]
+            out["spatial_auc_mean"] = summary["auc_mean"]
+            out["spatial_auc_sd"] = summary["auc_sd"]
         out["spatial_folds_scored"] = len(records)
     except InputError as exc:
+        if settings.method == "auto":
+            raise InputError(
+                f"METHOD auto could not compare the methods ({exc}); choose a method."
+            ) from exc
         ctx.warn(f"Leave-blocks-out CV skipped: {exc}")
+    if settings.method == "auto":
+        return out  # the random CV runs on the chosen method (see random_cv_figures)
+    random_cv_figures(data, settings, folds, out, ctx)
+    return out
+
+
+def random_cv_figures(
+    data: TrainingData, settings: TrainSettings, folds: int, out: dict[str, Any], ctx: JobContext
+) -> None:
+    """Random k-fold AUC of ``settings.method`` into ``out``; logs both CV AUCs."""
     try:
         aucs = random_cv(data, settings, folds, settings.seed)
         out["random_auc_mean"] = float(np.mean(aucs))
@@ -405,7 +467,6 @@ def cross_validate(
         f"CV AUC: leave-blocks-out {out.get('spatial_auc_mean', float('nan')):.3f}, "
         f"random {out.get('random_auc_mean', float('nan')):.3f}."
     )
-    return out
 
 
 def fit_final(
@@ -431,10 +492,20 @@ def model_config(
 ) -> dict[str, Any]:
     """The model file's config; adds the block figures of ``meta`` and warns about blocks."""
     config: dict[str, Any] = {"method": settings.method}
-    if settings.method != "meta":
+    if "comparison" in figures.get("cv", {}):
+        config["selection"] = {
+            "requested": settings.selected_by or settings.method,
+            "comparison": figures["cv"]["comparison"],
+        }
+    if settings.method not in BLOCKWISE_METHODS:
         assert fitted.classical is not None
         config.update(fitted.classical.config)
         return config
+    if settings.method == "hybrid":
+        assert fitted.classical is not None
+        config["gbm"] = fitted.classical.config
+        config["offset_precision"] = fitted.offset_precision
+        figures["block_offsets"] = {str(k): round(v, 4) for k, v in sorted(fitted.offsets.items())}
     config["meta"] = settings.meta.to_dict()
     config["fallback"] = {str(k): v for k, v in sorted(fitted.fallback.items())}
     config["min_block_samples"] = settings.min_block_samples
@@ -467,6 +538,15 @@ def listed_blocks(blocks: dict[int, str], ellipsis: bool) -> str:
     return text + (" ..." if ellipsis and len(blocks) > LISTED_BLOCKS else "")
 
 
+def architecture(method: str) -> str:
+    """The model file's architecture name of a fitted ``method``."""
+    if method == "meta":
+        return "maml-mlp"
+    if method == "hybrid":
+        return "maml-mlp+gradient-boosting"
+    return ARCHITECTURES[method]
+
+
 def save_trained(
     options: TrainParams,
     data: TrainingData,
@@ -481,7 +561,7 @@ def save_trained(
 
     metadata = ModelMetadata(
         task="susceptibility",
-        architecture="maml-mlp" if settings.method == "meta" else ARCHITECTURES[settings.method],
+        architecture=architecture(settings.method),
         config=config,
         bands=data.bands,
         normalisation=encoder.to_dict(),

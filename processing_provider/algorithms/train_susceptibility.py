@@ -16,7 +16,7 @@ STACK_AND_INVENTORY = frozenset(p.name for p in (*FACTOR_STACK, *INVENTORY)) - {
 
 
 class TrainSusceptibilityAlgorithm(FactorStackAlgorithm):
-    """Meta-learned initialisation + per-block adaptation, or RF / LR / MLP / FR."""
+    """Automatic choice, block-wise adaptation (meta, hybrid) or a global model."""
 
     ALG_ID = "trainsusceptibility"
     DISPLAY_NAME = "Train susceptibility model"
@@ -27,14 +27,20 @@ class TrainSusceptibilityAlgorithm(FactorStackAlgorithm):
     SHORT_HELP = (
         "Trains a landslide susceptibility model. Needed: a factor stack (or single factor "
         "rasters instead) and a landslide inventory, or else a sample table, which replaces "
-        "both; every other input is optional. Block-wise meta-learning (default, MAML over "
-        "terrain blocks) learns an initialisation that adapts to each block from a few "
-        "samples; each block's adapted weights are stored, and blocks with too few samples "
-        "keep the meta-learned initialisation (the log says which). Random forest, logistic "
-        "regression and the neural network (MLP) train one global scikit-learn model; "
-        "frequency ratio is the classic statistical method. The log and the model file "
-        "report leave-blocks-out (spatial) and random cross-validation AUC, so the optimism "
-        "of random splits is visible."
+        "both; every other input is optional. Automatic (the default) compares the methods "
+        "by leave-blocks-out cross-validation on the training data and keeps the best; the "
+        "log, the run manifest and the model file hold the comparison (method, AUC mean, "
+        "standard deviation), and the log warns when a global model beats block-wise "
+        "adaptation. Block-wise meta-learning (MAML over terrain blocks) learns an "
+        "initialisation that adapts to each block from a few samples; each block's adapted "
+        "weights are stored, and blocks with too few samples keep the meta-learned "
+        "initialisation (the log says which). The block-wise hybrid averages it with "
+        "gradient boosting and corrects each block's level from its samples. Random forest, "
+        "logistic regression, the neural network (MLP), the support vector machine and "
+        "gradient boosting train one global scikit-learn model; frequency ratio is the "
+        "classic statistical method. The log and the model file report leave-blocks-out "
+        "(spatial) and random cross-validation AUC, so the optimism of random splits is "
+        "visible."
     )
 
     def needs_factors(self, params: dict[str, Any]) -> bool:

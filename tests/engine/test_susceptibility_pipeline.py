@@ -33,7 +33,7 @@ DATA = SHARED / "susceptibility"
 ECUADOR = DATA / "ecuador"
 TA, LSL = ECUADOR / "ta.tif", ECUADOR / "lsl.csv"
 HK = DATA / "hongkong" / "samples_HK_noTS.csv"
-FAST = {"ITERATIONS_META": 40, "TASKS_PER_BATCH": 4, "CV_FOLDS": 0}
+FAST = {"METHOD": "meta", "ITERATIONS_META": 40, "TASKS_PER_BATCH": 4, "CV_FOLDS": 0}
 
 
 def need_ecuador() -> None:
@@ -278,7 +278,7 @@ def test_bad_inputs_write_nothing(tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     with pytest.raises(InputError, match="Unknown value"):
         run_train(
-            {"INPUT": str(TA), "INVENTORY": str(LSL), "METHOD": "svm", "OUTPUT": str(out)}, ctx()
+            {"INPUT": str(TA), "INVENTORY": str(LSL), "METHOD": "xgb", "OUTPUT": str(out)}, ctx()
         )
     with pytest.raises(InputError, match="Unknown parameter"):
         run_train({"INPUT": str(TA), "INVENTORY": str(LSL), "EPOCHS": 3, "OUTPUT": str(out)}, ctx())
@@ -418,11 +418,16 @@ def test_bench_cli_writes_exact_schema(tmp_path: Path) -> None:
         "10",
         "--timing-iterations",
         "2",
+        "--kshot",
+        "2",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
-    assert set(doc["methods"]) == {"meta", "rf", "lr", "mlp"}
+    assert set(doc["methods"]) == {"meta", "hybrid", "rf", "lr", "mlp", "svm", "gbm"}
+    best = max(("rf", "lr", "mlp", "svm", "gbm"), key=lambda m: doc["methods"][m]["auc_mean"])
+    assert set(doc["kshot"]["2"]["methods"]) == {"meta", "hybrid", best}
+    assert doc["paired"]["hybrid"]["versus"] == best and doc["settings"]["complete"]
     for scores in doc["methods"].values():
         assert set(scores) == {"auc_mean", "auc_sd", "f1_mean", "kappa_mean"}
     assert set(doc["timing"]) == {"meta_iter_per_s_vmap", "meta_iter_per_s_loop"}

@@ -231,7 +231,7 @@ def test_contract_choices_match_the_engine() -> None:
     from slidewise.engine.susceptibility.classify import METHODS as CLASS_METHODS
 
     assert CLASSIFICATIONS == CLASS_METHODS
-    assert set(METHODS) == {"meta", *ARCHITECTURES}
+    assert set(METHODS) == {"meta", "hybrid", "auto", *ARCHITECTURES}
 
 
 @pytest.mark.parametrize("name", SPECS)

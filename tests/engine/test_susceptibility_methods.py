@@ -1,0 +1,167 @@
+"""SVM, gradient boosting, the block-wise hybrid and the ``auto`` method (issue 16)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from engine_helpers import SHARED
+
+from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.core.runtime import RuntimeOptions
+from slidewise.engine.susceptibility.blockoffset import fit_offset, learn_offset_prior, logit
+from slidewise.engine.susceptibility.classical import ClassicalModel, fit_classical
+from slidewise.engine.susceptibility.selection import MethodScore, choose
+
+LSL = SHARED / "susceptibility" / "ecuador" / "lsl.csv"
+TABLE = {"TABLE": str(LSL), "LABEL_FIELD": "lslpts", "X_FIELD": "x", "Y_FIELD": "y"}
+
+
+def ctx() -> JobContext:
+    return JobContext(name="test", options=RuntimeOptions(seed=0), reporter=Reporter(io.StringIO()))
+
+
+def messages(c: JobContext) -> str:
+    stream = c.reporter.stream
+    assert isinstance(stream, io.StringIO)
+    return stream.getvalue()
+
+
+def synthetic(n: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] ** 2 - 1 + 0.5 * rng.normal(size=n) > 0).astype(np.int64)
+    return x, y
+
+
+def test_gbm_arrays_equal_sklearn_and_survive_the_model_file() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, y = synthetic()
+    test = synthetic(300, seed=1)[0]
+    model = fit_classical("gbm", x, y, seed=0)
+    ref = HistGradientBoostingClassifier(random_state=0).fit(x, y)
+    np.testing.assert_allclose(model.predict_proba(test), ref.predict_proba(test)[:, 1], atol=1e-9)
+    back = ClassicalModel.from_tensors("gbm", model.tensors(), model.config)
+    np.testing.assert_array_equal(back.predict_proba(test), model.predict_proba(test))
+
+
+def test_svm_decision_equals_sklearn_and_probability_ranks() -> None:
+    from sklearn.metrics import roc_auc_score
+    from sklearn.svm import SVC
+
+    from slidewise.engine.susceptibility.classical import svm_decision
+
+    x, y = synthetic()
+    test, y_test = synthetic(300, seed=1)
+    model = fit_classical("svm", x, y, seed=0)
+    ref = SVC(kernel="rbf", C=1.0, gamma="scale").fit(x, y)
+    np.testing.assert_allclose(
+        svm_decision(model.arrays, test), ref.decision_function(test), atol=1e-6
+    )
+    p = model.predict_proba(test)
+    assert roc_auc_score(y_test, p) > 0.9
+    assert 0.2 < float(np.mean(p)) < 0.8  # Platt scaling, not raw margins
+    back = ClassicalModel.from_tensors("svm", model.tensors(), model.config)
+    np.testing.assert_array_equal(back.predict_proba(test), p)
+
+
+def test_block_offset_follows_data_and_prior() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(z + 1.5)))).astype(float)
+    many, _ = fit_offset(z, y, precision=1.0)
+    assert abs(many - 1.5) < 0.15
+    few, _ = fit_offset(z[:5], np.ones(5), precision=1.0)
+    assert 0 < few < many + 1.5  # five landslides move the block, the prior holds it back
+    assert abs(fit_offset(z[:5], np.ones(5), precision=1e4)[0]) < 0.01
+
+
+def test_offset_prior_is_wide_only_when_blocks_differ() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    blocks = np.repeat(np.arange(1, 13), 150)
+    x = rng.normal(size=(blocks.size, 2))
+
+    def fit(xa: np.ndarray, ya: np.ndarray) -> Any:
+        model = LogisticRegression().fit(xa, ya)
+        return lambda xb: logit(model.predict_proba(xb)[:, 1])
+
+    precisions = []
+    for spread in (0.0, 1.5):
+        shift = rng.normal(0, spread, 13)[blocks]
+        y = (rng.random(blocks.size) < 1 / (1 + np.exp(-(x[:, 0] + shift)))).astype(int)
+        precisions.append(learn_offset_prior(x, y, blocks, fit, seed=0))
+    assert precisions[0] > 10 * precisions[1]
+    assert 0.1 < 1 / precisions[1] < 6  # tau^2 near the true 2.25
+
+
+def test_choose_warns_when_a_global_model_wins() -> None:
+    table = [MethodScore("rf", 0.80, 0.05, 5), MethodScore("meta", 0.75, 0.1, 5)]
+    chosen, lines, warnings = choose("auto", table)
+    assert chosen == "rf"
+    assert "auto chose rf" in lines[-1] and "by 0.050 over meta" in lines[-1]
+    assert len(warnings) == 1 and "global model (rf) beat block-wise" in warnings[0]
+    chosen, _, warnings = choose("meta", table)
+    assert chosen == "meta"
+    assert len(warnings) == 1 and "auto would have chosen rf" in warnings[0]
+    better = [MethodScore("hybrid", 0.9, 0.01, 5), MethodScore("rf", 0.8, 0.01, 5)]
+    assert choose("auto", better)[0] == "hybrid" and not choose("auto", better)[2]
+
+
+def test_auto_picks_the_best_method_on_ecuador_and_stores_the_comparison(tmp_path: Path) -> None:
+    from slidewise.engine.core.modelfile import load_model
+    from slidewise.engine.susceptibility.selection import AUTO_CANDIDATES
+    from slidewise.engine.susceptibility.train import run_train
+
+    if not LSL.is_file():
+        pytest.skip("Ecuador data not available")
+    out = tmp_path / "auto.safetensors"
+    c = ctx()
+    params = {**TABLE, "N_BLOCKS": 8, "CV_FOLDS": 2, "ITERATIONS_META": 20, "TASKS_PER_BATCH": 4}
+    result = run_train({**params, "N_ESTIMATORS": 30, "OUTPUT": str(out)}, c)
+    rows = result.figures["cv"]["comparison"]
+    assert {r["method"] for r in rows} == set(AUTO_CANDIDATES)
+    best = max(rows, key=lambda r: r["auc_mean"])
+    assert result.figures["method"] == best["method"] == result.figures["cv"]["chosen"]
+    assert result.figures["cv"]["spatial_auc_mean"] == best["auc_mean"]
+    assert "random_auc_mean" in result.figures["cv"]
+    _, meta = load_model(out, task="susceptibility")
+    assert meta.config["method"] == best["method"]
+    assert meta.config["selection"]["requested"] == "auto"
+    assert meta.config["selection"]["comparison"] == rows
+    log = messages(c)
+    assert f"auto chose {best['method']}" in log
+    assert "Leave-blocks-out AUC by method" in log
+
+
+def test_auto_without_cv_trains_the_hybrid_which_saves_and_predicts(tmp_path: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from slidewise.engine.susceptibility.predict import run_predict
+    from slidewise.engine.susceptibility.train import run_train
+
+    if not LSL.is_file():
+        pytest.skip("Ecuador data not available")
+    model = tmp_path / "hybrid.safetensors"
+    params = {**TABLE, "METHOD": "auto", "N_BLOCKS": 8, "CV_FOLDS": 0, "ITERATIONS_META": 20}
+    c = ctx()
+    result = run_train({**params, "TASKS_PER_BATCH": 4, "OUTPUT": str(model)}, c)
+    assert "CV_FOLDS is below 2: no methods were compared and hybrid was trained" in messages(c)
+    assert result.figures["method"] == "hybrid"
+    assert len(result.figures["block_offsets"]) == 8
+    out = tmp_path / "p.csv"
+    where = {"TABLE": str(LSL), "X_FIELD": "x", "Y_FIELD": "y"}
+    run_predict({"MODEL": str(model), **where, "OUTPUT": str(out)}, ctx())
+    with open(out, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    p = np.array([float(r["susceptibility"]) for r in rows])
+    y = np.array([int(float(r["lslpts"])) for r in rows])
+    assert roc_auc_score(y, p) > 0.85
+    assert abs(roc_auc_score(y, p) - result.figures["train_auc"]) < 1e-6
