@@ -46,9 +46,14 @@ def reliability_png(figures: dict[str, Any], chosen: str) -> bytes:
     return figure_png(fig)
 
 
-def write_calibration_report(model: str, figures: dict[str, Any], chosen: str) -> Path:
-    """Write the HTML report (and its JSON) next to ``model``; returns the HTML path."""
-    from slidewise.engine.core.report import Image, Section, Table, html_report, write_report
+def calibration_section(figures: dict[str, Any], chosen: str) -> Any:
+    """The calibration section: Brier score and ECE per calibrator, and the reliability diagram.
+
+    Args:
+        figures: Calibration figures (:func:`.calibration.calibration_figures`).
+        chosen: The calibrator the model applies.
+    """
+    from slidewise.engine.core.report import Image, Section, Table
 
     rows = [
         [
@@ -67,25 +72,26 @@ def write_calibration_report(model: str, figures: dict[str, Any], chosen: str) -
         f"The model applies '{chosen}' at prediction. Probabilities are calibrated to the "
         "landslide share of the training samples.",
     ]
-    sections = [
-        Section(
-            "Calibration",
-            text=text,
-            tables=[
-                Table(
-                    [
-                        "probability",
-                        "Brier score",
-                        f"ECE ({ECE_BINS} bins)",
-                        "% below 0.05 or over 0.95",
-                    ],
-                    rows,
-                    caption="Lower is better for the Brier score and the ECE.",
-                )
-            ],
-            images=[Image(reliability_png(figures, chosen), "Reliability diagram")],
-        )
-    ]
+    return Section(
+        "Calibration",
+        text=text,
+        tables=[
+            Table(
+                list(COLUMNS),
+                rows,
+                caption="Lower is better for the Brier score and the ECE.",
+            )
+        ],
+        images=[Image(reliability_png(figures, chosen), "Reliability diagram")],
+        key="calibration",
+    )
+
+
+def write_calibration_report(model: str, figures: dict[str, Any], chosen: str) -> Path:
+    """Write the HTML report (and its JSON) next to ``model``; returns the HTML path."""
+    from slidewise.engine.core.report import html_report, write_report
+
     path = report_path(model)
-    write_report(path, html_report("Susceptibility model calibration", sections), figures)
+    section = calibration_section(figures, chosen)
+    write_report(path, html_report("Susceptibility model calibration", [section]), figures)
     return path

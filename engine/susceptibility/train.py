@@ -11,6 +11,7 @@ clusters of the sample coordinates.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -275,8 +276,29 @@ def write_report_of(options: TrainParams, data: TrainingData, figures: dict[str,
     }
     blocks = str(data.block_doc.get("path") or "")
     report = training_report(options.output, figures, inputs, blocks)
+    for section in analysis_sections(figures):
+        report.add(section)
     write_training_report(options.output_report, report, figures)
     return options.output_report
+
+
+def analysis_sections(figures: dict[str, Any]) -> list[Any]:
+    """Report sections of the method comparison, the calibration and the factor analysis."""
+    from slidewise.engine.susceptibility.calibration_report import calibration_section
+    from slidewise.engine.susceptibility.factor_report import factor_sections
+    from slidewise.engine.susceptibility.selection import comparison_section
+
+    sections = []
+    cv = figures.get("cv") or {}
+    if cv.get("comparison"):
+        sections.append(comparison_section(cv["comparison"], str(cv.get("chosen", ""))))
+    calibration = figures.get("calibration") or {}
+    saved = Path(str(calibration.get("report", ""))).with_suffix(".json")
+    if calibration.get("report") and saved.is_file():
+        doc = json.loads(saved.read_text(encoding="utf-8"))
+        sections.append(calibration_section(doc, str(calibration["method"])))
+    sections.extend(factor_sections(figures.get("importance"), figures.get("collinearity")))
+    return sections
 
 
 def prepare_runtime(seed: int, ctx: JobContext) -> None:
