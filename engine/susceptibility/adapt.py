@@ -37,6 +37,7 @@ from slidewise.engine.susceptibility.blocks import (
     segment_stack,
     write_block_raster,
 )
+from slidewise.engine.susceptibility.calibration import calibrator_from_model
 from slidewise.engine.susceptibility.crossval import scores
 from slidewise.engine.susceptibility.maml import MetaConfig
 from slidewise.engine.susceptibility.models import (
@@ -137,13 +138,14 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
     adapted = adapt_area(model, before, area, support)
     toc = time.perf_counter()
     ctx.progress(80)
-    figures = adaptation_figures(area, support, before, adapted, ctx)
+    figures = adaptation_figures(model, area, support, before, adapted, ctx)
     figures["adaptation_seconds"] = round(toc - tic, 3)
     figures["seconds"] = round(time.time() - start, 3)
-    save_adapted(options, model, adapted, area.block_doc, figures)
+    ensemble = area_ensemble(model, adapted, area, support)
+    save_adapted(options, model, adapted, (area.block_doc, ensemble), figures)
     outputs = {"OUTPUT": options.output}
     if options.output_samples:
-        write_sample_scores(options.output_samples, area, support, before, adapted)
+        write_sample_scores(options.output_samples, model, area, support, (before, adapted))
         outputs["OUTPUT_SAMPLES"] = options.output_samples
     if not options.blocks:
         outputs["OUTPUT_BLOCKS"] = area.block_doc["path"]
@@ -270,6 +272,32 @@ def model_before(model: LoadedModel, block_doc: dict[str, Any]) -> FittedModel:
     return replace(model.fitted, blocks={}, fallback={})
 
 
+def adaptation_settings(model: LoadedModel) -> TrainSettings:
+    """The model's own adaptation settings (inner loop, MIN_BLOCK_SAMPLES, ONE_CLASS_BLOCKS)."""
+    config = model.metadata.config
+    return TrainSettings(
+        method="meta",
+        meta=MetaConfig.from_dict(config.get("meta", {})),
+        min_block_samples=int(config.get("min_block_samples", 3)),
+        one_class=str(config.get("one_class", "adapt")),
+    )
+
+
+def area_ensemble(
+    model: LoadedModel, adapted: FittedModel, area: AreaSamples, support: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Bootstrap members of the adapted model on the area's support samples (UNCERTAINTY).
+
+    The source model's members were adapted to its own blocks; the area's blocks
+    get their own, each re-adapted on a resample of its support samples.
+    """
+    from slidewise.engine.susceptibility.uncertainty import ensemble_tensors, fit_ensemble
+
+    keep = support & (area.blocks > 0)
+    samples = (area.x[keep], area.samples.labels[keep], area.blocks[keep])
+    return ensemble_tensors(fit_ensemble(adapted, samples, adaptation_settings(model)))
+
+
 def adapt_area(
     model: LoadedModel, before: FittedModel, area: AreaSamples, support: np.ndarray
 ) -> FittedModel:
@@ -278,13 +306,7 @@ def adapt_area(
     Blocks without (enough) support samples keep what they had before; the
     model's MIN_BLOCK_SAMPLES and ONE_CLASS_BLOCKS settings apply.
     """
-    config = model.metadata.config
-    settings = TrainSettings(
-        method="meta",
-        meta=MetaConfig.from_dict(config.get("meta", {})),
-        min_block_samples=int(config.get("min_block_samples", 3)),
-        one_class=str(config.get("one_class", "adapt")),
-    )
+    settings = adaptation_settings(model)
     adapted = replace(before, blocks=dict(before.blocks), fallback={}, one_class={})
     keep = support & (area.blocks > 0)
     adapt_blocks(adapted, area.x[keep], area.samples.labels[keep], area.blocks[keep], settings)
@@ -301,16 +323,22 @@ def block_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def adaptation_figures(
+    model: LoadedModel,
     area: AreaSamples,
     support: np.ndarray,
     before: FittedModel,
     adapted: FittedModel,
     ctx: JobContext,
 ) -> dict[str, Any]:
-    """Scores before and after adaptation on the samples not adapted on, pooled and per block."""
+    """Scores before and after adaptation on the samples not adapted on, pooled and per block.
+
+    Probabilities are calibrated with the model's calibrator, as predictsusceptibility
+    writes them.
+    """
     y, held = area.samples.labels, ~support
-    pb = before.predict(area.x[held], area.blocks[held])
-    pa = adapted.predict(area.x[held], area.blocks[held])
+    calibrated = calibrator_from_model(model.tensors, model.metadata.config).apply
+    pb = calibrated(before.predict(area.x[held], area.blocks[held]))
+    pa = calibrated(adapted.predict(area.x[held], area.blocks[held]))
     per_block: dict[str, Any] = {}
     for bid in np.unique(area.blocks):
         sel_h, hb = area.blocks[held] == bid, int(bid)
@@ -374,14 +402,20 @@ def save_adapted(
     options: AdaptParams,
     model: LoadedModel,
     adapted: FittedModel,
-    block_doc: dict[str, Any],
+    area_doc: tuple[dict[str, Any], tuple[dict[str, Any], dict[str, Any]]],
     figures: dict[str, Any],
 ) -> None:
-    """Write the adapted model: the source's metadata with the area's blocks and scores."""
+    """Write the adapted model: the source's metadata with the area's blocks and scores.
+
+    ``area_doc`` is the area's block record and its bootstrap members (tensors,
+    config entry), which replace the source's.
+    """
     from slidewise.engine.core.modelfile import save_model
 
+    block_doc, (member_tensors, member_config) = area_doc
     meta = model.metadata
     config = dict(meta.config)
+    config["ensemble"] = member_config
     config["fallback"] = {str(k): v for k, v in sorted(adapted.fallback.items())}
     provenance = dict(meta.provenance)
     provenance["adapted_from"] = str(Path(options.model).resolve())
@@ -391,24 +425,25 @@ def save_adapted(
     extra = {**meta.extra, "blocks": block_doc, "adaptation_blocks": figures["blocks"]}
     doc = replace(meta, config=config, provenance=provenance, metrics=metrics, extra=extra)
     kept = {k: v for k, v in model.tensors.items() if not k.startswith(("init.", "inner_lr."))}
-    kept = {k: v for k, v in kept.items() if not k.startswith("blocks.")}
-    save_model(options.output, {**model_tensors(adapted), **kept}, doc)
+    kept = {k: v for k, v in kept.items() if not k.startswith(("blocks.", "ensemble."))}
+    save_model(options.output, {**model_tensors(adapted), **kept, **member_tensors}, doc)
 
 
 def write_sample_scores(
     path: str,
+    model: LoadedModel,
     area: AreaSamples,
     support: np.ndarray,
-    before: FittedModel,
-    adapted: FittedModel,
+    fitted: tuple[FittedModel, FittedModel],
 ) -> None:
-    """CSV of the samples: x, y, label, block, role and probability before/after."""
+    """CSV of the samples: x, y, label, block, role and calibrated probability before/after."""
     import csv
 
     from slidewise.engine.core.outputs import atomic_output
 
-    pb = before.predict(area.x, area.blocks)
-    pa = adapted.predict(area.x, area.blocks)
+    calibrated = calibrator_from_model(model.tensors, model.metadata.config).apply
+    pb = calibrated(fitted[0].predict(area.x, area.blocks))
+    pa = calibrated(fitted[1].predict(area.x, area.blocks))
     s = area.samples
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

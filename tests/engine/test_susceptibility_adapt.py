@@ -52,6 +52,7 @@ def adapted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run_train(
         {
             **train,
+            "METHOD": "meta",
             "ITERATIONS_META": 40,
             "TASKS_PER_BATCH": 4,
             "CV_FOLDS": 0,
@@ -92,10 +93,17 @@ def test_adapted_model_scores_and_predicts(adapted: dict[str, Any]) -> None:
     assert all(f"blocks.{b}.net.0.weight" in tensors for b in fig["adapted_blocks"])
     assert meta.metrics["adaptation"]["holdout_auc_after"] == fig["holdout_auc_after"]
     # predictsusceptibility uses the adapted model as it is; its pixels at the
-    # held-out samples are the probabilities the job scored.
+    # held-out samples are the (calibrated) probabilities the job scored (without the
+    # blending at block borders, which the job's scores do not include).
     c, _ = job_context("predictsusceptibility")
     run_predict(
-        {"MODEL": result.outputs["OUTPUT"], "INPUT": str(TA), "OUTPUT": str(out / "p.tif")}, c
+        {
+            "MODEL": result.outputs["OUTPUT"],
+            "INPUT": str(TA),
+            "OUTPUT": str(out / "p.tif"),
+            "BLEND_WIDTH": 0,
+        },
+        c,
     )
     with open(adapted["params"]["OUTPUT_SAMPLES"], newline="") as fh:
         samples = list(csv.DictReader(fh))
