@@ -109,6 +109,9 @@ def test_maplandslides_peak_memory_does_not_grow_with_the_raster(tmp_path: Path)
             "params": {
                 "INPUT": _raster(tmp_path / f"{name}.tif", height),
                 "MODEL": model,
+                # PyTorch on every job: BACKEND auto probes the runtimes (an ONNX export)
+                # on rasters of 4 Mpx or more only, a one-off cost the tall job alone would pay.
+                "BACKEND": "torch",
                 "OUTPUT_PROBABILITY": str(tmp_path / f"{name}_probability.tif"),
                 "OUTPUT_MASK": str(tmp_path / f"{name}_mask.tif"),
             },
