@@ -13,8 +13,13 @@ overrides its recipe value:
 * ``default``: the engine's recipe: U-Net with a ResNet-18 encoder and a light
   decoder (128-64-32-16-8 channels), Dice + BCE with a positive-class weight
   from the training-set landslide frequency, landslide-oversampling chip
-  sampler, D4 augmentation, AdamW with a cosine learning-rate schedule, epoch
-  and probability threshold selected on the validation split, early stopping.
+  sampler, D4 and photometric augmentation (brightness, contrast, colour
+  balance, blur, noise), AdamW with a cosine learning-rate schedule, epoch
+  selected on the validation loss with early stopping, probabilities
+  calibrated by Platt scaling on the validation pixels, threshold tuned on
+  them and shrunk toward 0.5 by the number of validation chips (issue 16: a
+  threshold tuned on a few images and an F1-selected epoch did not carry to
+  new images or regions).
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ class Recipe:
         epochs: Epochs.
         batch_size: Chips per batch.
         patience: Early-stopping patience in epochs (0 = off).
+        photometric: Photometric augmentation (brightness, contrast, colour
+            balance, blur, noise; :func:`slidewise.engine.imagery.augment.random_photometric`).
+        calibrate: Fit Platt scaling on the validation pixels after training and
+            fold it into the model (:mod:`slidewise.engine.mapping.calibration`).
+        select_on_loss: Rank epochs by the validation loss (smooth, every pixel
+            counts) instead of the landslide metric at a tuned threshold.
     """
 
     name: str
@@ -78,6 +89,9 @@ class Recipe:
     epochs: int = 30
     batch_size: int = 8
     patience: int = 10
+    photometric: bool = False
+    calibrate: bool = False
+    select_on_loss: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -104,6 +118,9 @@ RECIPES: dict[str, Recipe] = {
     "default": Recipe(
         name="default",
         model_extra={"decoder_channels": [128, 64, 32, 16, 8]},
+        photometric=True,
+        calibrate=True,
+        select_on_loss=True,
     ),
 }
 

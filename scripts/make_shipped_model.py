@@ -1,0 +1,123 @@
+"""Make the landslide model shipped with the plugin (resources/models/landslide_rgb.safetensors).
+
+Two steps, run with the engine's Python from the repository's parent folder
+(``PYTHONPATH`` = the folder holding ``slidewise``)::
+
+    # 1. train the default recipe on every shared pixel-labelled RGB pair
+    python slidewise/scripts/make_shipped_model.py train --data ../shared/data/mapping \\
+        --out /tmp/shipped_raw.safetensors --epochs 20 --seed 0
+
+    # 2. write the float16 copy with the leave-one-region-out figures on its card
+    python slidewise/scripts/make_shipped_model.py card --raw /tmp/shipped_raw.safetensors \\
+        --loro loro_sichuan.json --loro loro_bijie.json
+
+The training uses the settings of ``bench/mapping_accuracy.py --loro`` (images
+x0.5, 128-px chips) so the card's figures describe the recipe it was made with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Regions of the shipped model: folder under --data and landslide colour of its masks.
+REGIONS = {"bijie": (255, 255, 0), "sichuan": (255, 0, 255)}
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train the default recipe on all regions (scaled like the benchmark)."""
+    from slidewise.bench.mapping_accuracy import (
+        AccuracySettings,
+        Region,
+        train_recipe,
+        write_scaled,
+    )
+
+    settings = AccuracySettings(
+        epochs=args.epochs,
+        seed=args.seed,
+        chip_size=args.chip_size,
+        chips_per_epoch=args.chips_per_epoch,
+        recipes=("default",),
+    )
+    with tempfile.TemporaryDirectory(prefix="slidewise-shipped-") as tmp:
+        for name, color in REGIONS.items():
+            base = Path(args.data) / name
+            region = Region(name, str(base / "images"), str(base / "masks"), color)
+            folders = write_scaled(
+                region.pairs(), Path(tmp), settings.scale, region.mapping(), f"{name}_"
+            )
+        train_recipe("default", folders, Path(args.out), settings)
+
+
+def loro_card(paths: list[str]) -> dict[str, Any]:
+    """Leave-one-region-out figures of the default recipe (and the baseline) from bench JSONs."""
+    folds: dict[str, Any] = {}
+    for path in paths:
+        folds.update(json.loads(Path(path).read_text())["folds"])
+    card: dict[str, Any] = {"folds": {}}
+    for fold, rec in folds.items():
+        card["folds"][fold] = {
+            name: {"mean": s["mean"], "std": s["std"], "seeds": len(s["seeds"])}
+            for name, s in rec["recipes"].items()
+        }
+    for metric in ("f1", "iou", "precision", "recall"):
+        card[metric] = float(
+            np.mean([rec["recipes"]["default"]["mean"][metric] for rec in folds.values()])
+        )
+    card["command"] = "python -m slidewise.bench.mapping_accuracy --loro (see docs/benchmarks.md)"
+    return card
+
+
+def card(args: argparse.Namespace) -> None:
+    """Write the float16 shipped model with the card in its metadata."""
+    from slidewise.engine.mapping.shipped import shipped_model_path, write_shipped_model
+
+    loro = loro_card(args.loro)
+    target = Path(args.target) if args.target else shipped_model_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    size = write_shipped_model(
+        args.raw,
+        target,
+        {
+            "metrics": {"leave_one_region_out": loro},
+            "provenance": {
+                "shipped": "Slidewise landslide model for RGB imagery (Bijie + Sichuan)",
+                "training_data": "shared/data/mapping bijie (24 pairs) + sichuan (36 pairs), "
+                "images x0.5",
+                "licence_of_data": "Bijie: licence unknown (Ji et al. 2020); Sichuan: CC BY 4.0 "
+                "(Zeng et al. 2021, doi:10.11922/sciencedb.j00001.00222)",
+            },
+        },
+    )
+    print(f"{target} {size / 2**20:.1f} MB; leave-one-region-out F1 {loro['f1']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chip-size", type=int, default=128)
+    p.add_argument("--chips-per-epoch", type=int, default=48)
+    c = sub.add_parser("card")
+    c.add_argument("--raw", required=True)
+    c.add_argument("--loro", action="append", required=True)
+    c.add_argument("--target", default="")
+    args = parser.parse_args(argv)
+    (train if args.step == "train" else card)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
