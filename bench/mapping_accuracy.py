@@ -114,11 +114,16 @@ class LogStream:
 
 
 def evaluate_pairs(
-    model_path: Path, pairs: list[tuple[Path, Path]], scale: float, mapping: Any = None
+    model_path: Path,
+    pairs: list[tuple[Path, Path]],
+    scale: float,
+    mapping: Any = None,
+    threshold: float | None = None,
 ) -> dict[str, float]:
     """Landslide-class figures of a model on full-resolution test pairs.
 
     ``mapping`` (a ``LabelMapping``) decodes the masks; default: detect.
+    ``threshold``: cut the probability there instead of at the model's threshold.
     """
     import torch
     import torch.nn.functional as F  # noqa: N812
@@ -132,7 +137,8 @@ def evaluate_pairs(
 
     model, meta = load_mapping_model(model_path)
     bands = [b - 1 for b in meta.extra.get("band_indices", [1, 2, 3])]
-    threshold = float(meta.extra.get("threshold", 0.5))
+    if threshold is None:
+        threshold = float(meta.extra.get("threshold", 0.5))
     total = Confusion()
     mapping = mapping or LabelMapping()
     with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:

@@ -7,7 +7,7 @@ Two steps, run with the engine's Python from the repository's parent folder
     python slidewise/scripts/make_shipped_model.py train --data ../shared/data/mapping \\
         --out /tmp/shipped_raw.safetensors --epochs 20 --seed 0
 
-    # 2. write the float16 copy with the leave-one-region-out figures on its card
+    # 2. write the shipped copy with the leave-one-region-out figures on its card
     python slidewise/scripts/make_shipped_model.py card --raw /tmp/shipped_raw.safetensors \\
         --loro loro_sichuan.json --loro loro_bijie.json
 
@@ -76,7 +76,7 @@ def loro_card(paths: list[str]) -> dict[str, Any]:
 
 
 def card(args: argparse.Namespace) -> None:
-    """Write the float16 shipped model with the card in its metadata."""
+    """Write the shipped model (float32: small enough) with the card in its metadata."""
     from slidewise.engine.mapping.shipped import shipped_model_path, write_shipped_model
 
     loro = loro_card(args.loro)
@@ -95,8 +95,57 @@ def card(args: argparse.Namespace) -> None:
                 "(Zeng et al. 2021, doi:10.11922/sciencedb.j00001.00222)",
             },
         },
+        half=args.half,
     )
+    target.with_suffix(".md").write_text(card_markdown(loro, size), encoding="utf-8")
     print(f"{target} {size / 2**20:.1f} MB; leave-one-region-out F1 {loro['f1']:.3f}")
+
+
+def card_markdown(loro: dict[str, Any], size: int) -> str:
+    """The human-readable model card written beside the model file."""
+    rows = []
+    for fold, recipes in loro["folds"].items():
+        for name, s in recipes.items():
+            m, d = s["mean"], s["std"]
+            rows.append(
+                f"| {fold} | {name} | {s['seeds']} | {m['f1']:.3f} ± {d['f1']:.3f} | "
+                f"{m['iou']:.3f} ± {d['iou']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} |"
+            )
+    return CARD.format(size=size / 2**20, rows="\n".join(rows), f1=loro["f1"], iou=loro["iou"])
+
+
+CARD = """# Slidewise landslide model for RGB imagery (landslide_rgb.safetensors)
+
+What it is: a plain U-Net (widths 16-32-64-128-256, 1.9 M parameters), Slidewise's `default`
+mapping recipe (BCE, D4 and photometric augmentation, epoch selected on the validation loss,
+Platt-calibrated probabilities), trained on every shared pixel-labelled RGB
+pair: Bijie (24 images, Guizhou, landslides in yellow) and Sichuan (36 aerial orthophotos of the
+Wenchuan, Lushan and Jiuzhaigou earthquake areas), images downscaled x0.5 (about 1-2 m pixels).
+Input: three bands red, green, blue (8-bit values); output: the landslide probability,
+calibrated (Platt scaling on the validation pixels, folded into the output layer), and the
+threshold stored in the file. Weights float32 ({size:.1f} MB).
+
+Use: *Map landslides* with MODEL left empty (or the panel's Mapping tab without a model).
+Works best on RGB imagery of 0.5-2 m pixels of mountain landslides; for other sensors, bands or
+resolutions, train your own model (Train mapping model) on a few labelled images.
+
+## Leave-one-region-out figures (landslide class, pixels, images x0.5)
+
+Trained on one region, tested on the other (images it was not trained or tuned on), the default
+recipe against the Landslide4Sense baseline recipe, same settings, mean ± std over seeds:
+
+| train -> test | recipe | seeds | F1 | IoU | precision | recall |
+|---|---|---|---|---|---|---|
+{rows}
+
+Mean over the two folds (default recipe): F1 {f1:.3f}, IoU {iou:.3f}. The shipped model itself is
+trained on both regions (20 epochs); the figures above are for the recipe trained on one region
+only, so they are what to expect on a region the model has never seen. Command lines and data:
+`docs/benchmarks.md`, section "Mapping across regions (issue 16)".
+
+Data licences: Bijie dataset (Ji et al. 2020), licence not stated; Sichuan dataset CC BY 4.0
+(Zeng C., Cao Z., Su F. et al., Science Data Bank 2021, doi:10.11922/sciencedb.j00001.00222).
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--raw", required=True)
     c.add_argument("--loro", action="append", required=True)
     c.add_argument("--target", default="")
+    c.add_argument("--half", action="store_true", help="store float16 weights (large models)")
     args = parser.parse_args(argv)
     (train if args.step == "train" else card)(args)
     return 0

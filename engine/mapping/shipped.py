@@ -2,10 +2,10 @@
 
 ``resources/models/landslide_rgb.safetensors`` is the default recipe trained on
 every shared pixel-labelled RGB pair (Bijie and Sichuan), with calibrated
-probabilities, stored as float16 weights (a Slidewise model file like any
-other; its card, in the file's metadata and in ``landslide_rgb.md`` beside it,
-carries the leave-one-region-out figures measured with
-``python -m slidewise.bench.mapping_accuracy --loro``). maplandslides uses it
+probabilities: a Slidewise model file like any other, under :data:`MAX_BYTES`.
+Its card, in the file's metadata and in ``landslide_rgb.md`` beside it, carries
+the leave-one-region-out figures measured with
+``python -m slidewise.bench.mapping_accuracy --loro``. maplandslides uses it
 when no MODEL is given (:func:`resolve_model`); :func:`write_shipped_model`
 makes it from a trained model file.
 """
@@ -60,9 +60,9 @@ def resolve_model(model: str | None, log: Callable[[str], None]) -> str:
 
 
 def write_shipped_model(
-    source: str | Path, target: str | Path, card: dict[str, Any], half: bool = True
+    source: str | Path, target: str | Path, card: dict[str, Any], half: bool = False
 ) -> int:
-    """Copy a trained mapping model with float16 weights and the card in its metadata.
+    """Copy a trained mapping model (float16 weights if asked) with the card in its metadata.
 
     Args:
         source: A model file written by trainmapping.
