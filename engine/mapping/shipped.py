@@ -1,8 +1,8 @@
 """The landslide model shipped with the plugin: maps RGB imagery without training.
 
-``resources/models/landslide_rgb.safetensors`` is the default recipe trained on
-every shared pixel-labelled RGB pair (Bijie and Sichuan), with calibrated
-probabilities: a Slidewise model file like any other, under :data:`MAX_BYTES`.
+``resources/models/landslide_rgb.safetensors`` is the recipe that measured best
+across regions trained on every shared pixel-labelled RGB pair (Bijie and
+Sichuan): a Slidewise model file like any other, under :data:`MAX_BYTES`.
 Its card, in the file's metadata and in ``landslide_rgb.md`` beside it, carries
 the leave-one-region-out figures measured with
 ``python -m slidewise.bench.mapping_accuracy --loro``. maplandslides uses it

@@ -36,7 +36,7 @@ def test_qgis_process_maps_with_the_shipped_model(qgis_process_env, tmp_path: Pa
     truth = np.asarray(Image.open(TEST_MASK).convert("L")) > 127
     assert mask.shape == truth.shape
     hit = (mask == 1) & truth
-    # The mask is neither empty nor everything, and most of it lies on real landslides'
-    # side of the image: better than chance by a wide margin.
+    # The mask is neither empty nor everything, and its precision on the reference mask is
+    # at least twice the landslide share of the image (better than marking pixels at random).
     assert 0.005 < (mask == 1).mean() < 0.6
     assert hit.sum() / max((mask == 1).sum(), 1) > 2 * truth.mean()
