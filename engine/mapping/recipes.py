@@ -10,16 +10,17 @@ overrides its recipe value:
   Adam with learning rate 1e-3 and weight decay 5e-4, threshold 0.5. Unlike
   the baseline script, which picks checkpoints on its training list, the epoch
   is selected on the validation split.
-* ``default``: the engine's recipe: U-Net with a ResNet-18 encoder and a light
-  decoder (128-64-32-16-8 channels), Dice + BCE with a positive-class weight
-  from the training-set landslide frequency, landslide-oversampling chip
-  sampler, D4 and photometric augmentation (brightness, contrast, colour
-  balance, blur, noise), AdamW with a cosine learning-rate schedule, epoch
-  selected on the validation loss with early stopping, probabilities
-  calibrated by Platt scaling on the validation pixels, threshold tuned on
-  them and shrunk toward 0.5 by the number of validation chips (issue 16: a
-  threshold tuned on a few images and an F1-selected epoch did not carry to
-  new images or regions).
+* ``default``: the baseline's small plain U-Net and BCE with what makes a
+  model carry to new images: D4 and photometric augmentation (brightness,
+  contrast, colour balance, blur, noise), the epoch selected on the
+  validation loss with early stopping, probabilities calibrated by Platt
+  scaling on the validation pixels (folded into the output layer), the
+  threshold tuned on them and shrunk toward 0.5 by the number of validation
+  chips. The earlier default (U-Net with a ResNet-18 encoder, Dice + BCE with
+  a positive-class weight, landslide oversampling, AdamW cosine, F1-selected
+  epoch and threshold) did not separate landslides at all on another region
+  with a CPU budget (issue 16; ``docs/benchmarks.md``, "Mapping across
+  regions"); ``ARCHITECTURE=unet``, ``LOSS=dice_bce`` and friends restore it.
 """
 
 from __future__ import annotations
