@@ -162,10 +162,16 @@ def resolve_recipe(options: TrainMappingParams) -> Recipe:
     """RECIPE with every parameter that was given put over its value.
 
     Raises:
-        InputError: a POS_WEIGHT that is neither auto, none nor a positive number.
+        InputError: a POS_WEIGHT that is neither auto, none nor a positive number, or
+            an ENCODER with ARCHITECTURE resunet (with the recipe's resunet, an
+            ENCODER or ENCODER_DEPTH picks the smp U-Net instead).
     """
     recipe = RECIPES[options.recipe]
     overrides: dict[str, Any] = {}
+    wants_encoder = bool(options.encoder) or options.encoder_depth is not None
+    if options.architecture == FROM_RECIPE and recipe.architecture == "resunet" and wants_encoder:
+        # An encoder only exists in smp models: giving one picks the smp U-Net.
+        overrides.update(architecture="unet", model_extra={})
     if options.architecture != FROM_RECIPE:
         overrides["architecture"] = options.architecture
         if options.architecture != recipe.architecture:
@@ -188,6 +194,11 @@ def resolve_recipe(options: TrainMappingParams) -> Recipe:
     numbers["weight_decay"] = options.weight_decay
     overrides.update({k: v for k, v in numbers.items() if v is not None})
     recipe = replace(recipe, **overrides)
+    if wants_encoder and recipe.architecture == "resunet":
+        raise InputError(
+            "ENCODER or ENCODER_DEPTH is set but ARCHITECTURE is resunet, which has no "
+            "encoder: choose an smp ARCHITECTURE such as unet, or leave them empty."
+        )
     if not recipe.encoder:
         recipe = replace(recipe, encoder="resnet18")
     return recipe
