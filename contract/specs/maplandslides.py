@@ -25,8 +25,9 @@ SPEC = AlgorithmSpec(
             "MODEL",
             "Model file",
             "file",
-            "A model from Train mapping model.",
-            required=True,
+            "A model from Train mapping model; empty: the landslide model shipped with "
+            "Slidewise (RGB imagery, trained on Bijie and Sichuan; its leave-one-region-out "
+            "figures are on its model card).",
             file_filter="Slidewise model (*.safetensors)",
         ),
         Param(

@@ -42,6 +42,8 @@ ARCHITECTURES = (
 LOSSES = (FROM_RECIPE, "dice_bce", "bce", "dice", "focal", "lovasz", "lovasz_bce", "ce")
 #: D4 augmentation: the recipe's, on or off.
 AUGMENT_CHOICES = (FROM_RECIPE, "true", "false")
+#: What ranks the epochs: the recipe's choice, the selection metric or the validation loss.
+SELECT_ON_CHOICES = (FROM_RECIPE, "metric", "loss")
 
 #: Chip size, stride, validation share and normalisation: shared with addregion.
 CHIPS: tuple[Param, ...] = (
@@ -122,6 +124,40 @@ TRAINING: tuple[Param, ...] = (
         default=FROM_RECIPE,
         choices=AUGMENT_CHOICES,
         choice_labels=("(recipe)", "yes", "no"),
+        advanced=True,
+    ),
+    Param(
+        "PHOTOMETRIC",
+        "Photometric augmentation",
+        "choice",
+        "Random brightness, contrast, colour balance, blur and noise of each chip, so the "
+        "model transfers to images of other sensors and regions; recipe: the recipe's.",
+        default=FROM_RECIPE,
+        choices=AUGMENT_CHOICES,
+        choice_labels=("(recipe)", "yes", "no"),
+        advanced=True,
+    ),
+    Param(
+        "CALIBRATE",
+        "Calibrate probabilities",
+        "choice",
+        "Fit Platt scaling on the validation pixels after training and store it in the "
+        "model, so its probabilities are calibrated (expected calibration error before and "
+        "after in the log); recipe: the recipe's.",
+        default=FROM_RECIPE,
+        choices=AUGMENT_CHOICES,
+        choice_labels=("(recipe)", "yes", "no"),
+        advanced=True,
+    ),
+    Param(
+        "SELECT_ON",
+        "Select epochs on",
+        "choice",
+        "metric: the model selection metric at the tuned threshold; loss: the validation "
+        "loss (smoother on few validation images); recipe: the recipe's.",
+        default=FROM_RECIPE,
+        choices=SELECT_ON_CHOICES,
+        choice_labels=("(recipe)", "metric", "loss"),
         advanced=True,
     ),
     Param(

@@ -1,4 +1,4 @@
-"""Dihedral (D4) augmentation on tensors: the same transform on image and mask.
+"""Augmentation on tensors: dihedral (D4) transforms of image and mask, photometric noise.
 
 The dihedral group D4 holds the eight symmetries of a square: four rotations by
 multiples of 90 degrees, each with or without a mirror. Overhead imagery has no
@@ -8,6 +8,8 @@ image ``(C, H, W)`` and its mask ``(H, W)`` alike.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -72,3 +74,74 @@ def random_d4(
         images.append(d4_transform(image[i], k))
         masks.append(d4_transform(mask[i], k))
     return torch.stack(images), torch.stack(masks)
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """Strength of the photometric augmentation (on normalised bands, in std units).
+
+    Images of another sensor, season or region differ from the training images
+    in brightness, contrast, colour balance and sharpness far more than in
+    geometry; these perturbations make a model rely less on the absolute band
+    values of its training region.
+
+    Attributes:
+        brightness: Std of a per-image offset added to every band.
+        contrast: Largest relative change of the contrast (scale about the image mean).
+        color: Std of a per-band offset (colour balance / hue shift).
+        blur: Probability of a Gaussian blur (sigma 0.5-1.5 pixels).
+        noise: Std of added Gaussian noise.
+    """
+
+    brightness: float = 0.25
+    contrast: float = 0.3
+    color: float = 0.1
+    blur: float = 0.25
+    noise: float = 0.03
+
+
+def random_photometric(
+    image: torch.Tensor,
+    generator: torch.Generator | None = None,
+    strength: Photometric | None = None,
+) -> torch.Tensor:
+    """Random brightness, contrast, colour balance, blur and noise, drawn per sample.
+
+    Args:
+        image: Normalised images ``(B, C, H, W)``.
+        generator: Random generator (for reproducible runs).
+        strength: How strong each perturbation is (default :class:`Photometric`).
+
+    Returns:
+        The perturbed images (a new tensor); masks are unchanged by these transforms.
+    """
+    s = strength or Photometric()
+    b, c = image.shape[:2]
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(image)
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator).to(image)
+
+    mean = image.mean(dim=(1, 2, 3), keepdim=True)
+    scale = 1.0 + s.contrast * (2.0 * uniform(b, 1, 1, 1) - 1.0)
+    out = (image - mean) * scale + mean
+    out = out + s.brightness * draw(b, 1, 1, 1) + s.color * draw(b, c, 1, 1)
+    blur = uniform(b) < s.blur
+    if bool(blur.any()):
+        sigma = 0.5 + uniform(1).item()
+        out[blur] = gaussian_blur(out[blur], sigma)
+    return out + s.noise * draw(*image.shape)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` images (reflect padding)."""
+    radius = max(1, round(2 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = image.shape[1]
+    pad = torch.nn.functional.pad(image, (radius, radius, radius, radius), mode="reflect")
+    out = torch.nn.functional.conv2d(pad, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)

@@ -44,6 +44,7 @@ from slidewise.engine.imagery.tiling import (
     default_tile_size,
     model_multiple,
 )
+from slidewise.engine.mapping.shipped import resolve_model
 
 MASK_NODATA = 255
 """Nodata value of the mask output (0 = not landslide, 1 = landslide)."""
@@ -61,7 +62,8 @@ class MapParams(JobParams):
 
     Attributes:
         input: Image to map, with the model's bands (any size; read window by window).
-        model: Mapping model (``.safetensors``) from ``trainmapping`` or ``addregion``.
+        model: Mapping model (``.safetensors``) from ``trainmapping`` or ``addregion``;
+            empty: the shipped model (:mod:`slidewise.engine.mapping.shipped`).
         aoi: Area of interest: a polygon layer, or a mask raster (non-zero = inside;
             aligned with nearest neighbour). Outside it every output is nodata.
         threshold: Probability at or above which a pixel is a landslide (mask and
@@ -326,6 +328,7 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     from slidewise.engine.core.runtime import apply, select_device
 
     options = MapParams.from_params(params)
+    options = dc_replace(options, model=resolve_model(options.model, ctx.log))
     info = checked_inputs(options)
     apply(ctx.options)
     device = select_device(ctx.options.device)

@@ -10,11 +10,17 @@ overrides its recipe value:
   Adam with learning rate 1e-3 and weight decay 5e-4, threshold 0.5. Unlike
   the baseline script, which picks checkpoints on its training list, the epoch
   is selected on the validation split.
-* ``default``: the engine's recipe: U-Net with a ResNet-18 encoder and a light
-  decoder (128-64-32-16-8 channels), Dice + BCE with a positive-class weight
-  from the training-set landslide frequency, landslide-oversampling chip
-  sampler, D4 augmentation, AdamW with a cosine learning-rate schedule, epoch
-  and probability threshold selected on the validation split, early stopping.
+* ``default``: the baseline's small plain U-Net and BCE with what makes a
+  model carry to new images: D4 and photometric augmentation (brightness,
+  contrast, colour balance, blur, noise), the epoch selected on the
+  validation loss with early stopping, probabilities calibrated by Platt
+  scaling on the validation pixels (folded into the output layer), the
+  threshold tuned on them and shrunk toward 0.5 by the number of validation
+  chips. The earlier default (U-Net with a ResNet-18 encoder, Dice + BCE with
+  a positive-class weight, landslide oversampling, AdamW cosine, F1-selected
+  epoch and threshold) did not separate landslides at all on another region
+  with a CPU budget (issue 16; ``docs/benchmarks.md``, "Mapping across
+  regions"); ``ARCHITECTURE=unet``, ``LOSS=dice_bce`` and friends restore it.
 """
 
 from __future__ import annotations
@@ -59,6 +65,12 @@ class Recipe:
         epochs: Epochs.
         batch_size: Chips per batch.
         patience: Early-stopping patience in epochs (0 = off).
+        photometric: Photometric augmentation (brightness, contrast, colour
+            balance, blur, noise; :func:`slidewise.engine.imagery.augment.random_photometric`).
+        calibrate: Fit Platt scaling on the validation pixels after training and
+            fold it into the model (:mod:`slidewise.engine.mapping.calibration`).
+        select_on_loss: Rank epochs by the validation loss (smooth, every pixel
+            counts) instead of the landslide metric at a tuned threshold.
     """
 
     name: str
@@ -78,6 +90,9 @@ class Recipe:
     epochs: int = 30
     batch_size: int = 8
     patience: int = 10
+    photometric: bool = False
+    calibrate: bool = False
+    select_on_loss: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -103,7 +118,24 @@ RECIPES: dict[str, Recipe] = {
     ),
     "default": Recipe(
         name="default",
-        model_extra={"decoder_channels": [128, 64, 32, 16, 8]},
+        architecture="resunet",
+        encoder="",
+        model_extra={
+            "widths": [16, 32, 64, 128, 256],
+            "residual": False,
+            "deep_supervision": False,
+        },
+        loss="bce",
+        augment=True,
+        photometric=True,
+        pos_weight="none",
+        oversample=0.0,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=5e-4,
+        schedule="constant",
+        calibrate=True,
+        select_on_loss=True,
     ),
 }
 

@@ -61,6 +61,9 @@ class TrainMappingParams(MappingDataParams):
         loss: Loss name.
         select_metric: ``f1``, ``iou`` or ``mcc`` of the landslide class.
         augment: ``true``, ``false`` or ``recipe``: random D4 of each chip.
+        photometric: ``true``, ``false`` or ``recipe``: photometric augmentation.
+        calibrate: ``true``, ``false`` or ``recipe``: Platt scaling on validation pixels.
+        select_on: ``metric``, ``loss`` or ``recipe``: what ranks the epochs.
         encoder: smp encoder.
         streams: Input streams of the residual U-Net (``"1,2,3;4,5,6"``).
         model_options: Extra model options (JSON object).
@@ -87,6 +90,9 @@ class TrainMappingParams(MappingDataParams):
     loss: str = FROM_RECIPE
     select_metric: str = "f1"
     augment: str = FROM_RECIPE
+    photometric: str = FROM_RECIPE
+    calibrate: str = FROM_RECIPE
+    select_on: str = FROM_RECIPE
     encoder: str | None = None
     streams: str | None = None
     model_options: str | None = None
@@ -156,10 +162,16 @@ def resolve_recipe(options: TrainMappingParams) -> Recipe:
     """RECIPE with every parameter that was given put over its value.
 
     Raises:
-        InputError: a POS_WEIGHT that is neither auto, none nor a positive number.
+        InputError: a POS_WEIGHT that is neither auto, none nor a positive number, or
+            an ENCODER with ARCHITECTURE resunet (with the recipe's resunet, an
+            ENCODER or ENCODER_DEPTH picks the smp U-Net instead).
     """
     recipe = RECIPES[options.recipe]
     overrides: dict[str, Any] = {}
+    wants_encoder = bool(options.encoder) or options.encoder_depth is not None
+    if options.architecture == FROM_RECIPE and recipe.architecture == "resunet" and wants_encoder:
+        # An encoder only exists in smp models: giving one picks the smp U-Net.
+        overrides.update(architecture="unet", model_extra={})
     if options.architecture != FROM_RECIPE:
         overrides["architecture"] = options.architecture
         if options.architecture != recipe.architecture:
@@ -170,8 +182,11 @@ def resolve_recipe(options: TrainMappingParams) -> Recipe:
         overrides["encoder_depth"] = options.encoder_depth
     if options.loss != FROM_RECIPE:
         overrides["loss"] = options.loss
-    if options.augment != FROM_RECIPE:
-        overrides["augment"] = options.augment == "true"
+    for name in ("augment", "photometric", "calibrate"):
+        if getattr(options, name) != FROM_RECIPE:
+            overrides[name] = getattr(options, name) == "true"
+    if options.select_on != FROM_RECIPE:
+        overrides["select_on_loss"] = options.select_on == "loss"
     if options.pos_weight:
         pos_weight_from(options.pos_weight, 0.1)  # validate early
         overrides["pos_weight"] = options.pos_weight
@@ -179,6 +194,11 @@ def resolve_recipe(options: TrainMappingParams) -> Recipe:
     numbers["weight_decay"] = options.weight_decay
     overrides.update({k: v for k, v in numbers.items() if v is not None})
     recipe = replace(recipe, **overrides)
+    if wants_encoder and recipe.architecture == "resunet":
+        raise InputError(
+            "ENCODER or ENCODER_DEPTH is set but ARCHITECTURE is resunet, which has no "
+            "encoder: choose an smp ARCHITECTURE such as unet, or leave them empty."
+        )
     if not recipe.encoder:
         recipe = replace(recipe, encoder="resnet18")
     return recipe
@@ -242,7 +262,9 @@ def recipe_line(recipe: Recipe, settings: TrainSettings) -> str:
     return (
         f"Recipe {recipe.name}: {recipe.architecture}"
         f"{'' if recipe.architecture == 'resunet' else ' / ' + recipe.encoder}, loss "
-        f"{recipe.loss}, augment {recipe.augment}, pos_weight {recipe.pos_weight}, "
+        f"{recipe.loss}, augment {recipe.augment}, photometric {recipe.photometric}, "
+        f"pos_weight {recipe.pos_weight}, calibrate {recipe.calibrate}, select on "
+        f"{'loss' if recipe.select_on_loss else settings.select_metric}, "
         f"oversample {recipe.oversample}, {recipe.optimizer} lr {recipe.lr:g} wd "
         f"{recipe.weight_decay:g} ({recipe.schedule}), {settings.epochs} epochs, batch "
         f"{settings.batch_size}, device {settings.device}."
@@ -287,6 +309,7 @@ def write_model(
             "best_epoch": outcome.best_epoch,
             "pos_weight": outcome.pos_weight,
             "label_mapping": asdict(request.train.mapping),
+            "calibration": outcome.calibration.as_dict() if outcome.calibration else None,
         },
     )
 
@@ -300,6 +323,8 @@ def job_result(
         for k in ("precision", "recall", "f1", "iou", "mcc", "threshold")
     }
     figures["best_epoch"] = outcome.best_epoch
+    if outcome.calibration is not None:
+        figures["calibration"] = outcome.calibration.as_dict()
     return JobResult(
         outputs={"OUTPUT": options.output},
         figures=figures,

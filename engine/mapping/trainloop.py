@@ -31,12 +31,13 @@ from slidewise.engine.core.distributed import (
 )
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import Log, Progress
-from slidewise.engine.imagery.augment import random_d4
+from slidewise.engine.imagery.augment import random_d4, random_photometric
 from slidewise.engine.imagery.datasets import MappingData
 from slidewise.engine.imagery.labels import IGNORE
 from slidewise.engine.imagery.losses import make_loss
 from slidewise.engine.imagery.segmodels import build_model, load_encoder_weights
 from slidewise.engine.imagery.training import StepCounter, chip_batches, validation_work
+from slidewise.engine.mapping.calibration import Calibration, calibrate_model
 from slidewise.engine.mapping.checkpoints import (
     fingerprint,
     load_checkpoint,
@@ -64,6 +65,7 @@ class TrainOutcome:
         threshold: Probability threshold for landslide.
         best_epoch: Selected epoch (1-based; 0 when no epoch ran).
         pos_weight: Positive-class weight used (``None`` when off).
+        calibration: The Platt scaling folded into the model (``None``: not calibrated).
     """
 
     model: nn.Module
@@ -72,6 +74,7 @@ class TrainOutcome:
     threshold: float
     best_epoch: int
     pos_weight: float | None
+    calibration: Calibration | None = None
 
 
 @dataclass
@@ -178,7 +181,10 @@ def train_model(
             f"Stopped early: no better validation {settings.select_metric} for "
             f"{settings.patience} epochs."
         )
-    return finish_training(run, settings, log)
+    outcome = finish_training(run, settings, log)
+    if settings.recipe.calibrate:
+        calibrate_outcome(outcome, data, settings, log)
+    return outcome
 
 
 def start_training(data: MappingData, settings: TrainSettings, log: Log) -> TrainingRun:
@@ -213,9 +219,14 @@ def start_training(data: MappingData, settings: TrainSettings, log: Log) -> Trai
         use_amp=use_amp,
         pos_weight=pos_weight,
         fingerprint=fingerprint(settings, data),
-        selection=EpochSelection(settings.select_metric),
+        selection=EpochSelection(selection_metric(settings)),
         step_model=wrap_model(model, device),
     )
+
+
+def selection_metric(settings: TrainSettings) -> str:
+    """What ranks epochs: ``loss`` for a recipe that selects on the loss, else the metric."""
+    return "loss" if settings.recipe.select_on_loss else settings.select_metric
 
 
 def resume_training(run: TrainingRun, checkpoint: str, log: Log) -> None:
@@ -310,6 +321,8 @@ def train_epoch(
     for images, masks in chip_batches(data.train, order, batch_size, drop_single=True):
         if recipe.augment:
             images, masks = random_d4(images, masks, run.generator)
+        if recipe.photometric:
+            images = random_photometric(images, run.generator)
         share = batch_share(len(images))
         loss = train_step(run, images[share], masks[share])
         running += float(loss.detach()) * len(images)
@@ -357,7 +370,8 @@ def validate_epoch(
     has_slides = bool(data.valid_stats[:, 0].sum() > 0)
     batch = settings.batch_size
     vp = validate(run.model, data.valid, batch, run.device, run.loss_fn, counter.valid_step)
-    threshold = choose_threshold(vp, settings.threshold, metric) if has_slides else 0.5
+    n_chips = len(data.valid)
+    threshold = choose_threshold(vp, settings.threshold, metric, n_chips) if has_slides else 0.5
     record.update(metrics_at(vp, threshold))
     record["seconds"] = round(time.time() - t0, 2)
     run.history.append(record)
@@ -382,9 +396,10 @@ def finish_training(run: TrainingRun, settings: TrainSettings, log: Log) -> Trai
     final.eval()
     best = selection.best
     if best["epoch"]:
+        key = "valid_loss" if selection.metric == "loss" else metric
         log(
             f"Selected epoch {best['epoch']} on the validation split "
-            f"({metric} {best['metrics'].get(metric, float('nan')):.3f}, "
+            f"({key} {best['metrics'].get(key, float('nan')):.3f}, "
             f"threshold {best['threshold']:.2f})."
         )
     return TrainOutcome(
@@ -394,4 +409,40 @@ def finish_training(run: TrainingRun, settings: TrainSettings, log: Log) -> Trai
         threshold=float(best["threshold"]),
         best_epoch=int(best["epoch"]),
         pos_weight=run.pos_weight,
+    )
+
+
+def calibrate_outcome(
+    outcome: TrainOutcome, data: MappingData, settings: TrainSettings, log: Log
+) -> None:
+    """Fold Platt scaling into the selected model; re-derive threshold and metrics.
+
+    After calibration the model's probabilities change, so the threshold (fixed
+    or tuned, shrunk toward 0.5) and the validation metrics are taken again on
+    the calibrated validation pass. Nothing changes when the validation split
+    has too few landslide or other pixels.
+    """
+    device = torch.device(settings.device)
+    model = outcome.model.to(device)
+    calibration = calibrate_model(model, data.valid, settings.batch_size, device, settings.seed)
+    outcome.model = model.cpu().eval()
+    if calibration is None:
+        log(
+            "Calibration skipped: the validation split has too few landslide or other "
+            "pixels, or the model's scores do not separate them yet (train longer)."
+        )
+        return
+    vp = validate(outcome.model, data.valid, settings.batch_size, torch.device("cpu"))
+    metric = settings.select_metric
+    threshold = choose_threshold(vp, settings.threshold, metric, len(data.valid))
+    metrics = metrics_at(vp, threshold)
+    metrics["valid_loss"] = outcome.metrics.get("valid_loss")
+    metrics["epoch"] = outcome.best_epoch
+    outcome.calibration, outcome.threshold, outcome.metrics = calibration, threshold, metrics
+    log(
+        f"Calibrated probabilities (Platt, a {calibration.a:.3f}, b {calibration.b:+.3f}, "
+        f"{calibration.pixels} validation pixels): ECE {calibration.ece_before:.3f} -> "
+        f"{calibration.ece_after:.3f}, Brier {calibration.brier_before:.4f} -> "
+        f"{calibration.brier_after:.4f}; threshold {threshold:.2f}, validation F1 "
+        f"{metrics['f1']:.3f}."
     )

@@ -104,7 +104,8 @@ class EpochSelection:
     """Model selection on the validation split: the best epoch so far, its weights, patience.
 
     Attributes:
-        metric: Landslide-class metric that ranks epochs (``f1``, ``iou`` or ``mcc``).
+        metric: Landslide-class metric that ranks epochs (``f1``, ``iou`` or ``mcc``),
+            or ``loss`` (the validation loss).
         best: ``epoch`` (0 = none yet), ``score``, ``threshold`` and ``metrics`` (the
             epoch's record) of the best epoch.
         state: The best epoch's weights (on the CPU); ``None`` before the first epoch.
@@ -123,12 +124,14 @@ class EpochSelection:
     ) -> bool:
         """Keep the epoch of ``record`` (keys ``epoch``, ``threshold``, the metric) if best.
 
-        Without landslides in the validation split the validation loss ranks epochs.
+        Without landslides in the validation split, or with metric ``loss``, the
+        validation loss ranks epochs.
 
         Returns:
             Whether the epoch is the best so far.
         """
-        score = record[self.metric] if has_slides else -vp.loss
+        use_loss = self.metric == "loss" or not has_slides
+        score = -vp.loss if use_loss else record[self.metric]
         if score <= self.best["score"] + 1e-9:
             self.stale += 1
             return False
@@ -149,17 +152,26 @@ class EpochSelection:
 
 #: Thresholds within this much of the best validation score count as equally good.
 THRESHOLD_TOLERANCE = 0.01
+#: Validation chips at which a tuned threshold moves halfway from 0.5 to the best one.
+SHRINK_CHIPS = 40
 
 
-def choose_threshold(vp: ValidationPass, setting: str, metric: str) -> float:
+def choose_threshold(
+    vp: ValidationPass, setting: str, metric: str, n_chips: int | None = None
+) -> float:
     """The threshold for ``setting`` ("auto" = tuned on the validation pass).
 
     Tuning takes, among the thresholds of :data:`THRESHOLD_GRID` whose score is
     within :data:`THRESHOLD_TOLERANCE` of the best, the one closest to 0.5: a
     few validation images should not pull the threshold far for a tiny gain.
+    With ``n_chips`` (the validation chips it was tuned on) the tuned threshold
+    is shrunk toward 0.5 by ``n / (n + SHRINK_CHIPS)``: the pixels of one image
+    are not independent, and a threshold tuned on four images does not carry to
+    new ones (issue 16: 0.90 on four images, recall 0.13 on new ones).
     """
     if str(setting).strip().lower() != "auto":
         return float(setting)
+    metric = "f1" if metric == "loss" else metric
     scores = [getattr(vp.confusion(t), metric) for t in THRESHOLD_GRID]
     best = max(scores)
     near = [
@@ -167,7 +179,11 @@ def choose_threshold(vp: ValidationPass, setting: str, metric: str) -> float:
         for t, s in zip(THRESHOLD_GRID, scores, strict=True)
         if s >= best - THRESHOLD_TOLERANCE - 1e-12
     ]
-    return min(near, key=lambda t: abs(t - 0.5))
+    tuned = min(near, key=lambda t: abs(t - 0.5))
+    if n_chips is None:
+        return tuned
+    weight = n_chips / (n_chips + SHRINK_CHIPS)
+    return round(0.5 + (tuned - 0.5) * weight, 2)
 
 
 def predict_scene(

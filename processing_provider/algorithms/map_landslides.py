@@ -33,7 +33,9 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         "mean_probability, max_probability and, with a DEM, mean_slope. The raster's bands "
         "must match the model's (count and names); a mismatch is refused with the expected "
         "bands named. A multi-region model maps with the decoder of the chosen region, or "
-        "per area from region polygons."
+        "per area from region polygons. Without a model file it maps with the landslide "
+        "model shipped with Slidewise (RGB imagery; trained on Bijie and Sichuan, figures "
+        "on its model card)."
     )
 
     def initAlgorithm(self, config=None) -> None:

@@ -297,13 +297,14 @@ def test_job_bad_parameters(tmp_path: Path) -> None:
         ({"BANDS": "1,4"}, "Band 4 is out of range"),
         ({"ARCHITECTURE": "segnet"}, "Unknown value 'segnet' for ARCHITECTURE"),
         ({"ENCODER": "resnet9"}, "unknown encoder"),
+        ({"ENCODER": "resnet34", "ARCHITECTURE": "resunet"}, "resunet, which has no encoder"),
         ({"RESUME": True, "CHECKPOINT": str(tmp_path / "none.safetensors")}, "does not exist"),
         ({"RESUME": True}, "no CHECKPOINT"),
         ({"LOSS": "hinge"}, "Unknown value"),
         ({"NORMALISATION": "l4s"}, "14 Landslide4Sense bands"),
         ({"EPOCHS": 0}, "EPOCHS must be between"),
         ({"COLOUR": "x"}, "Unknown parameter"),
-        ({"STREAMS": "1,2;3"}, "STREAMS needs ARCHITECTURE resunet"),
+        ({"STREAMS": "1,2;3", "ARCHITECTURE": "unet"}, "STREAMS needs ARCHITECTURE resunet"),
         ({"ENCODER_WEIGHTS": str(tmp_path / "w.safetensors")}, "does not exist"),
     ]
     for extra, message in cases:
