@@ -39,8 +39,11 @@ def test_mapping_throughput_interface(tmp_path: Path) -> None:
     _run("slidewise.bench.mapping_throughput", "--size", "256", "--json", str(out))
     doc = json.loads(out.read_text())
     keys = ("seed_px_per_s", "engine_px_per_s", "ratio", "engine_peak_rss_mb", "seam_max_abs_diff")
-    assert all(isinstance(doc[k], float) and doc[k] >= 0 for k in keys), doc
-    assert doc["ratio"] == pytest.approx(doc["engine_px_per_s"] / doc["seed_px_per_s"], rel=1e-2)
+    assert all(isinstance(doc[k], float) for k in keys), doc
+    assert doc["engine_px_per_s"] > 0 and doc["seed_px_per_s"] > 0, doc
+    # The claim the benchmark backs: the engine's overlap blending matches a whole-image
+    # prediction (docs/benchmarks.md: within 2e-3); a broken blend or tile offset breaks it.
+    assert doc["seam_max_abs_diff"] < 2e-3, doc
 
 
 @pytest.mark.slow
