@@ -306,7 +306,8 @@ def figure_png(fig: MplFigure, dpi: int = 100) -> bytes:
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    # "tight": a legend placed beside the axes (the maps' class keys) is never cut off.
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     return buffer.getvalue()
 
 
