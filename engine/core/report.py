@@ -488,7 +488,9 @@ def pr_threshold_image(
     left.plot(r, p, color="C0")
     if t.size:
         left.plot(r[at], p[at], "o", color="C3", label=f"{score_name} >= {chosen:g}")
-        left.legend(loc="lower left")
+        # Upper right: the corner a real precision-recall curve leaves empty (lower left is
+        # where a weak detector's curve runs).
+        left.legend(loc="upper right")
     left.set(xlabel="Recall (%)", ylabel="Precision (%)", xlim=(0, 100), ylim=(0, 101))
     left.set_title("Precision-recall", fontsize=10)
     right.plot(t, f1, color="C2", label="F1")
