@@ -94,3 +94,36 @@ def test_default_calibration_on_real_out_of_block_predictions() -> None:
     assert brier_score(y, q) < 0.175 < brier_score(y, p)
     # A continuous probability: the quantile classes of the map must not collapse.
     assert len(np.unique(np.round(q, 3))) > 50
+
+
+def test_training_report_shows_the_calibration(tmp_path: Path) -> None:
+    """The training report's Calibration section: method, scores before/after, reliability."""
+    from slidewise.engine.susceptibility.calibration import calibration_figures
+    from slidewise.engine.susceptibility.calibration_report import write_calibration_report
+    from slidewise.engine.susceptibility.training_report import calibration_section
+
+    table = np.loadtxt(OOB, delimiter=",", skiprows=1)
+    y, p, fold = table[:, 0], table[:, 1], table[:, 2].astype(int)
+    figures = calibration_figures(y, p, fold)
+    report = write_calibration_report(str(tmp_path / "model.safetensors"), figures, "platt")
+    assert "Made " in report.read_text(encoding="utf-8")  # date and version
+    before, after = figures["none"], figures["platt"]
+    section = calibration_section(
+        {
+            "method": "platt",
+            "samples": len(y),
+            "brier_before": before["brier"],
+            "brier_after": after["brier"],
+            "ece_before": before["ece"],
+            "ece_after": after["ece"],
+            "report": str(report),
+        }
+    )
+    assert section is not None and calibration_section(None) is None
+    cells = {row[0]: row[1] for row in section.tables[0].rows}
+    assert cells["Calibration"] == "Platt scaling"
+    assert cells["Expected calibration error, raw → calibrated"] == (
+        f"{before['ece']:.3f} → {after['ece']:.3f}"
+    )
+    assert len(section.images) == 1 and section.images[0].png.startswith(b"\x89PNG")
+    assert set(section.images[0].data) == {"none", "platt"}

@@ -293,10 +293,10 @@ def test_training_report(susceptibility: dict) -> None:
     text = html.read_text(encoding="utf-8")
     numbers = json.loads(html.with_suffix(".json").read_text())
     check_self_contained(text)
-    headings = ["Summary", "Cross-validation", "Blocks", "Inputs and provenance"]
+    headings = ["Summary", "Cross-validation", "Calibration", "Blocks", "Inputs and provenance"]
     assert section_headings(text) == headings
     figures = numbers["report"]["figures"]
-    assert set(figures) == {"cv", "blocks"} and len(IMG.findall(text)) == 2
+    assert set(figures) == {"cv", "reliability", "blocks"} and len(IMG.findall(text)) == 3
     cv = numbers["training"]["cv"]
     assert figures["cv"]["data"]["Leave blocks out"]["auc_mean"] == cv["spatial_auc_mean"]
     assert figures["cv"]["data"]["Random folds"]["auc_sd"] == cv["random_auc_sd"]
