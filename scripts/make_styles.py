@@ -15,6 +15,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from qgis.core import (
     QgsApplication,
     QgsClassificationRange,
+    QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
     QgsFillSymbol,
     QgsGraduatedSymbolRenderer,
@@ -26,7 +27,7 @@ from qgis.core import (
     QgsSingleSymbolRenderer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtGui import QColor, QPainter
 
 STYLES = Path(__file__).resolve().parents[1] / "resources" / "styles"
 
@@ -44,13 +45,20 @@ def _raster() -> QgsRasterLayer:
     return QgsRasterLayer(str(path), "r")
 
 
-def pseudocolor(name: str, band: int, stops: list[tuple[float, str, str]]) -> None:
+def pseudocolor(
+    name: str, band: int, stops: list[tuple[float, str, str]], multiply: bool = False
+) -> None:
     layer = _raster()
+    if multiply:
+        layer.setBlendMode(QPainter.CompositionMode_Multiply)
     ramp = QgsColorRampShader(stops[0][0], stops[-1][0])
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
     ramp.setColorRampItemList(
         [QgsColorRampShader.ColorRampItem(v, QColor(c), label) for v, c, label in stops]
     )
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setUseContinuousLegend(False)  # every stop with its label, not a bare 0-1 gradient
+    ramp.setLegendSettings(legend)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
@@ -111,8 +119,11 @@ def landslide_polygons(name: str) -> None:
     layer.saveNamedStyle(str(STYLES / name))
 
 
-def paletted(name: str, classes: list[tuple[int, str, str]]) -> None:
+def paletted(name: str, classes: list[tuple[int, str, str]], multiply: bool = False) -> None:
+    """A classed raster; ``multiply`` blends it over the layers below (a hillshade shows)."""
     layer = _raster()
+    if multiply:
+        layer.setBlendMode(QPainter.CompositionMode_Multiply)
     items = [QgsPalettedRasterRenderer.Class(v, QColor(c), label) for v, c, label in classes]
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, items))
     layer.saveNamedStyle(str(STYLES / name))
@@ -146,11 +157,11 @@ def main() -> int:
         "susceptibility_probability.qml",
         1,
         [
-            (0.0, "#1a9641", "0 (very unlikely)"),
+            (0.0, "#1a9641", "0 (least susceptible)"),
             (0.25, "#a6d96a", "0.25"),
             (0.5, "#ffffbf", "0.5"),
             (0.75, "#fdae61", "0.75"),
-            (1.0, "#d7191c", "1 (very likely)"),
+            (1.0, "#d7191c", "1 (most susceptible)"),
         ],
     )
     paletted(
@@ -162,6 +173,7 @@ def main() -> int:
             (4, "#fdae61", "High"),
             (5, "#d7191c", "Very high"),
         ],
+        multiply=True,
     )
     pseudocolor(
         "landslide_probability.qml",
@@ -184,6 +196,7 @@ def main() -> int:
             (0.2, "#88419d", "0.2"),
             (0.3, "#4d004b", "0.3 and more (unsure)"),
         ],
+        multiply=True,
     )
     landslide_polygons("landslide_polygons.qml")
     polygons("blocks.qml", "0,0,0,0", "#37474f", "0.4")

@@ -306,7 +306,8 @@ def figure_png(fig: MplFigure, dpi: int = 100) -> bytes:
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    # "tight": a legend placed beside the axes (the maps' class keys) is never cut off.
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     return buffer.getvalue()
 
 
@@ -487,7 +488,9 @@ def pr_threshold_image(
     left.plot(r, p, color="C0")
     if t.size:
         left.plot(r[at], p[at], "o", color="C3", label=f"{score_name} >= {chosen:g}")
-        left.legend(loc="lower left")
+        # Upper right: the corner a real precision-recall curve leaves empty (lower left is
+        # where a weak detector's curve runs).
+        left.legend(loc="upper right")
     left.set(xlabel="Recall (%)", ylabel="Precision (%)", xlim=(0, 100), ylim=(0, 101))
     left.set_title("Precision-recall", fontsize=10)
     right.plot(t, f1, color="C2", label="F1")

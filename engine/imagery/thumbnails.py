@@ -160,17 +160,19 @@ def classes_thumbnail(
             resize_nearest(shade, values.shape), cmap="gray", vmin=0, vmax=1, extent=classes.extent
         )
     colours = class_colours(n_classes)
+    alpha = 0.6 if shade is not None else 1.0  # the key shows the colours as the map does
     ax.imshow(
         values,
         cmap=ListedColormap(colours),
         vmin=0.5,
         vmax=n_classes + 0.5,
-        alpha=0.6 if shade is not None else 1.0,
+        alpha=alpha,
         extent=classes.extent,
         interpolation="nearest",
     )
     handles = [
-        Patch(color=c, label=str(n).capitalize()) for c, n in zip(colours, names, strict=False)
+        Patch(color=c, alpha=alpha, label=str(n).capitalize())
+        for c, n in zip(colours, names, strict=False)
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     ax.set_title("Susceptibility classes" + (" over hillshade" if shade is not None else ""))

@@ -13,7 +13,12 @@ import numpy as np
 
 from slidewise.engine.susceptibility.calibration import CALIBRATIONS, ECE_BINS
 
-COLUMNS = ("probability", "Brier score", f"ECE ({ECE_BINS} bins)", "% below 0.05 or over 0.95")
+COLUMNS = (
+    "Probability",
+    "Brier score",
+    f"ECE ({ECE_BINS} bins)",
+    "Samples below 0.05 or above 0.95 (%)",
+)
 LABELS = {"none": "raw (uncalibrated)", "platt": "Platt scaling", "isotonic": "isotonic"}
 
 
@@ -46,21 +51,24 @@ def reliability_png(figures: dict[str, Any], chosen: str) -> bytes:
     return figure_png(fig)
 
 
-def calibration_section(figures: dict[str, Any], chosen: str) -> Any:
-    """The calibration section: Brier score and ECE per calibrator, and the reliability diagram.
-
-    Args:
-        figures: Calibration figures (:func:`.calibration.calibration_figures`).
-        chosen: The calibrator the model applies.
-    """
-    from slidewise.engine.core.report import Image, Section, Table
+def write_calibration_report(model: str, figures: dict[str, Any], chosen: str) -> Path:
+    """Write the HTML report (and its JSON) next to ``model``; returns the HTML path."""
+    from slidewise.engine.core.report import (
+        Image,
+        Percent,
+        Section,
+        Table,
+        html_report,
+        provenance,
+        write_report,
+    )
 
     rows = [
         [
             LABELS[m] + (" (used)" if m == chosen else ""),
             figures[m]["brier"],
             figures[m]["ece"],
-            100.0 * figures[m]["extreme_share"],
+            Percent(100.0 * figures[m]["extreme_share"], 1),
         ]
         for m in CALIBRATIONS[::-1]
     ]
@@ -72,26 +80,24 @@ def calibration_section(figures: dict[str, Any], chosen: str) -> Any:
         f"The model applies '{chosen}' at prediction. Probabilities are calibrated to the "
         "landslide share of the training samples.",
     ]
-    return Section(
-        "Calibration",
-        text=text,
-        tables=[
-            Table(
-                list(COLUMNS),
-                rows,
-                caption="Lower is better for the Brier score and the ECE.",
-            )
-        ],
-        images=[Image(reliability_png(figures, chosen), "Reliability diagram")],
-        key="calibration",
-    )
-
-
-def write_calibration_report(model: str, figures: dict[str, Any], chosen: str) -> Path:
-    """Write the HTML report (and its JSON) next to ``model``; returns the HTML path."""
-    from slidewise.engine.core.report import html_report, write_report
-
+    sections = [
+        Section(
+            "Calibration",
+            text=text,
+            tables=[
+                Table(
+                    list(COLUMNS),
+                    rows,
+                    caption="Lower is better for the Brier score and the ECE.",
+                )
+            ],
+            images=[Image(reliability_png(figures, chosen), "Reliability diagram")],
+        )
+    ]
+    made = provenance({})
+    footer = f"Made {made['date_utc']} (UTC) with Slidewise {made['slidewise_version']}"
     path = report_path(model)
-    section = calibration_section(figures, chosen)
-    write_report(path, html_report("Susceptibility model calibration", [section]), figures)
+    write_report(
+        path, html_report("Susceptibility model calibration", sections, footer=footer), figures
+    )
     return path

@@ -183,8 +183,8 @@ def _rates_section(curves: dict[str, RateCurve]) -> Section:
             f"{name.capitalize()} rate",
             curve.n_landslides,
             curve.auc,
-            curve.landslides_in_top(10),
-            curve.landslides_in_top(20),
+            Percent(curve.landslides_in_top(10), 1),
+            Percent(curve.landslides_in_top(20), 1),
         ]
         for name, curve in curves.items()
     ]
@@ -197,7 +197,13 @@ def _rates_section(curves: dict[str, RateCurve]) -> Section:
         ],
         tables=[
             Table(
-                ["Curve", "Landslides", "AUC", "% landslides in top 10 % area", "in top 20 %"],
+                [
+                    "Curve",
+                    "Landslides",
+                    "AUC (0 to 1)",
+                    "Landslides in top 10 % of area (%)",
+                    "in top 20 % (%)",
+                ],
                 rows,
             )
         ],

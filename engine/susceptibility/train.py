@@ -11,7 +11,6 @@ clusters of the sample coordinates.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -276,28 +275,27 @@ def write_report_of(options: TrainParams, data: TrainingData, figures: dict[str,
     }
     blocks = str(data.block_doc.get("path") or "")
     report = training_report(options.output, figures, inputs, blocks)
-    for section in analysis_sections(figures):
-        report.add(section)
+    for section, after in analysis_sections(figures):
+        report.add(section, after=after)
     write_training_report(options.output_report, report, figures)
     return options.output_report
 
 
-def analysis_sections(figures: dict[str, Any]) -> list[Any]:
-    """Report sections of the method comparison, the calibration and the factor analysis."""
-    from slidewise.engine.susceptibility.calibration_report import calibration_section
+def analysis_sections(figures: dict[str, Any]) -> list[tuple[Any, str]]:
+    """Report sections of the method comparison and the factor analysis, with where they go.
+
+    Returns:
+        ``(section, key of the section it follows)``; an empty key: at the end.
+    """
     from slidewise.engine.susceptibility.factor_report import factor_sections
     from slidewise.engine.susceptibility.selection import comparison_section
 
-    sections = []
+    sections: list[tuple[Any, str]] = []
     cv = figures.get("cv") or {}
     if cv.get("comparison"):
-        sections.append(comparison_section(cv["comparison"], str(cv.get("chosen", ""))))
-    calibration = figures.get("calibration") or {}
-    saved = Path(str(calibration.get("report", ""))).with_suffix(".json")
-    if calibration.get("report") and saved.is_file():
-        doc = json.loads(saved.read_text(encoding="utf-8"))
-        sections.append(calibration_section(doc, str(calibration["method"])))
-    sections.extend(factor_sections(figures.get("importance"), figures.get("collinearity")))
+        sections.append((comparison_section(cv["comparison"], str(cv.get("chosen", ""))), "cv"))
+    for section in factor_sections(figures.get("importance"), figures.get("collinearity")):
+        sections.append((section, ""))
     return sections
 
 

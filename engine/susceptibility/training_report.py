@@ -10,6 +10,7 @@ AUCs on their 0 to 1 scale, as in every Slidewise report.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,53 @@ def block_rows(figures: dict[str, Any]) -> list[list[Any]]:
     return [r for r in rows if r[1] is not None]
 
 
+def calibration_section(calibration: dict[str, Any] | None) -> Section | None:
+    """The calibration fitted at training: method, scores before and after, reliability.
+
+    Args:
+        calibration: The job's ``calibration`` figures (``None``: not calibrated); the
+            reliability diagram is read from the JSON of its ``report``.
+    """
+    from slidewise.engine.susceptibility.calibration_report import LABELS, reliability_png
+
+    if not calibration:
+        return None
+    method = str(calibration["method"])
+    rows: list[list[Any]] = [
+        ["Calibration", LABELS.get(method, method)],
+        ["Out-of-block predictions it was fitted on", calibration.get("samples")],
+        [
+            "Brier score, raw → calibrated (lower is better)",
+            f"{calibration['brier_before']:.3f} → {calibration['brier_after']:.3f}",
+        ],
+        [
+            "Expected calibration error, raw → calibrated",
+            f"{calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}",
+        ],
+    ]
+    report = Path(str(calibration.get("report") or ""))
+    text = [
+        "Every labelled sample predicted by a model that did not see its block, scored "
+        "cross-fitted. Probabilities are calibrated to the landslide share of the training "
+        "samples: read them as relative susceptibility. "
+        + (f"All methods compared: {report.name}, next to the model." if report.name else "")
+    ]
+    images = []
+    numbers = report.with_suffix(".json")
+    if report.name and numbers.is_file():
+        figures = json.loads(numbers.read_text(encoding="utf-8"))
+        images.append(
+            Image(
+                reliability_png(figures, method),
+                "Reliability of the out-of-block predictions (10 bins)",
+                key="reliability",
+                data={m: figures[m]["reliability"] for m in ("none", method) if m in figures},
+            )
+        )
+    table = Table(["Item", "Value"], rows)
+    return Section("Calibration", text=text, tables=[table], images=images, key="calibration")
+
+
 def training_report(
     model: str, figures: dict[str, Any], inputs: dict[str, str | None], block_raster: str = ""
 ) -> Report:
@@ -133,6 +181,9 @@ def training_report(
             key="cv",
         )
     )
+    calibration = calibration_section(figures.get("calibration"))
+    if calibration is not None:
+        report.add(calibration)
     blocks = blocks_image(block_raster, model) if block_raster else None
     report.add(
         Section(

@@ -43,7 +43,7 @@
           <item value="0.3" label="0.3" alpha="255" color="#ffb280"/>
           <item value="0.5" label="0.5" alpha="255" color="#fd8d3c"/>
           <item value="1" label="1" alpha="255" color="#bd0026"/>
-          <rampLegendSettings direction="0" maximumLabel="" prefix="" orientation="2" minimumLabel="" useContinuousLegend="1" suffix="">
+          <rampLegendSettings direction="0" maximumLabel="" prefix="" orientation="2" minimumLabel="" useContinuousLegend="0" suffix="">
             <numericFormat id="basic">
               <Option type="Map">
                 <Option type="QChar" name="decimal_separator" value=""/>

@@ -50,5 +50,5 @@
     <rasterresampler maxOversampling="2"/>
     <resamplingStage>resamplingFilter</resamplingStage>
   </pipe>
-  <blendMode>0</blendMode>
+  <blendMode>6</blendMode>
 </qgis>

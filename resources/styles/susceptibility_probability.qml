@@ -39,12 +39,12 @@
       </minMaxOrigin>
       <rastershader>
         <colorrampshader maximumValue="1" colorRampType="INTERPOLATED" minimumValue="0" clip="0" labelPrecision="6" classificationMode="1">
-          <item value="0" label="0 (very unlikely)" alpha="255" color="#1a9641"/>
+          <item value="0" label="0 (least susceptible)" alpha="255" color="#1a9641"/>
           <item value="0.25" label="0.25" alpha="255" color="#a6d96a"/>
           <item value="0.5" label="0.5" alpha="255" color="#ffffbf"/>
           <item value="0.75" label="0.75" alpha="255" color="#fdae61"/>
-          <item value="1" label="1 (very likely)" alpha="255" color="#d7191c"/>
-          <rampLegendSettings direction="0" maximumLabel="" prefix="" orientation="2" minimumLabel="" useContinuousLegend="1" suffix="">
+          <item value="1" label="1 (most susceptible)" alpha="255" color="#d7191c"/>
+          <rampLegendSettings direction="0" maximumLabel="" prefix="" orientation="2" minimumLabel="" useContinuousLegend="0" suffix="">
             <numericFormat id="basic">
               <Option type="Map">
                 <Option type="QChar" name="decimal_separator" value=""/>

@@ -44,7 +44,7 @@
           <item value="0.1" color="#8c96c6" alpha="255" label="0.1"/>
           <item value="0.2" color="#88419d" alpha="255" label="0.2"/>
           <item value="0.3" color="#4d004b" alpha="255" label="0.3 and more (unsure)"/>
-          <rampLegendSettings useContinuousLegend="1" maximumLabel="" suffix="" orientation="2" minimumLabel="" direction="0" prefix="">
+          <rampLegendSettings useContinuousLegend="0" maximumLabel="" suffix="" orientation="2" minimumLabel="" direction="0" prefix="">
             <numericFormat id="basic">
               <Option type="Map">
                 <Option value="" type="QChar" name="decimal_separator"/>
@@ -65,5 +65,5 @@
     <rasterresampler maxOversampling="2"/>
     <resamplingStage>resamplingFilter</resamplingStage>
   </pipe>
-  <blendMode>0</blendMode>
+  <blendMode>6</blendMode>
 </qgis>

@@ -44,7 +44,7 @@
           <item value="30" label="30°" alpha="255" color="#fee08b"/>
           <item value="45" label="45°" alpha="255" color="#fc8d59"/>
           <item value="60" label="60° and steeper" alpha="255" color="#d73027"/>
-          <rampLegendSettings direction="0" maximumLabel="" prefix="" orientation="2" minimumLabel="" useContinuousLegend="1" suffix="">
+          <rampLegendSettings direction="0" maximumLabel="" prefix="" orientation="2" minimumLabel="" useContinuousLegend="0" suffix="">
             <numericFormat id="basic">
               <Option type="Map">
                 <Option type="QChar" name="decimal_separator" value=""/>

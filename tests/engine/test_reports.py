@@ -294,16 +294,15 @@ def test_training_report(susceptibility: dict) -> None:
     numbers = json.loads(html.with_suffix(".json").read_text())
     check_self_contained(text)
     headings = section_headings(text)
-    assert headings[:3] == ["Summary", "Cross-validation", "Blocks"]
+    # One report holds the whole training: the method comparison (with CV on), the
+    # calibration, the blocks, then the factor analysis (importance and collinearity).
+    assert headings[:2] == ["Summary", "Cross-validation"], headings
+    assert headings[2:5] == ["Method comparison", "Calibration", "Blocks"], headings
     assert headings[-1] == "Inputs and provenance"
-    # One report holds the whole training: the method comparison, the calibration and the
-    # factor analysis (importance and collinearity) follow the blocks.
-    analysis = headings[3:-1]
-    assert analysis[:2] == ["Method comparison", "Calibration"], analysis
-    assert len(analysis) == 4, analysis
+    assert len(headings) == 8, headings  # + factor importance and collinearity
     figures = numbers["report"]["figures"]
-    assert {"cv", "blocks"} <= set(figures)
-    assert len(IMG.findall(text)) >= 4  # cv, blocks, reliability diagram, importance
+    assert {"cv", "reliability", "blocks"} <= set(figures)
+    assert len(IMG.findall(text)) >= 4  # cv, reliability diagram, blocks, importance
     cv = numbers["training"]["cv"]
     assert figures["cv"]["data"]["Leave blocks out"]["auc_mean"] == cv["spatial_auc_mean"]
     assert figures["cv"]["data"]["Random folds"]["auc_sd"] == cv["random_auc_sd"]

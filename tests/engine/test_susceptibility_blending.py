@@ -238,6 +238,22 @@ def test_blending_removes_seams_without_losing_held_out_auc(ecuador: dict[str, A
     assert auc[16] >= auc[0] - 0.01 and auc[16] > 0.6
 
 
+def test_default_blend_width_removes_seams(ecuador: dict[str, Any]) -> None:
+    """Predict without BLEND_WIDTH (the spec's default): no jump at the block borders."""
+    from slidewise.engine.susceptibility.predict import run_predict
+
+    out = str(ecuador["dir"] / "default_width.tif")
+    model = ecuador["trained"].outputs["OUTPUT"]
+    run_predict({"MODEL": model, "INPUT": str(ECUADOR / "ta.tif"), "OUTPUT": out}, ctx())
+    with rasterio.open(ecuador["blocks"]) as src:
+        ids = src.read(1)
+    with rasterio.open(out) as src:
+        default = seam_statistic(src.read(1), ids)
+    with rasterio.open(ecuador["predicted"][0].outputs["OUTPUT"]) as src:
+        hard = seam_statistic(src.read(1), ids)
+    assert default["ratio"] < 1.1 and default["excess"] < hard["excess"] / 4
+
+
 def test_calibrated_map_is_less_extreme_and_has_uncertainty(ecuador: dict[str, Any]) -> None:
     from slidewise.engine.core.modelfile import load_model
 
