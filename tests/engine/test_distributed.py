@@ -83,6 +83,9 @@ def _train_job(tmp: Path, name: str) -> dict:
             "BATCH_SIZE": 8,
             "VALID_FRACTION": 0.34,
             "EPOCHS": 2,
+            # Calibration rescales the logits by a factor fitted on validation pixels, which
+            # would magnify the batch-norm noise this test bounds.
+            "CALIBRATE": False,
             "OUTPUT": str(tmp / f"{name}.safetensors"),
         },
         "options": {"seed": 3, "threads": 1, "device": "cpu"},

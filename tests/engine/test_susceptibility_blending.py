@@ -176,6 +176,7 @@ def ecuador(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         {
             **common,
             "BLOCKS": blocks,
+            "METHOD": "meta",
             "ITERATIONS_META": 200,
             "TASKS_PER_BATCH": 4,
             "CV_FOLDS": 0,
