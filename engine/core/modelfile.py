@@ -136,18 +136,31 @@ def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def verify_checksum(tensors: dict[str, torch.Tensor], stored: str | None, source: str) -> None:
+def verify_checksum(
+    tensors: dict[str, torch.Tensor],
+    stored: str | None,
+    source: str,
+    kind: str = "model file",
+    fix: str = "Copy the model file again from a good copy, or train the model again.",
+) -> None:
     """Compare the tensors with the checksum stored in their file.
 
     A file without a checksum (written by an older Slidewise) passes with a
     :class:`ModelFileNote` warning.
+
+    Args:
+        tensors: The tensors read from the file.
+        stored: The checksum its header holds (``None``: none).
+        source: The file's name, for the messages.
+        kind: What the file is (``model file``, ``checkpoint``), for the messages.
+        fix: What the user can do about a damaged file.
 
     Raises:
         ModelFileError: the tensors differ from what was saved (a damaged file).
     """
     if not stored:
         warnings.warn(
-            f"The model file '{source}' has no checksum (written by an older Slidewise): its "
+            f"The {kind} '{source}' has no checksum (written by an older Slidewise): its "
             "weights cannot be checked for damage.",
             ModelFileNote,
             stacklevel=3,
@@ -155,9 +168,8 @@ def verify_checksum(tensors: dict[str, torch.Tensor], stored: str | None, source
         return
     if tensor_checksum(tensors) != stored:
         raise ModelFileError(
-            f"The model file '{source}' is damaged: its weights do not match the checksum "
-            "stored when it was saved (the file was changed or corrupted after saving). "
-            "Copy the model file again from a good copy, or train the model again."
+            f"The {kind} '{source}' is damaged: its weights do not match the checksum "
+            f"stored when it was saved (the file was changed or corrupted after saving). {fix}"
         )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from torch import nn
 
 from slidewise.contract.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from slidewise.engine.core.errors import InputError
-from slidewise.engine.core.modelfile import CHECKSUM_KEY, ModelFileNote, tensor_checksum
+from slidewise.engine.core.modelfile import CHECKSUM_KEY, tensor_checksum, verify_checksum
 from slidewise.engine.core.outputs import atomic_output
 from slidewise.engine.imagery.datasets import MappingData
 from slidewise.engine.mapping.recipes import TrainSettings
@@ -118,26 +117,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 def verify_checkpoint(tensors: dict[str, torch.Tensor], stored: str | None, name: str) -> None:
     """Compare a checkpoint's tensors with the checksum saved with them.
 
-    A checkpoint written before checksums resumes, with a :class:`ModelFileNote`.
+    A checkpoint written before checksums resumes, with a ``ModelFileNote`` warning.
 
     Raises:
-        InputError: the tensors differ from what was saved (a damaged checkpoint).
+        ModelFileError: the tensors differ from what was saved (a damaged checkpoint).
     """
-    if not stored:
-        warnings.warn(
-            f"The checkpoint '{name}' has no checksum (written by an older Slidewise): its "
-            "weights cannot be checked for damage.",
-            ModelFileNote,
-            stacklevel=3,
-        )
-        return
-    if tensor_checksum(tensors) != stored:
-        raise InputError(
-            f"The checkpoint '{name}' is damaged: its weights do not match the checksum "
-            "stored when it was saved (the file was changed or corrupted after saving), so "
-            "training cannot resume from it. Delete it and train again with RESUME=false, "
-            "or give the CHECKPOINT of a good copy."
-        )
+    verify_checksum(
+        tensors,
+        stored,
+        name,
+        kind="checkpoint",
+        fix="Training cannot resume from it: delete it and train again with RESUME=false, "
+        "or give the CHECKPOINT of a good copy.",
+    )
 
 
 def restore_optimizer(

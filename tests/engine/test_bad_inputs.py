@@ -94,7 +94,8 @@ TRAINMAPPING = [
             "OUTPUT": "{out}/model.safetensors",
         },
         "The checkpoint 'damaged_checkpoint.safetensors' is damaged",
-        also=("training cannot resume from it", "Delete it and train again with RESUME=false"),
+        error=ModelFileError,
+        also=("Training cannot resume from it", "delete it and train again with RESUME=false"),
     ),
 ]
 
@@ -441,7 +442,7 @@ def test_damaged_checkpoint_is_refused_and_a_good_one_loads(files: dict[str, str
     assert meta["epoch"] == 1 and "optim.0.exp_avg" in tensors
     assert checkpoint_epochs(files["checkpoint"]) == 1  # what the plugin reads, stdlib only
     assert checkpoint_epochs(files["model"]) is None
-    with pytest.raises(InputError, match=r"'damaged_checkpoint.safetensors' is damaged"):
+    with pytest.raises(ModelFileError, match=r"'damaged_checkpoint.safetensors' is damaged"):
         load_checkpoint(files["damaged_checkpoint"])
 
 
