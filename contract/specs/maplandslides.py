@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param
-from slidewise.contract.specs.groups import COG
+from slidewise.contract.specs.groups import COG, SCALE_OUT
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
 #: The three outputs; the job needs at least one.
@@ -117,6 +117,7 @@ SPEC = AlgorithmSpec(
             "Polygons (.gpkg, .shp or .geojson) with id, area_m2, pixels, mean_probability and "
             "max_probability.",
         ),
+        *SCALE_OUT,
         COG,
     ),
 )

@@ -93,6 +93,9 @@ class MapParams(JobParams):
         output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with fields ``id``,
             ``area_m2``, ``pixels``, ``mean_probability``, ``max_probability``.
             At least one of the three outputs is required.
+        workers: WORKERS, local Dask worker processes predicting the tile rows (1: none;
+            :mod:`slidewise.engine.mapping.map_cluster`).
+        scheduler: SCHEDULER, address of an existing Dask scheduler.
     """
 
     SPEC = MAP_SPEC
@@ -113,6 +116,8 @@ class MapParams(JobParams):
     output_probability: str | None = None
     output_mask: str | None = None
     output_polygons: str | None = None
+    workers: int = 1
+    scheduler: str | None = None
 
     def outputs(self) -> dict[str, str]:
         """Output name -> path, ``""`` for an output not chosen."""
@@ -508,7 +513,10 @@ def map_raster(
             "The input raster has no coordinate reference system: areas (area_m2, MIN_AREA) "
             "are in squared units of its pixel grid, not square metres."
         )
+    from slidewise.engine.mapping.map_cluster import on_cluster
+
     with ExitStack() as stack:
+        plan = stack.enter_context(on_cluster(options, loaded, plan, ctx))
         output_mask = aoi_mask(options.aoi, info, stack) if options.aoi else None
         reader = stack.enter_context(_open_reader(info.path))
         if loaded.multi is None:

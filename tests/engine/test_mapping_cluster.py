@@ -1,0 +1,70 @@
+"""maplandslides on a local Dask cluster writes what the one-process run writes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from engine_helpers import REPO, job_context, log_messages
+
+BIJIE = REPO / "tests" / "data" / "bijie" / "test" / "images" / "10105.png"
+
+# One thread in the job's process, as on each Dask worker: then the forward passes
+# are the same bit for bit (with more threads oneDNN's sums may differ by ~3e-8).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small random ResU-Net on RGB (mechanics only), saved as a mapping model."""
+    import torch
+
+    from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
+
+    torch.manual_seed(0)
+    config = SegModelConfig(
+        architecture="resunet", in_channels=3, extra={"widths": [4, 8, 8, 16, 16]}
+    )
+    model = build_model(config).eval()
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    norm = {"kind": "fit", "mean": [90.0, 90.0, 80.0], "std": [40.0, 40.0, 40.0]}
+    save_mapping_model(path, model, config, ["red", "green", "blue"], norm, tile_size=128)
+    return str(path)
+
+
+def _map(model: str, folder: Path, name: str, **extra: Any) -> tuple[dict[str, np.ndarray], Any]:
+    from slidewise.engine.mapping.apply import run_map
+
+    outputs = {
+        k: str(folder / f"{name}_{k.lower()}.tif") for k in ("OUTPUT_PROBABILITY", "OUTPUT_MASK")
+    }
+    params = {"INPUT": str(BIJIE), "MODEL": model, "TILE_SIZE": 128, "OVERLAP": 32}
+    ctx, stream = job_context("maplandslides")
+    result = run_map({**params, **outputs, **extra}, ctx)
+    arrays = {}
+    for key, path in outputs.items():
+        with rasterio.open(path) as src:
+            arrays[key] = src.read(1)
+    return arrays, (result, log_messages(stream))
+
+
+@pytest.mark.slow
+def test_two_local_workers_write_what_one_process_writes(tiny_model: str, tmp_path: Path) -> None:
+    one, (one_result, _) = _map(tiny_model, tmp_path, "one")
+    two, (two_result, logs) = _map(tiny_model, tmp_path, "two", WORKERS=2)
+    assert any("local Dask cluster of 2 worker" in m for m in logs)
+    prob = one["OUTPUT_PROBABILITY"]
+    assert np.isfinite(prob).all() and 0.0 < float(np.std(prob))  # a real, varied map
+    # Same tiles, same blending order: the same numbers, bit for bit.
+    assert np.array_equal(two["OUTPUT_PROBABILITY"], prob)
+    assert np.array_equal(two["OUTPUT_MASK"], one["OUTPUT_MASK"])
+    figures = ("tiles", "tiles_skipped", "landslide_pixels", "valid_pixels")
+    assert {k: two_result.figures[k] for k in figures} == {
+        k: one_result.figures[k] for k in figures
+    }
+    assert two_result.figures["tiles"] > 4  # several tile rows went to the workers
+    assert not multiprocessing.active_children()  # the local cluster closed with the job
