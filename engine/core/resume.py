@@ -37,7 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slidewise.contract.partials import partial_glob, partial_path, remove_partials
+from slidewise.contract.partials import (
+    partial_glob,
+    partial_path,
+    remove_partials,
+    resume_state_path,
+)
 from slidewise.engine.core.outputs import check_writable
 
 #: Test hook: the job SIGKILLs itself after writing this many windows (tests only).
@@ -47,8 +52,6 @@ CHECKPOINTS = 10
 CHECKPOINT_SECONDS = 60.0
 #: Parameters that choose where a run computes, not what it writes (left out of the key).
 SCALE_OUT_FIELDS = ("workers", "scheduler")
-#: Partial-file token of the state file.
-STATE_TOKEN = "resume"
 
 
 def run_key(options: Any, inputs: Sequence[str], ignore: Sequence[str] = ()) -> str:
@@ -73,7 +76,7 @@ def run_key(options: Any, inputs: Sequence[str], ignore: Sequence[str] = ()) -> 
 
 def state_path(output: str | os.PathLike[str]) -> Path:
     """The state file of a resumable run writing ``output``: ``.<stem>.partial-resume.json``."""
-    return partial_path(output, STATE_TOKEN).with_suffix(".json")
+    return resume_state_path(output)
 
 
 @dataclass(frozen=True)
