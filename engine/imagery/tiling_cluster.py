@@ -72,12 +72,14 @@ class ClusterTileRows:
     Attributes:
         client: The Dask client.
         task: The tile row task sent to every worker.
+        start_seconds: Seconds the cluster took to start (or to connect).
         first_result_seconds: Seconds from the first task to its result (the
             workers open the raster and load the model then).
     """
 
     client: Any
     task: TileRowTask
+    start_seconds: float = 0.0
     first_result_seconds: float = 0.0
 
     def workers(self) -> int:

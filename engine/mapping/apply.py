@@ -513,7 +513,7 @@ def map_raster(
             "The input raster has no coordinate reference system: areas (area_m2, MIN_AREA) "
             "are in squared units of its pixel grid, not square metres."
         )
-    from slidewise.engine.mapping.map_cluster import on_cluster
+    from slidewise.engine.mapping.map_cluster import cluster_figures, on_cluster
 
     with ExitStack() as stack:
         plan = stack.enter_context(on_cluster(options, loaded, plan, ctx))
@@ -525,7 +525,7 @@ def map_raster(
             sinks = _open_outputs(options, info, plan.threshold, stack)
             for window, prob in rechunk(strips):
                 sinks.add(window, prob)
-            return sinks.finish(ctx), stats
+            return sinks.finish(ctx) | cluster_figures(plan), stats
         region_stats: dict[str, Any] = {}
         strips = _region_strips(options, loaded, reader, plan, output_mask, region_stats)
         sinks = _open_outputs(options, info, plan.threshold, stack)

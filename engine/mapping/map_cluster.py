@@ -12,6 +12,7 @@ for the user's scheduler).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
@@ -93,6 +94,21 @@ def on_cluster(
         amp=tiling.amp,
         channels_last=tiling.channels_last,
     )
+    started = time.perf_counter()
     with dask_client(cluster, ctx.log) as client:
-        remote = ClusterTileRows(client, task)
+        remote = ClusterTileRows(client, task, start_seconds=time.perf_counter() - started)
         yield dc_replace(plan, tiling=dc_replace(tiling, remote=remote))
+
+
+def cluster_figures(plan: MapPlan) -> dict[str, Any]:
+    """The workers and start-up times of a Dask run (``{"cluster": {...}}``), else ``{}``."""
+    remote = plan.tiling.remote
+    if not isinstance(remote, ClusterTileRows):
+        return {}
+    return {
+        "cluster": {
+            "workers": remote.workers(),
+            "start_seconds": round(remote.start_seconds, 2),
+            "first_window_seconds": round(remote.first_result_seconds, 2),
+        }
+    }
