@@ -84,6 +84,8 @@ class DetectParams(JobParams):
     batch_size: int | None = None
     probability: str | None = None
     output: str = ""
+    workers: int = 1
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -492,9 +494,18 @@ def segmentation_boxes(
 
 
 def _probability_from_model(
-    options: DetectParams, info: RasterInfo, device: torch.device, progress: Progress
+    options: DetectParams,
+    info: RasterInfo,
+    device: torch.device,
+    progress: Progress,
+    log: Callable[[str], None],
 ) -> tuple[np.ndarray, float, list[str]]:
-    """The landslide probability of a mapping model on the raster, its threshold, and notes."""
+    """The landslide probability of a mapping model on the raster, its threshold, and notes.
+
+    With WORKERS > 1 or a SCHEDULER the tile rows are predicted on a Dask cluster
+    (:mod:`slidewise.engine.imagery.tiling_cluster`), with the same result.
+    """
+    from slidewise.engine.core.cluster import ClusterOptions
     from slidewise.engine.imagery.bands import match_bands
     from slidewise.engine.imagery.segmodels import load_mapping_model
     from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP as MAP_OVERLAP
@@ -504,6 +515,7 @@ def _probability_from_model(
         model_multiple,
         predict_raster,
     )
+    from slidewise.engine.imagery.tiling_cluster import ModelTileRowTask, tiling_on_cluster
 
     notes = []
     model, meta = load_mapping_model(str(options.model), device=device)
@@ -516,9 +528,12 @@ def _probability_from_model(
     tiling = TilingOptions(
         tile=tile, overlap=overlap, device=device, progress=progress, multiple=model_multiple(meta)
     )
-    prob = predict_raster(
-        model, info.path, tiling, bands=band_choice.indexes, normalisation=meta.normalisation
-    )
+    task = ModelTileRowTask.for_tiling(info.path, str(options.model), band_choice.indexes, tiling)
+    cluster = ClusterOptions(options.workers, options.scheduler)
+    with tiling_on_cluster(tiling, task, cluster, log) as tiling:
+        prob = predict_raster(
+            model, info.path, tiling, bands=band_choice.indexes, normalisation=meta.normalisation
+        )
     assert prob is not None
     threshold = float((meta.extra or {}).get("threshold", 0.5))
     return prob, threshold, notes
@@ -635,7 +650,7 @@ def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobCon
         info = open_raster(str(options.input), "input raster")
         inputs = [info.path, str(options.model)]
         prob, default_threshold, notes = _probability_from_model(
-            options, info, device, ctx.stage(2, 90)
+            options, info, device, ctx.stage(2, 90), ctx.log
         )
         for note in notes:
             ctx.warn(note)

@@ -18,15 +18,23 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from typing import Any
 
-from slidewise.engine.core.cluster import ordered_results, worker_count
+from slidewise.engine.core.cluster import (
+    ClusterOptions,
+    dask_client,
+    ordered_results,
+    worker_count,
+)
 from slidewise.engine.imagery.tiling import (
+    GDAL_CACHE_MB,
     OutputMaskFn,
     TileLayout,
     TileRow,
+    TilingOptions,
     predict_tile_row,
 )
 
@@ -94,3 +102,96 @@ class ClusterTileRows:
             if k == 0:
                 self.first_result_seconds = time.perf_counter() - started
             yield row
+
+
+@dataclass
+class ModelTileRowTask(TileRowTask):
+    """Predicts tile rows of a raster with a mapping model file, on a Dask worker.
+
+    The same steps as the one-process path: the model is loaded with
+    :func:`.segmodels.load_mapping_model` and prepared by :func:`.tiling.make_runner`.
+
+    Attributes:
+        input: The raster path (readable by every worker).
+        model: The mapping model file.
+        bands: 1-based raster bands feeding the model.
+        device: Torch device of the forward passes.
+        tta: Test-time augmentation.
+        amp: Mixed precision (``None``: the one-process default).
+        channels_last: Channels-last memory format (``None``: the default).
+    """
+
+    input: str
+    model: str
+    bands: tuple[int, ...]
+    device: str = "cpu"
+    tta: bool = False
+    amp: bool | None = None
+    channels_last: bool | None = None
+
+    @classmethod
+    def for_tiling(cls, input: str, model: str, bands: list[int], tiling: Any) -> Any:
+        """The task that predicts like ``tiling`` (:class:`.tiling.TilingOptions`)."""
+        return cls(
+            input=input,
+            model=model,
+            bands=tuple(bands),
+            device=str(tiling.device or "cpu"),
+            tta=tiling.tta,
+            amp=tiling.amp,
+            channels_last=tiling.channels_last,
+        )
+
+    def open_inputs(self, files: contextlib.ExitStack) -> tuple[Any, Any, OutputMaskFn | None]:
+        """Load the model, open the raster; the output mask is :meth:`output_mask`'s."""
+        import rasterio
+
+        from slidewise.engine.imagery.segmodels import load_mapping_model
+        from slidewise.engine.imagery.tiling import make_runner, open_source
+
+        net, meta = load_mapping_model(self.model, device=self.device)
+        runner = make_runner(
+            net, meta.normalisation, self.device, self.tta, self.amp, self.channels_last
+        )
+        files.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+        reader = files.enter_context(rasterio.open(self.input))
+        source, _ = open_source(reader, list(self.bands))
+        return source, runner, self.output_mask(files)
+
+    def output_mask(self, files: contextlib.ExitStack) -> OutputMaskFn | None:
+        """The pixels to predict (``None``: all); subclasses add an area of interest."""
+        return None
+
+
+@contextlib.contextmanager
+def tiling_on_cluster(
+    tiling: TilingOptions,
+    task: TileRowTask,
+    cluster: ClusterOptions,
+    log: Callable[[str], None],
+) -> Iterator[TilingOptions]:
+    """``tiling`` with its tile rows computed by ``task`` on a Dask cluster (when parallel).
+
+    The cluster (a local one) closes when the block ends, also on cancel or error.
+    """
+    if not cluster.parallel:
+        yield tiling
+        return
+    started = time.perf_counter()
+    with dask_client(cluster, log) as client:
+        remote = ClusterTileRows(client, task, start_seconds=time.perf_counter() - started)
+        yield dc_replace(tiling, remote=remote)
+
+
+def cluster_figures(tiling: TilingOptions) -> dict[str, Any]:
+    """The workers and start-up times of a Dask run (``{"cluster": {...}}``), else ``{}``."""
+    remote = tiling.remote
+    if not isinstance(remote, ClusterTileRows):
+        return {}
+    return {
+        "cluster": {
+            "workers": remote.workers(),
+            "start_seconds": round(remote.start_seconds, 2),
+            "first_window_seconds": round(remote.first_result_seconds, 2),
+        }
+    }

@@ -68,3 +68,33 @@ def test_two_local_workers_write_what_one_process_writes(tiny_model: str, tmp_pa
     }
     assert two_result.figures["tiles"] > 4  # several tile rows went to the workers
     assert not multiprocessing.active_children()  # the local cluster closed with the job
+
+
+def test_a_pickled_tile_row_task_predicts_what_this_process_predicts(tiny_model: str) -> None:
+    """The task detectlandslides and maplandslides send to workers, run here (no cluster)."""
+    import pickle
+
+    from slidewise.engine.imagery.segmodels import load_mapping_model
+    from slidewise.engine.imagery.tiling import (
+        TileLayout,
+        TilingOptions,
+        make_runner,
+        open_source,
+        predict_tile_row,
+    )
+    from slidewise.engine.imagery.tiling_cluster import ModelTileRowTask
+
+    tiling = TilingOptions(tile=128, overlap=32, device="cpu")
+    task = ModelTileRowTask.for_tiling(str(BIJIE), tiny_model, [1, 2, 3], tiling)
+    layout = TileLayout.plan(720, 512, 3, 128, 32, 1)
+    task = pickle.loads(pickle.dumps(task))
+    remote = task((layout, 2))
+    assert "opened" not in pickle.loads(pickle.dumps(task)).__dict__  # never pickled open
+    net, meta = load_mapping_model(tiny_model, device="cpu")
+    source, reader = open_source(str(BIJIE), [1, 2, 3])
+    with reader:
+        local = predict_tile_row(source, layout, make_runner(net, meta.normalisation), None, 2)
+    assert [x for x, _ in remote.tiles] == [x for x, _ in local.tiles] == list(layout.cols.starts)
+    for (_, a), (_, b) in zip(remote.tiles, local.tiles, strict=True):
+        assert np.array_equal(a, b)
+    assert np.array_equal(remote.valid, local.valid) and remote.valid.all()
