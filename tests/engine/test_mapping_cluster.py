@@ -98,3 +98,30 @@ def test_a_pickled_tile_row_task_predicts_what_this_process_predicts(tiny_model:
     for (_, a), (_, b) in zip(remote.tiles, local.tiles, strict=True):
         assert np.array_equal(a, b)
     assert np.array_equal(remote.valid, local.valid) and remote.valid.all()
+
+
+class _Cancelled(BaseException):
+    """What the worker raises on Cancel (SIGTERM), raised here from the progress callback."""
+
+
+@pytest.mark.slow
+def test_a_cancel_mid_way_leaves_no_output_and_no_worker(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slidewise.engine.core.protocol import Reporter
+    from slidewise.engine.mapping.apply import run_map
+
+    calls: list[float] = []
+
+    def cancel_on_third(self: Reporter, value: float) -> None:
+        calls.append(value)
+        if len(calls) == 3:
+            raise _Cancelled
+
+    monkeypatch.setattr(Reporter, "progress", cancel_on_third)
+    params = {"INPUT": str(BIJIE), "MODEL": tiny_model, "TILE_SIZE": 128, "OVERLAP": 32}
+    params |= {"WORKERS": 2, "OUTPUT_PROBABILITY": str(tmp_path / "p.tif")}
+    with pytest.raises(_Cancelled):
+        run_map({**params, "OUTPUT_MASK": str(tmp_path / "m.tif")}, job_context("map")[0])
+    assert list(tmp_path.iterdir()) == []  # no output, no partial file
+    assert not multiprocessing.active_children()  # the workers are gone
