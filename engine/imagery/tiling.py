@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from torch import nn
 
 from slidewise.engine.core.job import Progress
 from slidewise.engine.imagery.segmodels import normalise
+
+if TYPE_CHECKING:
+    from slidewise.engine.imagery.tile_cache import TileCacheRequest
 
 DEFAULT_TILE = 576
 """Default tile side in pixels (chosen by ``bench/mapping_throughput.py``)."""
@@ -251,6 +254,8 @@ class TilingOptions:
         stats: Filled with what the prediction did.
         remote: Computes the tile rows elsewhere, e.g. on a Dask cluster
             (:mod:`slidewise.engine.imagery.tiling_cluster`); ``None``: in this process.
+        cache: Keep the predicted tile rows on disk so that a killed run resumes
+            (:mod:`slidewise.engine.imagery.tile_cache`); ``None``: not resumable.
     """
 
     tile: int = DEFAULT_TILE
@@ -265,6 +270,7 @@ class TilingOptions:
     progress: Progress | None = None
     stats: PredictionStats | None = None
     remote: RemoteTileRows | None = None
+    cache: TileCacheRequest | None = None
 
 
 # --------------------------------------------------------------------------- sources
@@ -540,9 +546,7 @@ def iter_predictions(
                 opts.multiple,
             )
             _start_stats(stats, layout)
-            yield from _predict_strips(
-                source, layout, runner, output_mask, opts.progress, stats, opts.remote
-            )
+            yield from _predict_strips(source, layout, runner, output_mask, opts, stats)
             stats.seconds = time.perf_counter() - started
         finally:
             if to_close is not None:
@@ -584,8 +588,8 @@ class TileRow:
     passes: int = 0
 
 
-#: Computes the tile rows of a layout elsewhere (e.g. on a Dask cluster), in order.
-RemoteTileRows = Callable[[TileLayout], Iterator[TileRow]]
+#: Computes tile rows ``indices`` of a layout elsewhere (e.g. on a Dask cluster), in order.
+RemoteTileRows = Callable[[TileLayout, range], Iterator[TileRow]]
 
 
 def predict_tile_row(
@@ -649,27 +653,32 @@ def _predict_strips(
     layout: TileLayout,
     runner: _Runner,
     output_mask: OutputMaskFn | None,
-    progress: Progress | None,
+    opts: TilingOptions,
     stats: PredictionStats,
-    remote: RemoteTileRows | None = None,
 ) -> Iterator[tuple[Window, np.ndarray]]:
-    """Predict every tile row (here, or by ``remote``) and blend them into strips."""
-    rows: Iterable[TileRow]
-    if remote is not None:
-        rows = remote(layout)
-    else:
-        n_cols = len(layout.cols.starts)
+    """Predict the tile rows (here, by ``opts.remote``, or from ``opts.cache``) and blend them."""
+    n_rows, n_cols = len(layout.rows.starts), len(layout.cols.starts)
+    progress = opts.progress
 
-        def local_rows() -> Iterator[TileRow]:
-            for k in range(len(layout.rows.starts)):
+    def local_rows(first: int) -> Iterator[TileRow]:
+        for k in range(first, n_rows):
 
-                def on_batch(done: int, k: int = k) -> None:
-                    if progress is not None:
-                        progress((k * n_cols + done) / layout.n_tiles)
+            def on_batch(done: int, k: int = k) -> None:
+                if progress is not None:
+                    progress((k * n_cols + done) / layout.n_tiles)
 
-                yield predict_tile_row(source, layout, runner, output_mask, k, on_batch)
+            yield predict_tile_row(source, layout, runner, output_mask, k, on_batch)
 
-        rows = local_rows()
+    def compute(first: int) -> Iterable[TileRow]:
+        if opts.remote is not None:
+            return opts.remote(layout, range(first, n_rows))
+        return local_rows(first)
+
+    rows: Iterable[TileRow] = compute(0)
+    if opts.cache is not None:
+        from slidewise.engine.imagery.tile_cache import cached_rows
+
+        rows = cached_rows(opts.cache, n_rows, compute)
     yield from blend_tile_rows(rows, layout, source.height, source.width, progress, stats)
 
 

@@ -94,10 +94,10 @@ class ClusterTileRows:
         """Worker processes of the cluster."""
         return worker_count(self.client)
 
-    def __call__(self, layout: TileLayout) -> Iterator[TileRow]:
-        """Each tile row of ``layout``, from the top."""
+    def __call__(self, layout: TileLayout, indices: range) -> Iterator[TileRow]:
+        """Tile rows ``indices`` of ``layout``, in order."""
         started = time.perf_counter()
-        items = ((layout, k) for k in range(len(layout.rows.starts)))
+        items = ((layout, k) for k in indices)
         for k, row in enumerate(ordered_results(self.client, self.task, items)):
             if k == 0:
                 self.first_result_seconds = time.perf_counter() - started

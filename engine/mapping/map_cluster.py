@@ -19,6 +19,8 @@ from typing import Any
 
 from slidewise.engine.core.cluster import ClusterOptions
 from slidewise.engine.core.job import JobContext
+from slidewise.engine.core.resume import SCALE_OUT_FIELDS, run_key
+from slidewise.engine.imagery.tile_cache import TileCacheRequest, clear_stale
 from slidewise.engine.imagery.tiling import OutputMaskFn
 from slidewise.engine.imagery.tiling_cluster import ModelTileRowTask, tiling_on_cluster
 from slidewise.engine.imagery.tiling_cluster import cluster_figures as tiling_cluster_figures
@@ -51,7 +53,9 @@ def on_cluster(
     """The plan, with its tile rows computed on a Dask cluster when WORKERS > 1 or a SCHEDULER.
 
     The cluster (a local one) closes when the block ends, also on cancel or error.
-    Multi-region models are mapped in the job's process (said in the log).
+    Multi-region models are mapped in the job's process (said in the log). The
+    run is resumable (single-decoder models): its tile rows are kept on disk
+    until it ends (:mod:`slidewise.engine.imagery.tile_cache`).
     """
     cluster = ClusterOptions(options.workers, options.scheduler)
     if cluster.parallel and loaded.multi is not None:
@@ -62,7 +66,15 @@ def on_cluster(
         cluster = ClusterOptions()
     task = MapTileRowTask.for_tiling(options.input, options.model, plan.bands, plan.tiling)
     task.aoi = options.aoi
-    with tiling_on_cluster(plan.tiling, task, cluster, ctx.log) as tiling:
+    tiling = plan.tiling
+    if loaded.multi is None:  # resumable: the tile rows are kept until the job ends
+        inputs = [options.input, options.model, options.aoi or ""]
+        key = run_key(options, inputs, SCALE_OUT_FIELDS)
+        outputs = tuple(p for p in options.outputs().values() if p)
+        request = TileCacheRequest(outputs, key, ctx.log)
+        clear_stale(request)  # before the outputs are opened
+        tiling = dc_replace(tiling, cache=request)
+    with tiling_on_cluster(tiling, task, cluster, ctx.log) as tiling:
         yield dc_replace(plan, tiling=tiling)
 
 
