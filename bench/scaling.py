@@ -1,9 +1,10 @@
-"""Benchmark: susceptibility prediction on 1 and more local Dask workers, in one run.
+"""Benchmark: susceptibility prediction and landslide mapping on 1 and more local Dask workers.
 
 Usage::
 
     python -m slidewise.bench.scaling --json OUT [--size 3000] [--workers 1,2]
         [--method meta] [--block-size 256] [--workdir DIR]
+        [--tasks susceptibility,mapping] [--map-size 1536] [--encoder resnet18]
 
 Writes a synthetic ``size`` x ``size`` x 5 factor stack and inventory (those of
 :mod:`slidewise.bench.susceptibility_memory`), trains one small model with the
@@ -15,7 +16,13 @@ parallel efficiency ``throughput / (workers x baseline throughput)``, peak
 memory of the job's process and of the largest worker process, and the largest
 difference of the probability raster from the one-process output.
 
-``OUT`` gets ``{"runs": [...], "settings": {...}}``.
+Mapping (``--tasks ...,mapping``): the ``maplandslides`` job maps a synthetic
+``map-size`` x ``map-size`` x 5 raster (the same kind of stack) with a randomly
+initialised U-Net (``--encoder``, the trainmapping default resnet18; speed does
+not depend on the weights), default tiles, once per worker count, reported the
+same way (tile rows go to the workers, the job blends and writes).
+
+``OUT`` gets ``{"runs": [...], "settings": {...}}``; each run names its ``task``.
 """
 
 from __future__ import annotations
@@ -67,6 +74,47 @@ def child_job(stack: str, model: str, out_dir: str, workers: int, block_size: in
     }
 
 
+def child_map(image: str, model: str, out_dir: str, workers: int) -> dict:
+    """Run ``maplandslides`` in this (child) process with ``workers`` Dask workers."""
+    import torch
+
+    from slidewise.engine.mapping.apply import run_map
+
+    torch.set_num_threads(1)
+    params: dict[str, Any] = {
+        "MODEL": model,
+        "INPUT": image,
+        "OUTPUT_PROBABILITY": str(Path(out_dir) / f"landslides_{workers}.tif"),
+        "WORKERS": workers,
+    }
+    start = time.perf_counter()
+    result = run_map(params, quiet_context("maplandslides", threads=1))
+    seconds = time.perf_counter() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return {
+        "seconds": seconds,
+        "job_peak_rss_mb": peak_rss_mb(),
+        "worker_peak_rss_mb": children if workers > 1 else None,
+        "valid_pixels": result.figures.get("valid_pixels"),
+        "cluster": result.figures.get("cluster"),
+        "output": params["OUTPUT_PROBABILITY"],
+    }
+
+
+def mapping_model(path: Path, encoder: str, seed: int) -> str:
+    """Save a randomly initialised U-Net on the stack's 5 bands as a mapping model."""
+    import torch
+
+    from slidewise.bench.susceptibility_memory import FACTORS
+    from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
+
+    torch.manual_seed(seed)
+    config = SegModelConfig(architecture="unet", encoder=encoder, in_channels=len(FACTORS))
+    model = build_model(config).eval()
+    save_mapping_model(path, model, config, list(FACTORS), {}, tile_size=576)
+    return str(path)
+
+
 def max_difference(a: str, b: str) -> float:
     """Largest absolute difference of two probability rasters (NaN where both are NaN)."""
     import rasterio
@@ -79,25 +127,32 @@ def max_difference(a: str, b: str) -> float:
 
 
 def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """Write, train, then predict once per worker count; one record per run."""
-    stack = write_factor_stack(work / "stack.tif", args.size, args.seed)
-    inventory = write_inventory(work / "inventory.csv", args.size, seed=args.seed)
-    trained = train_model(stack, inventory, work, args.method, args.iterations)
+    """Write the inputs, then run each task once per worker count; one record per run."""
     runs: list[dict[str, Any]] = []
+    if "susceptibility" in args.tasks:
+        stack = write_factor_stack(work / "stack.tif", args.size, args.seed)
+        inventory = write_inventory(work / "inventory.csv", args.size, seed=args.seed)
+        trained = train_model(stack, inventory, work, args.method, args.iterations)
+        common = ["--child-job", str(stack), trained["model"], str(work)]
+        extra = ["--block-size", str(args.block_size)]
+        runs += _runs(args, "susceptibility", common, extra, args.size**2)
+    if "mapping" in args.tasks:
+        image = write_factor_stack(work / "image.tif", args.map_size, args.seed + 1)
+        model = mapping_model(work / "unet.safetensors", args.encoder, args.seed)
+        common = ["--child-map", str(image), model, str(work)]
+        runs += _runs(args, "mapping", common, [], args.map_size**2)
+    return runs
+
+
+def _runs(
+    args: argparse.Namespace, task: str, common: list[str], extra: list[str], pixels: int
+) -> list[dict[str, Any]]:
+    """One child run per worker count, with efficiency against the first (1 worker)."""
+    runs = []
     for workers in args.workers:
-        cmd = [
-            "--child-job",
-            str(stack),
-            trained["model"],
-            str(work),
-            "--workers",
-            str(workers),
-            "--block-size",
-            str(args.block_size),
-        ]
-        runs.append({"workers": workers, **run_child("slidewise.bench.scaling", cmd)})
+        cmd = [*common, "--workers", str(workers), *extra]
+        runs.append({"task": task, "workers": workers, **run_child("slidewise.bench.scaling", cmd)})
     base = runs[0]
-    pixels = args.size * args.size
     for run in runs:
         run["px_per_s"] = round(pixels / run["seconds"], 1)
         run["efficiency"] = round(base["seconds"] / (run["seconds"] * run["workers"]), 3)
@@ -121,9 +176,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--child-job", nargs=3, metavar=("STACK", "MODEL", "OUT_DIR"))
+    parser.add_argument("--tasks", default="susceptibility,mapping")
+    parser.add_argument("--map-size", type=int, default=1536)
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--child-map", nargs=3, metavar=("IMAGE", "MODEL", "OUT_DIR"))
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in str(args.workers).split(",")]
-    if not args.child_job and args.workers[0] != 1:
+    args.tasks = [t.strip() for t in str(args.tasks).split(",") if t.strip()]
+    if not (args.child_job or args.child_map) and args.workers[0] != 1:
         parser.error("--workers must start with 1 (the one-process baseline)")
     return args
 
@@ -131,13 +191,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def print_table(runs: list[dict[str, Any]]) -> None:
     """The short table of the benchmark."""
     print(
-        "workers  seconds  start-up  px/s      efficiency  after start-up  "
+        "task            workers  seconds  start-up  px/s      efficiency  after start-up  "
         "job MB  worker MB  max diff"
     )
     for r in runs:
         worker_mb = f"{r['worker_peak_rss_mb']:.0f}" if r["worker_peak_rss_mb"] else "-"
         print(
-            f"{r['workers']:>7}  {r['seconds']:7.1f}  {r['warmup_seconds']:8.1f}  "
+            f"{r['task']:<14}  {r['workers']:>7}  {r['seconds']:7.1f}  {r['warmup_seconds']:8.1f}  "
             f"{r['px_per_s']:<8.0f}  {r['efficiency']:>10.3f}  {r['steady_efficiency']:>14.3f}  "
             f"{r['job_peak_rss_mb']:6.0f}  {worker_mb:>9}  {r['max_difference']:.2g}"
         )
@@ -150,12 +210,17 @@ def main(argv: list[str] | None = None) -> int:
         stack, model, out_dir = args.child_job
         print(json.dumps(child_job(stack, model, out_dir, args.workers[-1], args.block_size)))
         return 0
+    if args.child_map:
+        image, model, out_dir = args.child_map
+        print(json.dumps(child_map(image, model, out_dir, args.workers[-1])))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="slidewise-scaling-", dir=args.workdir))
     try:
         runs = measure(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("json", "child_job")}
+    drop = ("json", "child_job", "child_map")
+    settings = {k: v for k, v in vars(args).items() if k not in drop}
     print_table(runs)
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "settings": settings}, indent=2))

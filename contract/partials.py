@@ -46,3 +46,24 @@ def remove_partials(path: str | os.PathLike[str]) -> list[Path]:
                 leftover.unlink()
                 removed.append(leftover)
     return removed
+
+
+#: Token of the state file of a resumable run (``engine/core/resume.py``).
+RESUME_TOKEN = "resume"
+
+
+def resume_state_path(path: str | os.PathLike[str]) -> Path:
+    """The state file of a resumable run writing ``path``: ``.<stem>.partial-resume.json``.
+
+    It follows the partial naming rule, so :func:`remove_partials` removes it too.
+    """
+    return partial_path(path, RESUME_TOKEN).with_suffix(".json")
+
+
+def resumable(outputs: list[str]) -> bool:
+    """True when a killed run writing ``outputs`` left a state to resume from.
+
+    After a crash (not a Cancel) its partial files are kept: the same run started
+    again continues from its last checkpoint.
+    """
+    return any(resume_state_path(p).is_file() for p in outputs if p)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from slidewise.contract.checkpoints import checkpoint_epochs
-from slidewise.contract.partials import remove_partials
+from slidewise.contract.partials import remove_partials, resumable
 from slidewise.contract.protocol import parse_line
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
@@ -525,8 +525,9 @@ def finish(run: WorkerRun, outputs: list[str], python: str, origin: str) -> JobO
         raise EngineJobError(str(run.error.get("message")))
     outcome = run.outcome
     if run.code != 0 or (not outcome.outputs and not outcome.figures):
-        for path in outputs:
-            remove_partials(path)
+        if not resumable(outputs):  # a killed resumable run keeps them, to resume
+            for path in outputs:
+                remove_partials(path)
         raise _crash_error(run.code, list(run.stderr_tail), python, origin)
     return outcome
 

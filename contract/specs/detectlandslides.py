@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from slidewise.contract.spec import AlgorithmSpec, Param
+from slidewise.contract.specs.groups import SCALE_OUT
 from slidewise.contract.specs.inference import BACKEND
 from slidewise.contract.specs.polygons import COMPONENT_PARAMS
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
@@ -112,5 +113,7 @@ SPEC = AlgorithmSpec(
             "Box polygons (GeoPackage recommended, .shp, .geojson) with score, class and area.",
             required=True,
         ),
+        # Source segmentation with a MODEL: the mapping model's tile rows go to Dask workers.
+        *SCALE_OUT,
     ),
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from slidewise.contract.spec import AlgorithmSpec, Param
-from slidewise.contract.specs.groups import COG
+from slidewise.contract.specs.groups import COG, SCALE_OUT
 from slidewise.contract.specs.inference import BACKEND
 from slidewise.contract.specs.polygons import POLYGON_PARAMS
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
@@ -115,6 +115,7 @@ SPEC = AlgorithmSpec(
             "for a disc), pixels (landslide pixels), mean_probability, max_probability and, with "
             "a DEM, mean_slope (degrees).",
         ),
+        *SCALE_OUT,
         COG,
     ),
 )

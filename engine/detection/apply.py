@@ -95,6 +95,8 @@ class DetectParams(JobParams):
     backend: str = "auto"
     probability: str | None = None
     output: str = ""
+    workers: int = 1
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -517,9 +519,18 @@ def segmentation_boxes(
 
 
 def _probability_from_model(
-    options: DetectParams, info: RasterInfo, device: torch.device, progress: Progress
+    options: DetectParams,
+    info: RasterInfo,
+    device: torch.device,
+    progress: Progress,
+    log: Callable[[str], None],
 ) -> tuple[np.ndarray, float, list[str], str]:
-    """A mapping model's landslide probability on the raster, its threshold, notes, backend."""
+    """A mapping model's landslide probability on the raster, its threshold, notes, backend.
+
+    With WORKERS > 1 or a SCHEDULER the tile rows are predicted on a Dask cluster
+    (:mod:`slidewise.engine.imagery.tiling_cluster`), with the same result.
+    """
+    from slidewise.engine.core.cluster import ClusterOptions
     from slidewise.engine.imagery.backends import BackendRequest, choose_backend, model_key
     from slidewise.engine.imagery.bands import match_bands
     from slidewise.engine.imagery.segmodels import load_mapping_model
@@ -530,6 +541,7 @@ def _probability_from_model(
         model_multiple,
         predict_raster,
     )
+    from slidewise.engine.imagery.tiling_cluster import ModelTileRowTask, tiling_on_cluster
 
     notes = []
     model, meta = load_mapping_model(str(options.model), device=device)
@@ -550,9 +562,12 @@ def _probability_from_model(
         multiple=model_multiple(meta),
         channels_last=None if backend == "torch" else False,
     )
-    prob = predict_raster(
-        model, info.path, tiling, bands=band_choice.indexes, normalisation=meta.normalisation
-    )
+    task = ModelTileRowTask.for_tiling(info.path, str(options.model), band_choice.indexes, tiling)
+    cluster = ClusterOptions(options.workers, options.scheduler)
+    with tiling_on_cluster(tiling, task, cluster, log) as tiling:
+        prob = predict_raster(
+            model, info.path, tiling, bands=band_choice.indexes, normalisation=meta.normalisation
+        )
     assert prob is not None
     threshold = float((meta.extra or {}).get("threshold", 0.5))
     return prob, threshold, notes, backend
@@ -670,7 +685,7 @@ def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobCon
         info = open_raster(str(options.input), "input raster")
         inputs = [info.path, str(options.model)]
         prob, default_threshold, notes, backend = _probability_from_model(
-            options, info, device, ctx.stage(2, 90)
+            options, info, device, ctx.stage(2, 90), ctx.log
         )
         for note in notes:
             ctx.warn(note)

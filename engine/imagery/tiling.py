@@ -51,10 +51,10 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from torch import nn
 
 from slidewise.engine.core.job import Progress
 from slidewise.engine.imagery.segmodels import normalise
+
+if TYPE_CHECKING:
+    from slidewise.engine.imagery.tile_cache import TileCacheRequest
 
 DEFAULT_TILE = 576
 """Default tile side in pixels (chosen by ``bench/mapping_throughput.py``)."""
@@ -249,6 +252,10 @@ class TilingOptions:
         gdal_cache_mb: GDAL block cache while predicting (``None``: leave GDAL's).
         progress: Called with the fraction done in [0, 1].
         stats: Filled with what the prediction did.
+        remote: Computes the tile rows elsewhere, e.g. on a Dask cluster
+            (:mod:`slidewise.engine.imagery.tiling_cluster`); ``None``: in this process.
+        cache: Keep the predicted tile rows on disk so that a killed run resumes
+            (:mod:`slidewise.engine.imagery.tile_cache`); ``None``: not resumable.
     """
 
     tile: int = DEFAULT_TILE
@@ -262,6 +269,8 @@ class TilingOptions:
     gdal_cache_mb: int | None = GDAL_CACHE_MB
     progress: Progress | None = None
     stats: PredictionStats | None = None
+    remote: RemoteTileRows | None = None
+    cache: TileCacheRequest | None = None
 
 
 # --------------------------------------------------------------------------- sources
@@ -482,8 +491,8 @@ def make_runner(
 # --------------------------------------------------------------------------- prediction
 
 
-def _open_source(
-    src: Any, bands: Sequence[int] | None, nodata: float | None
+def open_source(
+    src: Any, bands: Sequence[int] | None = None, nodata: float | None = None
 ) -> tuple[_Source, Any]:
     """Wrap ``src`` (path, open rasterio dataset or array); return the source and what to close."""
     if isinstance(src, np.ndarray):
@@ -521,7 +530,7 @@ def iter_predictions(
     cache = opts.gdal_cache_mb
     env = rasterio.Env(GDAL_CACHEMAX=int(cache)) if cache else nullcontext()
     with env:
-        source, to_close = _open_source(src, bands, nodata)
+        source, to_close = open_source(src, bands, nodata)
         try:
             runner = make_runner(
                 model, normalisation, opts.device, opts.tta, opts.amp, opts.channels_last
@@ -537,8 +546,7 @@ def iter_predictions(
                 opts.multiple,
             )
             _start_stats(stats, layout)
-            yield from _predict_strips(source, layout, runner, output_mask, opts.progress, stats)
-            stats.forward_passes = runner.calls
+            yield from _predict_strips(source, layout, runner, output_mask, opts, stats)
             stats.seconds = time.perf_counter() - started
         finally:
             if to_close is not None:
@@ -554,49 +562,164 @@ def _start_stats(stats: PredictionStats, layout: TileLayout) -> None:
     stats.extra["tile_cols"] = layout.cols.tile
 
 
+@dataclass
+class TileRow:
+    """The predicted tiles of one tile row, ready to be blended.
+
+    What :func:`predict_tile_row` computes, in this process or on a Dask
+    worker (:mod:`slidewise.engine.imagery.tiling_cluster`), and
+    :func:`blend_tile_rows` accumulates.
+
+    Attributes:
+        index: Tile row number (0 = top).
+        tiles: ``(x, probability)`` of each predicted tile, left to right;
+            the probability is (tile rows, tile cols) float32.
+        valid: Input validity of the tile row's raster rows (rows, width).
+        aoi: The output mask on those rows (``None`` without one).
+        skipped: Tiles without a pixel to predict.
+        passes: Model calls made for the tile row.
+    """
+
+    index: int
+    tiles: list[tuple[int, np.ndarray]]
+    valid: np.ndarray
+    aoi: np.ndarray | None
+    skipped: int = 0
+    passes: int = 0
+
+
+#: Computes tile rows ``indices`` of a layout elsewhere (e.g. on a Dask cluster), in order.
+RemoteTileRows = Callable[[TileLayout, range], Iterator[TileRow]]
+
+
+def predict_tile_row(
+    source: _Source,
+    layout: TileLayout,
+    runner: _Runner,
+    output_mask: OutputMaskFn | None,
+    index: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> TileRow:
+    """Read and predict the tiles of tile row ``index``, in batches of ``layout.batch_size``.
+
+    Args:
+        source: The raster (:func:`open_source`).
+        layout: The tiles.
+        runner: The model (:func:`make_runner`).
+        output_mask: Pixels to predict (``None``: all).
+        index: Tile row number.
+        on_batch: Called with the tiles of the row done so far after each batch.
+    """
+    height, width = source.height, source.width
+    th, tw = layout.rows.tile, layout.cols.tile
+    y = layout.rows.starts[index]
+    r0, r1 = max(0, -y), min(th, height - y)  # tile rows inside the raster
+    aoi = None
+    if output_mask is not None:
+        aoi = np.asarray(output_mask(Window(0, y + r0, width, r1 - r0)), dtype=bool)
+    row = TileRow(index, [], np.zeros((r1 - r0, width), dtype=bool), aoi)
+    calls = runner.calls
+    pending: list[tuple[int, np.ndarray]] = []
+    for done, x in enumerate(layout.cols.starts, start=1):
+        data, valid = _read_tile(source, y, x, th, tw)
+        c0, c1 = max(0, -x), min(tw, width - x)
+        inner = valid[r0:r1, c0:c1]
+        row.valid[:, x + c0 : x + c1] = inner
+        wanted = inner if aoi is None else inner & aoi[:, x + c0 : x + c1]
+        if not wanted.any():
+            row.skipped += 1
+            continue
+        pending.append((x, data))
+        if len(pending) == layout.batch_size:
+            row.tiles.extend(_run_batch(runner, pending))
+            pending = []
+            if on_batch is not None:
+                on_batch(done)
+    if pending:
+        row.tiles.extend(_run_batch(runner, pending))
+    row.passes = runner.calls - calls
+    return row
+
+
+def _run_batch(
+    runner: _Runner, pending: list[tuple[int, np.ndarray]]
+) -> list[tuple[int, np.ndarray]]:
+    probs = runner(np.stack([d for _, d in pending]))
+    return [(x, prob) for (x, _), prob in zip(pending, probs, strict=True)]
+
+
 def _predict_strips(
     source: _Source,
     layout: TileLayout,
     runner: _Runner,
     output_mask: OutputMaskFn | None,
+    opts: TilingOptions,
+    stats: PredictionStats,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Predict the tile rows (here, by ``opts.remote``, or from ``opts.cache``) and blend them."""
+    n_rows, n_cols = len(layout.rows.starts), len(layout.cols.starts)
+    progress = opts.progress
+
+    def local_rows(first: int) -> Iterator[TileRow]:
+        for k in range(first, n_rows):
+
+            def on_batch(done: int, k: int = k) -> None:
+                if progress is not None:
+                    progress((k * n_cols + done) / layout.n_tiles)
+
+            yield predict_tile_row(source, layout, runner, output_mask, k, on_batch)
+
+    def compute(first: int) -> Iterable[TileRow]:
+        if opts.remote is not None:
+            return opts.remote(layout, range(first, n_rows))
+        return local_rows(first)
+
+    rows: Iterable[TileRow] = compute(0)
+    if opts.cache is not None:
+        from slidewise.engine.imagery.tile_cache import cached_rows
+
+        rows = cached_rows(opts.cache, n_rows, compute)
+    yield from blend_tile_rows(rows, layout, source.height, source.width, progress, stats)
+
+
+def blend_tile_rows(
+    rows: Iterable[TileRow],
+    layout: TileLayout,
+    height: int,
+    width: int,
     progress: Progress | None,
     stats: PredictionStats,
 ) -> Iterator[tuple[Window, np.ndarray]]:
-    height, width = source.height, source.width
+    """Blend tile rows (in order) in a rolling band; yield each strip once it is final.
+
+    The arithmetic is the same wherever the tile rows were computed, so a
+    Dask run blends the same numbers in the same order as a one-process run.
+
+    Yields:
+        ``(window, probability)`` full-width strips from the top, NaN where the
+        input is invalid or outside the output mask.
+    """
     th, tw = layout.rows.tile, layout.cols.tile
     w2d = layout.rows.weights()[:, None] * layout.cols.weights()[None, :]
     acc = np.zeros((th, width), dtype=np.float32)
     wsum = np.zeros((th, width), dtype=np.float32)
     valid_band = np.zeros((th, width), dtype=bool)
     row_starts = layout.rows.starts
-    done = 0
-    for k, y in enumerate(row_starts):
+    for row in rows:
         # The band's row 0 is raster row y; the tile row covers band rows [0, th).
+        k, y = row.index, row_starts[row.index]
         r0, r1 = max(0, -y), min(th, height - y)  # band rows inside the raster
-        aoi = None
-        if output_mask is not None:
-            aoi = np.asarray(output_mask(Window(0, y + r0, width, r1 - r0)), dtype=bool)
-        pending: list[tuple[int, np.ndarray]] = []
-        for x in layout.cols.starts:
-            data, valid = _read_tile(source, y, x, th, tw)
+        valid_band[r0:r1] = row.valid
+        for x, prob in row.tiles:
             c0, c1 = max(0, -x), min(tw, width - x)
-            inner = valid[r0:r1, c0:c1]
-            valid_band[r0:r1, x + c0 : x + c1] = inner
-            wanted = inner if aoi is None else inner & aoi[:, x + c0 : x + c1]
-            done += 1
-            if not wanted.any():
-                stats.tiles_skipped += 1
-                continue
-            pending.append((x, data))
-            if len(pending) == layout.batch_size:
-                _run_batch(runner, pending, acc, wsum, w2d, width, stats)
-                pending = []
-                if progress is not None:
-                    progress(done / layout.n_tiles)
-        if pending:
-            _run_batch(runner, pending, acc, wsum, w2d, width, stats)
+            w = w2d[:, c0:c1]
+            acc[:, x + c0 : x + c1] += w * prob[:, c0:c1]
+            wsum[:, x + c0 : x + c1] += w
+        stats.tiles_run += len(row.tiles)
+        stats.tiles_skipped += row.skipped
+        stats.forward_passes += row.passes
         if progress is not None:
-            progress(done / layout.n_tiles)
+            progress((k + 1) * len(layout.cols.starts) / layout.n_tiles)
         # Rows before the next tile row's start are final: emit them.
         last = k == len(row_starts) - 1
         shift = th if last else row_starts[k + 1] - y
@@ -606,33 +729,14 @@ def _predict_strips(
             with np.errstate(invalid="ignore", divide="ignore"):
                 prob = acc[e0:e1] / wsum[e0:e1]
             keep = valid_band[e0:e1] & (wsum[e0:e1] > 0)
-            if aoi is not None:
-                keep &= aoi[e0 - r0 : e1 - r0]
+            if row.aoi is not None:
+                keep &= row.aoi[e0 - r0 : e1 - r0]
             prob[~keep] = np.nan
             yield window, np.clip(prob, 0.0, 1.0, out=prob)
         if not last:
             for buf in (acc, wsum, valid_band):
                 buf[: th - shift] = buf[shift:]
                 buf[th - shift :] = 0
-
-
-def _run_batch(
-    runner: _Runner,
-    pending: list[tuple[int, np.ndarray]],
-    acc: np.ndarray,
-    wsum: np.ndarray,
-    w2d: np.ndarray,
-    width: int,
-    stats: PredictionStats,
-) -> None:
-    probs = runner(np.stack([d for _, d in pending]))
-    tw = w2d.shape[1]
-    for (x, _), prob in zip(pending, probs, strict=True):
-        c0, c1 = max(0, -x), min(tw, width - x)
-        w = w2d[:, c0:c1]
-        acc[:, x + c0 : x + c1] += w * prob[:, c0:c1]
-        wsum[:, x + c0 : x + c1] += w
-    stats.tiles_run += len(pending)
 
 
 def predict_raster(

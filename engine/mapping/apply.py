@@ -98,6 +98,9 @@ class MapParams(JobParams):
         output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with the fields
             :data:`slidewise.contract.specs.polygons.POLYGON_FIELDS`.
             At least one of the three outputs is required.
+        workers: WORKERS, local Dask worker processes predicting the tile rows (1: none;
+            :mod:`slidewise.engine.mapping.map_cluster`).
+        scheduler: SCHEDULER, address of an existing Dask scheduler.
     """
 
     SPEC = MAP_SPEC
@@ -124,6 +127,8 @@ class MapParams(JobParams):
     output_probability: str | None = None
     output_mask: str | None = None
     output_polygons: str | None = None
+    workers: int = 1
+    scheduler: str | None = None
 
     def outputs(self) -> dict[str, str]:
         """Output name -> path, ``""`` for an output not chosen."""
@@ -556,7 +561,10 @@ def map_raster(
             "The input raster has no coordinate reference system: areas (area_m2, MIN_AREA) "
             "are in squared units of its pixel grid, not square metres."
         )
+    from slidewise.engine.mapping.map_cluster import cluster_figures, on_cluster
+
     with ExitStack() as stack:
+        plan = stack.enter_context(on_cluster(options, loaded, plan, ctx))
         output_mask = aoi_mask(options.aoi, info, stack) if options.aoi else None
         reader = stack.enter_context(_open_reader(info.path))
         if loaded.multi is None:
@@ -565,7 +573,7 @@ def map_raster(
             sinks = _open_outputs(options, info, plan.threshold, stack)
             for window, prob in rechunk(strips):
                 sinks.add(window, prob)
-            return sinks.finish(ctx), stats
+            return sinks.finish(ctx) | cluster_figures(plan), stats
         region_stats: dict[str, Any] = {}
         strips = _region_strips(options, loaded, reader, plan, output_mask, region_stats)
         sinks = _open_outputs(options, info, plan.threshold, stack)

@@ -26,6 +26,7 @@ from slidewise.contract.specs.predictsusceptibility import SPEC as PREDICT_SPEC
 from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
+from slidewise.engine.core.resume import SCALE_OUT_FIELDS, ResumeRequest, run_key
 from slidewise.engine.geo.align import AlignedStack
 from slidewise.engine.geo.samples import FeatureEncoder
 from slidewise.engine.geo.stackparams import StackParams
@@ -36,6 +37,8 @@ from slidewise.engine.susceptibility.models import FittedModel, model_from_tenso
 from slidewise.engine.susceptibility.uncertainty import ensemble_from_model
 
 BREAK_SAMPLE = 200_000
+BREAK_SEED = 0
+"""Seed of the class-break sample."""
 GDAL_CACHE_MB = 64
 #: Unseen categorical classes: factor -> class value -> pixels.
 Unseen = dict[str, dict[float, int]]
@@ -268,6 +271,7 @@ def predict_stack(
             unseen=unseen,
             progress=ctx.stage(0, 80 if options.classed else 100),
             remote=remote,
+            resume=ResumeRequest(run_key(options, options.inputs(), SCALE_OUT_FIELDS), ctx.log),
         )
         if remote is not None:
             figures["cluster"] = {
@@ -350,8 +354,8 @@ def predict_raster(
     block: int = 512,
     unseen: Unseen | None = None,
     progress: Callable[[float], None] | None = None,
-    seed: int = 0,
     remote: Any = None,
+    resume: ResumeRequest | None = None,
 ) -> dict[str, Any]:
     """Write the probability (and its uncertainty) window by window.
 
@@ -367,44 +371,48 @@ def predict_raster(
         block: Window side in pixels.
         unseen: Where unseen categorical classes are counted.
         progress: Fraction-done callback.
-        seed: Seed of the class-break sample.
         remote: Computes the windows on a Dask cluster
             (:class:`.predict_cluster.RemoteWindows`); ``None``: in this process.
+        resume: Make the run resumable (:mod:`slidewise.engine.core.resume`):
+            a run of the same key killed half-way continues after its last
+            checkpoint; ``None``: not resumable.
 
     Returns:
         Figures: valid pixel count, min/max/mean probability, share of pixels
         below 0.05 or over 0.95, mean uncertainty, and ``_sample``.
     """
-    from contextlib import ExitStack
+    from slidewise.engine.core.resume import Checkpoints, resumable_rasters
+    from slidewise.engine.geo.raster import iter_windows, output_profile
 
-    from slidewise.engine.geo.raster import create_raster, iter_windows, output_profile
-
-    rng = np.random.default_rng(seed)
-    rate = min(1.0, BREAK_SAMPLE / max(1, stack.width * stack.height))
-    tally = Tally()
     halo = halo_pixels(predictor.blend_width)
     windows = list(iter_windows(stack.width, stack.height, block, halo))
     profile = output_profile(stack.grid.profile(), 1, "float32")
+    specs = [(outputs[0], profile, ["susceptibility"])]
+    if outputs[1]:
+        specs.append((outputs[1], profile, ["uncertainty"]))
+    paths = [spec[0] for spec in specs]
+    if resume is None:
+        run = Checkpoints.disabled(paths, len(windows))
+    else:
+        run = Checkpoints.start(paths, resume.key, len(windows), resume.log)
+    unseen = {} if unseen is None else unseen
     try:
-        with ExitStack() as files:
-            dst = files.enter_context(create_raster(outputs[0], profile, ["susceptibility"]))
-            unc = None
-            if outputs[1]:
-                unc = files.enter_context(create_raster(outputs[1], profile, ["uncertainty"]))
+        with resumable_rasters(run, specs) as rasters:
+            tally = restored_tally(rasters, windows[: run.done], unseen, stack)
+            rest = windows[run.done :]
             results = (
-                remote.results(windows, unseen)
+                remote.results(rest, unseen)
                 if remote is not None
-                else (predictor.window(stack, w, unseen) for w in windows)
+                else (predictor.window(stack, w, unseen) for w in rest)
             )
             for i, ((_, win, _), (out, spread, valid)) in enumerate(
-                zip(windows, results, strict=True)
+                zip(rest, results, strict=True), start=run.done + 1
             ):
-                tally.add(out[valid], spread[valid], rng, rate)
-                dst.write(out[None], window=win)
-                if unc is not None:
-                    unc.write(spread[None], window=win)
+                tally.add(out[valid], spread[valid], tally.rng, tally.rate)
+                rasters.write(win, out, spread)
+                rasters.written(i, lambda: tally.state(unseen))
                 if progress:
-                    progress((i + 1) / len(windows))
+                    progress(i / len(windows))
             if tally.n_valid == 0:  # raised inside: the output is removed, not left empty
                 raise InputError(
                     "The factor stack has no pixel where every factor has a value (all "
@@ -414,6 +422,27 @@ def predict_raster(
         if predictor.block_src is not None:
             predictor.block_src.close()
     return {**tally.figures(), "uncertainty_written": bool(outputs[1]), "blend_pixels": halo}
+
+
+def restored_tally(rasters: Any, finished: list[Any], unseen: Unseen, stack: AlignedStack) -> Tally:
+    """The running figures after the ``finished`` windows of a resumed run (fresh if none).
+
+    The probabilities written are read back in window order, so the class-break
+    sample draws the same random numbers as an uninterrupted run; the spread
+    total and the unseen classes come from the last checkpoint.
+    """
+    tally = Tally(rng=np.random.default_rng(BREAK_SEED))
+    tally.rate = min(1.0, BREAK_SAMPLE / max(1, stack.width * stack.height))
+    none = np.zeros(0, dtype=np.float32)
+    for _, win, _ in finished:
+        out = rasters.datasets[0].read(1, window=win)
+        tally.add(out[np.isfinite(out)], none, tally.rng, tally.rate)
+    if finished:
+        saved = rasters.run.extra
+        tally.spread_total = float(saved.get("spread_total", 0.0))
+        for band, counts in dict(saved.get("unseen", {})).items():
+            unseen[band] = {float(v): int(c) for v, c in counts.items()}
+    return tally
 
 
 @dataclass
@@ -427,6 +456,13 @@ class Tally:
     extreme: int = 0
     spread_total: float = 0.0
     kept: list[np.ndarray] = field(default_factory=list)
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    rate: float = 1.0
+
+    def state(self, unseen: Unseen) -> dict[str, Any]:
+        """What a resumed run cannot read back from its partial outputs (JSON-able)."""
+        counts = {b: {str(v): c for v, c in cs.items()} for b, cs in unseen.items()}
+        return {"spread_total": self.spread_total, "unseen": counts}
 
     def add(self, p: np.ndarray, spread: np.ndarray, rng: np.random.Generator, rate: float) -> None:
         """Count one window's valid probabilities ``p`` and their ``spread``."""
