@@ -144,33 +144,48 @@ def ordered_results(
     task: Callable[[Any], Any],
     items: Iterable[Any],
     in_flight: int | None = None,
+    per_task: int = 1,
 ) -> Iterator[Any]:
     """``task(item)`` for every item, computed by the cluster, yielded in item order.
 
-    At most ``in_flight`` items are submitted and not yet yielded, which bounds
+    At most ``in_flight`` tasks are submitted and not yet yielded, which bounds
     the memory of the results waiting to be written.
 
     Args:
         client: A Dask client (:func:`dask_client`).
         task: A picklable callable; it is sent to every worker once.
         items: What to compute (window descriptions, small and picklable).
-        in_flight: Items outstanding at once (default: 2 per worker).
+        in_flight: Tasks outstanding at once (default: 2 per worker).
+        per_task: Consecutive items computed by one Dask task: small items (a
+            window of a few thousand pixels) cost less in scheduling together.
     """
     limit = in_flight or IN_FLIGHT_PER_WORKER * worker_count(client)
     [shared] = client.scatter([task], broadcast=True, hash=False)
     pending: deque[Any] = deque()
     try:
-        for item in items:
-            pending.append(client.submit(call_task, shared, item, pure=False))
+        for chunk in chunked(items, max(1, per_task)):
+            pending.append(client.submit(call_task, shared, chunk, pure=False))
             if len(pending) >= limit:
-                yield pending.popleft().result()
+                yield from pending.popleft().result()
         while pending:
-            yield pending.popleft().result()
+            yield from pending.popleft().result()
     finally:
         if pending:
             client.cancel(list(pending), force=True)
 
 
-def call_task(task: Callable[[Any], Any], item: Any) -> Any:
-    """Run ``task(item)`` on a worker (the task arrives once per worker, scattered)."""
-    return task(item)
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in consecutive lists of ``size`` (the last may be shorter)."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def call_task(task: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """Run ``task`` on each of ``items`` on a worker (the task arrives once per worker)."""
+    return [task(item) for item in items]

@@ -89,6 +89,19 @@ class StackWindowTask:
         return self.opened[0], self.opened[1]
 
 
+#: Pixels one Dask task predicts at least (windows are grouped up to it): a task of a
+#: few milliseconds would spend more time in scheduling and transfer than computing.
+TASK_PIXELS = 1_000_000
+
+
+def windows_per_task(windows: list[tuple[Any, Any, Any]]) -> int:
+    """Consecutive windows one task predicts: about :data:`TASK_PIXELS` pixels."""
+    if not windows:
+        return 1
+    win = windows[0][1]
+    return max(1, TASK_PIXELS // max(1, int(win.width) * int(win.height)))
+
+
 @dataclass
 class RemoteWindows:
     """The windows of one job, computed on a Dask cluster.
@@ -116,8 +129,9 @@ class RemoteWindows:
         model then) is kept in :attr:`first_result_seconds`.
         """
         started = time.perf_counter()
+        per_task = windows_per_task(windows)
         for i, (out, spread, valid, part) in enumerate(
-            ordered_results(self.client, self.task, windows)
+            ordered_results(self.client, self.task, windows, per_task=per_task)
         ):
             if i == 0:
                 self.first_result_seconds = time.perf_counter() - started

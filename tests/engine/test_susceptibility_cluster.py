@@ -94,6 +94,8 @@ def test_results_come_back_in_order_with_few_in_flight() -> None:
         assert list(ordered_results(client, _Double(), range(25), in_flight=3)) == [
             2 * i for i in range(25)
         ]
+        grouped = ordered_results(client, _Double(), range(25), in_flight=2, per_task=4)
+        assert list(grouped) == [2 * i for i in range(25)]  # 7 tasks, the last of one item
 
 
 @pytest.mark.slow
