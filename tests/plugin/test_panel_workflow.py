@@ -107,6 +107,7 @@ def test_default_outputs_from_the_specs(tmp_path: Path) -> None:
     assert paths == {
         "OUTPUT": str(run / "predictsusceptibility.tif"),
         "CLASSED": str(run / "predictsusceptibility_classed.tif"),
+        "UNCERTAINTY": str(run / "predictsusceptibility_uncertainty.tif"),
     }
     slots = workflow.spec_outputs("maplandslides")
     paths = workflow.default_outputs("maplandslides", slots, run, models, "s")
