@@ -9,12 +9,15 @@ export QT_QPA_PLATFORM="${QT_QPA_PLATFORM:-offscreen}"
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.md"
 
-run() {  # run ALG KEY=VALUE... ; prints qgis_process JSON into $OUT/<alg>.json
-  local alg="$1"; shift
-  local name="${alg#slidewise:}"
-  echo "== $alg"
+run_as() {  # run_as NAME ALG KEY=VALUE... ; prints qgis_process JSON into $OUT/NAME.json
+  local name="$1" alg="$2"; shift 2
+  echo "== $alg ($name)"
   "$QP" --json run "$alg" -- "$@" > "$OUT/$name.json" 2> "$OUT/$name.log" || {
     echo "FAILED: $alg (see $OUT/$name.log)"; tail -20 "$OUT/$name.log"; exit 1; }
+}
+
+run() {  # run ALG KEY=VALUE... ; into $OUT/<alg>.json
+  run_as "${1#slidewise:}" "$@"
 }
 
 json() {  # json FILE EXPR: read a field of a qgis_process JSON answer

@@ -5,12 +5,6 @@
 # the same K samples per block.
 ECU="${ECU:-$DATA/ecuador}"
 K=5
-run_as() {  # run_as NAME ALG KEY=VALUE... ; like run, into $OUT/NAME.json (keeps the others)
-  local name="$1" alg="$2"; shift 2
-  echo "== $alg ($name)"
-  "$QP" --json run "$alg" -- "$@" > "$OUT/$name.json" 2> "$OUT/$name.log" || {
-    echo "FAILED: $alg (see $OUT/$name.log)"; tail -20 "$OUT/$name.log"; exit 1; }
-}
 SAMPLE_CSV=(-oo X_POSSIBLE_NAMES=x -oo Y_POSSIBLE_NAMES=y -oo AUTODETECT_TYPE=YES -a_srs EPSG:32717)
 
 run_as adapt slidewise:adaptsusceptibility "MODEL=$OUT/susceptibility_model.safetensors" \
