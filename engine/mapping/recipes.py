@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from slidewise.contract.spec import Param, ParameterError
@@ -95,47 +95,41 @@ class Recipe:
     select_on_loss: bool = False
 
 
+#: The Landslide4Sense baseline: a small plain U-Net, BCE, no augmentation, threshold 0.5.
+L4S_BASELINE = Recipe(
+    name="l4s_baseline",
+    architecture="resunet",
+    encoder="",
+    model_extra={
+        "widths": [16, 32, 64, 128, 256],
+        "residual": False,
+        "deep_supervision": False,
+    },
+    loss="bce",
+    augment=False,
+    pos_weight="none",
+    oversample=0.0,
+    optimizer="adam",
+    lr=1e-3,
+    weight_decay=5e-4,
+    schedule="constant",
+    threshold="0.5",
+    patience=0,
+)
+
 RECIPES: dict[str, Recipe] = {
-    "l4s_baseline": Recipe(
-        name="l4s_baseline",
-        architecture="resunet",
-        encoder="",
-        model_extra={
-            "widths": [16, 32, 64, 128, 256],
-            "residual": False,
-            "deep_supervision": False,
-        },
-        loss="bce",
-        augment=False,
-        pos_weight="none",
-        oversample=0.0,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=5e-4,
-        schedule="constant",
-        threshold="0.5",
-        patience=0,
-    ),
-    "default": Recipe(
+    "l4s_baseline": L4S_BASELINE,
+    # The baseline's network made robust across regions (issue 16): D4 and photometric
+    # augmentation, selection on the validation loss, calibration, a tuned threshold.
+    "default": replace(
+        L4S_BASELINE,
         name="default",
-        architecture="resunet",
-        encoder="",
-        model_extra={
-            "widths": [16, 32, 64, 128, 256],
-            "residual": False,
-            "deep_supervision": False,
-        },
-        loss="bce",
         augment=True,
         photometric=True,
-        pos_weight="none",
-        oversample=0.0,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=5e-4,
-        schedule="constant",
         calibrate=True,
         select_on_loss=True,
+        threshold=Recipe.threshold,
+        patience=Recipe.patience,
     ),
 }
 
