@@ -6,6 +6,7 @@ from slidewise.contract.spec import AlgorithmSpec, Param, params, replace_param
 from slidewise.contract.specs.factors import (
     ALIGN,
     BLOCKS,
+    BLOCKS_OUTPUT,
     INVENTORY,
     SAMPLING_HIDDEN,
     SAMPLING_HIDDEN_NAMES,
@@ -78,13 +79,7 @@ OUTPUTS: tuple[Param, ...] = (
         required=True,
         file_filter="Slidewise model (*.safetensors)",
     ),
-    Param(
-        "OUTPUT_BLOCKS",
-        "Blocks used",
-        "output_raster",
-        "Where to write the blocks when the stack is segmented here (default: next to the model).",
-        create_by_default=False,
-    ),
+    BLOCKS_OUTPUT,
     Param(
         "OUTPUT_SAMPLES",
         "Samples and scores",

@@ -221,3 +221,12 @@ CLASSES: tuple[Param, ...] = (
         advanced=True,
     ),
 )
+
+#: Where a job that segments the stack itself writes the blocks it used.
+BLOCKS_OUTPUT = Param(
+    "OUTPUT_BLOCKS",
+    "Blocks used",
+    "output_raster",
+    "Where to write the blocks when the stack is segmented here (default: next to the model).",
+    create_by_default=False,
+)
