@@ -36,6 +36,8 @@ JOBS: dict[str, str] = {
     "detectlandslides": "slidewise.engine.detection.apply:run_detect",
     # ONNX export and inference backends (issue 13)
     "exportmodel": "slidewise.engine.mapping.exportmodel:run_export",
+    # Many scenes, one landslide inventory (issue 14, item 2)
+    "mapscenes": "slidewise.engine.mapping.scenes_batch:run_map_scenes",
 }
 
 

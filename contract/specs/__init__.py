@@ -21,6 +21,7 @@ SPEC_MODULES: dict[str, str] = {
     "exportlayout": "slidewise.contract.specs.exportlayout",
     "exportmodel": "slidewise.contract.specs.exportmodel",
     "maplandslides": "slidewise.contract.specs.maplandslides",
+    "mapscenes": "slidewise.contract.specs.mapscenes",
     "predictsusceptibility": "slidewise.contract.specs.predictsusceptibility",
     "pretrainencoder": "slidewise.contract.specs.pretrainencoder",
     "samplefactors": "slidewise.contract.specs.samplefactors",
