@@ -130,7 +130,6 @@ SPEC = AlgorithmSpec(
             "existing inventory is added to: scenes already in it with the same parameters "
             "are skipped.",
             required=True,
-            file_filter="GeoPackage (*.gpkg)",
         ),
         MAP_SPEC["COG"],
     ),

@@ -13,6 +13,7 @@ from slidewise.processing_provider.algorithms.evaluate_susceptibility import (
 from slidewise.processing_provider.algorithms.export_layout import ExportLayoutAlgorithm
 from slidewise.processing_provider.algorithms.export_model import ExportModelAlgorithm
 from slidewise.processing_provider.algorithms.map_landslides import MapLandslidesAlgorithm
+from slidewise.processing_provider.algorithms.map_scenes import MapScenesAlgorithm
 from slidewise.processing_provider.algorithms.predict_susceptibility import (
     PredictSusceptibilityAlgorithm,
 )
@@ -37,6 +38,7 @@ ALGORITHMS = [
     EvaluateSusceptibilityAlgorithm,
     TrainMappingAlgorithm,
     MapLandslidesAlgorithm,
+    MapScenesAlgorithm,
     EvaluateMappingAlgorithm,
     ExportLayoutAlgorithm,
     AddRegionAlgorithm,

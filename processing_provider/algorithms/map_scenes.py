@@ -1,0 +1,60 @@
+"""slidewise:mapscenes — many scenes mapped into one landslide inventory."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingException, QgsProcessingParameterField
+
+from slidewise.contract.specs.mapscenes import SOURCE_NAMES, SPEC
+from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
+
+
+class MapScenesAlgorithm(SlidewiseAlgorithm):
+    """Batch Map landslides: one output set per scene, one merged inventory."""
+
+    ALG_ID = "mapscenes"
+    DISPLAY_NAME = "Map scenes into an inventory"
+    GROUP = "mapping"
+    ICON = "mapping.svg"
+    JOB = "mapscenes"
+    SPEC = SPEC
+    RUNTIME_PARAMETERS = True
+    SHORT_HELP = (
+        "Maps many scenes with one mapping model and builds one landslide inventory from "
+        "them. The scenes are the rasters of a folder, the paths of a list file (a text file "
+        "with one path per line, or a CSV table with path, region and date columns) or the "
+        "features of a footprint layer with path, region and date attributes. Each scene is "
+        "mapped exactly as Map landslides maps it (same model, tiles, post-processing, "
+        "backend and parallel workers) into its own probability raster and polygons in the "
+        "output folder. Its polygons are then added to the inventory GeoPackage, reprojected "
+        "to the inventory's CRS: a polygon that overlaps polygons of other scenes is merged "
+        "with them (union of the outlines; the scenes listed, earliest and latest date, "
+        "largest mean and maximum probability, area of the union), never duplicated. Each "
+        "polygon records its scene(s), date, region, decoder, model and model hash. Scenes "
+        "already in the inventory (same file, same parameters and model) are skipped, so a "
+        "run that was stopped, or a folder that gained scenes, continues where it was. A "
+        "scene that cannot be mapped is named in the log and the others go on. The "
+        "inventory is rewritten in one step after each scene: a cancel or a crash leaves it "
+        "with the scenes finished before."
+    )
+
+    def initAlgorithm(self, config=None) -> None:
+        """The parameters of ``SPEC``; the scene fields are text fields of the footprints."""
+        super().initAlgorithm(config)
+        for name in ("PATH_FIELD", "SCENE_REGION_FIELD", "DATE_FIELD"):
+            self.parameterDefinition(name).setDataType(QgsProcessingParameterField.Any)
+
+    def job_parameters(self, parameters, context, feedback):
+        """The parameters set, refusing a run without exactly one source of scenes."""
+        params, outputs = super().job_parameters(parameters, context, feedback)
+        given = [name for name in SOURCE_NAMES if params.get(name)]
+        if len(given) != 1:
+            raise QgsProcessingException(
+                tr(
+                    "Give exactly one source of scenes: a folder of scenes, a scene list or "
+                    "scene footprints ({count} given)."
+                ).format(count=len(given))
+            )
+        return params, outputs
+
+    def style_outputs(self, results, context) -> None:
+        self.style_output(results.get("INVENTORY", ""), "landslide_polygons.qml", context)

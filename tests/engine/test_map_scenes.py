@@ -1,0 +1,204 @@
+"""mapscenes: three scenes of a real Bijie image into one merged inventory; skips; resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from engine_helpers import REPO, job_context, log_messages
+
+# One thread, as in the killed child process: the same probabilities bit for bit.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+BIJIE = REPO / "tests" / "data" / "bijie" / "test" / "images" / "10105.png"
+#: Scene name -> (first column of the crop, CRS written, date, region).
+SCENES = {
+    "a_west": (0, "EPSG:32648", "2020-08-01", "bijie"),
+    "b_middle": (128, "EPSG:32648", "2021-07-15", "bijie"),
+    "c_east": (256, "EPSG:3857", "2019-06-30", "guizhou"),
+}
+
+
+def write_scenes(folder: Path) -> dict[str, str]:
+    """Three 256 x 256 georeferenced crops of one Bijie image (1 m pixels, UTM 48N).
+
+    a_west and b_middle overlap by half; c_east overlaps b_middle by half and is
+    warped to Web Mercator (another CRS).
+    """
+    from rasterio.transform import array_bounds, from_origin
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(BIJIE) as src:
+        image = src.read()[:, 200:456]
+    paths = {}
+    for name, (col, crs, _, _) in SCENES.items():
+        data = image[:, :, col : col + 256]
+        transform = from_origin(430000.0 + col, 3019800.0, 1.0, 1.0)
+        profile = {"driver": "GTiff", "count": 3, "dtype": "uint8", "crs": "EPSG:32648"}
+        if crs != "EPSG:32648":
+            bounds = array_bounds(256, 256, transform)
+            to, w, h = calculate_default_transform("EPSG:32648", crs, 256, 256, *bounds)
+            warped = np.zeros((3, h, w), np.uint8)
+            reproject(data, warped, src_transform=transform, src_crs="EPSG:32648",
+                      dst_transform=to, dst_crs=crs, resampling=Resampling.nearest)  # fmt: skip
+            data, transform, profile = warped, to, {**profile, "crs": crs, "nodata": 0}
+        paths[name] = str(folder / f"{name}.tif")
+        with rasterio.open(paths[name], "w", width=data.shape[2], height=data.shape[1],
+                           transform=transform, **profile) as dst:  # fmt: skip
+            dst.write(data)
+    return paths
+
+
+def _params(out: Path, **source: str) -> dict[str, Any]:
+    return {
+        **source,
+        "TILE_SIZE": 256,
+        "OVERLAP": 32,
+        "OUTPUT_FOLDER": str(out / "scenes"),
+        "INVENTORY": str(out / "inventory.gpkg"),
+    }
+
+
+def _run(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    from slidewise.engine.mapping.scenes_batch import run_map_scenes
+
+    ctx, stream = job_context("mapscenes")
+    return run_map_scenes(params, ctx).figures, log_messages(stream)
+
+
+def _read(path: Path, layer: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
+    import pyogrio
+    import shapely
+
+    meta, _, wkb, values = pyogrio.raw.read(str(path), layer=layer)
+    fields = dict(zip(meta["fields"], values, strict=True))
+    geoms = shapely.from_wkb(wkb) if wkb is not None else np.empty(0, dtype=object)
+    return geoms, fields, meta["crs"]
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The three scenes and an unreadable one, listed in a CSV with regions and dates."""
+    root = tmp_path_factory.mktemp("scenes")
+    paths = write_scenes(root / "rasters")
+    (root / "rasters" / "broken.tif").write_bytes(b"not a raster")
+    lines = ["path,region,date"]
+    lines += [f"rasters/{n}.tif,{region},{date}" for n, (_, _, date, region) in SCENES.items()]
+    lines.insert(2, "rasters/broken.tif,bijie,2021-01-01")
+    (root / "scenes.csv").write_text("\n".join(lines) + "\n")
+    params = _params(root / "out", SCENE_LIST=str(root / "scenes.csv"))
+    figures, logs = _run(params)
+    return {"root": root, "paths": paths, "params": params, "figures": figures, "logs": logs}
+
+
+def test_overlapping_scenes_make_one_merged_inventory(mapped: dict[str, Any]) -> None:
+    import shapely
+
+    from slidewise.engine.core.manifest import file_sha256
+    from slidewise.engine.geo.vectors import reproject_geometries
+    from slidewise.engine.mapping.shipped import shipped_model_path
+
+    out = Path(mapped["params"]["OUTPUT_FOLDER"])
+    figures = mapped["figures"]
+    assert figures["scenes_mapped"] == 3
+    assert list(figures["scenes_failed"]) == ["broken"]  # named; the others went on
+    geoms, fields, crs = _read(Path(mapped["params"]["INVENTORY"]))
+    assert "32648" in crs  # the first scene's CRS
+    # Every scene's own outputs, then the same polygons merged where they overlap.
+    parts = []
+    for name in SCENES:
+        assert (out / f"{name}_probability.tif").is_file()
+        scene_geoms, _, scene_crs = _read(out / f"{name}_polygons.gpkg")
+        assert len(scene_geoms) > 3
+        parts += list(reproject_geometries(scene_geoms, scene_crs, crs))
+    union = shapely.get_parts(shapely.union_all(shapely.make_valid(np.asarray(parts))))
+    assert len(geoms) == len(union) < len(parts)
+    assert shapely.area(geoms).sum() == pytest.approx(shapely.area(union).sum(), rel=1e-6)
+    tree = shapely.STRtree(geoms)  # no two inventory polygons overlap
+    pairs = tree.query(geoms, predicate="intersects")
+    pairs = pairs[:, pairs[0] < pairs[1]]
+    assert not np.any(shapely.area(shapely.intersection(geoms[pairs[0]], geoms[pairs[1]])) > 1e-6)
+    # Attributes: scenes, dates, regions, model; merged polygons list their scenes.
+    sha = file_sha256(shipped_model_path())[:12]
+    assert set(fields["model_sha256"]) == {sha}
+    assert set(fields["model"]) == {"landslide_rgb.safetensors"}
+    assert set(fields["decoder"]) == {"resunet"}
+    merged = fields["scene_count"] > 1
+    assert merged.any() and (~merged).any()
+    for scenes, first, last, count in zip(
+        fields["scene"],
+        fields["date_first"],
+        fields["date_last"],
+        fields["scene_count"],
+        strict=True,
+    ):
+        dates = sorted(SCENES[s][2] for s in scenes.split(";"))
+        assert (first, last, count) == (dates[0], dates[-1], len(dates))
+    assert np.all(fields["max_probability"] >= fields["mean_probability"])
+    assert np.all(fields["max_probability"] >= 0.5)  # shipped model's threshold
+    assert np.allclose(fields["area_m2"], shapely.area(geoms), rtol=1e-6)  # UTM: m²
+
+
+def test_a_second_run_skips_every_scene(mapped: dict[str, Any]) -> None:
+    inventory = Path(mapped["params"]["INVENTORY"])
+    before = inventory.read_bytes()
+    figures, logs = _run(mapped["params"])
+    assert (figures["scenes_mapped"], figures["scenes_skipped"]) == (0, 3)
+    assert sum("already in the inventory with these parameters, skipped" in m for m in logs) == 3
+    assert inventory.read_bytes() == before  # not even rewritten
+    _, table, _ = _read(inventory, layer="mapped_scenes")
+    assert list(table["scene"]) == list(SCENES)
+    assert list(table["date"]) == [d for _, _, d, _ in SCENES.values()]
+
+
+def _killed_run(params: dict[str, Any], after: int) -> None:
+    """Run the job in a child process that SIGKILLs itself after ``after`` scenes."""
+    from slidewise.engine.mapping.scenes_batch import KILL_AFTER_SCENES_ENV
+
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[2])\n"
+        "from engine_helpers import job_context\n"
+        "from slidewise.engine.mapping.scenes_batch import run_map_scenes\n"
+        "run_map_scenes(json.loads(sys.argv[1]), job_context('mapscenes')[0])\n"
+    )
+    env = {**os.environ, KILL_AFTER_SCENES_ENV: str(after), "OMP_NUM_THREADS": "1"}
+    here = str(Path(__file__).parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(params), here], env=env, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+
+
+@pytest.mark.slow
+def test_a_run_killed_between_scenes_resumes(mapped: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    import shapely
+
+    folder = tmp_path / "rasters"
+    folder.mkdir()
+    for path in mapped["paths"].values():
+        shutil.copy(path, folder)
+    params = _params(tmp_path, SCENE_FOLDER=str(folder))
+    _killed_run(params, after=1)
+    geoms, _, _ = _read(Path(params["INVENTORY"]))
+    _, table, _ = _read(Path(params["INVENTORY"]), layer="mapped_scenes")
+    assert list(table["scene"]) == ["a_west"]  # the first scene, committed whole
+
+    figures, _ = _run(params)
+    assert (figures["scenes_skipped"], figures["scenes_mapped"]) == (1, 2)
+    resumed, _, _ = _read(Path(params["INVENTORY"]))
+    whole, _, _ = _read(Path(mapped["params"]["INVENTORY"]))
+    assert len(resumed) == len(whole) > len(geoms)
+    assert sorted(shapely.area(resumed)) == pytest.approx(sorted(shapely.area(whole)), rel=1e-9)
+    assert not list(tmp_path.glob(".*partial*"))  # no partial inventory left
+    assert len(list((tmp_path / "scenes").glob("*"))) == 6  # 3 probabilities, 3 polygon sets
