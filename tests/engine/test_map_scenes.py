@@ -202,3 +202,32 @@ def test_a_run_killed_between_scenes_resumes(mapped: dict[str, Any], tmp_path: P
     assert sorted(shapely.area(resumed)) == pytest.approx(sorted(shapely.area(whole)), rel=1e-9)
     assert not list(tmp_path.glob(".*partial*"))  # no partial inventory left
     assert len(list((tmp_path / "scenes").glob("*"))) == 6  # 3 probabilities, 3 polygon sets
+
+
+class _Cancelled(BaseException):
+    """What the worker raises on Cancel (SIGTERM), raised here from the progress callback."""
+
+
+def test_a_cancel_inside_a_scene_keeps_the_scenes_before(
+    mapped: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slidewise.engine.core.protocol import Reporter
+    from slidewise.engine.mapping.scenes_batch import run_map_scenes
+
+    def cancel_in_second_scene(self: Reporter, value: float) -> None:
+        if 40.0 < value < 66.0:  # scene 2 of 3 runs from 33 % to 67 %
+            raise _Cancelled
+
+    folder = tmp_path / "rasters"
+    folder.mkdir()
+    for name, path in mapped["paths"].items():
+        (folder / f"{name}.tif").write_bytes(Path(path).read_bytes())
+    params = _params(tmp_path, SCENE_FOLDER=str(folder))
+    monkeypatch.setattr(Reporter, "progress", cancel_in_second_scene)
+    with pytest.raises(_Cancelled):
+        run_map_scenes(params, job_context("mapscenes")[0])
+    _, table, _ = _read(Path(params["INVENTORY"]), layer="mapped_scenes")
+    assert list(table["scene"]) == ["a_west"]
+    left = sorted(p.name for p in (tmp_path / "scenes").iterdir())
+    assert left == ["a_west_polygons.gpkg", "a_west_probability.tif"]  # nothing of b_middle
+    assert not list(tmp_path.glob(".*partial*"))
