@@ -218,11 +218,11 @@ def run_map_scenes(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     options = MapScenesParams.from_params(params)
     cog = not is_unset(params.get("COG")) and bool(SCENES_SPEC["COG"].read(params["COG"]))
+    inventory = open_inventory(options.inventory, options.inventory_layer, options.inventory_crs)
     names = SceneFields(options.path_field, options.scene_region_field, options.date_field)
     scenes = list_scenes(options.scene_folder, options.scene_list, options.footprints, names)
     model = model_identity(resolve_model(options.model, ctx.log))
     folder = checked_folder(options.output_folder)
-    inventory = open_inventory(options.inventory, options.inventory_layer, options.inventory_crs)
     ctx.log(
         f"{len(scenes)} scene(s) to map into '{Path(options.inventory).name}' (now "
         f"{len(inventory)} polygon(s) from {len(inventory.scenes)} scene(s))."

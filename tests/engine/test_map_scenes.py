@@ -231,3 +231,69 @@ def test_a_cancel_inside_a_scene_keeps_the_scenes_before(
     left = sorted(p.name for p in (tmp_path / "scenes").iterdir())
     assert left == ["a_west_polygons.gpkg", "a_west_probability.tif"]  # nothing of b_middle
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_chain_of_overlaps_is_one_polygon_and_touching_is_not_overlapping(
+    tmp_path: Path,
+) -> None:
+    import shapely
+
+    from slidewise.engine.mapping.inventory import Inventory, SceneTags, open_inventory
+
+    inventory = Inventory(tmp_path / "inventory.gpkg", "landslide_inventory")
+    first = np.asarray([shapely.box(0, 0, 10, 10), shapely.box(20, 0, 30, 10)], dtype=object)
+    values = {"mean_probability": np.array([0.6, 0.7]), "max_probability": np.array([0.8, 0.9])}
+    tags = SceneTags("one", "2021-05-01", "r1", "unet", "m.safetensors", "abc")
+    assert inventory.add_scene(first, values, "EPSG:32648", tags) == 0
+    # A bridge over both old polygons, and a box that only touches the second one.
+    second = np.asarray([shapely.box(5, 2, 25, 8), shapely.box(30, 0, 40, 10)], dtype=object)
+    values = {"mean_probability": np.array([0.5, 0.55]), "max_probability": np.array([0.95, 0.6])}
+    tags = SceneTags("two", "2020-01-01", "r2", "unet", "m.safetensors", "abc")
+    assert inventory.add_scene(second, values, "EPSG:32648", tags) == 1
+    inventory.commit()
+    again = open_inventory(str(inventory.path), "landslide_inventory", None)
+    assert len(again) == 2
+    merged = int(np.flatnonzero(again.attributes["scene_count"] == 2)[0])
+    assert again.geometries[merged].area == pytest.approx(100 + 100 + 20 * 6 - 2 * 5 * 6)
+    row = {k: v[merged] for k, v in again.attributes.items()}
+    assert (row["scene"], row["region"], row["date_first"], row["date_last"]) == (
+        "one;two", "r1;r2", "2020-01-01", "2021-05-01",
+    )  # fmt: skip
+    assert (row["mean_probability"], row["max_probability"]) == (0.7, 0.95)  # the largest
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"SCENE_LIST": "__LIST__"}, "exactly one source of scenes"),
+        ({"INVENTORY": "__ROOT__/inventory.shp"}, "must be a GeoPackage"),
+        ({"SCENE_FOLDER": "__ROOT__/none"}, "does not exist"),
+        ({"SCENE_FOLDER": None, "SCENE_LIST": "__BADDATE__"}, "not an ISO 8601 date"),
+        ({"SCENE_FOLDER": None, "FOOTPRINTS": "__NOPATH__"}, "set PATH_FIELD"),
+    ],
+)
+def test_bad_sources_are_refused_with_the_fix(
+    tmp_path: Path, change: dict[str, Any], needle: str
+) -> None:
+    import shapely
+
+    from slidewise.engine.core.errors import InputError
+    from slidewise.engine.geo.vectors import write_vector
+
+    (tmp_path / "list.txt").write_text("a.tif\n")
+    (tmp_path / "dates.csv").write_text("path,date\na.tif,31/07/2024\n")
+    write_vector(
+        tmp_path / "fp.gpkg", [shapely.box(0, 0, 1, 1)], {"file": np.array(["a.tif"])}, "EPSG:4326"
+    )
+    names = {"__LIST__": "list.txt", "__BADDATE__": "dates.csv", "__NOPATH__": "fp.gpkg"}
+    params = _params(tmp_path, SCENE_FOLDER=str(tmp_path))
+    for key, value in change.items():
+        if value is None:
+            params.pop(key)
+            continue
+        value = str(tmp_path / names[value]) if value in names else value
+        params[key] = value.replace("__ROOT__", str(tmp_path))
+    with pytest.raises(InputError, match=needle):
+        _run(params)
+    assert not (tmp_path / "inventory.gpkg").exists()
+    assert not (tmp_path / "scenes").exists()  # nothing written for a refused run
