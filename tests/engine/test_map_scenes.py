@@ -297,3 +297,32 @@ def test_bad_sources_are_refused_with_the_fix(
         _run(params)
     assert not (tmp_path / "inventory.gpkg").exists()
     assert not (tmp_path / "scenes").exists()  # nothing written for a refused run
+
+
+def test_a_multi_region_model_maps_each_scene_with_its_region_decoder(
+    mapped: dict[str, Any], tmp_path: Path
+) -> None:
+    """Scenes of a model region use its decoder; a scene of another region needs REGION."""
+    import torch
+
+    from slidewise.engine.imagery.regions import MultiRegionModel, save_multiregion
+    from slidewise.engine.imagery.segmodels import SegModelConfig
+
+    torch.manual_seed(0)
+    config = SegModelConfig("unet", "resnet18", 3, 3, extra={"decoder_channels": [16, 8, 8]})
+    model = MultiRegionModel(config, ["bijie"])
+    model.add_region("guizhou", init_from="bijie")
+    norm = {"kind": "fit", "mean": [90.0] * 3, "std": [40.0] * 3}
+    record = {"bands": ["red", "green", "blue"], "normalisation": norm, "tile_size": 256}
+    model.records = {"bijie": {**record, "threshold": 0.5}, "guizhou": {**record, "threshold": 0.5}}
+    path = save_multiregion(tmp_path / "regions.safetensors", model)
+    lines = ["path,region", f"{mapped['paths']['a_west']},bijie"]
+    lines += [f"{mapped['paths']['b_middle']},yunnan", f"{mapped['paths']['c_east']},guizhou"]
+    (tmp_path / "scenes.csv").write_text("\n".join(lines) + "\n")
+    params = {**_params(tmp_path, SCENE_LIST=str(tmp_path / "scenes.csv")), "MODEL": str(path)}
+    figures, _ = _run({**params, "THRESHOLD": 0.0})  # every valid pixel: one polygon per scene
+    assert list(figures["scenes_failed"]) == ["b_middle"]
+    assert "REGION" in figures["scenes_failed"]["b_middle"]  # the model's regions, the fix
+    _, fields, _ = _read(Path(params["INVENTORY"]))
+    assert sorted(";".join(fields["decoder"]).split(";")) == ["bijie", "guizhou"]
+    assert sorted(";".join(fields["region"]).split(";")) == ["bijie", "guizhou"]
