@@ -152,26 +152,22 @@ class Inventory:
         Returns:
             How many of the new polygons were merged with polygons already there.
         """
-        import shapely
-
         from slidewise.engine.geo.polygons import polygon_measures
         from slidewise.engine.geo.vectors import reproject_geometries, same_crs
 
-        if self.crs is None:
-            self.crs = crs_wkt(crs)
-        geoms = reproject_geometries(geometries, crs, self.crs, what=f"scene {tags.scene}")
-        geoms = np.asarray(shapely.make_valid(np.asarray(geoms, dtype=object)), dtype=object)
+        target = self.crs or crs_wkt(crs)
+        geoms = polygonal(reproject_geometries(geometries, crs, target, what=f"scene {tags.scene}"))
         old = len(self.geometries)
         every = np.concatenate([self.geometries, geoms])
         new_values = _scene_attributes(values, tags, len(geoms))
-        if not same_crs(crs, self.crs) and len(geoms):  # measured again where they now lie
-            area, perimeter = polygon_measures(list(geoms), self.crs)
+        if not same_crs(crs, target) and len(geoms):  # measured again where they now lie
+            area, perimeter = polygon_measures(list(geoms), target)
             new_values.update(
                 area_m2=area, perimeter_m=perimeter, compactness=_compactness(area, perimeter)
             )
         table = {k: np.concatenate([self.attributes[k], new_values[k]]) for k in INVENTORY_FIELDS}
         groups = [g for g in overlap_groups(self.geometries, geoms) if len(g) > 1]
-        merged = [merge_features(every, table, g, self.crs) for g in groups]
+        merged = [merge_features(every, table, g, target) for g in groups]
         gone = np.asarray(sorted({i for g in groups for i in g}), dtype=int)
         keep = np.setdiff1d(np.arange(len(every)), gone)
         self.geometries = np.concatenate([every[keep], _objects([g for g, _ in merged])])
@@ -181,6 +177,7 @@ class Inventory:
             )
             for k in INVENTORY_FIELDS
         }
+        self.crs = target  # changed last: a scene refused above leaves the inventory as it was
         return sum(1 for g in groups for i in g if i >= old)
 
     def record(self, scene: SceneRecord) -> None:
@@ -219,6 +216,22 @@ class Inventory:
                 driver="GPKG",
                 layer=SCENES_TABLE,
             )
+
+
+def polygonal(geometries: np.ndarray) -> np.ndarray:
+    """Valid polygons and multipolygons (the polygon parts of what ``make_valid`` returns)."""
+    import shapely
+
+    fixed = shapely.make_valid(np.asarray(geometries, dtype=object))
+    out = []
+    for geom in fixed:
+        if geom.geom_type not in ("Polygon", "MultiPolygon"):
+            parts = [
+                p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")
+            ]
+            geom = shapely.union_all(parts) if parts else shapely.Polygon()
+        out.append(geom)
+    return _objects(out)
 
 
 def _objects(items: list[Any]) -> np.ndarray:
@@ -424,6 +437,22 @@ def _scene_attributes(
     return out
 
 
+def require_postgis() -> None:
+    """Check that the engine's GDAL can write PostGIS.
+
+    Raises:
+        InputError: it has no PostgreSQL driver (the pip wheels of pyogrio have none).
+    """
+    import pyogrio
+
+    if "PostgreSQL" not in pyogrio.list_drivers():
+        raise InputError(
+            "The engine's GDAL has no PostgreSQL driver, so POSTGIS cannot be written: leave "
+            "POSTGIS empty and load the GeoPackage inventory into PostGIS (QGIS DB Manager, or "
+            "ogr2ogr -f PostgreSQL), or use an engine environment whose GDAL has the driver."
+        )
+
+
 def publish_postgis(inventory: Inventory, connection: str) -> None:
     """Copy the inventory's polygon layer to PostGIS (replacing the layer there).
 
@@ -433,12 +462,7 @@ def publish_postgis(inventory: Inventory, connection: str) -> None:
     import pyogrio
     import shapely
 
-    if "PostgreSQL" not in pyogrio.list_drivers():
-        raise InputError(
-            "The engine's GDAL has no PostgreSQL driver, so POSTGIS cannot be written: leave "
-            "POSTGIS empty and load the GeoPackage inventory into PostGIS (QGIS DB Manager, or "
-            "ogr2ogr -f PostgreSQL), or use an engine environment whose GDAL has the driver."
-        )
+    require_postgis()
     names = list(INVENTORY_FIELDS)
     try:
         pyogrio.raw.write(

@@ -46,6 +46,7 @@ from slidewise.engine.mapping.inventory import (
     SceneTags,
     open_inventory,
     publish_postgis,
+    require_postgis,
 )
 from slidewise.engine.mapping.scenes_list import Scene, SceneFields, list_scenes
 
@@ -219,6 +220,8 @@ def run_map_scenes(params: dict[str, Any], ctx: JobContext) -> JobResult:
     options = MapScenesParams.from_params(params)
     cog = not is_unset(params.get("COG")) and bool(SCENES_SPEC["COG"].read(params["COG"]))
     inventory = open_inventory(options.inventory, options.inventory_layer, options.inventory_crs)
+    if options.postgis:
+        require_postgis()
     names = SceneFields(options.path_field, options.scene_region_field, options.date_field)
     scenes = list_scenes(options.scene_folder, options.scene_list, options.footprints, names)
     model = model_identity(resolve_model(options.model, ctx.log))
@@ -233,7 +236,7 @@ def run_map_scenes(params: dict[str, Any], ctx: JobContext) -> JobResult:
         span = (100.0 * index / len(scenes), 100.0 * (index + 1) / len(scenes))
         ctx.log(f"Scene {index + 1} of {len(scenes)}: {scene.name} ({scene.path}).")
         ctx.progress(span[0])
-        run_scene(job, scene, inventory, summary, (ctx, span))
+        run_scene(job, scene, inventory, summary, ctx, span)
     return finish_run(options, inventory, scenes, summary, ctx)
 
 
@@ -302,10 +305,13 @@ def run_scene(
     scene: Scene,
     inventory: Inventory,
     summary: RunSummary,
-    where: tuple[JobContext, tuple[float, float]],
+    ctx: JobContext,
+    span: tuple[float, float],
 ) -> None:
-    """Map one scene and commit it to the inventory; skip it if done; note a failure."""
-    ctx, span = where
+    """Map one scene and commit it to the inventory; skip it if done; note a failure.
+
+    ``span`` is the job's progress (percent) at the scene's start and end.
+    """
     started = time.perf_counter()
     try:
         record = scene_record(scene, job.params_hash)
@@ -313,18 +319,17 @@ def run_scene(
             summary.skipped.append(scene.name)
             ctx.log(f"Scene {scene.name}: already in the inventory with these parameters, skipped.")
             return
-        figures, polygons = map_scene(job, scene, ctx, span)
+        figures, (geoms, values, crs) = map_scene(job, scene, ctx, span)
+        tags = SceneTags(
+            scene.name, scene.date, scene.region, job.decoder(scene), Path(job.model.path).name,
+            job.model.sha256[:12],
+        )  # fmt: skip
+        merged = inventory.add_scene(geoms, values, crs, tags)  # in memory until the commit
     except Exception as exc:  # the scene fails; the others go on (a Cancel is not an Exception)
         reason = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
         summary.failed[scene.name] = reason
         ctx.warn(f"Scene {scene.name} failed and was left out: {reason}")
         return
-    tags = SceneTags(
-        scene.name, scene.date, scene.region, job.decoder(scene), Path(job.model.path).name,
-        job.model.sha256[:12],
-    )  # fmt: skip
-    geoms, values, crs = polygons
-    merged = inventory.add_scene(geoms, values, crs, tags)
     finished = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     inventory.record(
         SceneRecord(
