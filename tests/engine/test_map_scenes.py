@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from engine_helpers import REPO, job_context, log_messages
+from engine_helpers import REPO, job_context, log_messages, progress_values
 
 # One thread, as in the killed child process: the same probabilities bit for bit.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,11 +68,14 @@ def _params(out: Path, **source: str) -> dict[str, Any]:
     }
 
 
-def _run(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _run(params: dict[str, Any], progress: list[float] | None = None) -> tuple[dict, list[str]]:
     from slidewise.engine.mapping.scenes_batch import run_map_scenes
 
     ctx, stream = job_context("mapscenes")
-    return run_map_scenes(params, ctx).figures, log_messages(stream)
+    figures = run_map_scenes(params, ctx).figures
+    if progress is not None:
+        progress.extend(progress_values(stream))
+    return figures, log_messages(stream)
 
 
 def _read(path: Path, layer: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
@@ -96,8 +99,16 @@ def mapped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     lines.insert(2, "rasters/broken.tif,bijie,2021-01-01")
     (root / "scenes.csv").write_text("\n".join(lines) + "\n")
     params = _params(root / "out", SCENE_LIST=str(root / "scenes.csv"))
-    figures, logs = _run(params)
-    return {"root": root, "paths": paths, "params": params, "figures": figures, "logs": logs}
+    progress: list[float] = []
+    figures, logs = _run(params, progress)
+    return {
+        "root": root,
+        "paths": paths,
+        "params": params,
+        "figures": figures,
+        "logs": logs,
+        "progress": progress,
+    }
 
 
 def test_overlapping_scenes_make_one_merged_inventory(mapped: dict[str, Any]) -> None:
@@ -111,6 +122,10 @@ def test_overlapping_scenes_make_one_merged_inventory(mapped: dict[str, Any]) ->
     figures = mapped["figures"]
     assert figures["scenes_mapped"] == 3
     assert list(figures["scenes_failed"]) == ["broken"]  # named; the others went on
+    progress = mapped["progress"]  # 4 scenes: each maps into its quarter, in order
+    assert progress == sorted(progress)
+    for quarter in (0, 2, 3):  # the broken scene (2nd) fails at once
+        assert len([v for v in progress if 25 * quarter < v < 25 * (quarter + 1)]) >= 3
     geoms, fields, crs = _read(Path(mapped["params"]["INVENTORY"]))
     assert "32648" in crs  # the first scene's CRS
     # Every scene's own outputs, then the same polygons merged where they overlap.
