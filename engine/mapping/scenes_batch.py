@@ -225,7 +225,7 @@ def run_map_scenes(params: dict[str, Any], ctx: JobContext) -> JobResult:
     names = SceneFields(options.path_field, options.scene_region_field, options.date_field)
     scenes = list_scenes(options.scene_folder, options.scene_list, options.footprints, names)
     model = model_identity(resolve_model(options.model, ctx.log))
-    folder = checked_folder(options.output_folder)
+    folder = checked_folder(options.output_folder, options.scene_folder)
     ctx.log(
         f"{len(scenes)} scene(s) to map into '{Path(options.inventory).name}' (now "
         f"{len(inventory)} polygon(s) from {len(inventory.scenes)} scene(s))."
@@ -252,13 +252,22 @@ def model_identity(path: str) -> ModelIdentity:
     return ModelIdentity(path, file_sha256(path), regions, str(meta.architecture))
 
 
-def checked_folder(folder: str) -> Path:
+def checked_folder(folder: str, scenes: str | None = None) -> Path:
     """OUTPUT_FOLDER, created when missing.
 
+    Args:
+        folder: OUTPUT_FOLDER.
+        scenes: SCENE_FOLDER, if given.
+
     Raises:
-        InputError: it cannot be created or is not a folder.
+        InputError: it is the scene folder, or it cannot be created.
     """
     p = Path(folder)
+    if scenes and p.resolve() == Path(scenes).resolve():
+        raise InputError(
+            "OUTPUT_FOLDER is the SCENE_FOLDER: the scenes' probability rasters would be taken "
+            "for scenes in the next run. Choose another OUTPUT_FOLDER."
+        )
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

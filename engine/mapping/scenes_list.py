@@ -87,7 +87,11 @@ def folder_rows(folder: str) -> list[dict[str, str]]:
     p = Path(folder)
     if not p.is_dir():
         raise InputError(f"The scene folder '{p}' does not exist: check SCENE_FOLDER.")
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SCENE_SUFFIXES)
+    files = sorted(
+        f
+        for f in p.iterdir()
+        if f.is_file() and f.suffix.lower() in SCENE_SUFFIXES and not f.name.startswith(".")
+    )  # hidden files are partial outputs of running jobs
     return [{"path": str(f)} for f in files]
 
 

@@ -286,6 +286,7 @@ def test_a_chain_of_overlaps_is_one_polygon_and_touching_is_not_overlapping(
         ({"SCENE_FOLDER": None, "SCENE_LIST": "__BADDATE__"}, "not an ISO 8601 date"),
         ({"SCENE_FOLDER": None, "FOOTPRINTS": "__NOPATH__"}, "set PATH_FIELD"),
         ({"POSTGIS": "PG:dbname=slides"}, "no PostgreSQL driver"),
+        ({"OUTPUT_FOLDER": "__ROOT__"}, "OUTPUT_FOLDER is the SCENE_FOLDER"),
     ],
 )
 def test_bad_sources_are_refused_with_the_fix(
@@ -301,6 +302,7 @@ def test_bad_sources_are_refused_with_the_fix(
         pytest.skip("this engine's GDAL can write PostGIS")
 
     (tmp_path / "list.txt").write_text("a.tif\n")
+    (tmp_path / "a.tif").write_bytes(b"")  # a scene for SCENE_FOLDER
     (tmp_path / "dates.csv").write_text("path,date\na.tif,31/07/2024\n")
     write_vector(
         tmp_path / "fp.gpkg", [shapely.box(0, 0, 1, 1)], {"file": np.array(["a.tif"])}, "EPSG:4326"
@@ -317,6 +319,12 @@ def test_bad_sources_are_refused_with_the_fix(
         _run(params)
     assert not (tmp_path / "inventory.gpkg").exists()
     assert not (tmp_path / "scenes").exists()  # nothing written for a refused run
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.tif",
+        "dates.csv",
+        "fp.gpkg",
+        "list.txt",
+    ]
 
 
 def test_a_multi_region_model_maps_each_scene_with_its_region_decoder(
