@@ -237,7 +237,7 @@ def run_map_scenes(params: dict[str, Any], ctx: JobContext) -> JobResult:
         ctx.log(f"Scene {index + 1} of {len(scenes)}: {scene.name} ({scene.path}).")
         ctx.progress(span[0])
         run_scene(job, scene, inventory, summary, ctx, span)
-    return finish_run(options, inventory, scenes, summary, ctx)
+    return finish_run(job, inventory, scenes, summary, ctx)
 
 
 def model_identity(path: str) -> ModelIdentity:
@@ -415,7 +415,7 @@ def kill_after_scenes(committed: int) -> None:
 
 
 def finish_run(
-    options: MapScenesParams,
+    job: SceneJob,
     inventory: Inventory,
     scenes: list[Scene],
     summary: RunSummary,
@@ -426,6 +426,7 @@ def finish_run(
     Raises:
         InputError: no scene was mapped or skipped (every scene failed).
     """
+    options, model = job.options, job.model
     if not summary.mapped and not summary.skipped:
         raise InputError(
             "No scene could be mapped: "
@@ -452,15 +453,10 @@ def finish_run(
         "inventory_scenes": len(inventory.scenes),
         "polygons_merged": sum(int(f["merged"]) for f in summary.mapped.values()),
     }
+    # The manifest hashes the model and the DEM; the scenes (possibly hundreds of large
+    # rasters) are recorded by path, size and time in the inventory's table instead.
     return JobResult(
         outputs={"INVENTORY": options.inventory, "OUTPUT_FOLDER": options.output_folder},
         figures=figures,
-        inputs=[inventory_model(options), *(s.path for s in scenes)],
+        inputs=[model.path, *([options.dem] if options.dem else [])],
     )
-
-
-def inventory_model(options: MapScenesParams) -> str:
-    """MODEL, or the shipped model's path (for the manifest's input hashes)."""
-    from slidewise.engine.mapping.shipped import shipped_model_path
-
-    return options.model or str(shipped_model_path())

@@ -354,3 +354,12 @@ def test_a_multi_region_model_maps_each_scene_with_its_region_decoder(
     _, fields, _ = _read(Path(params["INVENTORY"]))
     assert sorted(";".join(fields["decoder"]).split(";")) == ["bijie", "guizhou"]
     assert sorted(";".join(fields["region"]).split(";")) == ["bijie", "guizhou"]
+
+
+def test_the_inventory_benchmark_runs_and_merges_half_the_scene(tmp_path: Path) -> None:
+    """docs/benchmarks.md quotes ``python -m slidewise.bench.inventory``: its command line works."""
+    from slidewise.bench.inventory import main
+
+    main(["--sizes", "200", "--scene", "20", "--json", str(tmp_path / "out.json")])
+    (run,) = json.loads((tmp_path / "out.json").read_text())["runs"]
+    assert (run["inventory_polygons"], run["scene_polygons"], run["merged"]) == (200, 20, 10)
