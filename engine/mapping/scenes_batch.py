@@ -174,7 +174,7 @@ class SceneReporter(Reporter):
 
 @dataclass(frozen=True)
 class SceneJob:
-    """One scene of the run, with what mapping it needs.
+    """What every scene of the run is mapped with.
 
     Attributes:
         options: The job's parameters.

@@ -348,12 +348,15 @@ def test_a_multi_region_model_maps_each_scene_with_its_region_decoder(
     lines += [f"{mapped['paths']['b_middle']},yunnan", f"{mapped['paths']['c_east']},guizhou"]
     (tmp_path / "scenes.csv").write_text("\n".join(lines) + "\n")
     params = {**_params(tmp_path, SCENE_LIST=str(tmp_path / "scenes.csv")), "MODEL": str(path)}
-    figures, _ = _run({**params, "THRESHOLD": 0.0})  # every valid pixel: one polygon per scene
+    figures, _ = _run({**params, "THRESHOLD": 0.0, "COG": True})  # one polygon per scene
     assert list(figures["scenes_failed"]) == ["b_middle"]
     assert "REGION" in figures["scenes_failed"]["b_middle"]  # the model's regions, the fix
     _, fields, _ = _read(Path(params["INVENTORY"]))
     assert sorted(";".join(fields["decoder"]).split(";")) == ["bijie", "guizhou"]
     assert sorted(";".join(fields["region"]).split(";")) == ["bijie", "guizhou"]
+    from slidewise.engine.geo.cog import is_cog
+
+    assert is_cog(tmp_path / "scenes" / "a_west_probability.tif")  # COG applies to each scene
 
 
 def test_the_inventory_benchmark_runs_and_merges_half_the_scene(tmp_path: Path) -> None:
