@@ -178,8 +178,10 @@ def load_blockwise_model(path: str) -> LoadedModel:
     tensors, meta = load_model(path, task="susceptibility")
     fitted = model_from_tensors(tensors, meta.config)
     if fitted.method not in ADAPTABLE_METHODS:
+        chosen = meta.config.get("selection", {}).get("requested") == "auto"
         raise InputError(
-            f"The model '{Path(path).name}' was trained with METHOD {fitted.method}, one global "
+            f"The model '{Path(path).name}' was trained with METHOD {fitted.method}"
+            f"{' (chosen by METHOD auto)' if chosen else ''}, one global "
             "model for every block: it has no block-wise part to adapt. Add the new samples "
             "to the inventory and train it again (Train susceptibility model), or train a "
             "block-wise model (METHOD hybrid or meta) and adapt that one."
