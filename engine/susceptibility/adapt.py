@@ -151,6 +151,8 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ctx.progress(80)
     figures = adaptation_figures(model, area, support, before, adapted, ctx)
     figures["adaptation_seconds"] = round(toc - tic, 3)
+    if adapted.method == "hybrid":
+        figures["block_offsets"] = offset_figures(adapted, area.blocks[support], ctx)
     figures["seconds"] = round(time.time() - start, 3)
     ensemble = area_ensemble(model, adapted, area, support)
     save_adapted(options, model, adapted, (area.block_doc, ensemble), figures)
@@ -388,6 +390,25 @@ def adapt_fitted(
         new = block_offsets(z, y, blocks, adapted.offset_precision)
         adapted.offsets = {**before.offsets, **new}
     return adapted
+
+
+def offset_figures(
+    adapted: FittedModel, support_blocks: np.ndarray, ctx: JobContext
+) -> dict[str, float]:
+    """``hybrid``: the offsets refitted on the blocks with support samples, logged."""
+    refitted = {
+        str(b): round(adapted.offsets[int(b)], 4)
+        for b in np.unique(support_blocks)
+        if int(b) in adapted.offsets
+    }
+    if refitted:
+        values = list(refitted.values())
+        ctx.log(
+            f"Block offsets refitted on {len(refitted)} blocks under the model's prior "
+            f"(precision {adapted.offset_precision:.3g}): {min(values):+.3f} to "
+            f"{max(values):+.3f} (logit)."
+        )
+    return refitted
 
 
 def block_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:

@@ -238,6 +238,8 @@ def test_hybrid_adapts_its_mlp_and_offsets_and_keeps_its_boosting(hybrid: dict[s
     assert set(expected) == set(np.unique(blocks)) and len(expected) >= 5
     for b, c in expected.items():
         assert fitted.offsets[b] == pytest.approx(c, abs=1e-4)
+        assert fig["block_offsets"][str(b)] == pytest.approx(c, abs=1e-4)
+    assert any("Block offsets refitted on" in m for m in hybrid["log"])
     # predictsusceptibility maps with the adapted hybrid as it is.
     mapped, after = mapped_at_samples(
         result.outputs["OUTPUT"], out, hybrid["params"]["OUTPUT_SAMPLES"]
