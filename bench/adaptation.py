@@ -3,17 +3,18 @@
 Usage::
 
     python -m slidewise.bench.adaptation --data tests/data/ecuador --out DIR \\
-        --shots 5 --iterations 1000 --seeds 0 1 2 3 4 --json OUT
+        --shots 5 --iterations 1000 --seeds 0 1 2 3 4 [--method hybrid] --json OUT
 
-The meta model is trained once (run seed 0) on the sample points north of
-y = 9558766 (``lsl.csv``), over 24 SLIC blocks of the whole stack, as
+The block-wise model (``--method``: ``meta``, the default, or ``hybrid``) is
+trained once (run seed 0) on the sample points north of y = 9558766
+(``lsl.csv``), over 24 SLIC blocks of the whole stack, as
 ``scripts/demo.d/20-susceptibility.sh`` does. For each seed, ``adaptsusceptibility``
 adapts it to the southern blocks with at most K class-balanced samples per
 block from the southern inventory (``landslides.csv``), and every southern point
 it did not adapt on is scored with:
 
-* ``meta_before``: the same model without adaptation;
-* ``meta_adapted``: the adapted model;
+* ``<method>_before`` (``meta_before``, ``hybrid_before``): the same model without adaptation;
+* ``<method>_adapted``: the adapted model;
 * ``rf_north``: a random forest (trainsusceptibility ``rf``) on the north alone;
 * ``rf_north_plus_k``: the random forest on the north plus the same K samples per block;
 * ``lr_north_plus_k``: logistic regression on the same samples.
@@ -47,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--json", default="", help="where to write the figures")
+    ap.add_argument(
+        "--method",
+        default="meta",
+        choices=("meta", "hybrid"),
+        help="block-wise method of the trained model (default meta)",
+    )
     return ap.parse_args(argv)
 
 
@@ -117,13 +124,14 @@ def global_probability(model: str, stack: Path, xs: np.ndarray, ys: np.ndarray) 
 
 
 def one_split(
-    seed: int, shots: int, stack: Path, model: str, blocks: str, south: Path, out: Path
+    seed: int, args: argparse.Namespace, stack: Path, model: str, blocks: str
 ) -> dict[str, float]:
     """Adapt with one seed's split; ROC-AUC of every model on the held-out points."""
     from sklearn.metrics import roc_auc_score
 
     from slidewise.engine.susceptibility.adapt import run_adapt
 
+    out, south, method = Path(args.out), Path(args.out) / "south.csv", args.method
     samples = out / f"samples_{seed}.csv"
     params = {
         "MODEL": model,
@@ -132,7 +140,7 @@ def one_split(
         "LABEL_FIELD": "lslpts",
         "INVENTORY_CRS": "EPSG:32717",
         "BLOCKS": blocks,
-        "SHOTS": shots,
+        "SHOTS": args.shots,
         "SEED": seed,
         "OUTPUT": str(out / f"adapted_{seed}.safetensors"),
         "OUTPUT_SAMPLES": str(samples),
@@ -148,8 +156,8 @@ def one_split(
         north = [(r["x"], r["y"], r["lslpts"]) for r in csv.DictReader(fh)]
     plus = write_points(out / f"north_plus_k_{seed}.csv", north + support)
     result = {
-        "meta_before": float(roc_auc_score(y, [float(r["p_before"]) for r in held])),
-        "meta_adapted": float(roc_auc_score(y, [float(r["p_after"]) for r in held])),
+        f"{method}_before": float(roc_auc_score(y, [float(r["p_before"]) for r in held])),
+        f"{method}_adapted": float(roc_auc_score(y, [float(r["p_after"]) for r in held])),
         "support": figures["support_samples"],
         "holdout": figures["holdout_samples"],
         "adaptation_seconds": figures["adaptation_seconds"],
@@ -172,14 +180,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stack = data / "ta.tif"
-    north, south = halves(data, out)
+    north, _ = halves(data, out)
     blocks = str(out / "blocks.tif")
     seg = {"INPUT": str(stack), "N_BLOCKS": 24, "INVENTORY": str(north), "LABEL_FIELD": "lslpts"}
     run_segment_blocks({**seg, "INVENTORY_CRS": "EPSG:32717", "OUTPUT": blocks}, context())
     meta_extra = {"BLOCKS": blocks, "ITERATIONS_META": args.iterations}
-    model = train(stack, north, "meta", out / "meta.safetensors", meta_extra)
-    splits = {s: one_split(s, args.shots, stack, model, blocks, south, out) for s in args.seeds}
-    names = ("meta_before", "meta_adapted", *BASELINES)
+    model = train(stack, north, args.method, out / f"{args.method}.safetensors", meta_extra)
+    splits = {s: one_split(s, args, stack, model, blocks) for s in args.seeds}
+    names = (f"{args.method}_before", f"{args.method}_adapted", *BASELINES)
     summary = {
         n: {
             "auc_mean": float(np.mean([r[n] for r in splits.values()])),
@@ -188,7 +196,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in names
     }
     doc = {
-        "settings": {"shots": args.shots, "iterations": args.iterations, "seeds": args.seeds},
+        "settings": {
+            "method": args.method,
+            "shots": args.shots,
+            "iterations": args.iterations,
+            "seeds": args.seeds,
+        },
         "splits": {str(k): v for k, v in splits.items()},
         "summary": summary,
     }

@@ -26,7 +26,9 @@ block (meta-training tasks use K support samples too) for the block-wise
 methods and the best global method of the main table (``--kshot-methods``
 overrides). The JSON is rewritten after every repeat and every K, so an
 interrupted run keeps what it measured (``settings.complete`` says whether it
-finished).
+finished). ``--first-repeat R`` runs only repeats R.. of ``--repeats`` (same blocks,
+same fold seeds as the full run), and ``fold_auc`` lists each fold's AUC per method, so
+the repeats of two runs can be pooled.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--shots", type=int, default=5, help="support samples per held-out block")
     ap.add_argument("--blocks", type=int, default=64, help="k-means blocks")
     ap.add_argument("--repeats", type=int, default=1, help="repeats of the 5-fold evaluation")
+    ap.add_argument(
+        "--first-repeat",
+        type=int,
+        default=0,
+        help="skip the repeats before this one (0-based; resumes an interrupted run)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--json", required=True, help="output JSON")
     ap.add_argument("--folds", type=int, default=5, help="folds per repeat (default 5)")
@@ -105,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def save(records: list[dict[str, Any]], complete: bool) -> None:
         doc["methods"] = summarise_records(records, methods)
         doc["paired"] = paired(records, methods)
+        doc["fold_auc"] = fold_aucs(records, methods)
         doc["settings"] = settings_doc(args, labels.size, names, meta, records, started)
         doc["settings"]["complete"] = complete
         write_json(args.json, doc)
@@ -144,6 +153,7 @@ def settings_doc(
         "shots": args.shots,
         "blocks": args.blocks,
         "repeats": args.repeats,
+        "first_repeat": args.first_repeat,
         "folds": args.folds,
         "seed": args.seed,
         "folds_scored": len(records),
@@ -158,6 +168,11 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
     from slidewise.engine.core.protocol import json_safe
 
     Path(path).write_text(json.dumps(json_safe(doc), indent=2), encoding="utf-8")
+
+
+def fold_aucs(records: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """Each fold's AUC per method (so runs of different repeats can be pooled)."""
+    return [{"fold": r["fold"], **{m: r[m]["auc"] for m in methods if m in r}} for r in records]
 
 
 def paired(records: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
@@ -200,7 +215,8 @@ def evaluate(
     from slidewise.engine.susceptibility.models import TrainSettings
 
     records: list[dict[str, Any]] = []
-    for r in range(args.repeats if repeats is None else repeats):
+    first = args.first_repeat if repeats is None else 0
+    for r in range(first, args.repeats if repeats is None else repeats):
         seed = args.seed + 1000 * r
         records += leave_blocks_out(
             data,

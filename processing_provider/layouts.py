@@ -77,9 +77,15 @@ class LayoutContent:
     unlisted: list[QgsMapLayer] = field(default_factory=list)
 
 
-def _label(layout: QgsPrintLayout, item_id: str, text: str, size: float, bold: bool = False):
+def _label(
+    layout: QgsPrintLayout,
+    item_id: str,
+    text: str,
+    size: float,
+    rect: tuple[float, float, float, float],
+    bold: bool = False,
+):
     label = QgsLayoutItemLabel(layout)
-    label.setId(item_id)
     label.setText(text)
     font = QFont()
     font.setPointSizeF(size)
@@ -88,13 +94,17 @@ def _label(layout: QgsPrintLayout, item_id: str, text: str, size: float, bold: b
     label.setFontColor(QColor("#222222"))
     label.setMode(QgsLayoutItemLabel.ModeFont)
     label.setHAlign(Qt.AlignLeft)
-    layout.addLayoutItem(label)
-    return label
+    return _add(layout, label, item_id, rect)
 
 
-def _place(item, x: float, y: float, width: float, height: float) -> None:
+def _add(layout: QgsPrintLayout, item, item_id: str, rect: tuple[float, float, float, float]):
+    """``item`` added to ``layout`` with id ``item_id`` at ``rect`` (x, y, width, height, mm)."""
+    item.setId(item_id)
+    layout.addLayoutItem(item)
+    x, y, width, height = rect
     item.attemptMove(QgsLayoutPoint(x, y, MM))
     item.attemptResize(QgsLayoutSize(width, height, MM))
+    return item
 
 
 def build_template_layout(project: QgsProject, template: str) -> QgsPrintLayout:
@@ -104,44 +114,32 @@ def build_template_layout(project: QgsProject, template: str) -> QgsPrintLayout:
     page = layout.pageCollection().page(0)
     page.setPageSize("A4", page.Landscape)
     layout.setName(TEMPLATES[template][1])
-    title = _label(layout, "title", TEMPLATES[template][1], 16, bold=True)
-    _place(title, 10, 7, 200, 12)
-    date = _label(layout, "date", "Made [%format_date(now(), 'yyyy-MM-dd')%] with Slidewise", 9)
-    date.setHAlign(Qt.AlignRight)
-    _place(date, 212, 10, 75, 6)
+    _label(layout, "title", TEMPLATES[template][1], 16, (10, 7, 200, 12), bold=True)
+    made = "Made [%format_date(now(), 'yyyy-MM-dd')%] with Slidewise"
+    _label(layout, "date", made, 9, (212, 10, 75, 6)).setHAlign(Qt.AlignRight)
     map_item = QgsLayoutItemMap(layout)
-    map_item.setId("map")
     map_item.setFrameEnabled(True)
-    _place(map_item, 10, 22, 200, 172)
-    layout.addLayoutItem(map_item)
+    _add(layout, map_item, "map", (10, 22, 200, 172))
     legend = QgsLayoutItemLegend(layout)
-    legend.setId("legend")
     legend.setTitle("Legend")
     legend.setLinkedMap(map_item)
     legend.setResizeToContents(True)
-    _place(legend, 215, 22, 72, 60)
-    layout.addLayoutItem(legend)
+    _add(layout, legend, "legend", (215, 22, 72, 60))
     north = QgsLayoutItemPicture(layout)
-    north.setId("north")
     north.setPicturePath("/usr/share/qgis/svg/arrows/NorthArrow_02.svg")
     north.setLinkedMap(map_item)
     north.setNorthMode(QgsLayoutItemPicture.GridNorth)
     north.setSvgFillColor(QColor("#222222"))
     north.setSvgStrokeColor(QColor("#222222"))
-    _place(north, 196, 24, 12, 14)
-    layout.addLayoutItem(north)
+    _add(layout, north, "north", (196, 24, 12, 14))
     scalebar = QgsLayoutItemScaleBar(layout)
-    scalebar.setId("scalebar")
     scalebar.setStyle("Single Box")
     scalebar.setLinkedMap(map_item)
     scalebar.setNumberOfSegments(4)
     scalebar.setNumberOfSegmentsLeft(0)
-    _place(scalebar, 12, 196, 80, 10)
-    layout.addLayoutItem(scalebar)
-    sources = _label(layout, "sources", "Data sources: ", 8)
-    _place(sources, 215, 130, 72, 30)
-    method = _label(layout, "method", DEFAULT_METHOD[template], 8)
-    _place(method, 215, 162, 72, 36)
+    _add(layout, scalebar, "scalebar", (12, 196, 80, 10))
+    _label(layout, "sources", "Data sources: ", 8, (215, 130, 72, 30))
+    _label(layout, "method", DEFAULT_METHOD[template], 8, (215, 162, 72, 36))
     return layout
 
 

@@ -1,4 +1,4 @@
-"""slidewise:adaptsusceptibility: few-shot adaptation of a meta model to new blocks."""
+"""slidewise:adaptsusceptibility: few-shot adaptation of a block-wise model to new blocks."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from slidewise.contract.specs.factors import (
 SOURCES: tuple[Param, ...] = (
     Param(
         "MODEL",
-        "Meta model",
+        "Block-wise model",
         "file",
-        "A model from Train susceptibility model with the block-wise meta-learning method "
-        "(METHOD meta): its meta-learned initialisation is adapted here, not trained again.",
+        "A model from Train susceptibility model with a block-wise method (METHOD hybrid or "
+        "meta; auto picks one of them when it wins): its meta-learned initialisation is "
+        "adapted here, not trained again (hybrid: its global boosting part is kept and each "
+        "block's offset is refitted). Global models (rf, lr, gbm, svm, mlp) are refused.",
         required=True,
         file_filter="Slidewise model (*.safetensors)",
     ),

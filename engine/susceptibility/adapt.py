@@ -1,16 +1,23 @@
-"""Few-shot adaptation of a meta model to new blocks: the ``adaptsusceptibility`` job.
+"""Few-shot adaptation of a block-wise model to new blocks: the ``adaptsusceptibility`` job.
 
-A model trained with METHOD ``meta`` holds a meta-learned initialisation of a
-small MLP. This job adapts that initialisation to every block of an area
-(new blocks of the same area, or a new area with the same factors) with a few
-new samples per block, using :func:`.maml.adapt_many` (the inner loop of
-meta-training, all blocks at once): no meta-training again, seconds on a CPU.
+A model trained with METHOD ``meta`` or ``hybrid`` holds a meta-learned
+initialisation of a small MLP. This job adapts that initialisation to every
+block of an area (new blocks of the same area, or a new area with the same
+factors) with a few new samples per block, using :func:`.maml.adapt_many` (the
+inner loop of meta-training, all blocks at once): no meta-training again,
+seconds on a CPU. A ``hybrid`` model keeps its global gradient-boosting part as
+it was trained and refits each block's logit offset on the block's new samples
+under the prior precision it learned in training (:mod:`.blockoffset`); its
+bootstrap members are adapted the same way, each from its own initialisation.
+Global models (``rf``, ``lr``, ``gbm``, ``svm``, ``mlp``, ``fr``) have nothing
+block-wise to adapt and are refused with what to do instead.
 
 Honest scores: in each block, a share (HOLDOUT) of each class is held out;
 the block adapts on at most SHOTS of the other samples (class-balanced), and
 every sample it did not adapt on is scored before adaptation (the model as it
-was) and after. The adapted model is written as a ``meta`` model file whose
-block raster is the area's, so ``predictsusceptibility`` uses it as it is.
+was) and after. The adapted model is written as a model file of the same
+method whose block raster is the area's, so ``predictsusceptibility`` uses it
+as it is.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.geo.samples import FeatureEncoder, SampleSet, collect_samples
+from slidewise.engine.susceptibility.blockoffset import block_offsets
 from slidewise.engine.susceptibility.blocks import (
     BlockJobParams,
     auto_blocks,
@@ -49,6 +57,9 @@ from slidewise.engine.susceptibility.models import (
 )
 from slidewise.engine.susceptibility.predict import band_order
 
+#: Methods whose models this job adapts (the block-wise ones).
+ADAPTABLE_METHODS = ("meta", "hybrid")
+
 
 @dataclass(frozen=True)
 class AdaptParams(BlockJobParams):
@@ -58,7 +69,7 @@ class AdaptParams(BlockJobParams):
     (categorical factors come from the model).
 
     Attributes:
-        model: MODEL, a ``meta`` model file from trainsusceptibility.
+        model: MODEL, a ``meta`` or ``hybrid`` model file from trainsusceptibility.
         blocks: BLOCKS raster of the area (empty: segment the stack here).
         shots: SHOTS, at most this many samples adapt each block (0: all not held out).
         holdout: HOLDOUT, share of each class per block kept out to score the block.
@@ -84,10 +95,10 @@ class AdaptParams(BlockJobParams):
 
 @dataclass
 class LoadedModel:
-    """The meta model to adapt, as read from its file.
+    """The block-wise model to adapt, as read from its file.
 
     Attributes:
-        fitted: The model (method ``meta``).
+        fitted: The model (method ``meta`` or ``hybrid``).
         encoder: Raw factor values -> model features.
         metadata: The file's metadata (copied into the adapted model).
         tensors: The file's tensors.
@@ -117,7 +128,7 @@ class AreaSamples:
 
 
 def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
-    """Adapt a meta model's initialisation to every block of an area with a few samples.
+    """Adapt a block-wise model's initialisation to every block of an area with a few samples.
 
     Parameters: see ``contract/specs/adaptsusceptibility.py``: MODEL, the factor
     stack, the new samples (INVENTORY...), BLOCKS or the block group, SHOTS,
@@ -128,7 +139,7 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
         if path:
             check_writable(path)
     start = time.time()
-    model = load_meta_model(options.model)
+    model = load_blockwise_model(options.model)
     area = area_samples(options, model, ctx)
     ctx.progress(40)
     seed = options.seed_or(ctx.options.seed)
@@ -140,6 +151,8 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ctx.progress(80)
     figures = adaptation_figures(model, area, support, before, adapted, ctx)
     figures["adaptation_seconds"] = round(toc - tic, 3)
+    if adapted.method == "hybrid":
+        figures["block_offsets"] = offset_figures(adapted, area.blocks[support], ctx)
     figures["seconds"] = round(time.time() - start, 3)
     ensemble = area_ensemble(model, adapted, area, support)
     save_adapted(options, model, adapted, (area.block_doc, ensemble), figures)
@@ -156,21 +169,24 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
     return JobResult(outputs=outputs, figures=figures, inputs=options.inputs())
 
 
-def load_meta_model(path: str) -> LoadedModel:
-    """Read a model file and check that it is a ``meta`` model.
+def load_blockwise_model(path: str) -> LoadedModel:
+    """Read a model file and check that it is a block-wise (``meta`` or ``hybrid``) model.
 
     Raises:
-        InputError: the model was trained with another method.
+        InputError: the model is a global model, or was trained on a sample table.
     """
     from slidewise.engine.core.modelfile import load_model
 
     tensors, meta = load_model(path, task="susceptibility")
     fitted = model_from_tensors(tensors, meta.config)
-    if fitted.method != "meta":
+    if fitted.method not in ADAPTABLE_METHODS:
+        chosen = meta.config.get("selection", {}).get("requested") == "auto"
         raise InputError(
-            f"The model '{Path(path).name}' was trained with METHOD {fitted.method}: only a "
-            "block-wise meta-learning model (METHOD meta) has an initialisation to adapt. "
-            "Train one with Train susceptibility model, METHOD meta."
+            f"The model '{Path(path).name}' was trained with METHOD {fitted.method}"
+            f"{' (chosen by METHOD auto)' if chosen else ''}, one global "
+            "model for every block: it has no block-wise part to adapt. Add the new samples "
+            "to the inventory and train it again (Train susceptibility model), or train a "
+            "block-wise model (METHOD hybrid or meta) and adapt that one."
         )
     if meta.extra.get("blocks", {}).get("source") == "kmeans":
         raise InputError(
@@ -263,20 +279,26 @@ def split_support(
 def model_before(model: LoadedModel, block_doc: dict[str, Any]) -> FittedModel:
     """The model as it predicts the area before adaptation.
 
-    On the block raster it was trained with, each block keeps its adapted weights;
-    on other blocks every block starts from the meta-learned initialisation.
+    On the block raster it was trained with, each block keeps its adapted weights
+    (and ``hybrid`` offsets); on other blocks every block starts from the
+    meta-learned initialisation (``hybrid``: with its boosting part, no offset).
     """
+    return unadapted(model.fitted, model, block_doc)
+
+
+def unadapted(fitted: FittedModel, model: LoadedModel, block_doc: dict[str, Any]) -> FittedModel:
+    """``fitted`` (the model or one of its members) without its blocks, unless on its raster."""
     trained = model.metadata.extra.get("blocks", {}).get("sha256")
     if trained and trained == block_doc["sha256"]:
-        return model.fitted
-    return replace(model.fitted, blocks={}, fallback={})
+        return fitted
+    return replace(fitted, blocks={}, fallback={}, offsets={})
 
 
 def adaptation_settings(model: LoadedModel) -> TrainSettings:
     """The model's own adaptation settings (inner loop, MIN_BLOCK_SAMPLES, ONE_CLASS_BLOCKS)."""
     config = model.metadata.config
     return TrainSettings(
-        method="meta",
+        method=model.fitted.method,
         meta=MetaConfig.from_dict(config.get("meta", {})),
         min_block_samples=int(config.get("min_block_samples", 3)),
         one_class=str(config.get("one_class", "adapt")),
@@ -289,13 +311,48 @@ def area_ensemble(
     """Bootstrap members of the adapted model on the area's support samples (UNCERTAINTY).
 
     The source model's members were adapted to its own blocks; the area's blocks
-    get their own, each re-adapted on a resample of its support samples.
+    get their own, each re-adapted on a resample of its support samples (``meta``:
+    from the shared initialisation; ``hybrid``: each source member from its own
+    initialisation, with its own boosting part and refitted offsets).
     """
     from slidewise.engine.susceptibility.uncertainty import ensemble_tensors, fit_ensemble
 
     keep = support & (area.blocks > 0)
     samples = (area.x[keep], area.samples.labels[keep], area.blocks[keep])
-    return ensemble_tensors(fit_ensemble(adapted, samples, adaptation_settings(model)))
+    settings = adaptation_settings(model)
+    if model.fitted.method == "meta":
+        return ensemble_tensors(fit_ensemble(adapted, samples, settings))
+    members = hybrid_members(model, samples, settings, area.block_doc)
+    return ensemble_tensors(members)
+
+
+def hybrid_members(
+    model: LoadedModel,
+    samples: tuple[np.ndarray, np.ndarray, np.ndarray],
+    settings: TrainSettings,
+    block_doc: dict[str, Any],
+) -> list[FittedModel]:
+    """The ``hybrid`` source model's bootstrap members, adapted to a resample of ``samples``.
+
+    Each member keeps its own initialisation and boosting part and uses the
+    model's offset prior; on the area's blocks (``block_doc``) it starts as the
+    model does (:func:`unadapted`).
+    """
+    from slidewise.engine.susceptibility.uncertainty import (
+        bootstrap_within_blocks,
+        ensemble_from_model,
+    )
+
+    x, y, blocks = samples
+    rng = np.random.default_rng(settings.seed + 7919)
+    members = []
+    for member in ensemble_from_model(model.tensors, model.metadata.config, model.fitted):
+        member.skeleton = model.fitted.skeleton  # the members' config omits the MLP's layers
+        member.offset_precision = model.fitted.offset_precision
+        before = unadapted(member, model, block_doc)
+        idx = bootstrap_within_blocks(blocks, rng)
+        members.append(adapt_fitted(before, (x[idx], y[idx], blocks[idx]), settings))
+    return members
 
 
 def adapt_area(
@@ -306,14 +363,52 @@ def adapt_area(
     Blocks without (enough) support samples keep what they had before; the
     model's MIN_BLOCK_SAMPLES and ONE_CLASS_BLOCKS settings apply.
     """
-    settings = adaptation_settings(model)
-    adapted = replace(before, blocks=dict(before.blocks), fallback={}, one_class={})
     keep = support & (area.blocks > 0)
-    adapt_blocks(adapted, area.x[keep], area.samples.labels[keep], area.blocks[keep], settings)
+    samples = (area.x[keep], area.samples.labels[keep], area.blocks[keep])
+    return adapt_fitted(before, samples, adaptation_settings(model))
+
+
+def adapt_fitted(
+    before: FittedModel,
+    samples: tuple[np.ndarray, np.ndarray, np.ndarray],
+    settings: TrainSettings,
+) -> FittedModel:
+    """``before`` with every block of ``samples`` adapted on its samples.
+
+    ``hybrid``: the boosting part is kept, and each block with samples gets an
+    offset refitted on them under the model's prior precision (as in training,
+    on the samples its MLP adapted on); other blocks keep their offsets.
+    """
+    x, y, blocks = samples
+    adapted = replace(before, blocks=dict(before.blocks), fallback={}, one_class={})
+    adapt_blocks(adapted, x, y, blocks, settings)
     for bid in list(adapted.fallback):
         if bid in before.blocks:  # a block trained before keeps its weights
             del adapted.fallback[bid]
+    if adapted.method == "hybrid" and adapted.offset_precision > 0 and y.size:
+        z = replace(adapted, offsets={}).hybrid_logit(x, blocks)
+        new = block_offsets(z, y, blocks, adapted.offset_precision)
+        adapted.offsets = {**before.offsets, **new}
     return adapted
+
+
+def offset_figures(
+    adapted: FittedModel, support_blocks: np.ndarray, ctx: JobContext
+) -> dict[str, float]:
+    """``hybrid``: the offsets refitted on the blocks with support samples, logged."""
+    refitted = {
+        str(b): round(adapted.offsets[int(b)], 4)
+        for b in np.unique(support_blocks)
+        if int(b) in adapted.offsets
+    }
+    if refitted:
+        values = list(refitted.values())
+        ctx.log(
+            f"Block offsets refitted on {len(refitted)} blocks under the model's prior "
+            f"(precision {adapted.offset_precision:.3g}): {min(values):+.3f} to "
+            f"{max(values):+.3f} (logit)."
+        )
+    return refitted
 
 
 def block_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -425,7 +520,7 @@ def save_adapted(
     extra = {**meta.extra, "blocks": block_doc, "adaptation_blocks": figures["blocks"]}
     doc = replace(meta, config=config, provenance=provenance, metrics=metrics, extra=extra)
     kept = {k: v for k, v in model.tensors.items() if not k.startswith(("init.", "inner_lr."))}
-    kept = {k: v for k, v in kept.items() if not k.startswith(("blocks.", "ensemble."))}
+    kept = {k: v for k, v in kept.items() if not k.startswith(("blocks.", "ensemble.", "offsets."))}
     save_model(options.output, {**model_tensors(adapted), **kept, **member_tensors}, doc)
 
 

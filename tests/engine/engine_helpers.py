@@ -27,6 +27,18 @@ def job_context(name: str, seed: int = 0) -> tuple[JobContext, io.StringIO]:
     return JobContext(name, RuntimeOptions(device="cpu", seed=seed), Reporter(stream)), stream
 
 
+def quiet_context(seed: int = 0) -> JobContext:
+    """A CPU job context named ``test`` (what it wrote: :func:`context_text`)."""
+    return job_context("test", seed)[0]
+
+
+def context_text(c: JobContext) -> str:
+    """Every protocol line a context of :func:`job_context` wrote, as one text."""
+    stream = c.reporter.stream
+    assert isinstance(stream, io.StringIO)
+    return stream.getvalue()
+
+
 def log_messages(stream: io.StringIO) -> list[str]:
     """The log messages a job wrote to ``stream`` (see :func:`job_context`)."""
     msgs = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]

@@ -35,45 +35,93 @@ def half(src: Path, dst: Path, north: bool) -> Path:
 
 
 @pytest.fixture(scope="module")
-def adapted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A meta model of the north (few iterations), adapted to the south with 5 shots."""
+def area(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The north's training points, the south's inventory and 24 blocks of the stack."""
     out = tmp_path_factory.mktemp("adapt")
     north = half(ECUADOR / "lsl.csv", out / "north.csv", True)
     south = half(ECUADOR / "landslides.csv", out / "south.csv", False)
-    blocks = str(out / "blocks.tif")
+    blocks = out / "blocks.tif"
     c, _ = job_context("segmentblocks")
     run_segment_blocks(
-        {"INPUT": str(TA), "N_BLOCKS": 24, "INVENTORY": str(north), **POINTS, "OUTPUT": blocks},
+        {
+            "INPUT": str(TA),
+            "N_BLOCKS": 24,
+            "INVENTORY": str(north),
+            **POINTS,
+            "OUTPUT": str(blocks),
+        },
         c,
     )
-    model = str(out / "meta.safetensors")
-    train = {"INPUT": str(TA), "INVENTORY": str(north), "BLOCKS": blocks, **POINTS}
+    return {"dir": out, "north": north, "south": south, "blocks": blocks}
+
+
+def train_north(area: dict[str, Path], method: str, **extra: Any) -> str:
+    """A block-wise model of the north (few meta-iterations) on the area's blocks."""
+    model = str(area["dir"] / f"{method}.safetensors")
     c, _ = job_context("trainsusceptibility")
     run_train(
         {
-            **train,
-            "METHOD": "meta",
+            "INPUT": str(TA),
+            "INVENTORY": str(area["north"]),
+            "BLOCKS": str(area["blocks"]),
+            **POINTS,
+            "METHOD": method,
             "ITERATIONS_META": 40,
             "TASKS_PER_BATCH": 4,
             "CV_FOLDS": 0,
             "IMPORTANCE_SAMPLES": 0,
             "OUTPUT": model,
+            **extra,
         },
         c,
     )
+    return model
+
+
+def adapt_south(area: dict[str, Path], model: str, name: str) -> dict[str, Any]:
+    """``model`` adapted to the south with 5 shots per block."""
+    out = area["dir"]
     params = {
         "MODEL": model,
         "INPUT": str(TA),
-        "INVENTORY": str(south),
+        "INVENTORY": str(area["south"]),
         **POINTS,
-        "BLOCKS": blocks,
+        "BLOCKS": str(area["blocks"]),
         "SHOTS": 5,
-        "OUTPUT": str(out / "adapted.safetensors"),
-        "OUTPUT_SAMPLES": str(out / "samples.csv"),
+        "OUTPUT": str(out / f"{name}.safetensors"),
+        "OUTPUT_SAMPLES": str(out / f"{name}_samples.csv"),
     }
     c, stream = job_context("adaptsusceptibility")
     result = run_adapt(params, c)
     return {"dir": out, "result": result, "log": log_messages(stream), "params": params}
+
+
+@pytest.fixture(scope="module")
+def adapted(area: dict[str, Path]) -> dict[str, Any]:
+    """A meta model of the north (few iterations), adapted to the south with 5 shots."""
+    return adapt_south(area, train_north(area, "meta"), "adapted")
+
+
+@pytest.fixture(scope="module")
+def hybrid(area: dict[str, Path]) -> dict[str, Any]:
+    """A hybrid model of the north (few iterations), adapted to the south with 5 shots."""
+    # Fewer meta-iterations and no calibrator: a hybrid trains its MLP 1 + 5 times
+    # (the bootstrap members) and the calibrator's out-of-block folds 3 more.
+    model = train_north(area, "hybrid", ITERATIONS_META=10, CALIBRATION="none")
+    return {**adapt_south(area, model, "hybrid_adapted"), "source": model}
+
+
+def mapped_at_samples(model: str, out: Path, samples_csv: str) -> tuple[np.ndarray, np.ndarray]:
+    """predictsusceptibility's pixels at the samples of ``samples_csv`` and their p_after."""
+    c, _ = job_context("predictsusceptibility")
+    tif = out / (Path(model).stem + "_p.tif")
+    run_predict({"MODEL": model, "INPUT": str(TA), "OUTPUT": str(tif), "BLEND_WIDTH": 0}, c)
+    with open(samples_csv, newline="") as fh:
+        samples = list(csv.DictReader(fh))
+    with rasterio.open(tif) as src:
+        xy = [(float(r["x"]), float(r["y"])) for r in samples]
+        mapped = np.array([v[0] for v in src.sample(xy)])
+    return mapped, np.array([float(r["p_after"]) for r in samples])
 
 
 def test_adapted_model_scores_and_predicts(adapted: dict[str, Any]) -> None:
@@ -95,34 +143,23 @@ def test_adapted_model_scores_and_predicts(adapted: dict[str, Any]) -> None:
     # predictsusceptibility uses the adapted model as it is; its pixels at the
     # held-out samples are the (calibrated) probabilities the job scored (without the
     # blending at block borders, which the job's scores do not include).
-    c, _ = job_context("predictsusceptibility")
-    run_predict(
-        {
-            "MODEL": result.outputs["OUTPUT"],
-            "INPUT": str(TA),
-            "OUTPUT": str(out / "p.tif"),
-            "BLEND_WIDTH": 0,
-        },
-        c,
+    mapped, after = mapped_at_samples(
+        result.outputs["OUTPUT"], out, adapted["params"]["OUTPUT_SAMPLES"]
     )
-    with open(adapted["params"]["OUTPUT_SAMPLES"], newline="") as fh:
-        samples = list(csv.DictReader(fh))
-    with rasterio.open(out / "p.tif") as src:
-        xy = [(float(r["x"]), float(r["y"])) for r in samples]
-        mapped = np.array([v[0] for v in src.sample(xy)])
-    after = np.array([float(r["p_after"]) for r in samples])
     np.testing.assert_allclose(mapped, after, atol=1e-5)
 
 
-def test_held_out_samples_are_not_adapted_on(adapted: dict[str, Any]) -> None:
-    """Adapting on the support samples alone gives the same weights: the held-out
-    samples played no part in them."""
+@pytest.mark.parametrize("fixture", ["adapted", "hybrid"])
+def test_held_out_samples_are_not_adapted_on(fixture: str, request: pytest.FixtureRequest) -> None:
+    """Adapting on the support samples alone gives the same weights (``hybrid``: and
+    offsets and members): the held-out samples played no part in them."""
     from slidewise.engine.core.modelfile import load_model
 
+    adapted = request.getfixturevalue(fixture)
     out, params = adapted["dir"], adapted["params"]
     with open(params["OUTPUT_SAMPLES"], newline="") as fh:
         samples = [r for r in csv.DictReader(fh) if r["role"] == "support"]
-    support = out / "support.csv"
+    support = out / f"{fixture}_support.csv"
     with open(support, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["x", "y", "lslpts"])
@@ -134,7 +171,7 @@ def test_held_out_samples_are_not_adapted_on(adapted: dict[str, Any]) -> None:
             "INVENTORY": str(support),
             "SHOTS": 0,
             "HOLDOUT": 0.0,
-            "OUTPUT": str(out / "a2.safetensors"),
+            "OUTPUT": str(out / f"{fixture}_again.safetensors"),
             "OUTPUT_SAMPLES": None,
         },
         c,
@@ -146,6 +183,68 @@ def test_held_out_samples_are_not_adapted_on(adapted: dict[str, Any]) -> None:
     assert set(t1) == set(t2)
     for name in t1:
         np.testing.assert_allclose(t1[name].numpy(), t2[name].numpy(), atol=1e-6, err_msg=name)
+
+
+def support_features(model: str, samples_csv: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, blocks)`` of the support samples of ``samples_csv`` on ``model``'s features."""
+    from slidewise.engine.core.modelfile import load_model
+    from slidewise.engine.geo.samples import FeatureEncoder
+
+    with open(samples_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["role"] == "support"]
+    _, meta = load_model(model, task="susceptibility")
+    encoder = FeatureEncoder.from_dict(meta.normalisation)
+    with rasterio.open(TA) as src:
+        order = [list(src.descriptions).index(b) for b in encoder.bands]
+        raw = np.array(list(src.sample([(float(r["x"]), float(r["y"])) for r in rows])))
+    y = np.array([int(r["label"]) for r in rows])
+    return (
+        encoder.transform(raw[:, order].astype(np.float64)),
+        y,
+        np.array([int(r["block"]) for r in rows]),
+    )
+
+
+def test_hybrid_adapts_its_mlp_and_offsets_and_keeps_its_boosting(hybrid: dict[str, Any]) -> None:
+    from dataclasses import replace
+
+    from slidewise.engine.core.modelfile import load_model
+    from slidewise.engine.susceptibility.blockoffset import block_offsets
+    from slidewise.engine.susceptibility.models import model_from_tensors
+
+    result, out = hybrid["result"], hybrid["dir"]
+    fig = result.figures
+    assert fig["support_samples"] + fig["holdout_samples"] == 761
+    assert 0 < fig["holdout_auc_before"] < 1 and 0.5 < fig["holdout_auc_after"] <= 1
+    assert fig["holdout_auc_after"] != fig["holdout_auc_before"]
+    src, _ = load_model(hybrid["source"], task="susceptibility")
+    new, meta = load_model(result.outputs["OUTPUT"], task="susceptibility")
+    assert meta.config["method"] == "hybrid"
+    # The global boosting part (the model's and each member's) is kept bit for bit.
+    boosting = [k for k in src if k.startswith("gbm.") or ".gbm." in k]
+    assert any(k.startswith("ensemble.") for k in boosting)
+    for k in boosting:
+        np.testing.assert_array_equal(new[k].numpy(), src[k].numpy(), err_msg=k)
+    # Each adapted block's MLP is re-adapted on the new samples (the model's and members').
+    for b in fig["adapted_blocks"]:
+        for prefix in ("", "ensemble.0.", "ensemble.4."):
+            name = f"{prefix}blocks.{b}.net.0.weight"
+            assert name in new and not (name in src and np.allclose(new[name], src[name]))
+    # Offsets: the MAP fit on each block's support samples under the stored prior.
+    fitted = model_from_tensors(new, meta.config)
+    x, y, blocks = support_features(result.outputs["OUTPUT"], hybrid["params"]["OUTPUT_SAMPLES"])
+    z = replace(fitted, offsets={}).hybrid_logit(x, blocks)
+    expected = block_offsets(z, y, blocks, meta.config["offset_precision"])
+    assert set(expected) == set(np.unique(blocks)) and len(expected) >= 5
+    for b, c in expected.items():
+        assert fitted.offsets[b] == pytest.approx(c, abs=1e-4)
+        assert fig["block_offsets"][str(b)] == pytest.approx(c, abs=1e-4)
+    assert any("Block offsets refitted on" in m for m in hybrid["log"])
+    # predictsusceptibility maps with the adapted hybrid as it is.
+    mapped, after = mapped_at_samples(
+        result.outputs["OUTPUT"], out, hybrid["params"]["OUTPUT_SAMPLES"]
+    )
+    np.testing.assert_allclose(mapped, after, atol=1e-5)
 
 
 def test_split_support_holds_out_each_class_and_balances_shots() -> None:
@@ -176,7 +275,7 @@ def test_refuses_a_global_model(adapted: dict[str, Any], tmp_path: Path) -> None
         c,
     )
     c, _ = job_context("adaptsusceptibility")
-    with pytest.raises(InputError, match="METHOD meta"):
+    with pytest.raises(InputError, match=r"METHOD rf, one global model.*METHOD hybrid or meta"):
         run_adapt({**params, "MODEL": rf, "OUTPUT": str(tmp_path / "x.safetensors")}, c)
 
 

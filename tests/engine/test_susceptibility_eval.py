@@ -424,32 +424,18 @@ def test_no_landslides_among_points(prob_raster: Path, tmp_path: Path) -> None:
     )
 
 
-def test_missing_label_column(prob_raster: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("field", "match"),
+    [
+        ({"LABEL_FIELD": "slide"}, "no label column 'slide'.*lslpts"),
+        ({"X_FIELD": "east"}, "no column 'east'"),
+    ],
+    ids=["label", "coordinate"],
+)
+def test_missing_column(prob_raster: Path, tmp_path: Path, field: dict, match: str) -> None:
     out = tmp_path / "e.html"
-    _expect_input_error(
-        {
-            "INPUT": str(prob_raster),
-            "INVENTORY": str(DATA / "landslides.csv"),
-            "LABEL_FIELD": "slide",
-            "OUTPUT": str(out),
-        },
-        "no label column 'slide'.*lslpts",
-        out,
-    )
-
-
-def test_missing_coordinate_column(prob_raster: Path, tmp_path: Path) -> None:
-    out = tmp_path / "e.html"
-    _expect_input_error(
-        {
-            "INPUT": str(prob_raster),
-            "INVENTORY": str(DATA / "landslides.csv"),
-            "X_FIELD": "east",
-            "OUTPUT": str(out),
-        },
-        "no column 'east'",
-        out,
-    )
+    params = {"INPUT": str(prob_raster), "INVENTORY": str(DATA / "landslides.csv"), **field}
+    _expect_input_error({**params, "OUTPUT": str(out)}, match, out)
 
 
 def test_all_points_on_nodata(prob_raster: Path, tmp_path: Path) -> None:

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from engine_helpers import SHARED
+from engine_helpers import SHARED, context_text, quiet_context
 
-from slidewise.engine.core.job import JobContext
-from slidewise.engine.core.protocol import Reporter
-from slidewise.engine.core.runtime import RuntimeOptions
 from slidewise.engine.susceptibility.blockoffset import fit_offset, learn_offset_prior, logit
 from slidewise.engine.susceptibility.classical import ClassicalModel, fit_classical
 from slidewise.engine.susceptibility.selection import MethodScore, choose
 
 LSL = SHARED / "susceptibility" / "ecuador" / "lsl.csv"
 TABLE = {"TABLE": str(LSL), "LABEL_FIELD": "lslpts", "X_FIELD": "x", "Y_FIELD": "y"}
-
-
-def ctx() -> JobContext:
-    return JobContext(name="test", options=RuntimeOptions(seed=0), reporter=Reporter(io.StringIO()))
-
-
-def messages(c: JobContext) -> str:
-    stream = c.reporter.stream
-    assert isinstance(stream, io.StringIO)
-    return stream.getvalue()
 
 
 def synthetic(n: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +109,7 @@ def test_auto_picks_the_best_method_on_ecuador_and_stores_the_comparison(tmp_pat
     if not LSL.is_file():
         pytest.skip("Ecuador data not available")
     out = tmp_path / "auto.safetensors"
-    c = ctx()
+    c = quiet_context()
     params = {**TABLE, "N_BLOCKS": 8, "CV_FOLDS": 2, "ITERATIONS_META": 20, "TASKS_PER_BATCH": 4}
     result = run_train({**params, "N_ESTIMATORS": 30, "OUTPUT": str(out)}, c)
     rows = result.figures["cv"]["comparison"]
@@ -136,7 +122,7 @@ def test_auto_picks_the_best_method_on_ecuador_and_stores_the_comparison(tmp_pat
     assert meta.config["method"] == best["method"]
     assert meta.config["selection"]["requested"] == "auto"
     assert meta.config["selection"]["comparison"] == rows
-    log = messages(c)
+    log = context_text(c)
     assert f"auto chose {best['method']}" in log
     assert "Leave-blocks-out AUC by method" in log
 
@@ -151,14 +137,14 @@ def test_auto_without_cv_trains_the_hybrid_which_saves_and_predicts(tmp_path: Pa
         pytest.skip("Ecuador data not available")
     model = tmp_path / "hybrid.safetensors"
     params = {**TABLE, "METHOD": "auto", "N_BLOCKS": 8, "CV_FOLDS": 0, "ITERATIONS_META": 20}
-    c = ctx()
+    c = quiet_context()
     result = run_train({**params, "TASKS_PER_BATCH": 4, "OUTPUT": str(model)}, c)
-    assert "CV_FOLDS is below 2: no methods were compared and hybrid was trained" in messages(c)
+    assert "CV_FOLDS is below 2: no methods were compared and hybrid was trained" in context_text(c)
     assert result.figures["method"] == "hybrid"
     assert len(result.figures["block_offsets"]) == 8
     out = tmp_path / "p.csv"
     where = {"TABLE": str(LSL), "X_FIELD": "x", "Y_FIELD": "y"}
-    run_predict({"MODEL": str(model), **where, "OUTPUT": str(out)}, ctx())
+    run_predict({"MODEL": str(model), **where, "OUTPUT": str(out)}, quiet_context())
     with open(out, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     p = np.array([float(r["susceptibility"]) for r in rows])

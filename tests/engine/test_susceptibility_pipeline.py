@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -13,13 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from engine_helpers import SHARED
+from engine_helpers import SHARED, context_text, quiet_context
 from sklearn.metrics import roc_auc_score
 
 from slidewise.engine.core.errors import InputError, ModelFileError
-from slidewise.engine.core.job import JobContext
-from slidewise.engine.core.protocol import Reporter
-from slidewise.engine.core.runtime import RuntimeOptions
 from slidewise.engine.geo.sampletables import read_sample_table
 from slidewise.engine.preparation.samplefactors import run_sample_factors
 from slidewise.engine.susceptibility.crossval import LabelledSamples, leave_blocks_out, summarise
@@ -41,16 +37,6 @@ def need_ecuador() -> None:
         pytest.skip("Ecuador data not available")
 
 
-def ctx() -> JobContext:
-    return JobContext(name="test", options=RuntimeOptions(seed=0), reporter=Reporter(io.StringIO()))
-
-
-def messages(c: JobContext) -> str:
-    stream = c.reporter.stream
-    assert isinstance(stream, io.StringIO)
-    return stream.getvalue()
-
-
 @pytest.fixture(scope="module")
 def meta_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     need_ecuador()
@@ -63,9 +49,9 @@ def meta_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "OUTPUT": str(out / "model.safetensors"),
         **FAST,
     }
-    c = ctx()
+    c = quiet_context()
     result = run_train(params, c)
-    return {"dir": out, "result": result, "log": messages(c), "params": params}
+    return {"dir": out, "result": result, "log": context_text(c), "params": params}
 
 
 def test_train_meta_writes_model_blocks_and_figures(meta_model: dict[str, Any]) -> None:
@@ -97,7 +83,7 @@ def test_train_meta_writes_model_blocks_and_figures(meta_model: dict[str, Any]) 
 def test_predict_windows_equal_whole_raster_and_classed(meta_model: dict[str, Any]) -> None:
     out = meta_model["dir"]
     model = meta_model["result"].outputs["OUTPUT"]
-    c = ctx()
+    c = quiet_context()
     start = time.perf_counter()
     r1 = run_predict(
         {
@@ -113,7 +99,7 @@ def test_predict_windows_equal_whole_raster_and_classed(meta_model: dict[str, An
     seconds = time.perf_counter() - start
     run_predict(
         {"MODEL": model, "INPUT": str(TA), "OUTPUT": str(out / "p_whole.tif"), "BLOCK_SIZE": 1024},
-        ctx(),
+        quiet_context(),
     )
     with rasterio.open(out / "p_small.tif") as a, rasterio.open(out / "p_whole.tif") as b:
         pa, pb = a.read(1), b.read(1)
@@ -150,17 +136,20 @@ def test_prediction_refuses_changed_blocks_and_missing_band(
                 "BLOCKS": str(other),
                 "OUTPUT": str(tmp_path / "p.tif"),
             },
-            ctx(),
+            quiet_context(),
         )
     assert not (tmp_path / "p.tif").exists()
     dem = ECUADOR / "dem_10m.tif"
     if dem.is_file():
         with pytest.raises(InputError, match="lacks the model's factor"):
             run_predict(
-                {"MODEL": model, "FACTORS": [str(dem)], "OUTPUT": str(tmp_path / "p.tif")}, ctx()
+                {"MODEL": model, "FACTORS": [str(dem)], "OUTPUT": str(tmp_path / "p.tif")},
+                quiet_context(),
             )
     with pytest.raises(ModelFileError):
-        run_predict({"MODEL": str(TA), "INPUT": str(TA), "OUTPUT": str(tmp_path / "p.tif")}, ctx())
+        run_predict(
+            {"MODEL": str(TA), "INPUT": str(TA), "OUTPUT": str(tmp_path / "p.tif")}, quiet_context()
+        )
 
 
 def test_global_methods_round_trip(tmp_path: Path) -> None:
@@ -178,11 +167,11 @@ def test_global_methods_round_trip(tmp_path: Path) -> None:
                 "CV_FOLDS": 0,
                 "OUTPUT": str(model),
             },
-            ctx(),
+            quiet_context(),
         )
         run_predict(
             {"MODEL": str(model), "INPUT": str(TA), "OUTPUT": str(tmp_path / f"{method}.tif")},
-            ctx(),
+            quiet_context(),
         )
         with rasterio.open(tmp_path / f"{method}.tif") as src:
             p = src.read(1)
@@ -208,7 +197,7 @@ def _values_at_points(src: Any, table: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_one_class_blocks_fall_back_and_are_reported(tmp_path: Path) -> None:
     need_ecuador()
-    c = ctx()
+    c = quiet_context()
     res = run_train(
         {
             "INPUT": str(TA),
@@ -224,7 +213,7 @@ def test_one_class_blocks_fall_back_and_are_reported(tmp_path: Path) -> None:
     )
     fallback = res.figures["fallback_blocks"]
     assert fallback and any("one class" in v or "fewer than 8" in v for v in fallback.values())
-    assert "use the meta-learned initialisation" in messages(c)
+    assert "use the meta-learned initialisation" in context_text(c)
     adapted = run_train(
         {
             "INPUT": str(TA),
@@ -236,7 +225,7 @@ def test_one_class_blocks_fall_back_and_are_reported(tmp_path: Path) -> None:
         },
         c,
     )
-    assert adapted.figures["one_class_blocks"] and "one class only" in messages(c)
+    assert adapted.figures["one_class_blocks"] and "one class only" in context_text(c)
 
 
 def test_sample_and_segment_jobs(tmp_path: Path) -> None:
@@ -250,7 +239,7 @@ def test_sample_and_segment_jobs(tmp_path: Path) -> None:
             "LABEL_FIELD": "lslpts",
             "OUTPUT": str(tmp_path / "s.csv"),
         },
-        ctx(),
+        quiet_context(),
     )
     _values, labels, _xs, _ys, names = read_sample_table(str(tmp_path / "s.csv"), "label", "X", "Y")
     assert names == ["slope", "cplan", "cprof", "elev", "log10_carea"]
@@ -264,7 +253,7 @@ def test_sample_and_segment_jobs(tmp_path: Path) -> None:
             "OUTPUT": str(tmp_path / "b.tif"),
             "OUTPUT_POLYGONS": str(tmp_path / "b.gpkg"),
         },
-        ctx(),
+        quiet_context(),
     )
     meta, _, _, fields = pyogrio.raw.read(str(tmp_path / "b.gpkg"))
     cols = dict(zip(meta["fields"], fields, strict=False))
@@ -278,14 +267,18 @@ def test_bad_inputs_write_nothing(tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     with pytest.raises(InputError, match="Unknown value"):
         run_train(
-            {"INPUT": str(TA), "INVENTORY": str(LSL), "METHOD": "xgb", "OUTPUT": str(out)}, ctx()
+            {"INPUT": str(TA), "INVENTORY": str(LSL), "METHOD": "xgb", "OUTPUT": str(out)},
+            quiet_context(),
         )
     with pytest.raises(InputError, match="Unknown parameter"):
-        run_train({"INPUT": str(TA), "INVENTORY": str(LSL), "EPOCHS": 3, "OUTPUT": str(out)}, ctx())
+        run_train(
+            {"INPUT": str(TA), "INVENTORY": str(LSL), "EPOCHS": 3, "OUTPUT": str(out)},
+            quiet_context(),
+        )
     bad = tmp_path / "bad.csv"
     bad.write_text("slope,elev,X,Y,label\n1,2,0,0,1\n3,4,1,1,2\n")
     with pytest.raises(InputError, match="must hold 1"):
-        run_train({"TABLE": str(bad), "OUTPUT": str(out)}, ctx())
+        run_train({"TABLE": str(bad), "OUTPUT": str(out)}, quiet_context())
     assert not out.exists()
 
 
@@ -296,7 +289,7 @@ def test_table_pipeline_with_nan_rows(tmp_path: Path) -> None:
     rows[5] = ",".join(["" if i == 3 else v for i, v in enumerate(rows[5].split(","))])
     table = tmp_path / "lsl_nan.csv"
     table.write_text("\n".join(rows) + "\n")
-    c = ctx()
+    c = quiet_context()
     model = tmp_path / "t.safetensors"
     res = run_train(
         {
@@ -308,10 +301,10 @@ def test_table_pipeline_with_nan_rows(tmp_path: Path) -> None:
         },
         c,
     )
-    assert "1 of 350 rows" in messages(c)
+    assert "1 of 350 rows" in context_text(c)
     assert res.figures["samples"]["landslides"] + res.figures["samples"]["non_landslides"] == 349
     pred = run_predict(
-        {"MODEL": str(model), "TABLE": str(LSL), "OUTPUT": str(tmp_path / "p.csv")}, ctx()
+        {"MODEL": str(model), "TABLE": str(LSL), "OUTPUT": str(tmp_path / "p.csv")}, quiet_context()
     )
     assert pred.figures["rows"] == 350
 
@@ -342,7 +335,7 @@ def test_unseen_category_at_prediction_warns(tmp_path: Path) -> None:
             "N_BLOCKS": 8,
             "OUTPUT": str(model),
         },
-        ctx(),
+        quiet_context(),
     )
     cls2 = np.where(np.isfinite(cls) & (cls >= 3), 9.0, cls).astype(np.float32)
     pred_stack = tmp_path / "pred.tif"
@@ -352,13 +345,13 @@ def test_unseen_category_at_prediction_warns(tmp_path: Path) -> None:
             ["slope", "cplan", "cprof", "elev", "log10_carea", "slopeclass"], 1
         ):
             dst.set_band_description(i, name)
-    c = ctx()
+    c = quiet_context()
     res = run_predict(
         {"MODEL": str(model), "INPUT": str(pred_stack), "OUTPUT": str(tmp_path / "p.tif")}, c
     )
     n9 = int(np.sum(cls2 == 9))
     assert res.figures["unseen_classes"]["slopeclass"]["9"] == n9
-    assert "not seen in training" in messages(c)
+    assert "not seen in training" in context_text(c)
 
 
 @pytest.mark.slow
