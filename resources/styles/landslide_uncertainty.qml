@@ -1,5 +1,5 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0" maxScale="0" minScale="1e+08" version="3.22.16-Białowieża">
+<qgis styleCategories="AllStyleCategories" version="3.22.16-Białowieża" minScale="1e+08" hasScaleBasedVisibilityFlag="0" maxScale="0">
   <flags>
     <Identifiable>1</Identifiable>
     <Removable>1</Removable>
@@ -14,21 +14,21 @@
   </temporal>
   <customproperties>
     <Option type="Map">
-      <Option name="identify/format" type="QString" value="Value"/>
+      <Option value="Value" type="QString" name="identify/format"/>
     </Option>
   </customproperties>
   <pipe-data-defined-properties>
     <Option type="Map">
-      <Option name="name" type="QString" value=""/>
+      <Option value="" type="QString" name="name"/>
       <Option name="properties"/>
-      <Option name="type" type="QString" value="collection"/>
+      <Option value="collection" type="QString" name="type"/>
     </Option>
   </pipe-data-defined-properties>
   <pipe>
     <provider>
-      <resampling zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour" enabled="false" maxOversampling="2"/>
+      <resampling zoomedOutResamplingMethod="nearestNeighbour" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" enabled="false"/>
     </provider>
-    <rasterrenderer opacity="1" band="1" nodataColor="" classificationMax="0.2" classificationMin="0" type="singlebandpseudocolor" alphaBand="-1">
+    <rasterrenderer band="1" classificationMin="0" classificationMax="0.1" alphaBand="-1" type="singlebandpseudocolor" opacity="1" nodataColor="">
       <minMaxOrigin>
         <limits>None</limits>
         <extent>WholeRaster</extent>
@@ -38,22 +38,22 @@
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>
       <rastershader>
-        <colorrampshader minimumValue="0" labelPrecision="6" classificationMode="1" colorRampType="INTERPOLATED" clip="0" maximumValue="0.20000000000000001">
-          <item label="0 (the 8 flips and turns agree)" alpha="255" value="0" color="#f7fcfd"/>
-          <item label="0.02" alpha="255" value="0.02" color="#bfd3e6"/>
-          <item label="0.05" alpha="255" value="0.05" color="#8c96c6"/>
-          <item label="0.1" alpha="255" value="0.1" color="#88419d"/>
-          <item label="0.2 and more (unsure)" alpha="255" value="0.2" color="#4d004b"/>
-          <rampLegendSettings minimumLabel="" maximumLabel="" direction="0" suffix="" prefix="" orientation="2" useContinuousLegend="0">
+        <colorrampshader maximumValue="0.10000000000000001" classificationMode="1" minimumValue="0" labelPrecision="6" clip="0" colorRampType="INTERPOLATED">
+          <item color="#f7fcfd" alpha="255" value="0" label="0 (the 8 flips and turns agree)"/>
+          <item color="#bfd3e6" alpha="255" value="0.01" label="0.01"/>
+          <item color="#8c96c6" alpha="255" value="0.025" label="0.025"/>
+          <item color="#88419d" alpha="255" value="0.05" label="0.05"/>
+          <item color="#4d004b" alpha="255" value="0.1" label="0.1 and more (unsure)"/>
+          <rampLegendSettings minimumLabel="" maximumLabel="" suffix="" orientation="2" useContinuousLegend="0" prefix="" direction="0">
             <numericFormat id="basic">
               <Option type="Map">
-                <Option name="decimal_separator" type="QChar" value=""/>
-                <Option name="decimals" type="int" value="6"/>
-                <Option name="rounding_type" type="int" value="0"/>
-                <Option name="show_plus" type="bool" value="false"/>
-                <Option name="show_thousand_separator" type="bool" value="true"/>
-                <Option name="show_trailing_zeros" type="bool" value="false"/>
-                <Option name="thousand_separator" type="QChar" value=""/>
+                <Option value="" type="QChar" name="decimal_separator"/>
+                <Option value="6" type="int" name="decimals"/>
+                <Option value="0" type="int" name="rounding_type"/>
+                <Option value="false" type="bool" name="show_plus"/>
+                <Option value="true" type="bool" name="show_thousand_separator"/>
+                <Option value="false" type="bool" name="show_trailing_zeros"/>
+                <Option value="" type="QChar" name="thousand_separator"/>
               </Option>
             </numericFormat>
           </rampLegendSettings>
@@ -61,7 +61,7 @@
       </rastershader>
     </rasterrenderer>
     <brightnesscontrast gamma="1" contrast="0" brightness="0"/>
-    <huesaturation colorizeOn="0" grayscaleMode="0" colorizeGreen="128" colorizeRed="255" invertColors="0" saturation="0" colorizeBlue="128" colorizeStrength="100"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeBlue="128" colorizeGreen="128" colorizeStrength="100" colorizeRed="255" invertColors="0"/>
     <rasterresampler maxOversampling="2"/>
     <resamplingStage>resamplingFilter</resamplingStage>
   </pipe>

@@ -83,9 +83,9 @@ def test_uncertainty_is_optional_and_styled(qgis_app, tmp_path: Path) -> None:
     assert processor is not None
     layer = QgsRasterLayer(path, "uncertainty")
     processor.postProcessLayer(layer, context, QgsProcessingFeedback())
-    # landslide_uncertainty.qml: light (the 8 members agree) to dark purple over 0-0.2.
+    # landslide_uncertainty.qml: light (the 8 members agree) to dark purple over 0-0.1.
     renderer = layer.renderer()
     assert renderer.type() == "singlebandpseudocolor"
     items = renderer.shader().rasterShaderFunction().colorRampItemList()
-    assert [round(i.value, 2) for i in items] == [0.0, 0.02, 0.05, 0.1, 0.2]
+    assert [round(i.value, 2) for i in items] == [0.0, 0.01, 0.025, 0.05, 0.1]
     assert items[-1].color.name() == "#4d004b"
