@@ -87,5 +87,5 @@ def test_uncertainty_is_optional_and_styled(qgis_app, tmp_path: Path) -> None:
     renderer = layer.renderer()
     assert renderer.type() == "singlebandpseudocolor"
     items = renderer.shader().rasterShaderFunction().colorRampItemList()
-    assert [round(i.value, 2) for i in items] == [0.0, 0.01, 0.025, 0.05, 0.1]
+    assert [round(i.value, 3) for i in items] == [0.0, 0.01, 0.025, 0.05, 0.1]
     assert items[-1].color.name() == "#4d004b"
