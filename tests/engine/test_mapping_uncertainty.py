@@ -197,3 +197,17 @@ def test_a_dask_task_sends_the_spread(crop: str) -> None:
     for (_, a), (_, b) in zip(remote.tiles, local.tiles, strict=True):
         assert a.shape == (2, 96, 96) and a[1].max() > 0
         np.testing.assert_array_equal(a, b)
+
+
+def test_multi_region_models_are_refused_before_any_output(crop: str, tmp_path: Path) -> None:
+    from slidewise.engine.core.errors import InputError
+    from slidewise.engine.core.modelfile import ModelMetadata, save_model
+
+    # Only the model file's task matters to the refusal: a stand-in with one tensor.
+    meta = ModelMetadata(task="multiregion", architecture="unet", bands=["r", "g", "b"])
+    path = save_model(tmp_path / "regions.safetensors", {"w": torch.zeros(1)}, meta)
+    out = tmp_path / "u.tif"
+    params = {"INPUT": crop, "MODEL": str(path), "OUTPUT_UNCERTAINTY": str(out)}
+    with pytest.raises(InputError, match="OUTPUT_UNCERTAINTY is written for single-decoder"):
+        run_map(params, job_context("maplandslides")[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regions.safetensors"]
