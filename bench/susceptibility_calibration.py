@@ -129,7 +129,9 @@ def measure(workdir: Path, iterations: int, widths: list[int], seed: int) -> dic
     return doc
 
 
-def measure_synthetic(workdir: Path, size: int, iterations: int, seed: int) -> dict[str, Any]:
+def measure_synthetic(
+    workdir: Path, size: int, iterations: int, seed: int, widths: tuple[int, ...] = (0, 16)
+) -> dict[str, Any]:
     """The same on the synthetic stack of :mod:`.susceptibility_memory` (north/south split)."""
     import rasterio
 
@@ -159,7 +161,7 @@ def measure_synthetic(workdir: Path, size: int, iterations: int, seed: int) -> d
     with rasterio.open(blocks) as src:
         ids = src.read(1)
     out = []
-    for width in (0, 16):
+    for width in widths:
         prob = workdir / f"synthetic_p{width}.tif"
         fig = predict_variant(model, prob, width, True, stack)
         with rasterio.open(prob) as src:
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--widths", type=int, nargs="*", default=[0, 8, 16, 32])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--synthetic", type=int, default=0, help="also a synthetic N x N stack")
+    parser.add_argument("--synthetic-widths", type=int, nargs="+", default=[0, 16])
     args = parser.parse_args(argv)
     import tempfile
 
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = measure(workdir, args.iterations, list(args.widths), args.seed) if args.widths else {}
         if args.synthetic:
             doc["synthetic"] = measure_synthetic(
-                workdir, args.synthetic, args.iterations, args.seed
+                workdir, args.synthetic, args.iterations, args.seed, tuple(args.synthetic_widths)
             )
     doc["settings"] = vars(args)
     Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

@@ -198,6 +198,18 @@ def main() -> int:
         ],
         multiply=True,
     )
+    pseudocolor(
+        "landslide_uncertainty.qml",
+        1,
+        [
+            (0.0, "#f7fcfd", "0 (the 8 flips and turns agree)"),
+            (0.01, "#bfd3e6", "0.01"),
+            (0.025, "#8c96c6", "0.025"),
+            (0.05, "#88419d", "0.05"),
+            (0.1, "#4d004b", "0.1 and more (unsure)"),
+        ],
+        multiply=True,
+    )
     landslide_polygons("landslide_polygons.qml")
     polygons("blocks.qml", "0,0,0,0", "#37474f", "0.4")
     polygons("detection_boxes.qml", "0,0,0,0", "#ff00ff", "0.8")

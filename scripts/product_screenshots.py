@@ -81,6 +81,20 @@ SCENES = {
             1.0,
         ),
     ],
+    "landslide_uncertainty": [
+        (
+            "landslide_uncertainty.tif",
+            "Uncertainty (std of the 8 TTA members)",
+            "landslide_uncertainty.qml",
+            1.0,
+        ),
+        (
+            'reference_10105.gpkg|layername=reference|subset="DN" = 255',
+            "Reference outline",
+            None,
+            1.0,
+        ),
+    ],
 }
 _ONLY = os.environ.get("SLIDEWISE_SHOTS_SCENES", "").split()
 state = {"queue": [s for s in SCENES if not _ONLY or s in _ONLY], "scene": None}
@@ -125,7 +139,9 @@ def next_scene():
         canvas.setExtent(extent)
         canvas.refresh()
         # No block lines over the probability: they would hide the seams.
-        state["background"] = layers[0].id() if len(layers) > 1 else None
+        # (A styled bottom layer is the product itself: its legend stays open.)
+        styled = SCENES[scene][0][2] is not None
+        state["background"] = layers[0].id() if len(layers) > 1 and not styled else None
         QTimer.singleShot(4000, grab)
     except Exception:
         (OUT / "error.txt").write_text(traceback.format_exc())

@@ -8,8 +8,8 @@ from slidewise.contract.specs.inference import BACKEND
 from slidewise.contract.specs.polygons import POLYGON_PARAMS
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
-#: The three outputs; the job needs at least one.
-OUTPUT_NAMES = ("OUTPUT_PROBABILITY", "OUTPUT_MASK", "OUTPUT_POLYGONS")
+#: The outputs; the job needs at least one.
+OUTPUT_NAMES = ("OUTPUT_PROBABILITY", "OUTPUT_MASK", "OUTPUT_POLYGONS", "OUTPUT_UNCERTAINTY")
 
 SPEC = AlgorithmSpec(
     "maplandslides",
@@ -89,7 +89,8 @@ SPEC = AlgorithmSpec(
             "TTA",
             "Test-time augmentation",
             "bool",
-            "Average over the 8 flips and rotations (8 times slower, usually smoother).",
+            "Average over the 8 flips and rotations (8 times slower, usually smoother). "
+            "Always on when the uncertainty output is written.",
             default=False,
             advanced=True,
         ),
@@ -114,6 +115,18 @@ SPEC = AlgorithmSpec(
             "area_m2 (m²), perimeter_m (m), compactness (Polsby-Popper 4·pi·area/perimeter², 1 "
             "for a disc), pixels (landslide pixels), mean_probability, max_probability and, with "
             "a DEM, mean_slope (degrees).",
+        ),
+        Param(
+            "OUTPUT_UNCERTAINTY",
+            "Landslide probability uncertainty",
+            "output_raster",
+            "Optional Float32 GeoTIFF, 0-0.5, NaN = nodata: the standard deviation of the "
+            "calibrated probability over the 8 flips and rotations of test-time augmentation "
+            "(0 where they all agree; high where the model's answer depends on the image's "
+            "orientation, typically along landslide edges and on ambiguous ground), blended "
+            "across tiles like the probability. Turns TTA on (8 times slower); skipped when "
+            "left empty.",
+            create_by_default=False,
         ),
         *SCALE_OUT,
         COG,

@@ -47,8 +47,12 @@ SPEC = AlgorithmSpec(
                 "Within this distance of a block border the models of the blocks on both "
                 "sides are blended, the neighbour's share falling from one half at the border "
                 "to zero at this distance, so the map has no seams; farther in, each block "
-                "keeps its own model. 0: hard borders (one model per block). Meta models only.",
-                default=16,
+                "keeps its own model. 0: hard borders (one model per block). Meta models only. "
+                "The default 2 px takes the jump out of the borders while keeping the held-out "
+                "AUC; a wider band hides the level difference between blocks more gently but "
+                "puts more pixels under a neighbour's model, which is less right there (16 px "
+                "lowered the held-out AUC on Ecuador in five seeds out of five).",
+                default=2,
                 minimum=0,
                 maximum=1000,
                 unit="px",

@@ -16,7 +16,8 @@ The cache follows the partial naming rule, with a state file
 (:func:`slidewise.contract.partials.resume_state_path`), so a Cancel or an
 error removes it with the other partial files and a crash seen by the plugin
 keeps it. Success removes it. It holds about 4 bytes per predicted pixel
-(x the tile redundancy, ~1.1-1.3): plan the space next to the outputs.
+(8 when the tiles carry the TTA members' variance, ``TilingOptions.spread``;
+x the tile redundancy, ~1.1-1.3): plan the space next to the outputs.
 """
 
 from __future__ import annotations

@@ -256,6 +256,9 @@ class TilingOptions:
             (:mod:`slidewise.engine.imagery.tiling_cluster`); ``None``: in this process.
         cache: Keep the predicted tile rows on disk so that a killed run resumes
             (:mod:`slidewise.engine.imagery.tile_cache`); ``None``: not resumable.
+        spread: Also the spread of the TTA members (needs ``tta``): each strip is
+            then ``(rows, cols, 2)``, the probability and the standard deviation of
+            the 8 members' probabilities (:func:`blend_tile_rows`).
     """
 
     tile: int = DEFAULT_TILE
@@ -271,6 +274,7 @@ class TilingOptions:
     stats: PredictionStats | None = None
     remote: RemoteTileRows | None = None
     cache: TileCacheRequest | None = None
+    spread: bool = False
 
 
 # --------------------------------------------------------------------------- sources
@@ -370,6 +374,33 @@ D4_TRANSFORMS: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True
 """The 8 transforms of the dihedral group D4 as (quarter turns, horizontal flip)."""
 
 
+def member_moments(members: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance (population, ``ddof=0``) of ensemble members, one member at a time.
+
+    Accumulated as sums of each member's difference to the first one, so that
+    members that agree give a variance of exactly 0 and float32 loses nothing
+    to the cancellation of ``E[p^2] - E[p]^2``; no member is kept.
+    """
+    first: torch.Tensor | None = None
+    total: torch.Tensor | None = None
+    squares: torch.Tensor | None = None
+    n = 0
+    for prob in members:
+        n += 1
+        if first is None:
+            first = prob
+            continue
+        diff = prob - first
+        total = diff if total is None else total + diff
+        squares = diff * diff if squares is None else squares + diff * diff
+    if first is None:
+        raise ValueError("no ensemble member")
+    if total is None or squares is None:
+        return first, torch.zeros_like(first)
+    shift = total / n
+    return first + shift, (squares / n - shift * shift).clamp_min(0.0)
+
+
 @dataclass
 class _Runner:
     """Runs a model on a batch of tiles and returns probabilities."""
@@ -381,9 +412,14 @@ class _Runner:
     amp: bool
     channels_last: bool
     calls: int = 0
+    spread: bool = False
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (B, rows, cols) of a batch (B, bands, rows, cols) of raw tiles."""
+        """Probabilities (B, rows, cols) of a batch (B, bands, rows, cols) of raw tiles.
+
+        With :attr:`spread`: (B, 2, rows, cols), the mean of the TTA members'
+        probabilities and their variance (:func:`member_moments`).
+        """
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device, non_blocking=True)
             x = normalise(x, self.normalisation)
@@ -391,9 +427,14 @@ class _Runner:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             transforms = D4_TRANSFORMS if self.tta else ((0, False),)
+            members = (
+                _d4_inverse(self._forward(_d4(x, k, flip)), k, flip) for k, flip in transforms
+            )
+            if self.spread:
+                mean, var = member_moments(members)
+                return torch.stack([mean[:, 0], var[:, 0]], dim=1).cpu().numpy()
             total: torch.Tensor | None = None
-            for k, flip in transforms:
-                prob = _d4_inverse(self._forward(_d4(x, k, flip)), k, flip)
+            for prob in members:
                 total = prob if total is None else total + prob
             assert total is not None
             return (total[:, 0] / len(transforms)).cpu().numpy()
@@ -461,6 +502,7 @@ def make_runner(
     amp: bool | None = None,
     channels_last: bool | None = None,
     fold_bn: bool | None = None,
+    spread: bool = False,
 ) -> _Runner:
     """Prepare a model for inference: eval mode, device, AMP, memory format, folded batch norms.
 
@@ -470,7 +512,8 @@ def make_runner(
     ``bench/mapping_throughput.py``). ``fold_bn`` (default: on for CPUs)
     runs a copy of the model with batch norms folded into the convolutions
     (:func:`fold_batch_norms`; 1.1-1.2x on the benchmark U-Net, outputs equal
-    within 1e-4). The model is moved to ``device`` in place.
+    within 1e-4). ``spread``: the runner also returns the variance of the TTA
+    members (:attr:`_Runner.spread`). The model is moved to ``device`` in place.
     """
     dev = torch.device(device) if device is not None else _model_device(model)
     is_cuda = dev.type == "cuda"
@@ -485,7 +528,7 @@ def make_runner(
         model = fold_batch_norms(model)  # a copy, in the memory format chosen above
         if channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return _Runner(model, dev, dict(normalisation or {}), tta, amp, channels_last)
+    return _Runner(model, dev, dict(normalisation or {}), tta, amp, channels_last, spread=spread)
 
 
 # --------------------------------------------------------------------------- prediction
@@ -521,6 +564,8 @@ def iter_predictions(
         ``(window, probability)``: full-width row strips in order from the top,
         float32 in [0, 1] with NaN where the input is nodata or outside
         ``output_mask``. Together the strips cover the raster exactly once.
+        With ``options.spread`` each strip is ``(rows, cols, 2)``: the
+        probability and the standard deviation of the TTA members.
     """
     import rasterio
 
@@ -533,7 +578,13 @@ def iter_predictions(
         source, to_close = open_source(src, bands, nodata)
         try:
             runner = make_runner(
-                model, normalisation, opts.device, opts.tta, opts.amp, opts.channels_last
+                model,
+                normalisation,
+                opts.device,
+                opts.tta,
+                opts.amp,
+                opts.channels_last,
+                spread=opts.spread,
             )
             batch = opts.batch_size or default_batch_size(runner.device)
             layout = TileLayout.plan(
@@ -682,6 +733,64 @@ def _predict_strips(
     yield from blend_tile_rows(rows, layout, source.height, source.width, progress, stats)
 
 
+class _BlendBand:
+    """The rolling band of :func:`blend_tile_rows`: weighted sums over one tile row's height.
+
+    Holds the sum of weighted probabilities and of weights, the valid pixels
+    and, for tiles that carry the members' variance (``(2, rows, cols)``), the
+    sum of weighted variances.
+    """
+
+    def __init__(self, layout: TileLayout, width: int) -> None:
+        th = layout.rows.tile
+        self.width = width
+        self.w2d = layout.rows.weights()[:, None] * layout.cols.weights()[None, :]
+        self.acc = np.zeros((th, width), dtype=np.float32)
+        self.wsum = np.zeros((th, width), dtype=np.float32)
+        self.valid = np.zeros((th, width), dtype=bool)
+        self.var: np.ndarray | None = None
+
+    def add(self, x: int, tile: np.ndarray) -> None:
+        """Add one tile whose left column is raster column ``x``."""
+        tw = tile.shape[-1]
+        c0, c1 = max(0, -x), min(tw, self.width - x)
+        w = self.w2d[:, c0:c1]
+        prob = tile[0] if tile.ndim == 3 else tile
+        self.acc[:, x + c0 : x + c1] += w * prob[:, c0:c1]
+        self.wsum[:, x + c0 : x + c1] += w
+        if tile.ndim == 3:
+            if self.var is None:
+                self.var = np.zeros_like(self.acc)
+            self.var[:, x + c0 : x + c1] += w * tile[1][:, c0:c1]
+
+    def emit(self, e0: int, e1: int, keep: np.ndarray) -> np.ndarray:
+        """Band rows ``[e0, e1)``, final: the probability (and spread), NaN outside ``keep``.
+
+        The spread is the square root of the blended variance: seam-free like
+        the probability, and exactly the members' standard deviation where a
+        single tile covers the pixel.
+        """
+        wsum = self.wsum[e0:e1]
+        keep = keep & (wsum > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prob = self.acc[e0:e1] / wsum
+            prob[~keep] = np.nan
+            np.clip(prob, 0.0, 1.0, out=prob)
+            if self.var is None:
+                return prob
+            std = np.sqrt(np.maximum(self.var[e0:e1] / wsum, 0.0))
+        std[~keep] = np.nan
+        return np.stack([prob, np.clip(std, 0.0, 0.5, out=std)], axis=-1)
+
+    def shift(self, rows: int) -> None:
+        """Move the band down by ``rows`` raster rows (the rows above were emitted)."""
+        th = self.acc.shape[0]
+        for buf in (self.acc, self.wsum, self.valid, self.var):
+            if buf is not None:
+                buf[: th - rows] = buf[rows:]
+                buf[th - rows :] = 0
+
+
 def blend_tile_rows(
     rows: Iterable[TileRow],
     layout: TileLayout,
@@ -694,27 +803,24 @@ def blend_tile_rows(
 
     The arithmetic is the same wherever the tile rows were computed, so a
     Dask run blends the same numbers in the same order as a one-process run.
+    Tiles that carry the TTA members' variance (``(2, rows, cols)``, see
+    :attr:`TilingOptions.spread`) have it blended with the same weights.
 
     Yields:
         ``(window, probability)`` full-width strips from the top, NaN where the
-        input is invalid or outside the output mask.
+        input is invalid or outside the output mask; with the variance,
+        ``(rows, cols, 2)``: the probability and the members' standard deviation.
     """
-    th, tw = layout.rows.tile, layout.cols.tile
-    w2d = layout.rows.weights()[:, None] * layout.cols.weights()[None, :]
-    acc = np.zeros((th, width), dtype=np.float32)
-    wsum = np.zeros((th, width), dtype=np.float32)
-    valid_band = np.zeros((th, width), dtype=bool)
+    th = layout.rows.tile
+    band = _BlendBand(layout, width)
     row_starts = layout.rows.starts
     for row in rows:
         # The band's row 0 is raster row y; the tile row covers band rows [0, th).
         k, y = row.index, row_starts[row.index]
         r0, r1 = max(0, -y), min(th, height - y)  # band rows inside the raster
-        valid_band[r0:r1] = row.valid
-        for x, prob in row.tiles:
-            c0, c1 = max(0, -x), min(tw, width - x)
-            w = w2d[:, c0:c1]
-            acc[:, x + c0 : x + c1] += w * prob[:, c0:c1]
-            wsum[:, x + c0 : x + c1] += w
+        band.valid[r0:r1] = row.valid
+        for x, tile in row.tiles:
+            band.add(x, tile)
         stats.tiles_run += len(row.tiles)
         stats.tiles_skipped += row.skipped
         stats.forward_passes += row.passes
@@ -725,18 +831,12 @@ def blend_tile_rows(
         shift = th if last else row_starts[k + 1] - y
         e0, e1 = max(0, -y), min(shift, height - y)
         if e1 > e0:
-            window = Window(0, y + e0, width, e1 - e0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                prob = acc[e0:e1] / wsum[e0:e1]
-            keep = valid_band[e0:e1] & (wsum[e0:e1] > 0)
+            keep = band.valid[e0:e1].copy()
             if row.aoi is not None:
                 keep &= row.aoi[e0 - r0 : e1 - r0]
-            prob[~keep] = np.nan
-            yield window, np.clip(prob, 0.0, 1.0, out=prob)
+            yield Window(0, y + e0, width, e1 - e0), band.emit(e0, e1, keep)
         if not last:
-            for buf in (acc, wsum, valid_band):
-                buf[: th - shift] = buf[shift:]
-                buf[th - shift :] = 0
+            band.shift(shift)
 
 
 def predict_raster(

@@ -119,6 +119,7 @@ class ModelTileRowTask(TileRowTask):
         tta: Test-time augmentation.
         amp: Mixed precision (``None``: the one-process default).
         channels_last: Channels-last memory format (``None``: the default).
+        spread: Also the TTA members' variance (:attr:`.tiling.TilingOptions.spread`).
     """
 
     input: str
@@ -128,6 +129,7 @@ class ModelTileRowTask(TileRowTask):
     tta: bool = False
     amp: bool | None = None
     channels_last: bool | None = None
+    spread: bool = False
 
     @classmethod
     def for_tiling(cls, input: str, model: str, bands: list[int], tiling: Any) -> Any:
@@ -140,6 +142,7 @@ class ModelTileRowTask(TileRowTask):
             tta=tiling.tta,
             amp=tiling.amp,
             channels_last=tiling.channels_last,
+            spread=tiling.spread,
         )
 
     def open_inputs(self, files: contextlib.ExitStack) -> tuple[Any, Any, OutputMaskFn | None]:
@@ -151,7 +154,13 @@ class ModelTileRowTask(TileRowTask):
 
         net, meta = load_mapping_model(self.model, device=self.device)
         runner = make_runner(
-            net, meta.normalisation, self.device, self.tta, self.amp, self.channels_last
+            net,
+            meta.normalisation,
+            self.device,
+            self.tta,
+            self.amp,
+            self.channels_last,
+            spread=self.spread,
         )
         files.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         reader = files.enter_context(rasterio.open(self.input))

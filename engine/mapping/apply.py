@@ -97,7 +97,9 @@ class MapParams(JobParams):
         output_mask: Uint8 GeoTIFF: 1 = landslide, 0 = not landslide, 255 = nodata.
         output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with the fields
             :data:`slidewise.contract.specs.polygons.POLYGON_FIELDS`.
-            At least one of the three outputs is required.
+        output_uncertainty: Float32 GeoTIFF of the standard deviation of the 8 TTA
+            members' probabilities (0..0.5; NaN = nodata); turns TTA on.
+            At least one of the four outputs is required.
         workers: WORKERS, local Dask worker processes predicting the tile rows (1: none;
             :mod:`slidewise.engine.mapping.map_cluster`).
         scheduler: SCHEDULER, address of an existing Dask scheduler.
@@ -127,6 +129,7 @@ class MapParams(JobParams):
     output_probability: str | None = None
     output_mask: str | None = None
     output_polygons: str | None = None
+    output_uncertainty: str | None = None
     workers: int = 1
     scheduler: str | None = None
 
@@ -334,6 +337,7 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     options = MapParams.from_params(params)
     options = dc_replace(options, model=resolve_model(options.model, ctx.log))
+    options = uncertainty_needs_tta(options, ctx)
     info = checked_inputs(options)
     apply(ctx.options)
     device = select_device(ctx.options.device)
@@ -355,6 +359,17 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     )
 
 
+def uncertainty_needs_tta(options: MapParams, ctx: JobContext) -> MapParams:
+    """The options with TTA on when OUTPUT_UNCERTAINTY is asked for (said in the log)."""
+    if not options.output_uncertainty or options.tta:
+        return options
+    ctx.log(
+        "OUTPUT_UNCERTAINTY is the spread of the 8 flips and rotations of test-time "
+        "augmentation: TTA is turned on (8 forward passes per tile)."
+    )
+    return dc_replace(options, tta=True)
+
+
 def checked_inputs(options: MapParams) -> RasterInfo:
     """Open the input raster and check the outputs can be written.
 
@@ -366,7 +381,8 @@ def checked_inputs(options: MapParams) -> RasterInfo:
     outputs = options.outputs()
     if not any(outputs.values()):
         raise InputError(
-            "No output was chosen: set OUTPUT_PROBABILITY, OUTPUT_MASK or OUTPUT_POLYGONS."
+            "No output was chosen: set OUTPUT_PROBABILITY, OUTPUT_MASK, OUTPUT_POLYGONS or "
+            "OUTPUT_UNCERTAINTY."
         )
     info = open_raster(options.input, what="input raster")
     chosen = [v for v in outputs.values() if v]
@@ -392,6 +408,12 @@ def load_model(options: MapParams, device: torch.device) -> LoadedModel:
         ModelFileError: the file is not a mapping model.
     """
     if read_metadata(options.model).task == "multiregion":
+        if options.output_uncertainty:
+            raise InputError(
+                "OUTPUT_UNCERTAINTY is written for single-decoder models only, and "
+                f"'{Path(options.model).name}' has region decoders: leave OUTPUT_UNCERTAINTY "
+                "empty, or map each region with a single-decoder model."
+            )
         return _load_multiregion(options, device)
     if options.region or options.region_polygons:
         raise InputError(
@@ -549,6 +571,7 @@ def _tiling(
         device=device,
         multiple=multiple,
         progress=ctx.stage(0, 95),
+        spread=bool(options.output_uncertainty),
     )
 
 
@@ -571,8 +594,11 @@ def map_raster(
             stats = PredictionStats()
             strips = _single_strips(loaded, reader, plan, output_mask, stats)
             sinks = _open_outputs(options, info, plan.threshold, stack)
-            for window, prob in rechunk(strips):
-                sinks.add(window, prob)
+            for window, data in rechunk(strips):
+                if data.ndim == 3:  # the probability and the TTA members' spread
+                    sinks.add(window, data[..., 0], spread=data[..., 1])
+                else:
+                    sinks.add(window, data)
             return sinks.finish(ctx) | cluster_figures(plan), stats
         region_stats: dict[str, Any] = {}
         strips = _region_strips(options, loaded, reader, plan, output_mask, region_stats)
@@ -694,14 +720,26 @@ class _Sinks:
         self.info, self.threshold = info, threshold
         self.prob: Any = None
         self.mask: Any = None
+        self.uncertainty: Any = None
         self.polygons: Any = None
         self.polygon_path = ""
         self.landslide = 0
         self.valid = 0
         self.area = 0.0
+        self.spread_sum = 0.0
 
-    def add(self, window: Window, prob: np.ndarray, threshold: np.ndarray | None = None) -> None:
-        """Write a strip; ``threshold`` (same shape) overrides the threshold per pixel."""
+    def add(
+        self,
+        window: Window,
+        prob: np.ndarray,
+        threshold: np.ndarray | None = None,
+        spread: np.ndarray | None = None,
+    ) -> None:
+        """Write a strip; ``threshold`` (same shape) overrides the threshold per pixel.
+
+        ``spread`` is the TTA members' standard deviation of the strip (the
+        uncertainty output).
+        """
         from slidewise.engine.geo.polygons import pixel_areas
 
         valid = np.isfinite(prob)
@@ -717,6 +755,9 @@ class _Sinks:
         if self.mask is not None:
             out = np.where(valid, slide, MASK_NODATA).astype(np.uint8)
             self.mask.write(out[None], window=window)
+        if self.uncertainty is not None and spread is not None:
+            self.uncertainty.write(spread[None].astype(np.float32, copy=False), window=window)
+            self.spread_sum += float(np.sum(spread[valid], dtype=np.float64))
         if self.polygons is not None:
             self.polygons.add(int(window.row_off), slide, prob)
 
@@ -729,6 +770,8 @@ class _Sinks:
             "landslide_fraction": self.landslide / self.valid if self.valid else 0.0,
             "landslide_area_m2": self.area,
         }
+        if self.uncertainty is not None:
+            figures["uncertainty_mean"] = self.spread_sum / self.valid if self.valid else 0.0
         if self.polygons is not None:
             ctx.progress(96)
             geoms, fields = self.polygons.finish()
@@ -764,6 +807,11 @@ def _open_outputs(
         profile = output_profile(info, 1, "uint8", nodata=MASK_NODATA)
         sinks.mask = stack.enter_context(
             create_raster(outputs["OUTPUT_MASK"], profile, ["landslide"])
+        )
+    if outputs["OUTPUT_UNCERTAINTY"]:
+        profile = output_profile(info, 1, "float32")
+        sinks.uncertainty = stack.enter_context(
+            create_raster(outputs["OUTPUT_UNCERTAINTY"], profile, ["landslide_probability_std"])
         )
     if outputs["OUTPUT_POLYGONS"]:
         sinks.polygons = polygon_builder(options, info)

@@ -75,7 +75,7 @@ class PredictParams(StackParams):
     classification: str = "quantile"
     n_classes: int = 5
     block_size: int = 512
-    blend_width: int = 16
+    blend_width: int = 2
     output: str = ""
     classed: str | None = None
     uncertainty: str | None = None

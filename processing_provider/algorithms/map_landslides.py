@@ -35,7 +35,9 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         "bands named. A multi-region model maps with the decoder of the chosen region, or "
         "per area from region polygons. Without a model file it maps with the landslide "
         "model shipped with Slidewise (RGB imagery; trained on Bijie and Sichuan, figures "
-        "on its model card)."
+        "on its model card). Optionally writes the uncertainty of the probability: its "
+        "standard deviation over the 8 flips and rotations of test-time augmentation "
+        "(turns TTA on, 8 times slower)."
     )
 
     def initAlgorithm(self, config=None) -> None:
@@ -49,7 +51,7 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         params, outputs = super().job_parameters(parameters, context, feedback)
         if not any(params.get(name) for name in OUTPUT_NAMES):
             raise QgsProcessingException(
-                tr("Choose at least one output: probability, mask or polygons.")
+                tr("Choose at least one output: probability, mask, polygons or uncertainty.")
             )
         return params, outputs
 
@@ -59,3 +61,6 @@ class MapLandslidesAlgorithm(SlidewiseAlgorithm):
         )
         self.style_output(results.get("OUTPUT_MASK", ""), "landslide_mask.qml", context)
         self.style_output(results.get("OUTPUT_POLYGONS", ""), "landslide_polygons.qml", context)
+        self.style_output(
+            results.get("OUTPUT_UNCERTAINTY", ""), "landslide_uncertainty.qml", context
+        )

@@ -422,6 +422,7 @@ def test_parameters_come_from_the_contract() -> None:
         "OUTPUT_PROBABILITY": "",
         "OUTPUT_MASK": "o.tif",
         "OUTPUT_POLYGONS": "",
+        "OUTPUT_UNCERTAINTY": "",
     }
     given = {"INPUT": "a.tif", "MODEL": "m", "TTA": "yes", "BATCH_SIZE": "4"}
     assert MapParams.from_params(given).batch_size == 4

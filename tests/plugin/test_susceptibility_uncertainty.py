@@ -35,7 +35,7 @@ def test_uncertainty_output_is_created_by_default_and_styled(qgis_app, tmp_path:
     unc = alg.parameterDefinition("UNCERTAINTY")
     assert unc is not None and unc.createByDefault()
     blend = alg.parameterDefinition("BLEND_WIDTH")
-    assert blend.defaultValue() == 16 and blend.minimum() == 0
+    assert blend.defaultValue() == 2 and blend.minimum() == 0
     path = str(tmp_path / "uncertainty.tif")
     _float_raster(Path(path))
     context = QgsProcessingContext()
