@@ -562,7 +562,9 @@ def _probability_from_model(
         multiple=model_multiple(meta),
         channels_last=None if backend == "torch" else False,
     )
-    task = ModelTileRowTask.for_tiling(info.path, str(options.model), band_choice.indexes, tiling)
+    task = ModelTileRowTask.for_tiling(
+        info.path, str(options.model), band_choice.indexes, tiling, backend=backend
+    )
     cluster = ClusterOptions(options.workers, options.scheduler)
     with tiling_on_cluster(tiling, task, cluster, log) as tiling:
         prob = predict_raster(

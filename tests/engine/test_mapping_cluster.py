@@ -100,6 +100,46 @@ def test_a_pickled_tile_row_task_predicts_what_this_process_predicts(tiny_model:
     assert np.array_equal(remote.valid, local.valid) and remote.valid.all()
 
 
+def test_the_workers_run_the_backend_the_job_resolved(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BACKEND onnxruntime in the job: the task a worker opens computes with ONNX Runtime."""
+    import pickle
+
+    from slidewise.engine.imagery import backends
+    from slidewise.engine.imagery.tiling import TileLayout, TilingOptions
+    from slidewise.engine.imagery.tiling_cluster import ModelTileRowTask, backend_name
+
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / "cache"))
+    tiling = TilingOptions(tile=128, overlap=32, device="cpu", channels_last=False)
+    layout = TileLayout.plan(720, 512, 3, 128, 32, 1)
+    rows = {}
+    for name in ("torch", "onnxruntime"):
+        task = ModelTileRowTask.for_tiling(str(BIJIE), tiny_model, [1, 2, 3], tiling, name)
+        task = pickle.loads(pickle.dumps(task))  # as a worker receives it
+        rows[name] = task((layout, 2))
+        assert backend_name(task.__dict__["opened"][1].model) == name
+    assert isinstance(task.__dict__["opened"][1].model, backends.OnnxRuntimeModule)
+    for (_, a), (_, b) in zip(rows["onnxruntime"].tiles, rows["torch"].tiles, strict=True):
+        assert np.nanmax(np.abs(a - b)) <= 1e-4  # the same model, another runtime
+
+
+@pytest.mark.slow
+def test_two_workers_with_onnx_runtime_write_what_one_process_writes(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slidewise.engine.imagery import backends
+
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / "cache"))
+    one, (one_result, _) = _map(tiny_model, tmp_path, "one", BACKEND="onnxruntime")
+    two, (two_result, logs) = _map(tiny_model, tmp_path, "two", BACKEND="onnxruntime", WORKERS=2)
+    assert one_result.figures["backend"] == two_result.figures["backend"] == "onnxruntime"
+    assert two_result.figures["cluster"]["backend"] == "onnxruntime"
+    assert any("workers run the model with the onnxruntime backend" in m for m in logs)
+    # One ONNX Runtime thread in the job and in each worker: the same numbers.
+    assert np.array_equal(two["OUTPUT_PROBABILITY"], one["OUTPUT_PROBABILITY"])
+
+
 class _Cancelled(BaseException):
     """What the worker raises on Cancel (SIGTERM), raised here from the progress callback."""
 
