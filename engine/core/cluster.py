@@ -119,16 +119,20 @@ def dask_client(options: ClusterOptions, log: Callable[[str], None] = print) -> 
 def worker_environment() -> dict[str, Any]:
     """Dask settings of a local cluster's worker processes (see :data:`WORKER_ENV_UNSET`).
 
-    Also off: the workers' statistical profiler (no dashboard is shown).
+    Also, as nobody watches a job's local cluster on a dashboard: no statistical
+    profiler in the workers, and slower watchdogs (memory checks, host samples,
+    event-loop ticks). An idle 2-worker cluster then costs 1.2 % of a core instead
+    of 5 % (job's process 0.7 %, each worker 0.3 %).
 
     One thread per library (OpenMP, MKL, OpenBLAS) stays, as Dask sets it: a worker
     is one thread, PyTorch's too (set by the tasks).
     """
     key = "distributed.nanny.pre-spawn-environ"
     settings: dict[str, Any] = {f"{key}.{name}": None for name in WORKER_ENV_UNSET}
-    # Dask's statistical profiler samples each worker's task thread every 10 ms: a
-    # diagnostic for the dashboard, which a local cluster of a job does not show.
-    settings["distributed.worker.profile.enabled"] = False
+    settings["distributed.worker.profile.enabled"] = False  # samples every 10 ms
+    settings["distributed.worker.memory.monitor-interval"] = "1s"  # 100 ms
+    settings["distributed.admin.system-monitor.interval"] = "2s"  # 500 ms
+    settings["distributed.admin.tick.interval"] = "500ms"  # event-loop watchdog, 20 ms
     return settings
 
 
