@@ -13,8 +13,12 @@ worker count, each in a fresh interpreter with one PyTorch thread: ``WORKERS=1``
 is the one-process path (the baseline of the same run), more workers a local
 Dask cluster. Reported per run: wall time (cluster start included), throughput,
 parallel efficiency ``throughput / (workers x baseline throughput)``, peak
-memory of the job's process and of the largest worker process, and the largest
-difference of the probability raster from the one-process output.
+memory of the job's process and of the largest worker process, the largest
+difference of the probability raster from the one-process output, and CPU
+seconds of the job's process and of its workers (``cpu_efficiency``: the
+baseline's CPU seconds over the run's, i.e. the share of the CPU that did the
+baseline's work; unlike the wall-clock efficiency it hardly moves when other
+work loads the machine).
 
 Mapping (``--tasks ...,mapping``): the ``maplandslides`` job maps a synthetic
 ``map-size`` x ``map-size`` x 5 raster (the same kind of stack) with a randomly
@@ -60,17 +64,32 @@ def child_job(stack: str, model: str, out_dir: str, workers: int, block_size: in
         "BLOCK_SIZE": block_size,
         "WORKERS": workers,
     }
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     result = run_predict(params, quiet_context("predictsusceptibility", threads=1))
+    return run_record(start, cpu, workers, result.figures, params["OUTPUT"])
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) of this process and of its ended children (the workers)."""
+    me, kids = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return {"job": me.ru_utime + me.ru_stime, "workers": kids.ru_utime + kids.ru_stime}
+
+
+def run_record(
+    start: float, cpu: dict[str, float], workers: int, figures: dict[str, Any], output: str
+) -> dict[str, Any]:
+    """One run's record: wall and CPU seconds since ``start``/``cpu``, peak memory, figures."""
     seconds = time.perf_counter() - start
+    used = {k: round(v - cpu[k], 2) for k, v in cpu_seconds().items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     return {
         "seconds": seconds,
+        "cpu_seconds": used,
         "job_peak_rss_mb": peak_rss_mb(),
         "worker_peak_rss_mb": children if workers > 1 else None,
-        "valid_pixels": result.figures.get("valid_pixels"),
-        "cluster": result.figures.get("cluster"),
-        "output": params["OUTPUT"],
+        "valid_pixels": figures.get("valid_pixels"),
+        "cluster": figures.get("cluster"),
+        "output": output,
     }
 
 
@@ -87,18 +106,9 @@ def child_map(image: str, model: str, out_dir: str, workers: int) -> dict:
         "OUTPUT_PROBABILITY": str(Path(out_dir) / f"landslides_{workers}.tif"),
         "WORKERS": workers,
     }
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     result = run_map(params, quiet_context("maplandslides", threads=1))
-    seconds = time.perf_counter() - start
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    return {
-        "seconds": seconds,
-        "job_peak_rss_mb": peak_rss_mb(),
-        "worker_peak_rss_mb": children if workers > 1 else None,
-        "valid_pixels": result.figures.get("valid_pixels"),
-        "cluster": result.figures.get("cluster"),
-        "output": params["OUTPUT_PROBABILITY"],
-    }
+    return run_record(start, cpu, workers, result.figures, params["OUTPUT_PROBABILITY"])
 
 
 def mapping_model(path: Path, encoder: str, seed: int) -> str:
@@ -161,7 +171,13 @@ def _runs(
         steady = base["seconds"] / ((run["seconds"] - warmup) * run["workers"])
         run["steady_efficiency"] = round(steady, 3)
         run["max_difference"] = max_difference(base["output"], run["output"])
+        run["cpu_efficiency"] = round(total_cpu(base) / max(1e-9, total_cpu(run)), 3)
     return runs
+
+
+def total_cpu(run: dict[str, Any]) -> float:
+    """CPU seconds of a run, its job's process and workers together."""
+    return float(sum(run["cpu_seconds"].values()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -192,14 +208,16 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     """The short table of the benchmark."""
     print(
         "task            workers  seconds  start-up  px/s      efficiency  after start-up  "
-        "job MB  worker MB  max diff"
+        "job MB  worker MB  max diff  job CPU s  workers CPU s  CPU efficiency"
     )
     for r in runs:
         worker_mb = f"{r['worker_peak_rss_mb']:.0f}" if r["worker_peak_rss_mb"] else "-"
+        cpu = r["cpu_seconds"]
         print(
             f"{r['task']:<14}  {r['workers']:>7}  {r['seconds']:7.1f}  {r['warmup_seconds']:8.1f}  "
             f"{r['px_per_s']:<8.0f}  {r['efficiency']:>10.3f}  {r['steady_efficiency']:>14.3f}  "
-            f"{r['job_peak_rss_mb']:6.0f}  {worker_mb:>9}  {r['max_difference']:.2g}"
+            f"{r['job_peak_rss_mb']:6.0f}  {worker_mb:>9}  {r['max_difference']:8.2g}  "
+            f"{cpu['job']:9.1f}  {cpu['workers']:13.1f}  {r['cpu_efficiency']:14.3f}"
         )
 
 

@@ -35,6 +35,14 @@ CLOSE_TIMEOUT_S = 5
 CANCEL_TIMEOUT_S = 0.5
 #: Seconds to wait for a remote scheduler before giving up.
 CONNECT_TIMEOUT_S = 20
+#: Tasks per worker a job aims at at least (load balance at the end of the run).
+TASKS_PER_WORKER = 8
+#: Environment Dask's nanny sets on its workers that the local cluster leaves out.
+#: ``MALLOC_TRIM_THRESHOLD_`` fixes glibc's mmap threshold at 128 KiB: every array of
+#: a window (and every activation of the model) is then mapped and unmapped afresh,
+#: which cost 0.5 -> 4.6 s of system time in a 9-megapixel prediction (37 % more
+#: CPU than the one-process path). Workers allocate like the job's process instead.
+WORKER_ENV_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ def dask_client(options: ClusterOptions, log: Callable[[str], None] = print) -> 
     Raises:
         InputError: the scheduler cannot be reached.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     if options.scheduler:
@@ -85,13 +94,14 @@ def dask_client(options: ClusterOptions, log: Callable[[str], None] = print) -> 
         return
     before = set(multiprocessing.active_children())
     try:  # a cancel can come while the workers start
-        cluster = LocalCluster(
-            n_workers=options.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        with dask.config.set(worker_environment()):
+            cluster = LocalCluster(
+                n_workers=options.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
         client = Client(cluster)
     except BaseException:
         end_processes(set(multiprocessing.active_children()) - before)
@@ -104,6 +114,36 @@ def dask_client(options: ClusterOptions, log: Callable[[str], None] = print) -> 
         shut_down(client, cluster, before, CANCEL_TIMEOUT_S)
         raise
     shut_down(client, cluster, before, CLOSE_TIMEOUT_S)
+
+
+def worker_environment() -> dict[str, Any]:
+    """Dask settings of a local cluster's worker processes (see :data:`WORKER_ENV_UNSET`).
+
+    Also, as nobody watches a job's local cluster on a dashboard: no statistical
+    profiler in the workers, and slower watchdogs (memory checks, host samples,
+    event-loop ticks). An idle 2-worker cluster then costs 1.2 % of a core instead
+    of 5 % (job's process 0.7 %, each worker 0.3 %).
+
+    One thread per library (OpenMP, MKL, OpenBLAS) stays, as Dask sets it: a worker
+    is one thread, PyTorch's too (set by the tasks).
+    """
+    key = "distributed.nanny.pre-spawn-environ"
+    settings: dict[str, Any] = {f"{key}.{name}": None for name in WORKER_ENV_UNSET}
+    settings["distributed.worker.profile.enabled"] = False  # samples every 10 ms
+    settings["distributed.worker.memory.monitor-interval"] = "1s"  # 100 ms
+    settings["distributed.admin.system-monitor.interval"] = "2s"  # 500 ms
+    settings["distributed.admin.tick.interval"] = "500ms"  # event-loop watchdog, 20 ms
+    return settings
+
+
+def tasks_for(items: int, workers: int, per_task: int) -> int:
+    """Items per task: at most ``per_task``, and at least :data:`TASKS_PER_WORKER` tasks a worker.
+
+    Tasks of the same size in a long queue end together: the last worker to
+    finish waits for at most one small task, not for a large one.
+    """
+    balanced = -(-items // max(1, workers * TASKS_PER_WORKER))
+    return max(1, min(per_task, balanced))
 
 
 def shut_down(client: Any, cluster: Any, before: set[Any], timeout_s: float) -> None:

@@ -562,7 +562,9 @@ def _probability_from_model(
         multiple=model_multiple(meta),
         channels_last=None if backend == "torch" else False,
     )
-    task = ModelTileRowTask.for_tiling(info.path, str(options.model), band_choice.indexes, tiling)
+    task = ModelTileRowTask.for_tiling(
+        info.path, str(options.model), band_choice.indexes, tiling, backend=backend
+    )
     cluster = ClusterOptions(options.workers, options.scheduler)
     with tiling_on_cluster(tiling, task, cluster, log) as tiling:
         prob = predict_raster(
@@ -610,6 +612,7 @@ def run_detect(params: dict[str, Any], ctx: JobContext) -> JobResult:
     _check_job(options)
     apply(ctx.options)
     device = select_device(ctx.options.device)
+    _note_one_process(options, ctx)
     if options.source == "detector":
         route = _detector_route(options, device, ctx)
     else:
@@ -670,6 +673,24 @@ def _write_boxes(path: str, route: _Route, ctx: JobContext) -> int:
         geometry_type="Polygon",
     )
     return len(polys)
+
+
+def _note_one_process(options: DetectParams, ctx: JobContext) -> None:
+    """Say so when WORKERS or SCHEDULER is set on a route that runs in the job's process."""
+    from slidewise.engine.core.cluster import ClusterOptions
+
+    if not ClusterOptions(options.workers, options.scheduler).parallel:
+        return
+    if options.source == "detector":
+        ctx.warn(
+            "WORKERS and SCHEDULER apply to SOURCE segmentation with a mapping MODEL: the "
+            "detector route runs in this job's process (its boxes are merged across tiles here)."
+        )
+    elif options.probability:
+        ctx.warn(
+            "WORKERS and SCHEDULER are not used with PROBABILITY: the probability raster is "
+            "read as it is, nothing is predicted."
+        )
 
 
 def _segmentation_route(options: DetectParams, device: torch.device, ctx: JobContext) -> _Route:

@@ -120,6 +120,9 @@ class ModelTileRowTask(TileRowTask):
         amp: Mixed precision (``None``: the one-process default).
         channels_last: Channels-last memory format (``None``: the default).
         spread: Also the TTA members' variance (:attr:`.tiling.TilingOptions.spread`).
+        backend: The job's resolved BACKEND (``torch``, ``onnxruntime``, ``openvino``,
+            ``openvino_bf16``; never ``auto``): the workers run the model with it,
+            one thread each (:func:`.backends.build_backend`).
     """
 
     input: str
@@ -130,10 +133,16 @@ class ModelTileRowTask(TileRowTask):
     amp: bool | None = None
     channels_last: bool | None = None
     spread: bool = False
+    backend: str = "torch"
 
     @classmethod
-    def for_tiling(cls, input: str, model: str, bands: list[int], tiling: Any) -> Any:
-        """The task that predicts like ``tiling`` (:class:`.tiling.TilingOptions`)."""
+    def for_tiling(
+        cls, input: str, model: str, bands: list[int], tiling: Any, backend: str = "torch"
+    ) -> Any:
+        """The task that predicts like ``tiling`` with ``backend``.
+
+        ``backend`` is the name :func:`.backends.choose_backend` resolved in the job.
+        """
         return cls(
             input=input,
             model=model,
@@ -143,6 +152,7 @@ class ModelTileRowTask(TileRowTask):
             amp=tiling.amp,
             channels_last=tiling.channels_last,
             spread=tiling.spread,
+            backend=backend,
         )
 
     def open_inputs(self, files: contextlib.ExitStack) -> tuple[Any, Any, OutputMaskFn | None]:
@@ -153,6 +163,7 @@ class ModelTileRowTask(TileRowTask):
         from slidewise.engine.imagery.tiling import make_runner, open_source
 
         net, meta = load_mapping_model(self.model, device=self.device)
+        net = worker_backend(net, self.backend, self.model, len(self.bands), self.device)
         runner = make_runner(
             net,
             meta.normalisation,
@@ -172,6 +183,34 @@ class ModelTileRowTask(TileRowTask):
         return None
 
 
+def worker_backend(net: Any, backend: str, model: str, channels: int, device: str) -> Any:
+    """``net`` on a worker, computed by ``backend`` with one thread (``torch``: ``net`` itself).
+
+    The ONNX export is the job's cached one when the worker shares its cache folder
+    (a local cluster), else exported once per worker machine.
+    """
+    if backend == "torch":
+        return net
+    import torch
+
+    from slidewise.engine.imagery.backends import BackendRequest, build_backend, model_key
+
+    request = BackendRequest(net, channels, model_key(model), 1, torch.device(device))
+    return build_backend(backend, request)
+
+
+def backend_name(module: Any) -> str:
+    """The backend computing ``module`` (one built by :func:`.backends.choose_backend`)."""
+    from slidewise.engine.imagery.backends import OnnxRuntimeModule, OpenVinoModule
+
+    if isinstance(module, OnnxRuntimeModule):
+        return "onnxruntime"
+    if isinstance(module, OpenVinoModule):
+        precision = str(module.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        return "openvino_bf16" if "bf16" in precision else "openvino"
+    return "torch"
+
+
 @contextlib.contextmanager
 def tiling_on_cluster(
     tiling: TilingOptions,
@@ -187,7 +226,9 @@ def tiling_on_cluster(
         yield tiling
         return
     started = time.perf_counter()
+    backend = getattr(task, "backend", "torch")
     with dask_client(cluster, log) as client:
+        log(f"The Dask workers run the model with the {backend} backend, one thread each.")
         remote = ClusterTileRows(client, task, start_seconds=time.perf_counter() - started)
         yield dc_replace(tiling, remote=remote)
 
@@ -202,5 +243,6 @@ def cluster_figures(tiling: TilingOptions) -> dict[str, Any]:
             "workers": remote.workers(),
             "start_seconds": round(remote.start_seconds, 2),
             "first_window_seconds": round(remote.first_result_seconds, 2),
+            "backend": getattr(remote.task, "backend", "torch"),
         }
     }

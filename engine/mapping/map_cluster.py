@@ -22,7 +22,11 @@ from slidewise.engine.core.job import JobContext
 from slidewise.engine.core.resume import SCALE_OUT_FIELDS, run_key
 from slidewise.engine.imagery.tile_cache import TileCacheRequest, clear_stale
 from slidewise.engine.imagery.tiling import OutputMaskFn
-from slidewise.engine.imagery.tiling_cluster import ModelTileRowTask, tiling_on_cluster
+from slidewise.engine.imagery.tiling_cluster import (
+    ModelTileRowTask,
+    backend_name,
+    tiling_on_cluster,
+)
 from slidewise.engine.imagery.tiling_cluster import cluster_figures as tiling_cluster_figures
 from slidewise.engine.mapping.apply import LoadedModel, MapParams, MapPlan, aoi_mask
 
@@ -53,6 +57,7 @@ def on_cluster(
     """The plan, with its tile rows computed on a Dask cluster when WORKERS > 1 or a SCHEDULER.
 
     The cluster (a local one) closes when the block ends, also on cancel or error.
+    The workers run the model with the backend the job resolved (BACKEND).
     Multi-region models are mapped in the job's process (said in the log). The
     run is resumable (single-decoder models): its tile rows are kept on disk
     until it ends (:mod:`slidewise.engine.imagery.tile_cache`).
@@ -64,7 +69,10 @@ def on_cluster(
             "is mapped in the job's process."
         )
         cluster = ClusterOptions()
-    task = MapTileRowTask.for_tiling(options.input, options.model, plan.bands, plan.tiling)
+    backend = backend_name(loaded.net) if loaded.multi is None else "torch"
+    task = MapTileRowTask.for_tiling(
+        options.input, options.model, plan.bands, plan.tiling, backend=backend
+    )
     task.aoi = options.aoi
     tiling = plan.tiling
     if loaded.multi is None:  # resumable: the tile rows are kept until the job ends

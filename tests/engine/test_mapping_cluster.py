@@ -100,6 +100,46 @@ def test_a_pickled_tile_row_task_predicts_what_this_process_predicts(tiny_model:
     assert np.array_equal(remote.valid, local.valid) and remote.valid.all()
 
 
+def test_the_workers_run_the_backend_the_job_resolved(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BACKEND onnxruntime in the job: the task a worker opens computes with ONNX Runtime."""
+    import pickle
+
+    from slidewise.engine.imagery import backends
+    from slidewise.engine.imagery.tiling import TileLayout, TilingOptions
+    from slidewise.engine.imagery.tiling_cluster import ModelTileRowTask, backend_name
+
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / "cache"))
+    tiling = TilingOptions(tile=128, overlap=32, device="cpu", channels_last=False)
+    layout = TileLayout.plan(720, 512, 3, 128, 32, 1)
+    rows = {}
+    for name in ("torch", "onnxruntime"):
+        task = ModelTileRowTask.for_tiling(str(BIJIE), tiny_model, [1, 2, 3], tiling, name)
+        task = pickle.loads(pickle.dumps(task))  # as a worker receives it
+        rows[name] = task((layout, 2))
+        assert backend_name(task.__dict__["opened"][1].model) == name
+    assert isinstance(task.__dict__["opened"][1].model, backends.OnnxRuntimeModule)
+    for (_, a), (_, b) in zip(rows["onnxruntime"].tiles, rows["torch"].tiles, strict=True):
+        assert np.nanmax(np.abs(a - b)) <= 1e-4  # the same model, another runtime
+
+
+@pytest.mark.slow
+def test_two_workers_with_onnx_runtime_write_what_one_process_writes(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slidewise.engine.imagery import backends
+
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / "cache"))
+    one, (one_result, _) = _map(tiny_model, tmp_path, "one", BACKEND="onnxruntime")
+    two, (two_result, logs) = _map(tiny_model, tmp_path, "two", BACKEND="onnxruntime", WORKERS=2)
+    assert one_result.figures["backend"] == two_result.figures["backend"] == "onnxruntime"
+    assert two_result.figures["cluster"]["backend"] == "onnxruntime"
+    assert any("workers run the model with the onnxruntime backend" in m for m in logs)
+    # One ONNX Runtime thread in the job and in each worker: the same numbers.
+    assert np.array_equal(two["OUTPUT_PROBABILITY"], one["OUTPUT_PROBABILITY"])
+
+
 class _Cancelled(BaseException):
     """What the worker raises on Cancel (SIGTERM), raised here from the progress callback."""
 
@@ -183,3 +223,28 @@ def _map_params(params: dict[str, Any]) -> tuple[None, Any]:
 
     ctx, stream = job_context("maplandslides")
     return None, (run_map(params, ctx), log_messages(stream))
+
+
+def test_the_detector_route_says_it_runs_in_the_jobs_process(tmp_path: Path) -> None:
+    """detectlandslides SOURCE detector with WORKERS 2: a warning, no cluster, the boxes."""
+    import torch
+
+    from slidewise.engine.detection.apply import run_detect
+    from slidewise.engine.detection.models import DetectorConfig, build_detector, save_detector
+
+    config = DetectorConfig(min_size=64, max_size=64, fpn_channels=32)
+    model = tmp_path / "det.safetensors"
+    torch.manual_seed(0)
+    save_detector(model, build_detector(config), config, ["red", "green", "blue"], tile_size=64)
+    crop = tmp_path / "crop.tif"
+    with rasterio.open(BIJIE) as src:
+        profile = {"driver": "GTiff", "width": 90, "height": 60, "count": 3, "dtype": "uint8"}
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=((0, 60), (0, 90))))
+    params = {"INPUT": str(crop), "MODEL": str(model), "SCORE_THRESHOLD": 0.0, "WORKERS": 2}
+    ctx, stream = job_context("detectlandslides")
+    result = run_detect({**params, "OUTPUT": str(tmp_path / "boxes.gpkg")}, ctx)
+    assert not multiprocessing.active_children()  # no Dask worker was started
+    said = "the detector route runs in this job's process"
+    assert sum(said in m for m in log_messages(stream)) == 1
+    assert result.figures["tiles"] == 2 and (tmp_path / "boxes.gpkg").is_file()

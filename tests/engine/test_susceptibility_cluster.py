@@ -96,6 +96,28 @@ def test_results_come_back_in_order_with_few_in_flight() -> None:
         ]
         grouped = ordered_results(client, _Double(), range(25), in_flight=2, per_task=4)
         assert list(grouped) == [2 * i for i in range(25)]  # 7 tasks, the last of one item
+        # One thread per worker (Dask's OMP/MKL settings), and glibc's own mmap threshold:
+        # Dask's MALLOC_TRIM_THRESHOLD_ made every window's arrays page-fault afresh.
+        settings = set(client.run(_worker_settings).values())
+        assert settings == {(None, "1", "1", 1)}, settings
+
+
+def _worker_settings() -> tuple[str | None, ...]:
+    import os
+
+    import torch
+
+    names = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    return (*(os.environ.get(k) for k in names), torch.get_num_threads())
+
+
+def test_small_rasters_give_every_worker_several_tasks() -> None:
+    from slidewise.engine.core.cluster import TASKS_PER_WORKER, tasks_for
+
+    assert tasks_for(144, 2, per_task=15) == 9  # 16 tasks, not 10 (8 per worker)
+    assert tasks_for(10_000, 2, per_task=15) == 15  # large: the task size caps it
+    assert tasks_for(3, 4, per_task=15) == 1
+    assert -(-144 // tasks_for(144, 2, 15)) >= 2 * TASKS_PER_WORKER
 
 
 @pytest.mark.slow
