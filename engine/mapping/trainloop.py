@@ -434,7 +434,7 @@ def calibrate_outcome(
         return
     vp = validate(outcome.model, data.valid, settings.batch_size, torch.device("cpu"))
     metric = settings.select_metric
-    threshold = choose_threshold(vp, settings.threshold, metric, len(data.valid))
+    threshold = choose_threshold(vp, settings.threshold, metric, len(data.valid), calibrated=True)
     metrics = metrics_at(vp, threshold)
     metrics["valid_loss"] = outcome.metrics.get("valid_loss")
     metrics["epoch"] = outcome.best_epoch
