@@ -119,7 +119,17 @@ def card_markdown(loro: dict[str, Any], size: int) -> str:
         f1=loro["f1"],
         iou=loro["iou"],
         recipe=loro["recipe"],
+        recipe_note=RECIPE_NOTES.get(loro["recipe"], ""),
     )
+
+
+#: What the card says about a recipe beyond its name.
+RECIPE_NOTES = {
+    "default": "\n\nEvery input tile is standardised by its own band statistics, so the "
+    "sensor's brightness,\ncontrast and colour balance matter little; probabilities are "
+    "calibrated (Platt scaling) and\nthe stored threshold is tuned for them (about half the "
+    "best validation F1).",
+}
 
 
 CARD = """# Slidewise landslide model for RGB imagery (landslide_rgb.safetensors)
@@ -130,7 +140,7 @@ shared pixel-labelled RGB pair: Bijie (24 images, Guizhou) and Sichuan (36 aeria
 the Wenchuan, Lushan and Jiuzhaigou earthquake areas), images downscaled x0.5 (about 1-2 m
 pixels), 10 epochs of 24 chips of 128 px on a CPU. Input: three bands red, green, blue (8-bit
 values); output: the landslide probability and the threshold stored in the file. Weights
-float32 ({size:.1f} MB).
+float32 ({size:.1f} MB).{recipe_note}
 
 It is a small model trained on 60 images with a CPU budget: across regions it is weak (F1 below),
 so check its map before use and train your own model (Train mapping model) on a few labelled

@@ -180,7 +180,9 @@ TRAINING: tuple[Param, ...] = (
         "MODEL_OPTIONS",
         "Model options (JSON)",
         "text",
-        "Extra architecture options as a JSON object.",
+        "Extra architecture options as a JSON object, merged into the recipe's; for resunet "
+        'e.g. {"widths": [16, 32, 64, 128, 256], "input_norm": "tile"} ("tile": each tile '
+        'standardised by its own band statistics, on in the default recipe; "none": off).',
         advanced=True,
     ),
     Param(

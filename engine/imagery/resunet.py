@@ -23,6 +23,12 @@ Options (``SegModelConfig.extra``):
   auxiliary heads, finest first (the main head weighs 1).
 * ``streams`` (list of lists of int, default one stream of all bands): 0-based
   positions of each stream's bands among the model's input bands.
+* ``input_norm`` (``"none"`` or ``"tile"``, default ``"none"``): ``"tile"`` standardises
+  every band of every input tile by the tile's own mean and standard deviation before
+  the first convolution (:class:`TileStandardise`), so a brighter, darker or
+  lower-contrast sensor looks the same to the network (issue 16: a model trained on
+  Sichuan saw Bijie's darker, flatter images as background). No weights: model files
+  without it load unchanged.
 
 In eval mode ``forward`` returns the main logits ``(B, 1, H, W)``; in train mode
 with deep supervision it returns ``(main, [aux, ...])``, every auxiliary map
@@ -108,6 +114,30 @@ class StreamEncoder(nn.Module):
         return out
 
 
+#: Input normalisations of the resunet (``input_norm`` option).
+INPUT_NORMS = ("none", "tile")
+#: Smallest band standard deviation :class:`TileStandardise` divides by (in the units
+#: of the stored normalisation, about 1 for a whole dataset): a uniform tile (water,
+#: a cloud, nodata) is not blown up into noise.
+MIN_TILE_STD = 0.05
+
+
+class TileStandardise(nn.Module):
+    """Standardise every band of every tile by its own mean and standard deviation.
+
+    Per-image normalisation inside the network: what the model sees no longer
+    depends on the sensor's brightness, contrast or colour balance, only on
+    contrasts within the tile. Tiles of a few hundred pixels hold enough of a
+    scene for stable statistics; a uniform tile is divided by at most
+    :data:`MIN_TILE_STD`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        std = x.std(dim=(-2, -1), keepdim=True, unbiased=False).clamp_min(MIN_TILE_STD)
+        return (x - mean) / std
+
+
 class ResUNet(nn.Module):
     """Residual U-Net with deep supervision and multi-stream input (see module doc)."""
 
@@ -119,8 +149,14 @@ class ResUNet(nn.Module):
         deep_supervision: bool = True,
         aux_weights: list[float] | tuple[float, ...] = DEFAULT_AUX_WEIGHTS,
         streams: list[list[int]] | None = None,
+        input_norm: str = "none",
     ) -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise InputError(
+                f"Unknown resunet input_norm '{input_norm}': use {' or '.join(INPUT_NORMS)}."
+            )
+        self.input_norm: nn.Module = TileStandardise() if input_norm == "tile" else nn.Identity()
         widths = [int(w) for w in widths]
         if len(widths) < 2 or any(w < 1 for w in widths):
             raise InputError(
@@ -158,6 +194,7 @@ class ResUNet(nn.Module):
         self.aux_weights = weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self.input_norm(x)
         h, w = x.shape[-2:]
         m = 2 ** (self.levels - 1)
         ph, pw = (-h) % m, (-w) % m
@@ -189,7 +226,7 @@ def build_resunet(config: SegModelConfig) -> nn.Module:
         InputError: unknown option or invalid widths or streams.
     """
     extra: dict[str, Any] = dict(config.extra or {})
-    known = {"widths", "residual", "deep_supervision", "aux_weights", "streams"}
+    known = {"widths", "residual", "deep_supervision", "aux_weights", "streams", "input_norm"}
     unknown = sorted(set(extra) - known)
     if unknown:
         raise InputError(
@@ -202,4 +239,5 @@ def build_resunet(config: SegModelConfig) -> nn.Module:
         deep_supervision=bool(extra.get("deep_supervision", True)),
         aux_weights=extra.get("aux_weights", DEFAULT_AUX_WEIGHTS),
         streams=extra.get("streams"),
+        input_norm=str(extra.get("input_norm", "none")).strip().lower(),
     )

@@ -418,7 +418,7 @@ def calibrate_outcome(
     """Fold Platt scaling into the selected model; re-derive threshold and metrics.
 
     After calibration the model's probabilities change, so the threshold (fixed
-    or tuned, shrunk toward 0.5) and the validation metrics are taken again on
+    or tuned, shrunk toward its prior) and the validation metrics are taken again on
     the calibrated validation pass. Nothing changes when the validation split
     has too few landslide or other pixels.
     """
@@ -434,7 +434,7 @@ def calibrate_outcome(
         return
     vp = validate(outcome.model, data.valid, settings.batch_size, torch.device("cpu"))
     metric = settings.select_metric
-    threshold = choose_threshold(vp, settings.threshold, metric, len(data.valid))
+    threshold = choose_threshold(vp, settings.threshold, metric, len(data.valid), calibrated=True)
     metrics = metrics_at(vp, threshold)
     metrics["valid_loss"] = outcome.metrics.get("valid_loss")
     metrics["epoch"] = outcome.best_epoch

@@ -29,9 +29,11 @@ from slidewise.engine.mapping.calibration import (
 from slidewise.engine.mapping.train import run_train
 from slidewise.engine.mapping.validation import (
     BINS,
+    CALIBRATED_GRID,
     EpochSelection,
     ValidationPass,
     choose_threshold,
+    threshold_prior,
 )
 
 TINY = {"widths": [8, 16, 32], "residual": False, "deep_supervision": False}
@@ -92,6 +94,39 @@ def test_tuned_threshold_is_shrunk_toward_half_on_few_chips() -> None:
     assert 0.85 < many < 0.9
     assert choose_threshold(vp, "0.3", "f1", n_chips=4) == pytest.approx(0.3)
     assert choose_threshold(vp, "auto", "loss", n_chips=None) == pytest.approx(0.9)
+
+
+def _rare_calibrated_pass() -> ValidationPass:
+    """Calibrated probabilities of a rare class: label ~ Bernoulli(p), about 7 % landslides."""
+    rng = np.random.default_rng(0)
+    prob = rng.beta(0.5, 7.0, 200_000)
+    slide = rng.random(prob.size) < prob
+    bins = np.minimum((prob * BINS).astype(int), BINS - 1)
+    pos = np.bincount(bins[slide], minlength=BINS).astype(float)
+    neg = np.bincount(bins[~slide], minlength=BINS).astype(float)
+    return ValidationPass(0.0, pos, neg)
+
+
+def test_calibrated_threshold_shrinks_toward_half_the_best_f1_not_half() -> None:
+    # The demo's failure: calibrated probabilities of a rare class, a handful of
+    # validation chips; shrinking toward 0.5 cut at 0.45+ and kept 7 % of the landslides.
+    vp = _rare_calibrated_pass()
+    best_f1 = max(vp.confusion(t).f1 for t in CALIBRATED_GRID)
+    prior = threshold_prior(vp, "f1", calibrated=True)
+    assert prior == pytest.approx(best_f1 / 2)
+    assert threshold_prior(vp, "iou", calibrated=True) == prior
+    assert threshold_prior(vp, "mcc", calibrated=True) == 0.5
+    assert threshold_prior(vp, "f1", calibrated=False) == 0.5
+    few = choose_threshold(vp, "auto", "f1", n_chips=4, calibrated=True)
+    assert abs(few - prior) < 0.03
+    old = choose_threshold(vp, "auto", "f1", n_chips=4)  # the rule before: toward 0.5
+    assert old > 0.4
+    assert vp.confusion(few).f1 > vp.confusion(old).f1 + 0.15
+    assert vp.confusion(few).recall > 3 * vp.confusion(old).recall
+    # Many chips: the tuned threshold wins, within a few bins of the best F1.
+    many = choose_threshold(vp, "auto", "f1", n_chips=4000, calibrated=True)
+    assert vp.confusion(many).f1 >= best_f1 - 0.011
+    assert choose_threshold(vp, "0.3", "f1", n_chips=4, calibrated=True) == pytest.approx(0.3)
 
 
 def test_selection_on_loss_ignores_a_noisy_metric() -> None:
