@@ -19,7 +19,9 @@ alternating so that load from other processes hits both alike. The seam error
 is the largest absolute probability difference between a tiled prediction and
 a prediction of the whole raster at once (on an S x S raster, S = min(N,
 ``--seam-size``), mirrored by the engine's border margin like the engine's
-own edge tiles), over the pixels the method predicts. The engine's peak
+own edge tiles), over the pixels the method predicts; ``seam_tiles`` is the
+number of engine tiles on that raster (1: the engine's tile covers it, so its
+seam error is zero by construction: give a larger ``--seam-size``). The engine's peak
 resident memory is measured in a separate process running the
 ``maplandslides`` job (probability and mask GeoTIFFs) on the same raster.
 ``--rss-check`` also maps an 8,000 x 8,000 x 14 raster in such a process.
@@ -39,7 +41,14 @@ that BACKEND. ``--floor`` adds the per-pixel compute floor: the model's
 multiply-adds per pixel (forward hooks on every convolution) against the
 multiply-add rate of a 2048 x 2048 float32 ``torch.matmul`` on the same
 threads (``floor_px_per_s`` at the engine's redundancy, and each method's
-fraction of it).
+fraction of it), and the per-layer floor (:mod:`slidewise.bench.layer_floor`):
+each convolution of the model timed as ``torch.matmul`` with its own im2col
+GEMM shape (M = output pixels, K = Cin x kh x kw, N = Cout) at the engine's
+tile side, the times added per tile and divided by the redundancy
+(``layer_floor_px_per_s``, ``layer_floor_vs_seed``, each method's
+``*_fraction_of_layer_floor``); ``layer_conv_px_per_s`` is the convolutions
+each timed alone as the engine runs them, ``layer_best_px_per_s`` the faster
+of the two per layer, and ``layer_floor_layers`` the per-layer table.
 
 Writes the JSON figures (``seed_px_per_s``, ``engine_px_per_s``, ``ratio``,
 ``engine_peak_rss_mb``, ``seam_max_abs_diff`` and more) and prints a table.
@@ -169,11 +178,28 @@ def engine_predict(
         for name in ("tile", "overlap", "batch_size")
         if getattr(args, name) is not None
     }
+    given.setdefault("tile", engine_tile(args))
     if not torch_path:
         given["channels_last"] = False
     stats = PredictionStats()
     prob = predict_raster(model, str(path), TilingOptions(stats=stats, **given), normalisation=norm)
     return prob, stats
+
+
+def engine_tile(args: argparse.Namespace) -> int:
+    """The engine's tile side: ``--tile``, else the job's rule on a CPU for the bench model.
+
+    :func:`slidewise.engine.imagery.tiling.default_tile_size` of the benchmark
+    model's metadata (a U-Net without a training tile), as ``maplandslides``
+    picks it when TILE_SIZE is empty.
+    """
+    from slidewise.engine.imagery.tiling import default_tile_size
+
+    if args.tile is not None:
+        return int(args.tile)
+    config = {"architecture": "unet", "encoder": "resnet18"}
+    meta = argparse.Namespace(tile_size=0, config=config, architecture="unet")
+    return default_tile_size(meta, "cpu")
 
 
 def _timed(func: Any, *a: Any) -> tuple[float, Any]:
@@ -333,7 +359,7 @@ def warm_up(bench: Bench, work: Path) -> None:
     once on a small raster made of its own tile shape (the seed's 224 px tiles;
     the one tile of the engine's layout for this raster); then the two alternate.
     """
-    from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileLayout
+    from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP, TileLayout
 
     args = bench.args
     small = write_synthetic_raster(work / "warmup.tif", 448, seed=1)
@@ -342,7 +368,7 @@ def warm_up(bench: Bench, work: Path) -> None:
         args.size,
         args.size,
         BANDS,
-        tile=args.tile or DEFAULT_TILE,
+        tile=engine_tile(args),
         overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
     )
     side = layout.rows.tile - 2 * layout.rows.margin
@@ -399,11 +425,20 @@ def seam_figures(bench: Bench, work: Path, raster: Path, timings: Timings) -> di
         "seed_seam_max_abs_diff_zero_pad_reference": round(seam_error(seed_out, whole0), 6),
         "seam_size": seam,
         "seam_reference_pad": pad,
+        "seam_tiles": seam_tiles(args, seam),
     }
     if backend_out is not None:
         figures["backend_seam_max_abs_diff"] = round(seam_error(backend_out, whole), 6)
         figures["backend_max_abs_diff_vs_torch"] = float(seam_error(backend_out, engine_out))
     return figures
+
+
+def seam_tiles(args: argparse.Namespace, seam: int) -> int:
+    """Tiles of the engine's layout on the seam raster (1: no seam to measure)."""
+    from slidewise.engine.imagery.tiling import DEFAULT_OVERLAP, TileLayout
+
+    overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
+    return TileLayout.plan(seam, seam, BANDS, engine_tile(args), overlap).n_tiles
 
 
 def speed_figures(args: argparse.Namespace, timings: Timings) -> dict[str, Any]:
@@ -483,14 +518,13 @@ def prepare_backend(args: argparse.Namespace, model: Any, model_path: Path) -> t
         choose_backend,
         model_key,
     )
-    from slidewise.engine.imagery.tiling import DEFAULT_TILE
 
     request = BackendRequest(
         model,
         BANDS,
         model_key(model_path),
         threads=args.threads,
-        tile=args.tile or DEFAULT_TILE,
+        tile=engine_tile(args),
         pixels=max(args.size * args.size, AUTO_MIN_PIXELS),  # auto probes as on a large raster
     )
     module, name = choose_backend(args.backend, request)
@@ -553,8 +587,13 @@ def gemm_macs_per_s(n: int = 2048, runs: int = 5) -> float:
     return n**3 / best
 
 
-def floor_figures(model: Any, speed: dict[str, Any], pixels: int) -> dict[str, Any]:
-    """``--floor``: the compute floor in raster px/s and each method's fraction of it."""
+def floor_figures(model: Any, speed: dict[str, Any], pixels: int, runs: int = 5) -> dict[str, Any]:
+    """``--floor``: both compute floors in raster px/s and each method's fraction of them.
+
+    The GEMM floor: the model's multiply-adds per pixel at the rate of one
+    2048 x 2048 matmul. The per-layer floor (:mod:`slidewise.bench.layer_floor`):
+    each convolution timed as its own im2col GEMM at the engine's tile side.
+    """
     macs = macs_per_pixel(model)
     rate = gemm_macs_per_s()
     redundancy = float(speed["engine_redundancy"])
@@ -567,9 +606,38 @@ def floor_figures(model: Any, speed: dict[str, Any], pixels: int) -> dict[str, A
         "seed_fraction_of_floor_at_its_redundancy": round(
             speed["seed_px_per_s"] * speed["seed_tiles"] * SEED_TILE**2 / pixels * macs / rate, 3
         ),
+        "floor_vs_seed": round(floor / speed["seed_px_per_s"], 3),
     }
     if "backend_px_per_s" in speed:
         out["backend_fraction_of_floor"] = round(speed["backend_px_per_s"] / floor, 3)
+    out.update(layer_floor_figures(model, speed, runs))
+    return out
+
+
+def layer_floor_figures(model: Any, speed: dict[str, Any], runs: int = 5) -> dict[str, Any]:
+    """The per-layer GEMM floor at the engine's tile side (keys ``layer_*``)."""
+    from slidewise.bench.layer_floor import layer_floor
+    from slidewise.engine.imagery.tiling import make_runner
+
+    engine_model = make_runner(copy.deepcopy(model), {}, "cpu").model  # folded, as the engine
+    found = layer_floor(engine_model, BANDS, int(speed["engine_tile"]), runs)
+    redundancy = float(speed["engine_redundancy"])
+    floor = found.px_per_s(redundancy)
+    out: dict[str, Any] = {
+        "layer_floor_tile": found.side,
+        "layer_floor_px_per_s": round(floor, 1),
+        "layer_floor_vs_seed": round(floor / speed["seed_px_per_s"], 3),
+        "layer_floor_gmacs_per_s": round(found.macs / found.gemm_seconds / 1e9, 2),
+        "layer_floor_gemm_seconds_per_tile": round(found.gemm_seconds, 4),
+        "layer_conv_seconds_per_tile": round(found.conv_seconds, 4),
+        "layer_conv_px_per_s": round(found.px_per_s(redundancy, found.conv_seconds), 1),
+        "layer_best_seconds_per_tile": round(found.best_seconds, 4),
+        "layer_best_px_per_s": round(found.px_per_s(redundancy, found.best_seconds), 1),
+        "engine_fraction_of_layer_floor": round(speed["engine_px_per_s"] / floor, 3),
+    }
+    if "backend_px_per_s" in speed:
+        out["backend_fraction_of_layer_floor"] = round(speed["backend_px_per_s"] / floor, 3)
+    out["layer_floor_layers"] = found.layers
     return out
 
 
@@ -596,6 +664,7 @@ def run_bench(args: argparse.Namespace, allocator: bool) -> dict[str, Any]:
         speed = {**speed_figures(args, timings), **backend_speed(args, bench, timings)}
         figures.update(_in_order(speed, job_figures(child, args.size**2), seams))
         figures["engine_job_backend"] = child.get("backend")
+        figures["engine_job_tile"] = child.get("tile_size")
         if args.floor:
             figures.update(floor_figures(bench.seed_model, speed, args.size**2))
         figures.update(machine_figures(allocator))
@@ -663,6 +732,20 @@ def _print_table(f: dict[str, Any]) -> None:
                 if "backend_fraction_of_floor" in f
                 else ""
             )
+        )
+    if "layer_floor_px_per_s" in f:
+        print(
+            f"per-layer floor ({f['layer_floor_tile']}-px tile, each conv as its GEMM): "
+            f"{f['layer_floor_gmacs_per_s']:.1f} GMAC/s -> {f['layer_floor_px_per_s']:.0f} px/s "
+            f"({f['layer_floor_vs_seed']:.2f}x the seed); engine at "
+            f"{f['engine_fraction_of_layer_floor']:.0%}"
+            + (
+                f", backend at {f['backend_fraction_of_layer_floor']:.0%}"
+                if "backend_fraction_of_layer_floor" in f
+                else ""
+            )
+            + f"; convs alone {f['layer_conv_px_per_s']:.0f} px/s, faster of the two per layer "
+            f"{f['layer_best_px_per_s']:.0f} px/s"
         )
     print(
         f"ratio engine/seed: {f['ratio']:.2f}x; "

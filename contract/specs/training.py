@@ -131,7 +131,8 @@ TILE_SIZE = Param(
     "int",
     "Largest tile side (rounded up to the model's alignment, 32 for a U-Net); empty: "
     "the model's training tile, at least 576 for fully convolutional models (U-Net "
-    "and friends).",
+    "and friends), at least 1088 when they run on the CPU (less overlap computed twice, "
+    "about 350-650 MB more memory; 576 gives the smaller layout back).",
     minimum=32,
     maximum=8192,
     unit="px",

@@ -54,6 +54,8 @@ PROBE_RUNS = 2
 AUTO_MIN_PIXELS = 4_000_000
 """``auto`` on a smaller raster without a cached probe result runs PyTorch: exporting
 and probing (seconds) would cost more than they save."""
+OPENVINO_SHAPES = 2
+"""Input shapes an OpenVINO backend keeps compiled (a tiled run feeds one)."""
 CACHE_ENV = "SLIDEWISE_CACHE_DIR"
 """Environment variable overriding the cache folder."""
 
@@ -124,24 +126,45 @@ class OnnxRuntimeModule(nn.Module):
 
 
 class OpenVinoModule(nn.Module):
-    """An OpenVINO CPU model (float32) behaving like the model: ``forward(x) -> logits``."""
+    """An OpenVINO CPU model behaving like the model: ``forward(x) -> logits``.
+
+    The ONNX file has a dynamic batch, height and width; OpenVINO is given
+    the static shape of each input it sees instead (``reshape``, then compiled
+    for that shape: about half a second, once per shape). A tiled run feeds
+    one tile shape, and a static graph plans its memory once: a 1088-px tile
+    of a ResNet-18 U-Net peaked 290 MB above the compiled model instead of
+    690 MB with the dynamic graph, at the same speed. The last
+    :data:`OPENVINO_SHAPES` shapes stay compiled.
+    """
 
     def __init__(self, path: str | os.PathLike[str], threads: int, precision: str = "f32") -> None:
         super().__init__()
         import openvino as ov
 
-        config = {
+        self.config = {
             "INFERENCE_NUM_THREADS": int(threads),
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": precision,
         }
-        self.compiled = ov.Core().compile_model(os.fspath(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self.core = ov.Core()
+        self.path = os.fspath(path)
+        self.requests: dict[tuple[int, ...], Any] = {}
+
+    def request(self, shape: tuple[int, ...]) -> Any:
+        """The infer request of a model compiled for input ``shape`` (compiled on first use)."""
+        if shape not in self.requests:
+            while len(self.requests) >= OPENVINO_SHAPES:
+                self.requests.pop(next(iter(self.requests)))
+            model = self.core.read_model(self.path)
+            model.reshape(list(shape))
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            self.requests[shape] = compiled.create_infer_request()
+        return self.requests[shape]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, 1, H, W) of standardised tiles (B, C, H, W)."""
         data = x.detach().cpu().contiguous().numpy()
-        out = self.request.infer({0: data})[0]
+        out = self.request(tuple(data.shape)).infer({0: data})[0]
         return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
 
 

@@ -42,7 +42,10 @@ smaller seam error (random U-Net: 0.28 vs 0.34; a trained U-Net: 0.39 vs
 assume the engine's worker process, which keeps freed memory for reuse
 (:mod:`slidewise.engine.core.allocator`; without it large tiles pay page faults,
 2.7-2.9x at N = 1024). Smaller tiles or larger overlaps than the defaults were
-slower or no better.
+slower or no better. On a CPU, jobs map fully convolutional models with
+1088-px tiles (:data:`CPU_TILE`, :func:`default_tile_size`): 1.13 instead of
+1.27 computed pixels per raster pixel, for about 300 MB more memory (8,000-px
+wide raster: 1.22 GB instead of 0.91 GB with PyTorch).
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ DEFAULT_TILE = 576
 """Default tile side in pixels (chosen by ``bench/mapping_throughput.py``)."""
 DEFAULT_OVERLAP = 64
 """Default overlap between neighbouring tiles in pixels."""
+CPU_TILE = 1088
+"""Default tile side of fully convolutional models on a CPU: 1024 + :data:`DEFAULT_OVERLAP`,
+so that tiles advance by 1024 px (:func:`default_tile_size`)."""
 CPU_BATCH_SIZE = 1
 """Tiles per forward pass on a CPU (larger batches were slower per pixel: cache)."""
 GPU_BATCH_SIZE = 8
@@ -927,21 +933,40 @@ FULLY_CONVOLUTIONAL = ("unet", "unetplusplus", "fpn", "linknet", "resunet")
 or attention), so that tiles larger than the training chips are safe."""
 
 
-def default_tile_size(meta: Any) -> int:
-    """Tile side for a model: its training tile, at least the default for fully convolutional nets.
+def default_tile_size(meta: Any, device: str | torch.device | None = None) -> int:
+    """Largest tile side for a model when TILE_SIZE is empty (see :meth:`TileLayout.plan`).
 
-    A fully convolutional net predicts the same pixels whatever the tile size,
-    and larger tiles repeat less work; architectures with global pooling or
-    attention are run on the tile size they were trained on.
+    The rule:
+
+    * architectures with global pooling or attention run on the tile size
+      they were trained on (their prediction depends on the tile);
+    * fully convolutional nets predict the same pixels whatever the tile, and
+      a larger tile repeats less of the overlap: they get at least
+      :data:`CPU_TILE` (1088 px) on a CPU, where one tile is computed per
+      forward pass, and at least :data:`DEFAULT_TILE` (576 px) elsewhere (a
+      GPU computes :data:`GPU_BATCH_SIZE` tiles per pass, already more pixels
+      per pass than one CPU tile) and when ``device`` is not given (model
+      metadata, exports).
+
+    On a CPU a 1088-px tile computes 1.13 pixels per raster pixel instead of
+    576's 1.27 (tiles advance by 1024 px instead of 512), and its forward pass
+    is no slower per computed pixel. The price is memory: one forward pass of
+    a 14-band ResNet-18 U-Net peaks about 350 MB higher with PyTorch (994 vs
+    641 MB of process RSS) and 630 MB higher with OpenVINO (1.49 vs 0.87 GB),
+    ResNet-50 alike (docs/benchmarks.md "Tile size and the per-layer floor");
+    TILE_SIZE 576 gives the old layout back. A raster smaller than the tile
+    gets one tile of its own size (the layout spreads the tiles evenly).
     """
     trained = int(meta.tile_size or 0)
     config = meta.config or {}
     arch = str(config.get("architecture", meta.architecture)).lower()
     encoder = str(config.get("encoder", "")).lower()
     convolutional = arch in FULLY_CONVOLUTIONAL and not encoder.startswith(("mit_", "tu-vit"))
+    on_cpu = device is not None and torch.device(device).type == "cpu"
+    floor = CPU_TILE if on_cpu else DEFAULT_TILE
     if trained <= 0:
-        return DEFAULT_TILE
-    return max(trained, DEFAULT_TILE) if convolutional else trained
+        return floor if convolutional else DEFAULT_TILE
+    return max(trained, floor) if convolutional else trained
 
 
 def model_multiple(meta: Any) -> int:

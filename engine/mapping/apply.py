@@ -433,7 +433,7 @@ def load_model(options: MapParams, device: torch.device) -> LoadedModel:
         bands=list(meta.bands) or [f"band_{i + 1}" for i in range(in_channels)],
         trained_indexes=meta.extra.get("band_indices"),
         thresholds={"": float(stored)} if valid and stored is not None else {},
-        default_tile=default_tile_size(meta),
+        default_tile=default_tile_size(meta, device),
         multiple=model_multiple(meta),
         described=str(meta.architecture),
     )
@@ -459,7 +459,7 @@ def _load_multiregion(options: MapParams, device: torch.device) -> LoadedModel:
         bands=list(reference.get("bands") or meta.bands),
         trained_indexes=reference.get("band_indices"),
         thresholds={r: float(rec.get("threshold", 0.5)) for r, rec in records.items()},
-        default_tile=default_tile_size(dc_replace(meta, tile_size=trained_tile)),
+        default_tile=default_tile_size(dc_replace(meta, tile_size=trained_tile), device),
         multiple=int(multi.output_stride),
         described=f"{meta.architecture} with region decoders {', '.join(multi.regions)}",
     )

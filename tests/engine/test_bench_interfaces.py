@@ -47,6 +47,23 @@ def test_mapping_throughput_interface(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_tile_size_interface(tmp_path: Path) -> None:
+    out = tmp_path / "tiles.json"
+    _run(
+        "slidewise.bench.tile_size",
+        *("--size", "128", "--tiles", "128,192", "--backends", "torch", "--threads", "1"),
+        *("--json", str(out)),
+    )
+    runs = {r["tile"]: r for r in json.loads(out.read_text())["runs"]}
+    # 128 px + 2 x 32 margin: 128-px tiles need 2 x 2, a 192-px tile covers it alone and
+    # is the whole-raster prediction (no seam); the random U-Net's 128-px tiles have seams.
+    assert (runs[128]["tiles"], runs[192]["tiles"]) == (4, 1), runs
+    assert runs[192]["seam_max_abs_diff"] == 0.0 < runs[128]["seam_max_abs_diff"], runs
+    assert runs[192]["max_abs_diff_vs_first_tile_torch"] == runs[128]["seam_max_abs_diff"]
+    assert runs[192]["redundancy"] < runs[128]["redundancy"]
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not BIJIE.is_dir(), reason="Bijie pairs not available")
 def test_mapping_accuracy_interface(tmp_path: Path) -> None:
     names = sorted(p.name for p in (BIJIE / "images").glob("*.png"))

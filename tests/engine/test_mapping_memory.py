@@ -1,7 +1,9 @@
 """Peak memory of a real maplandslides job: the outputs are written strip by strip.
 
 The jobs run in the engine worker's code (``worker.run``) in one subprocess: a small
-raster first (imports, model, GDAL reach their working size), then a short (1024 x 1024)
+raster first (imports, model, GDAL reach their working size), then a short (1024 x 4096:
+four rows of the CPU's 1088-px tiles, so that it already holds what a streaming job holds;
+with one tile row, 1024 x 1024, it held 14 MB less than any taller raster)
 and a tall (1024 x 8192) one, nodata but for one real Bijie patch (so the model runs on a
 few tiles only and the jobs stay short). Holding the tall job's probability (float32)
 whole takes 4 bytes per pixel (32 MB), its mask 1 more.
@@ -34,7 +36,7 @@ from engine_helpers import REPO
 from PIL import Image
 
 BIJIE_IMAGE = REPO / "tests" / "data" / "bijie" / "train" / "images" / "10009.png"
-WIDTH, WARM, SHORT, TALL = 1024, 256, 1024, 8192
+WIDTH, WARM, SHORT, TALL = 1024, 256, 4096, 8192
 #: Bytes per extra pixel the tall job's numpy/Python peak may exceed the short one's by.
 TRACED_BYTES_PER_PIXEL = 1.0
 #: Bytes per pixel of the tall raster its job may add to the RSS it started with.

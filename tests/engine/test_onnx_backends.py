@@ -247,3 +247,25 @@ def test_backend_errors_are_clear(unet_file, bijie_crop, tmp_path, monkeypatch) 
     with pytest.raises(InputError, match="BACKEND openvino is not installed"):
         run_map({**params, "BACKEND": "openvino"}, job_context("maplandslides")[0])
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_openvino_compiles_each_tile_shape_statically(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from slidewise.engine.imagery.onnxexport import export_onnx
+
+    torch.manual_seed(0)
+    config = SegModelConfig("unet", "resnet18", 3, 3, {"decoder_channels": [16, 8, 4]})
+    net = build_model(config).eval()
+    path = export_onnx(net, tmp_path / "net.onnx", 3)
+    module = backends.OpenVinoModule(path, 1)
+    for shape in ((1, 3, 64, 96), (2, 3, 32, 32), (1, 3, 96, 64)):
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            want = torch.sigmoid(net(x))
+        assert torch.allclose(torch.sigmoid(module(x)), want, atol=1e-4), shape
+        shapes = [
+            tuple(int(d) for d in r.get_compiled_model().input(0).get_shape())
+            for r in module.requests.values()
+        ]
+        assert shapes[-1] == shape  # compiled for this shape, not a dynamic graph
+    assert len(module.requests) == backends.OPENVINO_SHAPES  # the oldest shape was dropped

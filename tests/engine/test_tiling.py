@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tracemalloc
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,11 +15,14 @@ from rasterio.windows import Window
 from torch import nn
 
 from slidewise.engine.imagery.tiling import (
+    CPU_TILE,
     D4_TRANSFORMS,
+    DEFAULT_TILE,
     AxisLayout,
     PredictionStats,
     TileLayout,
     TilingOptions,
+    default_tile_size,
     fold_batch_norms,
     make_runner,
     predict_raster,
@@ -332,3 +337,31 @@ def test_fold_batch_norms_matches_and_leaves_the_model_alone() -> None:
     assert fold_batch_norms(odd) is odd
     plain = nn.Conv2d(1, 1, 3)
     assert fold_batch_norms(plain) is plain
+
+
+def _meta(architecture: str, encoder: str = "resnet18", tile_size: int = 0) -> Any:
+    config = {"architecture": architecture, "encoder": encoder}
+    return SimpleNamespace(tile_size=tile_size, config=config, architecture=architecture)
+
+
+def test_default_tile_is_larger_on_a_cpu_for_fully_convolutional_models() -> None:
+    unet = _meta("unet", tile_size=256)
+    assert default_tile_size(unet, "cpu") == CPU_TILE == 1088
+    assert default_tile_size(unet, "cuda") == DEFAULT_TILE  # GPU: batches of 576-px tiles
+    assert default_tile_size(unet) == DEFAULT_TILE  # no device (exports, model cards)
+    assert default_tile_size(_meta("unet"), torch.device("cpu")) == CPU_TILE  # no trained tile
+    assert default_tile_size(_meta("unet", tile_size=1536), "cpu") == 1536  # trained larger
+    # Global pooling or attention: always the training tile.
+    assert default_tile_size(_meta("unet", "mit_b0", 512), "cpu") == 512
+    assert default_tile_size(_meta("deeplabv3", tile_size=384), "cpu") == 384
+
+
+def test_cpu_tile_computes_fewer_pixels_twice() -> None:
+    # The reason for CPU_TILE: tiles advance by 1024 px instead of 512.
+    for side in (1024, 2048, 8000):
+        small = TileLayout.plan(side, side, 14, DEFAULT_TILE, 64)
+        large = TileLayout.plan(side, side, 14, CPU_TILE, 64)
+        assert large.redundancy < small.redundancy - 0.08, (side, large, small)
+    assert TileLayout.plan(1024, 1024, 14, CPU_TILE, 64).n_tiles == 1  # 1024 + 2 x 32 margin
+    assert round(TileLayout.plan(2048, 2048, 14, CPU_TILE, 64).redundancy, 3) == 1.129
+    assert round(TileLayout.plan(2048, 2048, 14, DEFAULT_TILE, 64).redundancy, 3) == 1.266
