@@ -51,6 +51,7 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,15 +107,22 @@ class TestCurve:
         fill: Per-band fill value (the detector's band means).
         device: Torch device name.
         batch_size: Images per training step (``images`` = ``step * batch_size``).
+        on_point: Called with the curve after each new point (to save it as it grows).
         points: The curve so far.
         eval_seconds: Time spent in these evaluations.
     """
 
     def __init__(
-        self, test: Any, bands: list[int], fill: list[float], device: str, batch_size: int
+        self,
+        test: Any,
+        bands: list[int],
+        fill: list[float],
+        device: str,
+        batch_size: int,
+        on_point: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.test, self.bands, self.fill = test, bands, fill
-        self.device, self.batch_size = device, batch_size
+        self.device, self.batch_size, self.on_point = device, batch_size, on_point
         self.points: list[dict[str, Any]] = []
         self.eval_seconds = 0.0
         self.started = time.time()
@@ -134,6 +142,25 @@ class TestCurve:
             file=sys.stderr,
             flush=True,
         )
+        if self.on_point is not None:
+            self.on_point(self.points)
+
+
+def save_partial_curve(name: str, points: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Write the curve so far to ``--json`` (and ``--curve-png``), marked ``"partial": true``.
+
+    A run stopped by a time limit (the GPU session's ``timeout``) still leaves
+    its curve; the finished run overwrites both files with the whole document.
+    """
+    keys = ("epochs", "batch_size", "image_size", "seed", "device", "eval_every")
+    doc = {
+        "partial": True,
+        "models": {name: {"map50": None, "map": None, "train_s": None, "curve": points}},
+        "settings": {k: getattr(args, k) for k in keys},
+    }
+    args.json.write_text(json.dumps(doc, indent=2))
+    if args.curve_png is not None:
+        write_curve_png(doc, args.curve_png)
 
 
 def write_curve_png(doc: dict[str, Any], path: Path) -> None:
@@ -181,7 +208,14 @@ def _train_frcnn(
 
     bands = list(range(len(train.band_names)))
     config, _ = make_config(train, "resnet18", bands, args.image_size, 5, args.seed)
-    curve = TestCurve(test, bands, config.image_mean, args.device, args.batch_size)
+    curve = TestCurve(
+        test,
+        bands,
+        config.image_mean,
+        args.device,
+        args.batch_size,
+        on_point=lambda points: save_partial_curve(name, points, args),
+    )
     settings = DetTrainSettings(
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -122,3 +122,42 @@ def test_mapping_throughput_refuses_cuda_without_gpu(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         mt_bench.parse_args(["--device", "cuda"])
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_detection_curve_is_saved_as_it_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run killed by a time limit must leave its curve: each point rewrites --json and the PNG.
+    from slidewise.engine.detection import train as train_module
+
+    scores = iter([0.1, 0.3])
+    monkeypatch.setattr(
+        train_module, "evaluate_detector", lambda *a, **k: {"map50": next(scores), "map": 0.05}
+    )
+    args = det_bench.argparse.Namespace(
+        json=tmp_path / "c.json",
+        curve_png=tmp_path / "c.png",
+        epochs=3,
+        batch_size=2,
+        image_size=64,
+        seed=0,
+        device="cpu",
+        eval_every=5,
+    )
+    curve = det_bench.TestCurve(
+        det_bench.argparse.Namespace(samples=[]),
+        [0, 1, 2],
+        [0.0] * 3,
+        "cpu",
+        2,
+        on_point=lambda points: det_bench.save_partial_curve("m", points, args),
+    )
+    curve(0, None)
+    curve(5, None)
+    doc = json.loads(args.json.read_text())
+    assert doc["partial"] is True
+    assert [(p["step"], p["images"], p["map50"]) for p in doc["models"]["m"]["curve"]] == [
+        (0, 0, 0.1),
+        (5, 10, 0.3),
+    ]
+    assert args.curve_png.read_bytes()[:4] == b"\x89PNG"
