@@ -64,14 +64,15 @@ def test_detection_bench_learning_curve(tmp_path: Path) -> None:
         *("--val", str(EVENTS / "valid"), "--max-val-images", "1"),
         *("--test", str(test), "--json", str(out)),
         *("--epochs", "1", "--batch-size", "2", "--image-size", "64", "--seed", "0"),
-        *("--models", "frcnn_resnet18_fpn_scratch", "--eval-every", "1"),
+        *("--models", "frcnn_resnet18_fpn_scratch", "--eval-every", "2"),
     ]
     assert det_bench.main([*argv, "--curve-png", str(png)]) == 0
     doc = json.loads(out.read_text())
     entry = doc["models"]["frcnn_resnet18_fpn_scratch"]
-    assert [p["step"] for p in entry["curve"]] == [0, 1, 2]
-    assert [p["images"] for p in entry["curve"]] == [0, 2, 4]
-    assert entry["curve_eval_s"] > 0 and doc["settings"]["eval_every"] == 1
+    assert [p["step"] for p in entry["curve"]] == [0, 2]
+    assert [p["images"] for p in entry["curve"]] == [0, 4]
+    assert entry["curve_eval_s"] > 0 and doc["settings"]["eval_every"] == 2
+    assert "partial" not in doc  # the finished run replaced the partial document
     # One epoch: the selected weights are the last step's, scored once.
     assert entry["map50"] == entry["curve"][-1]["map50"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
