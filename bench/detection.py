@@ -33,6 +33,14 @@ Models:
 Extra options (not part of the stable interface): ``--image-size`` (detector
 resize target, 0 = auto), ``--max-val-images``, ``--batch-size``,
 ``--pretrain-epochs``, ``--models`` (comma-separated subset).
+
+Learning curve: ``--eval-every N`` scores each Faster R-CNN on the test folder
+before the first optimiser step, every N steps and after the last one, all
+within the one training run (the learning-rate schedule is that of the whole
+run); each model's entry then holds ``"curve": [{"step", "images", "map50",
+"map", "train_s"}, ...]`` (``train_s`` excludes the curve's own evaluations,
+which are reported as ``curve_eval_s``), and ``--curve-png FILE`` plots it
+with the seed's GPU anchor (:data:`SEED_ANCHOR_MAP50`).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +61,8 @@ MODELS = ("frcnn_resnet18_fpn_scratch", "frcnn_resnet18_fpn_mae", "seg_boxes_def
 DEFAULT_EPOCHS = 10
 #: Smallest connected component (pixels) that becomes a box on the segmentation route.
 SEG_MIN_AREA = 16
+#: The seed study's best test mAP@0.5 (Faster R-CNN, MAE pre-trained Swin-B, GPU).
+SEED_ANCHOR_MAP50 = 0.377
 
 
 class LogStream:
@@ -87,6 +98,97 @@ def _entry(metrics: dict[str, Any], seconds: float, **extra: Any) -> dict[str, A
     }
 
 
+class TestCurve:
+    """Scores the model being trained on the test images at each checkpoint.
+
+    Attributes:
+        test: The test images.
+        bands: 0-based bands fed to the model.
+        fill: Per-band fill value (the detector's band means).
+        device: Torch device name.
+        batch_size: Images per training step (``images`` = ``step * batch_size``).
+        on_point: Called with the curve after each new point (to save it as it grows).
+        points: The curve so far.
+        eval_seconds: Time spent in these evaluations.
+    """
+
+    def __init__(
+        self,
+        test: Any,
+        bands: list[int],
+        fill: list[float],
+        device: str,
+        batch_size: int,
+        on_point: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self.test, self.bands, self.fill = test, bands, fill
+        self.device, self.batch_size, self.on_point = device, batch_size, on_point
+        self.points: list[dict[str, Any]] = []
+        self.eval_seconds = 0.0
+        self.started = time.time()
+
+    def __call__(self, step: int, model: Any) -> None:
+        from slidewise.engine.detection.train import evaluate_detector
+
+        t0 = time.time()
+        train_s = t0 - self.started - self.eval_seconds
+        metrics = evaluate_detector(model, self.test.samples, self.bands, self.fill, self.device)
+        self.eval_seconds += time.time() - t0
+        point = {"step": step, "images": step * self.batch_size, **_entry(metrics, train_s)}
+        self.points.append(point)
+        print(
+            f"[curve] step {step}: test mAP@0.5 {point['map50']:.4f}, mAP {point['map']:.4f} "
+            f"(train {point['train_s']:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self.on_point is not None:
+            self.on_point(self.points)
+
+
+def save_partial_curve(name: str, points: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Write the curve so far to ``--json`` (and ``--curve-png``), marked ``"partial": true``.
+
+    A run stopped by a time limit (the GPU session's ``timeout``) still leaves
+    its curve; the finished run overwrites both files with the whole document.
+    """
+    keys = ("epochs", "batch_size", "image_size", "seed", "device", "eval_every")
+    doc = {
+        "partial": True,
+        "models": {name: {"map50": None, "map": None, "train_s": None, "curve": points}},
+        "settings": {k: getattr(args, k) for k in keys},
+    }
+    args.json.write_text(json.dumps(doc, indent=2))
+    if args.curve_png is not None:
+        write_curve_png(doc, args.curve_png)
+
+
+def write_curve_png(doc: dict[str, Any], path: Path) -> None:
+    """Plot the learning curves of a benchmark document (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, m in doc["models"].items():
+        curve = m.get("curve") or []
+        steps = [p["step"] for p in curve]
+        ax.plot(steps, [p["map50"] for p in curve], "o-", label=f"{name} mAP@0.5")
+        ax.plot(steps, [p["map"] for p in curve], "s--", label=f"{name} mAP@0.5:0.95")
+    ax.axhline(SEED_ANCHOR_MAP50, color="grey", ls=":", label="seed anchor mAP@0.5 (Swin-B, GPU)")
+    s = doc["settings"]
+    ax.set_xlabel(f"training steps (batch {s['batch_size']}, {s['image_size'] or 'auto'} px)")
+    ax.set_ylabel("test score")
+    scores = [p["map50"] or 0.0 for m in doc["models"].values() for p in m.get("curve") or []]
+    ax.set_ylim(0, max([0.45, *scores]) * 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _train_frcnn(
     name: str,
     train: Any,
@@ -106,22 +208,43 @@ def _train_frcnn(
 
     bands = list(range(len(train.band_names)))
     config, _ = make_config(train, "resnet18", bands, args.image_size, 5, args.seed)
+    curve = TestCurve(
+        test,
+        bands,
+        config.image_mean,
+        args.device,
+        args.batch_size,
+        on_point=lambda points: save_partial_curve(name, points, args),
+    )
     settings = DetTrainSettings(
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
         bands=bands,
+        checkpoint_every=args.eval_every,
+        on_checkpoint=curve if args.eval_every > 0 else None,
     )
     outcome = train_detector(
         train, valid, config, settings, BackboneStart(state=encoder_state), log=_log(name)
     )
-    metrics = evaluate_detector(outcome.model, test.samples, bands, config.image_mean, args.device)
+    last = curve.points[-1] if curve.points else None
+    total = args.epochs * math.ceil(len(train) / args.batch_size)
+    if last is not None and last["step"] == total and outcome.best_epoch == args.epochs:
+        metrics = last  # the selected weights are the final ones, just scored on the test images
+    else:
+        metrics = evaluate_detector(
+            outcome.model, test.samples, bands, config.image_mean, args.device
+        )
+    extra: dict[str, Any] = {}
+    if curve.points:
+        extra = {"curve": curve.points, "curve_eval_s": round(curve.eval_seconds, 1)}
     return _entry(
         metrics,
-        outcome.seconds + extra_seconds,
+        outcome.seconds - curve.eval_seconds + extra_seconds,
         valid_map50=outcome.metrics.get("map50"),
         best_epoch=outcome.best_epoch,
+        **extra,
     )
 
 
@@ -289,8 +412,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "seed": args.seed,
             "device": args.device,
+            "eval_every": args.eval_every,
+            "torch_threads": _torch_threads(),
         },
     }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _table(doc: dict[str, Any]) -> str:
@@ -322,9 +453,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-epochs", type=int, default=0, help="0 = --epochs")
     parser.add_argument("--models", default="", help="comma-separated subset of the models")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="learning curve: test every N steps, 0 = off"
+    )
+    parser.add_argument("--curve-png", type=Path, default=None, help="plot of the curve (PNG)")
     args = parser.parse_args(argv)
+    if args.curve_png is not None and args.eval_every <= 0:
+        parser.error("--curve-png needs --eval-every N (N > 0)")
     doc = run_benchmark(args)
     args.json.write_text(json.dumps(doc, indent=2))
+    if args.curve_png is not None:
+        write_curve_png(doc, args.curve_png)
     print(_table(doc))
     return 0
 

@@ -50,6 +50,14 @@ tile side, the times added per tile and divided by the redundancy
 each timed alone as the engine runs them, ``layer_best_px_per_s`` the faster
 of the two per layer, and ``layer_floor_layers`` the per-layer table.
 
+``--device cuda`` runs both methods on the GPU (the seed's loop still batch 1,
+float32, one tile copied to the device and back at a time; the engine with
+its CUDA defaults); ``--amp on|off`` and ``--channels-last on|off`` override
+the engine's defaults (``auto``: float16 autocast and channels-last on CUDA).
+``--sweep-tiles 512,1024 --sweep-batches 4,8,16`` also times the engine for
+every tile/batch pair on the same raster (``sweep``: one record per pair, its
+px/s and ratio to the seed). docs/gpu.md has the GPU session's commands.
+
 Writes the JSON figures (``seed_px_per_s``, ``engine_px_per_s``, ``ratio``,
 ``engine_peak_rss_mb``, ``seam_max_abs_diff`` and more) and prints a table.
 """
@@ -155,11 +163,12 @@ def seed_predict(model: Any, path: Path, norm: dict[str, Any]) -> np.ndarray:
     _, _, height, width = image.shape
     out = np.full((height, width), np.nan, dtype=np.float32)
     lo, hi = (SEED_TILE - SEED_KEEP) // 2, (SEED_TILE + SEED_KEEP) // 2
+    device = next(model.parameters()).device  # --device: the seed's loop moves one tile at a time
     with torch.inference_mode():
         for y in range(0, height - SEED_TILE + 1, SEED_KEEP):
             for x in range(0, width - SEED_TILE + 1, SEED_KEEP):
-                tile = image[:, :, y : y + SEED_TILE, x : x + SEED_TILE]
-                prob = torch.sigmoid(model(tile))[0, 0].numpy()
+                tile = image[:, :, y : y + SEED_TILE, x : x + SEED_TILE].to(device)
+                prob = torch.sigmoid(model(tile))[0, 0].float().cpu().numpy()
                 out[y + lo : y + hi, x + lo : x + hi] = prob[lo:hi, lo:hi]
     return out
 
@@ -179,7 +188,9 @@ def engine_predict(
         if getattr(args, name) is not None
     }
     given.setdefault("tile", engine_tile(args))
-    if not torch_path:
+    if torch_path:
+        given.update(device_options(args))
+    else:
         given["channels_last"] = False
     stats = PredictionStats()
     prob = predict_raster(model, str(path), TilingOptions(stats=stats, **given), normalisation=norm)
@@ -199,7 +210,7 @@ def engine_tile(args: argparse.Namespace) -> int:
         return int(args.tile)
     config = {"architecture": "unet", "encoder": "resnet18"}
     meta = argparse.Namespace(tile_size=0, config=config, architecture="unet")
-    return default_tile_size(meta, "cpu")
+    return default_tile_size(meta, getattr(args, "device", None) or "cpu")
 
 
 def _timed(func: Any, *a: Any) -> tuple[float, Any]:
@@ -290,7 +301,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rss-size", type=int, default=RSS_CHECK_SIZE, help=argparse.SUPPRESS)
     parser.add_argument("--child-job", nargs=3, default=None, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    add_device_args(parser)
+    args = parser.parse_args(argv)
+    check_device_args(parser, args)
+    return args
 
 
 def child_main(args: argparse.Namespace) -> int:
@@ -459,7 +473,7 @@ def speed_figures(args: argparse.Namespace, timings: Timings) -> dict[str, Any]:
         "engine_seconds": [round(t, 3) for t in timings.engine],
         "engine_tile": stats.tile,
         "engine_overlap": stats.overlap,
-        "engine_batch_size": args.batch_size or default_batch_size("cpu"),
+        "engine_batch_size": args.batch_size or default_batch_size(args.device),
         "engine_tiles": stats.tiles_run,
         "engine_redundancy": round(stats.tiles_run * stats.tile**2 / pixels, 3),
         "seed_tiles": ((args.size - SEED_TILE) // SEED_KEEP + 1) ** 2,
@@ -641,6 +655,106 @@ def layer_floor_figures(model: Any, speed: dict[str, Any], runs: int = 5) -> dic
     return out
 
 
+# --------------------------------------------------------------------------- device, AMP, sweeps
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--amp``, ``--channels-last``, ``--sweep-tiles``, ``--sweep-batches``."""
+    parser.add_argument("--device", default="cpu", help="torch device of both methods (cuda)")
+    choices = ("auto", "on", "off")
+    parser.add_argument(
+        "--amp", choices=choices, default="auto", help="engine float16 autocast (auto: on CUDA)"
+    )
+    parser.add_argument(
+        "--channels-last",
+        choices=choices,
+        default="auto",
+        help="engine channels-last memory format (auto: on CUDA and x86 CPUs)",
+    )
+    parser.add_argument(
+        "--sweep-tiles", type=_int_list, default=[], help="also time these engine tiles: 512,1024"
+    )
+    parser.add_argument(
+        "--sweep-batches", type=_int_list, default=[], help="and these batch sizes: 4,8,16"
+    )
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def check_device_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a CUDA device this machine lacks, and the CPU-only options on a GPU."""
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this machine has no CUDA GPU; use --device cpu")
+    if args.device != "cpu" and (args.backend != "torch" or args.floor):
+        parser.error("--backend and --floor measure the CPU: use them with --device cpu")
+
+
+def device_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine's ``TilingOptions`` for ``--device``, ``--amp`` and ``--channels-last``."""
+    switches = {"on": True, "off": False, "auto": None}
+    return {
+        "device": args.device,
+        "amp": switches[args.amp],
+        "channels_last": switches[args.channels_last],
+    }
+
+
+def device_figures(args: argparse.Namespace) -> dict[str, Any]:
+    """The device both methods ran on, and the engine's AMP and memory-format switches."""
+    import torch
+
+    name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None
+    return {
+        "device": args.device,
+        "gpu": name,
+        "amp": args.amp,
+        "channels_last": args.channels_last,
+    }
+
+
+def sweep_figures(bench: Bench, raster: Path, seed_px_per_s: float) -> list[dict[str, Any]]:
+    """The engine timed for every ``--sweep-tiles`` x ``--sweep-batches`` pair (best of repeats).
+
+    Each pair first runs once untimed (its kernels and, on CUDA, its memory pool).
+    """
+    args = bench.args
+    pixels = args.size * args.size
+    out = []
+    for tile in args.sweep_tiles or [args.tile]:
+        for batch in args.sweep_batches or [args.batch_size]:
+            pair = copy.copy(args)
+            pair.tile, pair.batch_size = tile, batch
+            engine_predict(bench.model, raster, bench.norm, pair)
+            runs = [
+                _timed(engine_predict, bench.model, raster, bench.norm, pair)
+                for _ in range(max(1, args.repeats))
+            ]
+            best = min(t for t, _ in runs)
+            stats = runs[-1][1][1]
+            out.append(
+                {
+                    "tile": stats.tile,
+                    "batch_size": batch,
+                    "px_per_s": round(pixels / best, 1),
+                    "ratio": round(pixels / best / seed_px_per_s, 3),
+                    "tiles": stats.tiles_run,
+                }
+            )
+    return out
+
+
 def run_bench(args: argparse.Namespace, allocator: bool) -> dict[str, Any]:
     """The methods on a synthetic raster, the job in a child process; the figures."""
     from slidewise.engine.imagery.segmodels import save_mapping_model
@@ -655,7 +769,12 @@ def run_bench(args: argparse.Namespace, allocator: bool) -> dict[str, Any]:
         save_mapping_model(model_path, model, config, bands, normalisation())
         backend_model, backend_name = prepare_backend(args, model, model_path)
         bench = Bench(
-            model, copy.deepcopy(model), normalisation(), args, backend_model, backend_name
+            model,
+            copy.deepcopy(model).to(args.device),
+            normalisation(),
+            args,
+            backend_model,
+            backend_name,
         )
         warm_up(bench, work)
         timings = time_methods(bench, raster)
@@ -667,7 +786,10 @@ def run_bench(args: argparse.Namespace, allocator: bool) -> dict[str, Any]:
         figures["engine_job_tile"] = child.get("tile_size")
         if args.floor:
             figures.update(floor_figures(bench.seed_model, speed, args.size**2))
+        if args.sweep_tiles or args.sweep_batches:
+            figures["sweep"] = sweep_figures(bench, raster, speed["seed_px_per_s"])
         figures.update(machine_figures(allocator))
+        figures.update(device_figures(args))
         if args.rss_check:
             figures.update(rss_check(args, work, model_path))
     return figures

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,11 @@ class DetTrainSettings:
         device: Torch device name.
         amp: Mixed precision (used on CUDA only).
         bands: 0-based bands of the images fed to the model.
+        checkpoint_every: Optimiser steps between calls of ``on_checkpoint``
+            (0: never). Benchmarks use it for learning curves.
+        on_checkpoint: Called with the step count and the model being trained
+            before the first step, every ``checkpoint_every`` steps and after
+            the last step; the model is put back in training mode afterwards.
     """
 
     epochs: int = 10
@@ -88,6 +93,10 @@ class DetTrainSettings:
     device: str = "cpu"
     amp: bool = True
     bands: list[int] = field(default_factory=lambda: [0, 1, 2])
+    checkpoint_every: int = 0
+    on_checkpoint: Callable[[int, nn.Module], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass
@@ -306,6 +315,7 @@ def train_detector(
     measured = len(valid.samples) if valid.n_boxes > 0 else 0
     per_epoch = validation_work(measured, VALID_BATCH)
     counter = StepCounter(loop.total + settings.epochs * per_epoch, progress)
+    _checkpoint(loop, settings)
     for epoch in range(settings.epochs):
         t0 = time.time()
         running, seen = _train_epoch(loop, settings, generator, epoch, counter)
@@ -383,7 +393,18 @@ def _train_epoch(
         seen += len(idx)
         loop.step += 1
         counter.step()
+        _checkpoint(loop, settings)
     return running, seen
+
+
+def _checkpoint(loop: _Loop, settings: DetTrainSettings) -> None:
+    """Call ``settings.on_checkpoint`` at step 0, every ``checkpoint_every`` steps and the last."""
+    every = settings.checkpoint_every
+    if settings.on_checkpoint is None or every <= 0:
+        return
+    if loop.step % every == 0 or loop.step == loop.total:
+        settings.on_checkpoint(loop.step, loop.model)
+        loop.model.train()
 
 
 def _train_step(
