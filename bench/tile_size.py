@@ -77,7 +77,14 @@ def run_rounds(
     for round_ in range(rounds + 1):
         for tile in tiles:
             for name, module in modules.items():
-                args = argparse.Namespace(tile=tile, overlap=None, batch_size=None)
+                args = argparse.Namespace(
+                    tile=tile,
+                    overlap=None,
+                    batch_size=None,
+                    device="cpu",
+                    amp="auto",
+                    channels_last="auto",
+                )
                 start = time.perf_counter()
                 prob, stats = engine_predict(module, raster, norm, args, name == "torch")
                 took = time.perf_counter() - start
