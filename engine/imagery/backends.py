@@ -150,6 +150,11 @@ class OpenVinoModule(nn.Module):
         self.path = os.fspath(path)
         self.requests: dict[tuple[int, ...], Any] = {}
 
+    @property
+    def precision(self) -> str:
+        """The inference precision asked of OpenVINO (``f32`` or ``bf16``)."""
+        return str(self.config["INFERENCE_PRECISION_HINT"])
+
     def request(self, shape: tuple[int, ...]) -> Any:
         """The infer request of a model compiled for input ``shape`` (compiled on first use)."""
         if shape not in self.requests:

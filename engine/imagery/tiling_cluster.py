@@ -206,8 +206,7 @@ def backend_name(module: Any) -> str:
     if isinstance(module, OnnxRuntimeModule):
         return "onnxruntime"
     if isinstance(module, OpenVinoModule):
-        precision = str(module.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        return "openvino_bf16" if "bf16" in precision else "openvino"
+        return "openvino_bf16" if module.precision == "bf16" else "openvino"
     return "torch"
 
 

@@ -22,6 +22,7 @@ from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.modelfile import ModelMetadata, save_model
 from slidewise.engine.imagery import backends
 from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
+from slidewise.engine.imagery.tiling_cluster import backend_name
 from slidewise.engine.mapping.apply import run_map
 from slidewise.engine.mapping.exportmodel import run_export
 
@@ -269,3 +270,7 @@ def test_openvino_compiles_each_tile_shape_statically(tmp_path: Path) -> None:
         ]
         assert shapes[-1] == shape  # compiled for this shape, not a dynamic graph
     assert len(module.requests) == backends.OPENVINO_SHAPES  # the oldest shape was dropped
+    # the name the job logs and hands to Dask workers (this read the old single
+    # compiled model and crashed every OpenVINO mapping job)
+    assert backend_name(module) == "openvino"
+    assert backend_name(backends.OpenVinoModule(path, 1, "bf16")) == "openvino_bf16"
