@@ -47,8 +47,11 @@ from slidewise.engine.imagery.onnxexport import INPUT_NAME, export_onnx
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 """The backends, in the order ``auto`` prefers them on a tie."""
-PROBE_SIDE = 384
-"""Largest tile side of the ``auto`` probe (pixels)."""
+PROBE_SIDE = 1088
+"""Largest tile side of the ``auto`` probe (pixels): the CPU's default tile
+(:data:`.tiling.CPU_TILE`). The backends' order changes with the tile: on a
+384-px probe OpenVINO won, while on the 1088-px tiles the job then ran PyTorch
+was 1.13x faster (2-core CPU, quiet), so the probe times the tile the job runs."""
 PROBE_RUNS = 2
 """Timed forward passes per backend in the probe (after one warm-up pass)."""
 AUTO_MIN_PIXELS = 4_000_000

@@ -274,3 +274,19 @@ def test_openvino_compiles_each_tile_shape_statically(tmp_path: Path) -> None:
     # compiled model and crashed every OpenVINO mapping job)
     assert backend_name(module) == "openvino"
     assert backend_name(backends.OpenVinoModule(path, 1, "bf16")) == "openvino_bf16"
+
+
+def test_auto_probes_the_tile_side_a_cpu_job_runs(monkeypatch, tmp_path) -> None:
+    # On a 384-px probe OpenVINO won while the job's 1088-px tiles ran faster in PyTorch.
+    from slidewise.engine.imagery.tiling import CPU_TILE
+
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path))
+    sides: list[int] = []
+    monkeypatch.setattr(
+        backends, "probe_backends", lambda _r, side: sides.append(side) or {"torch": 1.0}
+    )
+    request = backends.BackendRequest(
+        torch.nn.Identity(), 3, "key", threads=1, tile=CPU_TILE, log=lambda _m: None
+    )
+    assert backends.auto_backend(request) == "torch"
+    assert sides == [CPU_TILE]
