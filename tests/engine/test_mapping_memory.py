@@ -17,8 +17,10 @@ Two measures of each job, both reset before it:
 - the peak RSS (``VmHWM`` of ``/proc/self/status``, reset through ``clear_refs``) over
   the RSS the job started with: it also sees torch and GDAL, but freed memory the
   allocator keeps hides growth up to its size (a gather of 64 MB raised it by 9 MB only),
-  so its bound is loose, 6 bytes per pixel (17 MB measured): it catches a job that reads
-  the whole input (12 bytes per pixel as float32).
+  so its bound is loose: the tall job may grow it by 6 bytes per extra pixel more than the
+  short job did (the first job with whole 1088-px tiles grows it by their working set,
+  which the allocator may or may not hand back before the next job): it catches a job
+  that reads the whole input (12 bytes per pixel as float32).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ BIJIE_IMAGE = REPO / "tests" / "data" / "bijie" / "train" / "images" / "10009.pn
 WIDTH, WARM, SHORT, TALL = 1024, 256, 4096, 8192
 #: Bytes per extra pixel the tall job's numpy/Python peak may exceed the short one's by.
 TRACED_BYTES_PER_PIXEL = 1.0
-#: Bytes per pixel of the tall raster its job may add to the RSS it started with.
+#: Bytes per extra pixel the tall job may add to its RSS beyond what the short job added.
 RSS_BYTES_PER_PIXEL = 6.0
 
 MEASURE = """
@@ -137,7 +139,6 @@ def test_maplandslides_peak_memory_does_not_grow_with_the_raster(tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, short, tall = json.loads(proc.stdout.strip().splitlines()[-1])
-    pixels = WIDTH * TALL
     print(
         f"numpy/Python peak {short['traced_peak'] / 2**20:.0f} MB (short) -> "
         f"{tall['traced_peak'] / 2**20:.0f} MB (tall); the tall job's RSS grew "
@@ -149,6 +150,9 @@ def test_maplandslides_peak_memory_does_not_grow_with_the_raster(tmp_path: Path)
         f"the job's arrays grew by {grown / extra:.2f} bytes per extra pixel of the raster: "
         "it holds its outputs whole instead of writing them strip by strip"
     )
-    assert tall["rss_growth"] < RSS_BYTES_PER_PIXEL * pixels, tall
+    # Against the short job, not zero: the first job with whole 1088-px tiles grows the
+    # RSS by their working set (~150 MB), and whether the allocator hands it back before
+    # the tall job starts varies from run to run; what must not happen is growth with height.
+    assert tall["rss_growth"] < short["rss_growth"] + RSS_BYTES_PER_PIXEL * extra, (short, tall)
     with rasterio.open(tmp_path / "tall_probability.tif") as src:
         assert (src.width, src.height) == (WIDTH, TALL)
