@@ -42,6 +42,22 @@ ARCHITECTURES = (
 LOSSES = (FROM_RECIPE, "dice_bce", "bce", "dice", "focal", "lovasz", "lovasz_bce", "ce")
 #: D4 augmentation: the recipe's, on or off.
 AUGMENT_CHOICES = (FROM_RECIPE, "true", "false")
+
+
+def recipe_switch(name: str, label: str, help_text: str) -> Param:
+    """An advanced yes/no override of a recipe setting ("(recipe)" keeps the recipe's)."""
+    return Param(
+        name,
+        label,
+        "choice",
+        help_text,
+        default=FROM_RECIPE,
+        choices=AUGMENT_CHOICES,
+        choice_labels=("(recipe)", "yes", "no"),
+        advanced=True,
+    )
+
+
 #: What ranks the epochs: the recipe's choice, the selection metric or the validation loss.
 SELECT_ON_CHOICES = (FROM_RECIPE, "metric", "loss")
 
@@ -116,38 +132,23 @@ MODEL: tuple[Param, ...] = (
 #: Everything the recipe sets that a parameter may override.
 TRAINING: tuple[Param, ...] = (
     SELECT_METRIC,
-    Param(
+    recipe_switch(
         "AUGMENT",
         "D4 augmentation",
-        "choice",
         "Random rotations and mirrors of each chip; recipe: the recipe's.",
-        default=FROM_RECIPE,
-        choices=AUGMENT_CHOICES,
-        choice_labels=("(recipe)", "yes", "no"),
-        advanced=True,
     ),
-    Param(
+    recipe_switch(
         "PHOTOMETRIC",
         "Photometric augmentation",
-        "choice",
         "Random brightness, contrast, colour balance, blur and noise of each chip, so the "
         "model transfers to images of other sensors and regions; recipe: the recipe's.",
-        default=FROM_RECIPE,
-        choices=AUGMENT_CHOICES,
-        choice_labels=("(recipe)", "yes", "no"),
-        advanced=True,
     ),
-    Param(
+    recipe_switch(
         "CALIBRATE",
         "Calibrate probabilities",
-        "choice",
         "Fit Platt scaling on the validation pixels after training and store it in the "
         "model, so its probabilities are calibrated (expected calibration error before and "
         "after in the log); recipe: the recipe's.",
-        default=FROM_RECIPE,
-        choices=AUGMENT_CHOICES,
-        choice_labels=("(recipe)", "yes", "no"),
-        advanced=True,
     ),
     Param(
         "SELECT_ON",
