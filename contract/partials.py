@@ -1,7 +1,9 @@
-"""The naming rule of partial files: outputs are written to a hidden sibling, then renamed.
+"""The naming rules of what a run writes: partial files, the resume state, the manifest.
 
-The engine writes every output through :func:`partial_path`; the plugin removes
-what a killed worker left with :func:`remove_partials`. One rule, both sides.
+The engine writes every output through :func:`partial_path`, renames it into
+place when whole, then writes the run's manifest (:func:`manifest_path`) and
+sends its result. The plugin removes what a stopped worker left with
+:func:`remove_partials` and :func:`remove_unfinished_outputs`. One rule, both sides.
 """
 
 from __future__ import annotations
@@ -67,3 +69,57 @@ def resumable(outputs: list[str]) -> bool:
     again continues from its last checkpoint.
     """
     return any(resume_state_path(p).is_file() for p in outputs if p)
+
+
+def manifest_path(output: str | os.PathLike[str]) -> Path:
+    """Where the manifest of a run whose main output is ``output`` goes."""
+    out = Path(output)
+    return out.with_name(out.stem + ".manifest.json")
+
+
+#: One file's identity on disk (device, inode): renaming a new file into place changes it.
+FileStamp = tuple[int, int]
+
+
+def _stamp(path: Path) -> FileStamp | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if path.is_file() else None
+
+
+def output_stamps(outputs: list[str]) -> dict[str, FileStamp | None]:
+    """The files a run may write (its outputs and their manifests), as they are before it.
+
+    Returns:
+        Each path with its stamp, ``None`` where no file is there yet.
+    """
+    paths = [Path(p) for p in outputs if p]
+    paths += [manifest_path(p) for p in paths]
+    return {str(p): _stamp(p) for p in paths}
+
+
+def remove_unfinished_outputs(stamps: dict[str, FileStamp | None]) -> list[Path]:
+    """Delete the files a run that did not finish created or replaced since ``stamps``.
+
+    A stop between renaming an output into place and sending the result leaves a
+    whole file that no manifest describes and no result announced; the run counts
+    as not done, so the file goes. A file the run did not replace (the same inode:
+    an untouched earlier output, a GeoPackage written in place) stays.
+
+    Args:
+        stamps: What :func:`output_stamps` saw before the run.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for name, before in stamps.items():
+        path = Path(name)
+        now = _stamp(path)
+        if now is not None and now != before:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed

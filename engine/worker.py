@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from slidewise.contract.partials import manifest_path
 from slidewise.engine import jobs
 from slidewise.engine.core.distributed import (
     DATA_PARALLEL_JOBS,
@@ -41,7 +42,7 @@ from slidewise.engine.core.distributed import (
 )
 from slidewise.engine.core.errors import EngineError, ModelFileError
 from slidewise.engine.core.job import JobContext, JobResult
-from slidewise.engine.core.manifest import build_manifest, manifest_path, write_manifest
+from slidewise.engine.core.manifest import build_manifest, write_manifest
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
 from slidewise.engine.lifeline import Lifeline, exit_now_if_cancelled

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from slidewise.contract.checkpoints import checkpoint_epochs
-from slidewise.contract.partials import remove_partials, resumable
+from slidewise.contract.partials import (
+    FileStamp,
+    output_stamps,
+    remove_partials,
+    remove_unfinished_outputs,
+    resumable,
+)
 from slidewise.contract.protocol import parse_line
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
@@ -264,6 +270,7 @@ def run_job(
         python, origin = engine_python()
     check_python(python, origin)
     callbacks = callbacks or JobCallbacks()
+    stamps = output_stamps(outputs or [])
     job_file = write_job_file(job, params, options, outputs)
     with stop_on_signals() as request:
         try:
@@ -277,9 +284,9 @@ def run_job(
             remove_job_file(job_file)
     note = "" if run.finished or run.error else kept_checkpoint_note(job, params)
     if request.signum == signal.SIGTERM:
-        end_terminated(outputs or [], written=run.finished, note=note)
+        end_terminated(outputs or [], written=run.finished, note=note, stamps=stamps)
     try:
-        return finish(run, outputs or [], python, origin)
+        return finish(run, outputs or [], python, origin, stamps)
     except EngineJobError as exc:
         if not note:
             raise
@@ -306,7 +313,12 @@ def kept_checkpoint_note(job: str, params: dict[str, Any]) -> str:
     )
 
 
-def end_terminated(outputs: list[str], written: bool = False, note: str = "") -> None:
+def end_terminated(
+    outputs: list[str],
+    written: bool = False,
+    note: str = "",
+    stamps: dict[str, FileStamp | None] | None = None,
+) -> None:
     """After SIGTERM stopped a job: say so, then end as SIGTERM would have.
 
     The worker is gone and the job folder removed by now; the partial outputs
@@ -318,13 +330,14 @@ def end_terminated(outputs: list[str], written: bool = False, note: str = "") ->
         outputs: The job's output paths.
         written: The job had sent its result before the signal: its outputs stay.
         note: What else remains (a training checkpoint), added to the message.
+        stamps: The outputs as they were before the run: what it renamed into place
+            without finishing goes too (:func:`remove_unfinished_outputs`).
 
     Raises:
         EngineJobCancelled: when the process survives its previous handler.
     """
     if not written:
-        for path in outputs:
-            remove_partials(path)
+        remove_unfinished(outputs, stamps)
     message = TERMINATED_AFTER_RESULT_MESSAGE if written else TERMINATED_MESSAGE
     message = f"{message} {note}" if note else message
     with contextlib.suppress(OSError):
@@ -508,28 +521,52 @@ def close_worker(proc: subprocess.Popen[str]) -> None:
                 stream.close()
 
 
-def finish(run: WorkerRun, outputs: list[str], python: str, origin: str) -> JobOutcome:
-    """The job's outcome, or the error it ended with (partial outputs removed).
+def finish(
+    run: WorkerRun,
+    outputs: list[str],
+    python: str,
+    origin: str,
+    stamps: dict[str, FileStamp | None] | None = None,
+) -> JobOutcome:
+    """The job's outcome, or the error it ended with (what it left unfinished removed).
+
+    Args:
+        run: What the worker reported.
+        outputs: The job's output paths.
+        python: The engine interpreter (for messages).
+        origin: Where ``python`` came from (for messages).
+        stamps: The outputs as they were before the run (:func:`output_stamps`).
 
     Raises:
         EngineJobCancelled: the job was cancelled.
         EngineJobError: the job sent an error, or the worker ended without a result.
     """
     if run.cancelled:
-        for path in outputs:
-            remove_partials(path)
+        remove_unfinished(outputs, stamps)
         if run.interrupted:
             raise EngineJobCancelled(INTERRUPTED_MESSAGE)
         raise EngineJobCancelled("The job was cancelled; no output was written.")
     if run.error is not None:
+        remove_unfinished(outputs, stamps)
         raise EngineJobError(str(run.error.get("message")))
     outcome = run.outcome
     if run.code != 0 or (not outcome.outputs and not outcome.figures):
         if not resumable(outputs):  # a killed resumable run keeps them, to resume
-            for path in outputs:
-                remove_partials(path)
+            remove_unfinished(outputs, stamps)
         raise _crash_error(run.code, list(run.stderr_tail), python, origin)
     return outcome
+
+
+def remove_unfinished(outputs: list[str], stamps: dict[str, FileStamp | None] | None) -> None:
+    """Remove the partial files of ``outputs`` and what the run renamed into place.
+
+    A run that did not send its result wrote nothing: an output it completed just
+    before the stop, without its manifest, goes as well as the partial files.
+    """
+    for path in outputs:
+        remove_partials(path)
+    if stamps is not None:
+        remove_unfinished_outputs(stamps)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

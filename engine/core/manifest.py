@@ -73,12 +73,6 @@ def input_hashes(paths: list[str]) -> dict[str, str | None]:
     return hashes
 
 
-def manifest_path(output: str | os.PathLike[str]) -> Path:
-    """Where the manifest of a run whose main output is ``output`` goes."""
-    out = Path(output)
-    return out.with_name(out.stem + ".manifest.json")
-
-
 def build_manifest(
     algorithm: str,
     parameters: dict[str, Any],

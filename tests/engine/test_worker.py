@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 import torch
 
-from slidewise.contract.partials import partial_glob, remove_partials
+from slidewise.contract.partials import manifest_path, partial_glob, remove_partials
 from slidewise.contract.protocol import parse_line
-from slidewise.engine.core.manifest import manifest_path
 
 WORKER = [sys.executable, "-m", "slidewise.engine.worker"]
 TYPES = {"progress", "log", "result", "error"}

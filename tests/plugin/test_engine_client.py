@@ -256,6 +256,40 @@ def test_partials_of_a_killed_worker_are_removed(tmp_path: Path) -> None:
     assert not partial.exists()
 
 
+def test_output_completed_before_a_stop_without_its_result_is_removed(tmp_path: Path) -> None:
+    """A stop after an output was renamed into place, before the manifest and result: no output.
+
+    The fake worker does what the engine does up to that point (a whole output file,
+    no manifest, no result yet) and then waits; the cancel must leave no orphan output,
+    while a file the run did not write stays.
+    """
+    out, kept = tmp_path / "done.tif", tmp_path / "kept.tif"
+    kept.write_text("an earlier run's output, not replaced by this one")
+    worker = tmp_path / "python"
+    worker.write_text(
+        "#!/bin/sh\n"
+        f"printf whole > '{out}'\n"
+        'echo \'{"type": "progress", "value": 99}\'\n'
+        "exec sleep 30\n"
+    )
+    worker.chmod(worker.stat().st_mode | stat.S_IXUSR)
+    callbacks = engine_client.JobCallbacks(
+        on_progress=lambda value: None, is_cancelled=lambda: out.exists()
+    )
+    started = time.monotonic()
+    with pytest.raises(engine_client.EngineJobCancelled):
+        engine_client.run_job(
+            "terrainfactors",
+            {"OUTPUT": str(out)},
+            python=str(worker),
+            origin="test",
+            callbacks=callbacks,
+            outputs=[str(out), str(kept)],
+        )
+    assert time.monotonic() - started < 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.tif", "python"]
+
+
 def test_cancel_after_the_result_is_too_late(tmp_path: Path) -> None:
     """A job that sent its result is done: a cancel then neither stops it nor hides it."""
     import json
