@@ -21,7 +21,7 @@ import contextlib
 import logging
 import multiprocessing
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +110,7 @@ def dask_client(options: ClusterOptions, log: Callable[[str], None] = print) -> 
         log(f"Computing on a local Dask cluster of {options.workers} worker processes.")
         yield client
     except BaseException:  # cancel or error: stop the workers at once, then close
+        hold_restarts(cluster)
         end_processes(set(multiprocessing.active_children()) - before)
         shut_down(client, cluster, before, CANCEL_TIMEOUT_S)
         raise
@@ -144,6 +145,21 @@ def tasks_for(items: int, workers: int, per_task: int) -> int:
     """
     balanced = -(-items // max(1, workers * TASKS_PER_WORKER))
     return max(1, min(per_task, balanced))
+
+
+def hold_restarts(cluster: Any) -> None:
+    """Tell a local cluster's nannies not to restart the workers that are about to be ended.
+
+    A nanny restarts a worker process that exits while it runs: after a cancel
+    ended the workers, it started a new one that outlived the job when the close
+    timed out (seen with the detector route on a loaded machine). A nanny
+    closing gracefully closes itself instead.
+    """
+    from distributed.core import Status
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        with contextlib.suppress(Exception):
+            nanny.status = Status.closing_gracefully
 
 
 def shut_down(client: Any, cluster: Any, before: set[Any], timeout_s: float) -> None:
@@ -185,7 +201,7 @@ def ordered_results(
     items: Iterable[Any],
     in_flight: int | None = None,
     per_task: int = 1,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """``task(item)`` for every item, computed by the cluster, yielded in item order.
 
     At most ``in_flight`` tasks are submitted and not yet yielded, which bounds
@@ -229,3 +245,35 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 def call_task(task: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     """Run ``task`` on each of ``items`` on a worker (the task arrives once per worker)."""
     return [task(item) for item in items]
+
+
+class WorkerTask:
+    """A task that opens its inputs once per worker process and keeps them (never pickled).
+
+    A subclass carries paths and settings (its dataclass fields) and says in
+    :meth:`open_inputs` how to open the raster and load the model; its
+    ``__call__`` takes what :meth:`opened_inputs` returns. The first call on a
+    worker opens them, with one PyTorch thread (one Dask thread per worker
+    process); the next calls reuse them.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("opened", None)
+        return state
+
+    def opened_inputs(self) -> tuple[Any, ...]:
+        """What :meth:`open_inputs` returned on this worker, then the ``ExitStack`` of its files."""
+        opened = self.__dict__.get("opened")
+        if opened is None:
+            import torch
+
+            torch.set_num_threads(1)
+            files = contextlib.ExitStack()
+            opened = (*self.open_inputs(files), files)
+            self.__dict__["opened"] = opened
+        return tuple(opened)
+
+    def open_inputs(self, files: contextlib.ExitStack) -> tuple[Any, ...]:
+        """The opened inputs on this worker; files to close go to ``files``."""
+        raise NotImplementedError

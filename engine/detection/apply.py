@@ -134,6 +134,17 @@ class TileBoxes:
     cut: np.ndarray
     tiles_run: int = 0
 
+    @classmethod
+    def concat(cls, parts: Sequence[TileBoxes]) -> TileBoxes:
+        """The boxes of ``parts`` one after the other (tiles run: their sum)."""
+        found = _Found(run=sum(p.tiles_run for p in parts))
+        for part in parts:
+            found.boxes.append(part.boxes)
+            found.scores.append(part.scores)
+            found.tiles.append(part.tiles)
+            found.cut.append(part.cut)
+        return found.result()
+
 
 @dataclass(frozen=True)
 class _PendingTile:
@@ -206,6 +217,50 @@ def _read_tile(
     return out.astype(np.float32), ok
 
 
+def tile_origins(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int, int]]:
+    """``(index, row, col)`` of the tiles of a raster, row by row (:func:`tile_starts`)."""
+    rows = tile_starts(height, tile, overlap)
+    cols = tile_starts(width, tile, overlap)
+    return [(k, r, c) for k, (r, c) in enumerate((r, c) for r in rows for c in cols)]
+
+
+def detect_tiles(
+    detector: Detector,
+    src: Any,
+    origins: Sequence[tuple[int, int, int]],
+    indexes: Sequence[int],
+    fill: Sequence[float],
+    tile: int,
+    options: DetectOptions | None = None,
+) -> TileBoxes:
+    """Read the tiles ``origins`` (:func:`tile_origins`) and detect on them in one call.
+
+    Tiles without a valid pixel are skipped. This is one batch of
+    :func:`detect_raster`, and one task of a detector run on a Dask cluster
+    (:mod:`slidewise.engine.detection.detect_cluster`): both paths run the
+    detector on the same batches, so they find the same boxes.
+
+    Args:
+        detector: See :func:`detect_raster`.
+        src: Open rasterio dataset.
+        origins: ``(index, row, col)`` of the tiles.
+        indexes: 1-based bands fed to the detector.
+        fill: Value per band for nodata and padding.
+        tile: Tile side in pixels.
+        options: Score threshold and device.
+    """
+    options = options or DetectOptions()
+    fill_arr = np.asarray(fill, np.float32)
+    found = _Found()
+    pending: list[_PendingTile] = []
+    for k, r0, c0 in origins:
+        data, ok = _read_tile(src, r0, c0, tile, indexes, fill_arr)
+        if ok.any():
+            pending.append(_PendingTile(k, r0, c0, data, ok))
+    _detect_pending(detector, pending, (src.height, src.width, tile), options, found)
+    return found.result()
+
+
 def detect_raster(
     detector: Detector,
     src: Any,
@@ -217,6 +272,10 @@ def detect_raster(
     progress: Progress | None = None,
 ) -> TileBoxes:
     """Run a detector on overlapping tiles of an open raster.
+
+    The tiles go to the detector in batches of ``options.batch_size``
+    consecutive tiles (:func:`detect_tiles`; a batch's tiles without a valid
+    pixel are left out of its call).
 
     Args:
         detector: Called with a list of ``(C, tile, tile)`` tensors; returns one
@@ -234,23 +293,16 @@ def detect_raster(
     Returns:
         Boxes in raster pixels with their tile and whether an inner tile edge cut them.
     """
+    from slidewise.engine.core.cluster import chunked
+
     options = options or DetectOptions()
-    fill_arr = np.asarray(fill, np.float32)
-    rows = tile_starts(src.height, tile, overlap)
-    cols = tile_starts(src.width, tile, overlap)
-    origins = [(r, c) for r in rows for c in cols]
-    found = _Found()
-    pending: list[_PendingTile] = []
-    for k, (r0, c0) in enumerate(origins):
-        data, ok = _read_tile(src, r0, c0, tile, indexes, fill_arr)
-        if ok.any():
-            pending.append(_PendingTile(k, r0, c0, data, ok))
-        if len(pending) >= options.batch_size:
-            _detect_pending(detector, pending, (src.height, src.width, tile), options, found)
+    origins = tile_origins(src.height, src.width, tile, overlap)
+    parts = []
+    for batch in chunked(origins, max(1, options.batch_size)):
+        parts.append(detect_tiles(detector, src, batch, indexes, fill, tile, options))
         if progress is not None:
-            progress((k + 1) / len(origins))
-    _detect_pending(detector, pending, (src.height, src.width, tile), options, found)
-    return found.result()
+            progress((batch[-1][0] + 1) / len(origins))
+    return TileBoxes.concat(parts)
 
 
 def _detect_pending(
@@ -427,12 +479,7 @@ def detect_on_raster(
     options: DetectOptions | None = None,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, TileBoxes]:
-    """Detect on tiles (:func:`detect_raster`) and merge in map coordinates.
-
-    The tile boxes are transformed to map coordinates with the raster's
-    transform and merged there (:func:`merge_tile_boxes`, at ``options.nms_iou``);
-    the merged boxes come back as raster pixel boxes (exact for north-up
-    rasters; for rotated grids, the pixel box around the merged map box).
+    """Detect on tiles (:func:`detect_raster`) and merge in map coordinates (:func:`merge_on_map`).
 
     Returns:
         ``(pixel_boxes, scores, raw)``: merged ``(N, 4)`` boxes in raster pixels,
@@ -440,15 +487,32 @@ def detect_on_raster(
     """
     options = options or DetectOptions()
     found = detect_raster(detector, src, indexes, fill, tile, overlap, options, progress)
-    _, bounds = pixel_boxes_to_polygons(found.boxes, src.transform)
-    merged, scores = merge_tile_boxes(bounds, found.scores, found.tiles, found.cut, options.nms_iou)
+    px, scores = merge_on_map(found, src.transform, options.nms_iou)
+    return px, scores, found
+
+
+def merge_on_map(
+    found: TileBoxes, transform: Any, iou: float = DEFAULT_NMS_IOU
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge the boxes of all tiles in map coordinates; back as raster pixel boxes.
+
+    The tile boxes are transformed to map coordinates with the raster's
+    ``transform`` and merged there (:func:`merge_tile_boxes`, at ``iou``);
+    the merged boxes come back as raster pixel boxes (exact for north-up
+    rasters; for rotated grids, the pixel box around the merged map box).
+
+    Returns:
+        ``(pixel_boxes, scores)``: merged ``(N, 4)`` boxes, scores decreasing.
+    """
+    _, bounds = pixel_boxes_to_polygons(found.boxes, transform)
+    merged, scores = merge_tile_boxes(bounds, found.scores, found.tiles, found.cut, iou)
     x0, y0, x1, y1 = (merged[:, k] for k in range(4))
     cs, rs = map_to_pixel(
-        src.transform, np.concatenate([x0, x0, x1, x1]), np.concatenate([y0, y1, y0, y1])
+        transform, np.concatenate([x0, x0, x1, x1]), np.concatenate([y0, y1, y0, y1])
     )
     cs, rs = cs.reshape(4, -1), rs.reshape(4, -1)
     px = np.stack([cs.min(0), rs.min(0), cs.max(0), rs.max(0)], axis=1).reshape(-1, 4)
-    return px, scores, found
+    return px, scores
 
 
 def pixel_boxes_to_polygons(boxes: np.ndarray, transform: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -676,17 +740,10 @@ def _write_boxes(path: str, route: _Route, ctx: JobContext) -> int:
 
 
 def _note_one_process(options: DetectParams, ctx: JobContext) -> None:
-    """Say so when WORKERS or SCHEDULER is set on a route that runs in the job's process."""
+    """Say so when WORKERS or SCHEDULER is set with PROBABILITY (nothing to compute on Dask)."""
     from slidewise.engine.core.cluster import ClusterOptions
 
-    if not ClusterOptions(options.workers, options.scheduler).parallel:
-        return
-    if options.source == "detector":
-        ctx.warn(
-            "WORKERS and SCHEDULER apply to SOURCE segmentation with a mapping MODEL: the "
-            "detector route runs in this job's process (its boxes are merged across tiles here)."
-        )
-    elif options.probability:
+    if options.probability and ClusterOptions(options.workers, options.scheduler).parallel:
         ctx.warn(
             "WORKERS and SCHEDULER are not used with PROBABILITY: the probability raster is "
             "read as it is, nothing is predicted."
@@ -751,55 +808,124 @@ def _read_probability(info: RasterInfo, name: str) -> np.ndarray:
     return prob
 
 
+@dataclass(frozen=True)
+class DetectorPlan:
+    """How a detector model runs on the tiles of one raster: what a worker needs to redo it.
+
+    Attributes:
+        input: The raster path (readable by every Dask worker).
+        model: The detection model file.
+        bands: 1-based raster bands fed to the detector.
+        fill: Value per band for nodata and padding (the model's mean).
+        tile: Tile side in pixels.
+        overlap: Overlap of neighbouring tiles in pixels.
+        options: Score threshold, tiles per detector call, device.
+    """
+
+    input: str
+    model: str
+    bands: tuple[int, ...]
+    fill: tuple[float, ...]
+    tile: int
+    overlap: int
+    options: DetectOptions
+
+
+def fit_detector_to_tile(model: Any, meta: Any, tile: int, score_threshold: float) -> int:
+    """Set the detector's resize for ``tile``-px tiles and its lowest score; returns the side.
+
+    Each tile is resized by the same factor as the training images (model
+    ``min_size`` / training image side), so objects keep the scale the model learnt.
+    """
+    native = int(meta.tile_size or 0) or int(meta.config.get("min_size", 512))
+    scale = float(meta.config.get("min_size", native)) / max(1, native)
+    side = max(32, round(tile * scale))
+    model.transform.min_size = (side,)
+    model.transform.max_size = side
+    model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, score_threshold)
+    return side
+
+
 def _detector_route(options: DetectParams, device: torch.device, ctx: JobContext) -> _Route:
-    """The detector route: tiles, detection, cross-tile merge (pixel boxes).
+    """The detector route: tiles, detection (here or on Dask), cross-tile merge (pixel boxes).
 
     Raises:
         InputError: OVERLAP not smaller than the tile, or bands that do not fit the model.
     """
     import rasterio
 
+    from slidewise.engine.core.cluster import ClusterOptions
     from slidewise.engine.detection.models import load_detector
-    from slidewise.engine.imagery.bands import match_bands
 
     info = open_raster(str(options.input), "input raster")
     model, meta = load_detector(str(options.model), device=device)
+    plan = _detector_plan(options, info, meta, device, ctx)
+    side = fit_detector_to_tile(model, meta, plan.tile, plan.options.score_threshold)
+    ctx.log(
+        f"Detecting on {info.width} x {info.height} px in {plan.tile}-px tiles with "
+        f"{plan.overlap} px overlap (resized to {side} px), score >= "
+        f"{plan.options.score_threshold:g}, device {device}."
+    )
+    figures: dict[str, Any] = {}
+    cluster = ClusterOptions(options.workers, options.scheduler)
+    if cluster.parallel:
+        from slidewise.engine.detection.detect_cluster import detect_on_cluster
+
+        del model  # the workers load their own
+        found, figures = detect_on_cluster(plan, cluster, ctx.stage(2, 95), ctx.log)
+    else:
+        with rasterio.open(info.path) as src:
+            found = detect_raster(
+                model,
+                src,
+                plan.bands,
+                plan.fill,
+                plan.tile,
+                plan.overlap,
+                plan.options,
+                ctx.stage(2, 95),
+            )
+    px, scores = merge_on_map(found, info.transform, plan.options.nms_iou)
+    figures = {
+        "tiles": found.tiles_run,
+        "raw_boxes": len(found.boxes),
+        "tile_size": plan.tile,
+        "overlap": plan.overlap,
+        "score_threshold": plan.options.score_threshold,
+        "backend": "torch",  # box decoding and NMS are PyTorch code
+        **figures,
+    }
+    return _Route(info, px, scores, [info.path, str(options.model)], figures)
+
+
+def _detector_plan(
+    options: DetectParams, info: RasterInfo, meta: Any, device: torch.device, ctx: JobContext
+) -> DetectorPlan:
+    """The bands, tiles and detection settings of the detector route."""
+    from slidewise.engine.imagery.bands import match_bands
+
     band_choice = match_bands(info, list(meta.bands), options.bands)
     if band_choice.warning:
         ctx.warn(band_choice.warning)
     require_valid_pixels(info.path, band_choice.indexes, "input raster", "detect")
     native = int(meta.tile_size or 0) or int(meta.config.get("min_size", 512))
     tile = options.tile_size if options.tile_size is not None else native
-    overlap = _detector_overlap(options.overlap, tile)
     run = DetectOptions(
         score_threshold=0.5 if options.score_threshold is None else options.score_threshold,
         nms_iou=options.nms_iou,
         batch_size=options.batch_size or (4 if device.type == "cuda" else 1),
         device=device,
     )
-    scale = float(meta.config.get("min_size", native)) / max(1, native)
-    side = max(32, round(tile * scale))
-    model.transform.min_size = (side,)
-    model.transform.max_size = side
-    model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, run.score_threshold)
-    ctx.log(
-        f"Detecting on {info.width} x {info.height} px in {tile}-px tiles with {overlap} px "
-        f"overlap (resized to {side} px), score >= {run.score_threshold:g}, device {device}."
+    fill = meta.normalisation.get("mean") or meta.config["image_mean"]
+    return DetectorPlan(
+        input=info.path,
+        model=str(options.model),
+        bands=tuple(band_choice.indexes),
+        fill=tuple(float(v) for v in fill),
+        tile=tile,
+        overlap=_detector_overlap(options.overlap, tile),
+        options=run,
     )
-    fill = [float(v) for v in (meta.normalisation.get("mean") or meta.config["image_mean"])]
-    with rasterio.open(info.path) as src:
-        px, scores, found = detect_on_raster(
-            model, src, band_choice.indexes, fill, tile, overlap, run, ctx.stage(2, 95)
-        )
-    figures = {
-        "tiles": found.tiles_run,
-        "raw_boxes": len(found.boxes),
-        "tile_size": tile,
-        "overlap": overlap,
-        "score_threshold": run.score_threshold,
-        "backend": "torch",  # box decoding and NMS are PyTorch code
-    }
-    return _Route(info, px, scores, [info.path, str(options.model)], figures)
 
 
 def _detector_overlap(overlap: int | None, tile: int) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 from slidewise.engine.core.cluster import (
     ClusterOptions,
+    WorkerTask,
     dask_client,
     ordered_results,
     worker_count,
@@ -39,30 +40,17 @@ from slidewise.engine.imagery.tiling import (
 )
 
 
-class TileRowTask:
+class TileRowTask(WorkerTask):
     """Predicts tile rows on a Dask worker; subclasses say how to open the inputs.
 
     The task travels as paths and settings (a subclass's dataclass fields);
     :meth:`open_inputs` runs on the worker at its first tile row and what it
-    opens is kept for the next ones (never pickled).
+    opens is kept for the next ones (never pickled, :class:`.cluster.WorkerTask`).
     """
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("opened", None)
-        return state
 
     def __call__(self, item: tuple[TileLayout, int]) -> TileRow:
         """Predict tile row ``item[1]`` of layout ``item[0]``."""
-        opened = self.__dict__.get("opened")
-        if opened is None:
-            import torch
-
-            torch.set_num_threads(1)  # one Dask thread per worker process
-            files = contextlib.ExitStack()
-            opened = (*self.open_inputs(files), files)
-            self.__dict__["opened"] = opened
-        source, runner, output_mask, _ = opened
+        source, runner, output_mask, _ = self.opened_inputs()
         layout, index = item
         return predict_tile_row(source, layout, runner, output_mask, index)
 

@@ -223,28 +223,3 @@ def _map_params(params: dict[str, Any]) -> tuple[None, Any]:
 
     ctx, stream = job_context("maplandslides")
     return None, (run_map(params, ctx), log_messages(stream))
-
-
-def test_the_detector_route_says_it_runs_in_the_jobs_process(tmp_path: Path) -> None:
-    """detectlandslides SOURCE detector with WORKERS 2: a warning, no cluster, the boxes."""
-    import torch
-
-    from slidewise.engine.detection.apply import run_detect
-    from slidewise.engine.detection.models import DetectorConfig, build_detector, save_detector
-
-    config = DetectorConfig(min_size=64, max_size=64, fpn_channels=32)
-    model = tmp_path / "det.safetensors"
-    torch.manual_seed(0)
-    save_detector(model, build_detector(config), config, ["red", "green", "blue"], tile_size=64)
-    crop = tmp_path / "crop.tif"
-    with rasterio.open(BIJIE) as src:
-        profile = {"driver": "GTiff", "width": 90, "height": 60, "count": 3, "dtype": "uint8"}
-        with rasterio.open(crop, "w", **profile) as dst:
-            dst.write(src.read(window=((0, 60), (0, 90))))
-    params = {"INPUT": str(crop), "MODEL": str(model), "SCORE_THRESHOLD": 0.0, "WORKERS": 2}
-    ctx, stream = job_context("detectlandslides")
-    result = run_detect({**params, "OUTPUT": str(tmp_path / "boxes.gpkg")}, ctx)
-    assert not multiprocessing.active_children()  # no Dask worker was started
-    said = "the detector route runs in this job's process"
-    assert sum(said in m for m in log_messages(stream)) == 1
-    assert result.figures["tiles"] == 2 and (tmp_path / "boxes.gpkg").is_file()
