@@ -113,7 +113,7 @@ SPEC = AlgorithmSpec(
             "Box polygons (GeoPackage recommended, .shp, .geojson) with score, class and area.",
             required=True,
         ),
-        # Source segmentation with a MODEL: the mapping model's tile rows go to Dask workers.
+        # With a MODEL (detector: tile batches; segmentation: tile rows) the tiles go to Dask.
         *SCALE_OUT,
     ),
 )
