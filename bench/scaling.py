@@ -4,7 +4,8 @@ Usage::
 
     python -m slidewise.bench.scaling --json OUT [--size 3000] [--workers 1,2]
         [--method meta] [--block-size 256] [--workdir DIR]
-        [--tasks susceptibility,mapping] [--map-size 1536] [--encoder resnet18]
+        [--tasks susceptibility,mapping,detection] [--map-size 1536] [--encoder resnet18]
+        [--detect-size 1536]
 
 Writes a synthetic ``size`` x ``size`` x 5 factor stack and inventory (those of
 :mod:`slidewise.bench.susceptibility_memory`), trains one small model with the
@@ -25,6 +26,14 @@ Mapping (``--tasks ...,mapping``): the ``maplandslides`` job maps a synthetic
 initialised U-Net (``--encoder``, the trainmapping default resnet18; speed does
 not depend on the weights), default tiles, once per worker count, reported the
 same way (tile rows go to the workers, the job blends and writes).
+
+Detection (``--tasks detection``, not in the default): the ``detectlandslides``
+job (``SOURCE detector``) runs a randomly initialised Faster R-CNN (ResNet-18 FPN,
+the traindetection defaults; 448-px tiles, 64 px overlap) on a synthetic
+``detect-size`` x ``detect-size`` x 5 raster with ``SCORE_THRESHOLD`` 0, once per
+worker count (tile batches go to the workers, the job merges the boxes);
+``max_difference`` is then the largest score difference of the written boxes
+(``inf`` when the boxes or their order differ).
 
 ``OUT`` gets ``{"runs": [...], "settings": {...}}``; each run names its ``task``.
 """
@@ -111,6 +120,44 @@ def child_map(image: str, model: str, out_dir: str, workers: int) -> dict:
     return run_record(start, cpu, workers, result.figures, params["OUTPUT_PROBABILITY"])
 
 
+def child_detect(image: str, model: str, out_dir: str, workers: int) -> dict:
+    """Run ``detectlandslides`` (SOURCE detector) in this (child) process with ``workers``."""
+    import torch
+
+    from slidewise.engine.detection.apply import run_detect
+
+    torch.set_num_threads(1)
+    params: dict[str, Any] = {
+        "MODEL": model,
+        "INPUT": image,
+        "SCORE_THRESHOLD": 0.0,
+        "OUTPUT": str(Path(out_dir) / f"boxes_{workers}.gpkg"),
+        "WORKERS": workers,
+    }
+    start, cpu = time.perf_counter(), cpu_seconds()
+    result = run_detect(params, quiet_context("detectlandslides", threads=1))
+    record = run_record(start, cpu, workers, result.figures, params["OUTPUT"])
+    return record | {"tiles": result.figures["tiles"], "boxes": result.figures["boxes"]}
+
+
+def detection_model(path: Path, image: Path, seed: int) -> str:
+    """Save a randomly initialised Faster R-CNN on the stack's 5 bands (448-px tiles)."""
+    import rasterio
+    import torch
+
+    from slidewise.bench.susceptibility_memory import FACTORS
+    from slidewise.engine.detection.models import DetectorConfig, build_detector, save_detector
+
+    with rasterio.open(image) as src:
+        sample = src.read(window=((0, 256), (0, 256))).reshape(len(FACTORS), -1)
+    mean = [float(v) for v in np.nanmean(sample, 1)]
+    std = [float(v) for v in np.nanstd(sample, 1)]
+    torch.manual_seed(seed)
+    config = DetectorConfig(in_channels=len(FACTORS), image_mean=mean, image_std=std)
+    save_detector(path, build_detector(config).eval(), config, list(FACTORS), tile_size=448)
+    return str(path)
+
+
 def mapping_model(path: Path, encoder: str, seed: int) -> str:
     """Save a randomly initialised U-Net on the stack's 5 bands as a mapping model."""
     import torch
@@ -126,14 +173,32 @@ def mapping_model(path: Path, encoder: str, seed: int) -> str:
 
 
 def max_difference(a: str, b: str) -> float:
-    """Largest absolute difference of two probability rasters (NaN where both are NaN)."""
+    """Largest absolute difference of two probability rasters (NaN where both are NaN).
+
+    Box layers (``.gpkg``): the largest score difference, ``inf`` when the boxes differ.
+    """
     import rasterio
+
+    if a.endswith(".gpkg"):
+        return box_difference(a, b)
 
     with rasterio.open(a) as x, rasterio.open(b) as y:
         pa, pb = x.read(1), y.read(1)
     if not np.array_equal(np.isnan(pa), np.isnan(pb)):
         return float("inf")
     return float(np.nanmax(np.abs(pa - pb)))
+
+
+def box_difference(a: str, b: str) -> float:
+    """Largest score difference of two box layers; ``inf`` when the boxes or their order differ."""
+    import pyogrio.raw
+
+    x, y = pyogrio.raw.read(a), pyogrio.raw.read(b)
+    if list(x[2]) != list(y[2]):
+        return float("inf")
+    if not len(x[2]):
+        return 0.0
+    return float(np.max(np.abs(np.asarray(x[3][0]) - np.asarray(y[3][0]))))
 
 
 def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
@@ -151,6 +216,11 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         model = mapping_model(work / "unet.safetensors", args.encoder, args.seed)
         common = ["--child-map", str(image), model, str(work)]
         runs += _runs(args, "mapping", common, [], args.map_size**2)
+    if "detection" in args.tasks:
+        image = write_factor_stack(work / "scene.tif", args.detect_size, args.seed + 2)
+        model = detection_model(work / "detector.safetensors", image, args.seed)
+        common = ["--child-detect", str(image), model, str(work)]
+        runs += _runs(args, "detection", common, [], args.detect_size**2)
     return runs
 
 
@@ -196,10 +266,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--map-size", type=int, default=1536)
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--child-map", nargs=3, metavar=("IMAGE", "MODEL", "OUT_DIR"))
+    parser.add_argument("--detect-size", type=int, default=1536)
+    parser.add_argument("--child-detect", nargs=3, metavar=("IMAGE", "MODEL", "OUT_DIR"))
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in str(args.workers).split(",")]
     args.tasks = [t.strip() for t in str(args.tasks).split(",") if t.strip()]
-    if not (args.child_job or args.child_map) and args.workers[0] != 1:
+    if not (args.child_job or args.child_map or args.child_detect) and args.workers[0] != 1:
         parser.error("--workers must start with 1 (the one-process baseline)")
     return args
 
@@ -232,12 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         image, model, out_dir = args.child_map
         print(json.dumps(child_map(image, model, out_dir, args.workers[-1])))
         return 0
+    if args.child_detect:
+        image, model, out_dir = args.child_detect
+        print(json.dumps(child_detect(image, model, out_dir, args.workers[-1])))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="slidewise-scaling-", dir=args.workdir))
     try:
         runs = measure(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    drop = ("json", "child_job", "child_map")
+    drop = ("json", "child_job", "child_map", "child_detect")
     settings = {k: v for k, v in vars(args).items() if k not in drop}
     print_table(runs)
     if args.json:
