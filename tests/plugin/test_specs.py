@@ -42,6 +42,8 @@ PROCESSING_TYPES = {
     "output_vector": "vectorDestination",
     "output_file": "fileDestination",
     "output_folder": "folderDestination",
+    "connection": "providerconnection",
+    "schema": "databaseschema",
 }
 
 
