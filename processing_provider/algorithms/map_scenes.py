@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 from qgis.core import QgsProcessingException, QgsProcessingParameterField
 
 from slidewise.contract.specs.mapscenes import INVENTORY_LAYER, SOURCE_NAMES, SPEC
 from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
-from slidewise.processing_provider.algorithms.spec_parameters import job_value
-from slidewise.processing_provider.postgis import (
+from slidewise.processing_provider.algorithms.postgis import (
     PostgisError,
     PostgisTarget,
     check_target,
     copy_inventory,
 )
+from slidewise.processing_provider.algorithms.spec_parameters import job_value
 
 
 class MapScenesAlgorithm(SlidewiseAlgorithm):
@@ -97,6 +99,7 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
         )
         layer = SPEC["INVENTORY_LAYER"].default
         layer = self.parameterAsString(parameters, "INVENTORY_LAYER", context).strip() or layer
+        started = time.perf_counter()
         try:
             count = copy_inventory(results["INVENTORY"], layer, target, feedback)
         except PostgisError as exc:
@@ -107,8 +110,8 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
                 ).format(reason=exc, path=results["INVENTORY"])
             ) from None
         feedback.pushInfo(
-            tr("PostGIS table {table}: {count} polygon(s).").format(
-                table=target.qualified, count=count
+            tr("PostGIS table {table}: {count} polygon(s), copied in {seconds:.2f} s.").format(
+                table=target.qualified, count=count, seconds=time.perf_counter() - started
             )
         )
         return {
