@@ -95,7 +95,7 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
         if target is None:
             return results
         feedback.pushInfo(
-            tr("Copying the inventory to PostGIS table {table}...").format(table=target.qualified)
+            tr("Copying the inventory to PostGIS table {table}...").format(table=target.name)
         )
         layer = SPEC["INVENTORY_LAYER"].default
         layer = self.parameterAsString(parameters, "INVENTORY_LAYER", context).strip() or layer
@@ -111,12 +111,12 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
             ) from None
         feedback.pushInfo(
             tr("PostGIS table {table}: {count} polygon(s), copied in {seconds:.2f} s.").format(
-                table=target.qualified, count=count, seconds=time.perf_counter() - started
+                table=target.name, count=count, seconds=time.perf_counter() - started
             )
         )
         return {
             **results,
-            "POSTGIS_TABLE": f"{target.schema}.{target.table}",
+            "POSTGIS_TABLE": target.name,
             "POSTGIS_FEATURES": count,
         }
 

@@ -64,6 +64,11 @@ class PostgisTarget:
     table: str
 
     @property
+    def name(self) -> str:
+        """``schema.table`` as shown to the user."""
+        return f"{self.schema}.{self.table}"
+
+    @property
     def qualified(self) -> str:
         """``schema.table``, quoted for SQL."""
         return f"{identifier(self.schema)}.{identifier(self.table)}"
@@ -235,7 +240,7 @@ def replace_table(
             tr(
                 "The inventory could not be written to PostGIS ({reason}); the table {table} "
                 "is unchanged and the GeoPackage inventory is complete."
-            ).format(reason=message or code, table=target.qualified)
+            ).format(reason=message or code, table=target.name)
         )
     swap = (
         f"DROP TABLE IF EXISTS {target.qualified}; "
@@ -243,7 +248,7 @@ def replace_table(
     )  # one query string: PostgreSQL runs it as one transaction
     try:
         index_staging(connection, target)
-        query(connection, swap, tr("replace the table {t}").format(t=target.qualified))
+        query(connection, swap, tr("replace the table {t}").format(t=target.name))
     except PostgisError:
         drop_quietly(connection, staging)
         raise
