@@ -145,8 +145,21 @@ def query(
                 ).format(uri=shown_uri(connection))
             ) from None
         raise PostgisError(
-            tr("PostgreSQL refused to {what} ({reason}).").format(what=what, reason=reason)
+            tr("PostgreSQL refused to {what} ({reason}).").format(
+                what=what, reason=server_reason(reason)
+            )
         ) from None
+
+
+def server_reason(text: str) -> str:
+    """The server's ERROR and DETAIL lines of a QGIS SQL error (without the SQL and HINT)."""
+    lines = [line.strip().rstrip("]").strip() for line in text.splitlines()]
+    start = next((i for i, line in enumerate(lines) if "ERROR:" in line), None)
+    if start is None:
+        return text
+    kept = [lines[start][lines[start].index("ERROR:") + len("ERROR:") :].strip()]
+    kept += [line for line in lines[start + 1 :] if line.startswith("DETAIL:")]
+    return "; ".join(line for line in kept if line)
 
 
 def check_target(target: PostgisTarget) -> QgsAbstractDatabaseProviderConnection:
@@ -239,7 +252,7 @@ def replace_table(
         raise PostgisError(
             tr(
                 "The inventory could not be written to PostGIS ({reason}); the table {table} "
-                "is unchanged and the GeoPackage inventory is complete."
+                "is unchanged."
             ).format(reason=message or code, table=target.name)
         )
     swap = (
@@ -249,17 +262,21 @@ def replace_table(
     try:
         index_staging(connection, target)
         query(connection, swap, tr("replace the table {t}").format(t=target.name))
-    except PostgisError:
+    except PostgisError as exc:
         drop_quietly(connection, staging)
-        raise
+        text = f"{exc} " + tr("The table {table} is unchanged.").format(table=target.name)
+        if "depend" in str(exc):  # DROP TABLE refused: views (or other objects) use the table
+            text += " " + tr(
+                "Views or other objects use it, and replacing it would drop them: drop or "
+                "change them, or choose another POSTGIS_TABLE."
+            )
+        raise PostgisError(text) from None
     rename_relations(connection, target)
     rows = query(connection, f"SELECT count(*) FROM {target.qualified}", tr("count the copy"))
     return int(rows[0][0])
 
 
-def index_staging(
-    connection: QgsAbstractDatabaseProviderConnection, target: PostgisTarget
-) -> None:
+def index_staging(connection: QgsAbstractDatabaseProviderConnection, target: PostgisTarget) -> None:
     """A spatial index on the staging table's geometry (unless the export made one).
 
     Raises:

@@ -232,3 +232,29 @@ def test_refused_targets_stop_before_any_scene(
             "POSTGIS": " ".join(f"{k}={v}" for k, v in {**words, key: value}.items()),
         }
     assert_fails("slidewise:mapscenes", {**params, **target}, needle, tmp_path)
+
+
+def test_a_refused_swap_leaves_the_table_as_it_was(qgis_app, cluster: Cluster) -> None:
+    """A view on the table makes DROP fail: one transaction, so nothing changed."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    from slidewise.processing_provider.algorithms.postgis import (
+        PostgisError,
+        PostgisTarget,
+        check_target,
+        replace_table,
+    )
+
+    cluster.sql("CREATE TABLE kept (fid bigint PRIMARY KEY, scene text); INSERT INTO kept "
+                "VALUES (1, 'old'); CREATE VIEW kept_view AS SELECT * FROM kept")  # fmt: skip
+    layer = QgsVectorLayer("MultiPolygon?crs=EPSG:32648&field=scene:string", "new", "memory")
+    feature = QgsFeature(layer.fields())
+    feature.setGeometry(QgsGeometry.fromWkt("MULTIPOLYGON(((0 0, 1 0, 1 1, 0 0)))"))
+    feature.setAttributes(["new"])
+    layer.dataProvider().addFeatures([feature])
+    target = PostgisTarget(cluster.uri(), "public", "kept")
+    with pytest.raises(PostgisError) as info:
+        replace_table(check_target(target), target, layer)
+    assert "The table public.kept is unchanged. Views or other objects use it" in str(info.value)
+    assert cluster.sql("SELECT scene FROM kept_view") == "old"
+    assert cluster.sql("SELECT count(*) FROM pg_class WHERE relname LIKE 'kept_slidewise%'") == "0"
