@@ -43,6 +43,8 @@ MAX_IDENTIFIER = 63
 #: Geometry column and primary key of the copy (the GeoPackage's own names).
 GEOMETRY_COLUMN = "geom"
 KEY_COLUMN = "fid"
+#: Columns by which an existing table is known as a landslide inventory (which may be replaced).
+INVENTORY_MARKS = ("scene", "date_first", "model_sha256")
 
 
 class PostgisError(Exception):
@@ -168,7 +170,8 @@ def check_target(target: PostgisTarget) -> QgsAbstractDatabaseProviderConnection
     Raises:
         PostgisError: unknown connection, server down or login refused, no PostGIS
             extension, missing schema, no right to create tables in it, an existing
-            table owned by someone else, or a table name PostgreSQL would cut.
+            table that is no landslide inventory or is owned by someone else, or a table
+            name PostgreSQL would cut.
     """
     if not target.table or len(target.table.encode()) > MAX_IDENTIFIER:
         raise PostgisError(
@@ -178,6 +181,7 @@ def check_target(target: PostgisTarget) -> QgsAbstractDatabaseProviderConnection
         )
     connection = open_connection(target.connection)
     schema, table = literal(target.schema), literal(target.table)
+    marks = ", ".join(literal(name) for name in INVENTORY_MARKS)
     sql = (
         "SELECT current_user::text, current_database()::text, "
         "COALESCE((SELECT extversion FROM pg_extension WHERE extname = 'postgis'), ''), "
@@ -185,12 +189,14 @@ def check_target(target: PostgisTarget) -> QgsAbstractDatabaseProviderConnection
         f"WHERE n.nspname = {schema}), ''), "
         "COALESCE((SELECT pg_has_role(c.relowner, 'USAGE')::text FROM pg_class c "
         f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = {schema} "
-        f"AND c.relname = {table}), '')"
+        f"AND c.relname = {table}), ''), "
+        "(SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = {schema} "
+        f"AND c.relname = {table} AND a.attname IN ({marks}) AND NOT a.attisdropped)::text"
     )
-    user, database, postgis, may_create, owns = (
-        str(v) for v in query(connection, sql, tr("check the target"))[0]
-    )
-    refusal = target_refusal(target, user, database, postgis, may_create, owns)
+    row = [str(v) for v in query(connection, sql, tr("check the target"))[0]]
+    owns, inventory = row[4], row[5] == str(len(INVENTORY_MARKS))
+    refusal = target_refusal(target, *row[:4], owns if inventory or not owns else "other")
     if refusal:
         raise PostgisError(refusal)
     return connection
@@ -199,7 +205,11 @@ def check_target(target: PostgisTarget) -> QgsAbstractDatabaseProviderConnection
 def target_refusal(
     target: PostgisTarget, user: str, database: str, postgis: str, may_create: str, owns: str
 ) -> str:
-    """Why the database cannot take the table ('' when it can), from :func:`check_target`'s row."""
+    """Why the database cannot take the table ('' when it can), from :func:`check_target`'s row.
+
+    ``owns`` is ``''`` (no such table), ``'true'``/``'false'`` (the user may or may not
+    drop the inventory table there) or ``'other'`` (a table that is no inventory).
+    """
     names = {"user": user, "db": database, "schema": target.schema, "table": target.table}
     if not postgis:
         return tr(
@@ -218,6 +228,12 @@ def target_refusal(
             "The user '{user}' may not create tables in the schema '{schema}' of the database "
             "'{db}': ask its administrator to run GRANT CREATE ON SCHEMA {schema} TO {user}; "
             "or choose a schema where you may (POSTGIS_SCHEMA) or another connection."
+        ).format(**names)
+    if owns == "other":
+        return tr(
+            "The table {schema}.{table} exists and is not a Slidewise landslide inventory (it "
+            "has no scene, date_first and model_sha256 columns), so it is not replaced: choose "
+            "another POSTGIS_TABLE, or drop that table yourself if it may go."
         ).format(**names)
     if owns == "false":
         return tr(

@@ -112,7 +112,11 @@ def cluster() -> Iterator[Cluster]:
         made.sql("CREATE DATABASE plain")
         made.sql("CREATE ROLE reader LOGIN")
         made.sql("CREATE SCHEMA shared; GRANT USAGE, CREATE ON SCHEMA shared TO reader")
-        made.sql(f"CREATE TABLE shared.{TABLE} (id int)")
+        made.sql(f"CREATE TABLE shared.{TABLE} (id int)")  # not an inventory
+        made.sql(
+            "CREATE SCHEMA owned; GRANT USAGE, CREATE ON SCHEMA owned TO reader; CREATE "
+            f"TABLE owned.{TABLE} (scene text, date_first text, model_sha256 text)"
+        )
         yield made
     finally:
         subprocess.run([*as_owner, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
@@ -209,7 +213,8 @@ def test_inventory_goes_to_postgis_and_follows_new_scenes(
         ({"POSTGIS": "dbname=plain"}, "has no PostGIS extension"),
         ({"POSTGIS_SCHEMA": "nowhere"}, "schema 'nowhere' does not exist"),
         ({"POSTGIS": "user=reader"}, "'reader' may not create tables in the schema 'public'"),
-        ({"POSTGIS": "user=reader", "POSTGIS_SCHEMA": "shared"}, "belongs to another user"),
+        ({"POSTGIS_SCHEMA": "shared"}, "exists and is not a Slidewise landslide inventory"),
+        ({"POSTGIS": "user=reader", "POSTGIS_SCHEMA": "owned"}, "belongs to another user"),
     ],
 )
 def test_refused_targets_stop_before_any_scene(
@@ -245,8 +250,9 @@ def test_a_refused_swap_leaves_the_table_as_it_was(qgis_app, cluster: Cluster) -
         replace_table,
     )
 
-    cluster.sql("CREATE TABLE kept (fid bigint PRIMARY KEY, scene text); INSERT INTO kept "
-                "VALUES (1, 'old'); CREATE VIEW kept_view AS SELECT * FROM kept")  # fmt: skip
+    cluster.sql("CREATE TABLE kept (fid bigint PRIMARY KEY, scene text, date_first text, "
+                "model_sha256 text); INSERT INTO kept (fid, scene) VALUES (1, 'old'); "
+                "CREATE VIEW kept_view AS SELECT scene FROM kept")  # fmt: skip
     layer = QgsVectorLayer("MultiPolygon?crs=EPSG:32648&field=scene:string", "new", "memory")
     feature = QgsFeature(layer.fields())
     feature.setGeometry(QgsGeometry.fromWkt("MULTIPOLYGON(((0 0, 1 0, 1 1, 0 0)))"))
