@@ -1,10 +1,11 @@
 """Benchmark: copying a Map scenes inventory into PostGIS through QGIS, by inventory size.
 
-Runs in QGIS's Python (PyQGIS), not the engine's: the copy is made on the QGIS side.
+Runs in QGIS's Python (PyQGIS), not the engine's: the copy is made on the QGIS side (so it
+is a script, not a ``slidewise.bench`` module, which may not import the plugin).
 
-Usage::
+Usage (from the repository root)::
 
-    QT_QPA_PLATFORM=offscreen /usr/bin/python3 -m slidewise.bench.postgis_copy \\
+    QT_QPA_PLATFORM=offscreen PYTHONPATH=.. /usr/bin/python3 scripts/bench_postgis_copy.py \\
         --connection "host=/tmp/pg port=5432 dbname=postgres user=postgres" \\
         [--sizes 1000,10000,100000] [--seed 0] [--json OUT]
 
