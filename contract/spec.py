@@ -244,7 +244,7 @@ def read_params(spec: AlgorithmSpec, values: Mapping[str, Any]) -> dict[str, Any
     in_qgis = sorted(set(values) & spec.in_qgis)
     if in_qgis:
         raise ParameterError(
-            f"{', '.join(in_qgis)} are used by the Processing algorithm slidewise:{spec.name} "
+            f"{', '.join(in_qgis)}: used by the Processing algorithm slidewise:{spec.name} "
             "in QGIS, not by its engine job: run the algorithm (QGIS, qgis_process or "
             "processing.run), or leave them out of the job file."
         )

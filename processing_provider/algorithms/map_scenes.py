@@ -6,7 +6,7 @@ import time
 
 from qgis.core import QgsProcessingException, QgsProcessingParameterField
 
-from slidewise.contract.specs.mapscenes import INVENTORY_LAYER, SOURCE_NAMES, SPEC
+from slidewise.contract.specs.mapscenes import INVENTORY_LAYER, POSTGIS_NAMES, SOURCE_NAMES, SPEC
 from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
 from slidewise.processing_provider.algorithms.postgis import (
     PostgisError,
@@ -68,16 +68,18 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
             )
         return params, outputs
 
+    def inventory_layer(self, parameters, context) -> str:
+        """The inventory's layer name in the GeoPackage."""
+        return job_value(self, SPEC["INVENTORY_LAYER"], parameters, context) or INVENTORY_LAYER
+
     def postgis_target(self, parameters, context) -> PostgisTarget | None:
         """Where the inventory is copied in PostGIS (``None``: no connection given)."""
-        values = {
-            name: job_value(self, SPEC[name], parameters, context) or SPEC[name].default
-            for name in ("POSTGIS", "POSTGIS_SCHEMA", "POSTGIS_TABLE", "INVENTORY_LAYER")
-        }
+        values = {name: job_value(self, SPEC[name], parameters, context) for name in POSTGIS_NAMES}
         if not values["POSTGIS"]:
             return None
-        table = values["POSTGIS_TABLE"] or values["INVENTORY_LAYER"] or INVENTORY_LAYER
-        return PostgisTarget(values["POSTGIS"], values["POSTGIS_SCHEMA"] or "public", table)
+        table = values["POSTGIS_TABLE"] or self.inventory_layer(parameters, context)
+        schema = values["POSTGIS_SCHEMA"] or SPEC["POSTGIS_SCHEMA"].default
+        return PostgisTarget(values["POSTGIS"], schema, table)
 
     def processAlgorithm(self, parameters, context, feedback):
         """Map the scenes in the engine, then copy the inventory to PostGIS if asked.
@@ -97,8 +99,7 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
         feedback.pushInfo(
             tr("Copying the inventory to PostGIS table {table}...").format(table=target.name)
         )
-        layer = SPEC["INVENTORY_LAYER"].default
-        layer = self.parameterAsString(parameters, "INVENTORY_LAYER", context).strip() or layer
+        layer = self.inventory_layer(parameters, context)
         started = time.perf_counter()
         try:
             count = copy_inventory(results["INVENTORY"], layer, target, feedback)

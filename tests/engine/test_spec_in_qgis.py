@@ -20,7 +20,9 @@ def test_the_job_reads_none_of_them_and_refuses_them_by_name() -> None:
     )
     assert read_params(spec, {"OUTPUT": "out.txt"}) == {"OUTPUT": "out.txt"}
     assert [p.name for p in spec.job_params] == ["OUTPUT"]
-    with pytest.raises(ParameterError, match="DB are used by the Processing algorithm"):
+    with pytest.raises(
+        ParameterError, match="DB: used by the Processing algorithm slidewise:synthetic"
+    ):
         read_params(spec, {"OUTPUT": "out.txt", "DB": "slides"})
 
 
