@@ -107,7 +107,10 @@ def open_connection(given: str) -> QgsAbstractDatabaseProviderConnection:
         PostgisError: no saved connection has that name and it is no connection string.
     """
     metadata = QgsProviderRegistry.instance().providerMetadata(PROVIDER)
-    found = metadata.findConnection(given, False)
+    try:
+        found = metadata.findConnection(given, False)
+    except Exception:  # QgsProviderConnectionException: a stored connection that cannot load
+        found = None
     if found is not None:
         return found
     text = given[3:] if given.upper().startswith("PG:") else given
