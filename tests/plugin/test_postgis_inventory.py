@@ -77,9 +77,9 @@ class Cluster:
     psql: Path
     port: int = 5432  # the socket is in the private folder: no clash with any server
 
-    def uri(self, dbname: str = "postgres", user: str = "postgres", port: int = 0) -> str:
+    def uri(self, dbname: str = "postgres", user: str = "postgres") -> str:
         """A libpq connection string to ``dbname`` as ``user``."""
-        return f"host={self.folder} port={port or self.port} dbname={dbname} user={user}"
+        return f"host={self.folder} port={self.port} dbname={dbname} user={user}"
 
     def sql(self, text: str, dbname: str = "postgres") -> str:
         """Run ``text`` with psql; its output."""
@@ -103,7 +103,7 @@ def cluster() -> Iterator[Cluster]:
     data, run = folder / "data", {"capture_output": True, "timeout": 120, "check": True}
     subprocess.run([*as_owner, bin_dir / "initdb", "-D", data, "-A", "trust", "-U", "postgres",
                     "-E", "UTF8", "--no-sync"], **run)  # fmt: skip
-    options = f"-k {folder} -p 5432 -c listen_addresses='' -c fsync=off"
+    options = f"-k {folder} -p {Cluster.port} -c listen_addresses='' -c fsync=off"
     subprocess.run([*as_owner, bin_dir / "pg_ctl", "-D", data, "-l", folder / "log", "-w",
                     "-o", options, "start"], **run)  # fmt: skip
     try:
