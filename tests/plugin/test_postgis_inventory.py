@@ -166,6 +166,7 @@ def test_inventory_goes_to_postgis_and_follows_new_scenes(
     qgis_app, qgis_process_env, cluster: Cluster, tmp_path: Path
 ) -> None:
     import processing
+    from qgis.core import QgsVectorLayer
 
     scene_footprints(tmp_path, SCENES)
     profile = Path(qgis_process_env["QGIS_CUSTOM_CONFIG_PATH"]) / "profiles" / "default"
@@ -187,6 +188,10 @@ def test_inventory_goes_to_postgis_and_follows_new_scenes(
     first = gpkg_rows(inventory)
     assert postgis_rows(cluster) == first
     assert any(row[0] == "west;middle" for row in first)  # merged, not twice
+    assert (results["SCENES_MAPPED"], results["INVENTORY_SCENES"]) == (2, 2)
+    assert (tmp_path / "out" / "west_probability.tif").is_file()
+    mapped = QgsVectorLayer(f"{inventory}|layername=mapped_scenes", "scenes", "ogr")
+    assert [f["scene"] for f in mapped.getFeatures()] == ["west", "middle"]
 
     results = processing.run(
         "slidewise:mapscenes",
