@@ -17,7 +17,10 @@ PLUGIN_LINK := $(QGIS_PROFILE)/python/plugins/slidewise
 QGIS_PROCESS ?= qgis_process.bin
 DEMO_OUT ?= $(CURDIR)/demo_output
 APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-venv python3-pytest \
-  python3-pip xvfb xauth python3-pytestqt
+  python3-pip xvfb xauth python3-pytestqt postgresql
+# PostGIS (the inventory test's private server) for the PostgreSQL Debian ships: its package
+# is named for the server's major version (postgresql-15-postgis-3 on Debian 12, -17- on 13).
+POSTGIS_PACKAGE = $$(apt-cache depends postgresql | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$$/postgresql-\1-postgis-3/p' | head -n 1)
 # make wheelhouse: where, with which Python (same version and OS as the offline machine),
 # and torch's index (empty: pip's configuration; e.g. https://download.pytorch.org/whl/cu126).
 WHEELHOUSE ?= $(CURDIR)/dist/wheelhouse
@@ -34,11 +37,13 @@ install: system-deps engine link
 
 system-deps:
 	@if command -v $(QGIS_PROCESS) >/dev/null && command -v xvfb-run >/dev/null && $(SYSTEM_PYTHON) -c "import qgis.core, pytest" 2>/dev/null \
-	   && command -v gdaldem >/dev/null && $(SYSTEM_PYTHON) -c "import ensurepip" 2>/dev/null; then \
+	   && command -v gdaldem >/dev/null && $(SYSTEM_PYTHON) -c "import ensurepip" 2>/dev/null \
+	   && ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; then \
 	  echo "system packages: present"; \
 	else \
-	  echo "system packages: installing $(APT_PACKAGES)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	  echo "system packages: installing $(APT_PACKAGES) and PostGIS"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$(POSTGIS_PACKAGE)"; \
 	fi
 
 engine: $(ENGINE_ENV)/.slidewise-installed

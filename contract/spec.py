@@ -24,7 +24,10 @@ from typing import Any
 #: floats; ``file``/``folder``/``raster``/``vector``/``points``/``polygons``/
 #: ``points_or_polygons`` an input path;
 #: ``rasters`` a list of paths; ``field`` a field name of the layer ``parent``;
-#: ``output_*`` a path the job writes.
+#: ``output_*`` a path the job writes; ``connection`` the name of a database connection
+#: saved in QGIS (of the data provider ``provider``) and ``schema`` a schema of the
+#: connection ``parent``: both only for parameters the QGIS side uses itself
+#: (:attr:`AlgorithmSpec.in_qgis`).
 KINDS = (
     "int",
     "float",
@@ -46,10 +49,14 @@ KINDS = (
     "output_vector",
     "output_file",
     "output_folder",
+    "connection",
+    "schema",
 )
 NUMERIC = ("int", "float")
 LISTS = ("names", "numbers", "rasters")
 OUTPUTS = ("output_raster", "output_vector", "output_file", "output_folder")
+#: Kinds only the QGIS side can read (never sent to the engine job).
+QGIS_ONLY_KINDS = ("connection", "schema")
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
@@ -81,6 +88,8 @@ class Param:
         parent: For ``field``: the name of the layer parameter whose field it is.
         create_by_default: For an optional output: written when the user leaves it
             unset (a temporary file); ``False``: skipped unless asked for.
+        provider: For ``connection``: the QGIS data provider of the connection
+            (``postgres``).
     """
 
     name: str
@@ -98,6 +107,7 @@ class Param:
     file_filter: str = ""
     parent: str = ""
     create_by_default: bool = True
+    provider: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -106,6 +116,8 @@ class Param:
             raise ValueError(f"{self.name}: a choice needs choices")
         if self.choice_labels and len(self.choice_labels) != len(self.choices):
             raise ValueError(f"{self.name}: one label per choice")
+        if self.kind == "connection" and not self.provider:
+            raise ValueError(f"{self.name}: a connection needs its provider")
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -157,17 +169,26 @@ class AlgorithmSpec:
         params: Parameters in dialog order.
         hidden: Names of parameters the job accepts that the dialog does not show
             (set by scripts, tests and the demo).
+        in_qgis: Names of parameters the Processing algorithm uses itself, in QGIS (a
+            database connection QGIS writes to after the job): the dialog shows them,
+            the engine job never receives them and refuses them.
     """
 
     name: str
     params: tuple[Param, ...]
     hidden: frozenset[str] = field(default_factory=frozenset)
+    in_qgis: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"{self.name}: parameters declared twice: {', '.join(duplicated)}")
+        if not self.in_qgis <= set(names) or self.in_qgis & self.hidden:
+            raise ValueError(f"{self.name}: in_qgis names must be shown parameters of the spec")
+        for param in self.params:
+            if param.kind in QGIS_ONLY_KINDS and param.name not in self.in_qgis:
+                raise ValueError(f"{self.name}: {param.kind} {param.name} must be in in_qgis")
 
     def __getitem__(self, name: str) -> Param:
         for param in self.params:
@@ -177,8 +198,13 @@ class AlgorithmSpec:
 
     @property
     def names(self) -> frozenset[str]:
-        """Every parameter name the job accepts."""
+        """Every parameter name of the algorithm (the job's and those used in QGIS)."""
         return frozenset(p.name for p in self.params)
+
+    @property
+    def job_params(self) -> tuple[Param, ...]:
+        """The parameters the engine job receives (all but :attr:`in_qgis`)."""
+        return tuple(p for p in self.params if p.name not in self.in_qgis)
 
 
 def params(*groups: Iterable[Param]) -> tuple[Param, ...]:
@@ -214,17 +240,25 @@ def read_params(spec: AlgorithmSpec, values: Mapping[str, Any]) -> dict[str, Any
     Raises:
         ParameterError: an unknown or missing parameter, or a refused value.
     """
-    unknown = sorted(set(values) - spec.names)
+    accepted = {p.name for p in spec.job_params}
+    in_qgis = sorted(set(values) & spec.in_qgis)
+    if in_qgis:
+        raise ParameterError(
+            f"{', '.join(in_qgis)}: used by the Processing algorithm slidewise:{spec.name} "
+            "in QGIS, not by its engine job: run the algorithm (QGIS, qgis_process or "
+            "processing.run), or leave them out of the job file."
+        )
+    unknown = sorted(set(values) - accepted)
     if unknown:
         raise ParameterError(
             f"Unknown parameter(s) {', '.join(unknown)}: this job takes "
-            f"{', '.join(sorted(spec.names))}."
+            f"{', '.join(sorted(accepted))}."
         )
-    missing = [p.name for p in spec.params if p.required and is_unset(values.get(p.name))]
+    missing = [p.name for p in spec.job_params if p.required and is_unset(values.get(p.name))]
     if missing:
         raise ParameterError(f"Missing required parameter(s): {', '.join(missing)}.")
     out: dict[str, Any] = {}
-    for param in spec.params:
+    for param in spec.job_params:
         value = values.get(param.name)
         out[param.name] = param.default if is_unset(value) else param.read(value)
     return out

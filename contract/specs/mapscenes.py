@@ -27,6 +27,8 @@ MAPPING_NAMES = (
 )
 #: Where the scenes come from; exactly one is given.
 SOURCE_NAMES = ("SCENE_FOLDER", "SCENE_LIST", "FOOTPRINTS")
+#: The PostGIS copy, made by the Processing algorithm in QGIS after the job (never the engine).
+POSTGIS_NAMES = ("POSTGIS", "POSTGIS_SCHEMA", "POSTGIS_TABLE")
 #: Default name of the inventory's layer.
 INVENTORY_LAYER = "landslide_inventory"
 
@@ -96,18 +98,41 @@ SPEC = AlgorithmSpec(
         Param(
             "POSTGIS",
             "PostGIS connection",
+            "connection",
+            "A PostgreSQL connection saved in QGIS (Browser > PostgreSQL > New Connection; "
+            "in qgis_process its name), or a connection string for scripts "
+            "(host=... port=... dbname=... user=..., or service=...). After the run, QGIS "
+            "copies the inventory's polygon layer into this database, replacing the table "
+            "there in one step; the GeoPackage INVENTORY stays the record of what was "
+            "mapped. The connection is checked before any scene is mapped. Empty: "
+            "GeoPackage only.",
+            advanced=True,
+            provider="postgres",
+        ),
+        Param(
+            "POSTGIS_SCHEMA",
+            "PostGIS schema",
+            "schema",
+            "Schema of the PostGIS table (it must exist, and the connection's user must be "
+            "allowed to create tables in it).",
+            default="public",
+            advanced=True,
+            parent="POSTGIS",
+        ),
+        Param(
+            "POSTGIS_TABLE",
+            "PostGIS table",
             "text",
-            'An OGR connection string (PG:"host=... dbname=... user=..."): the inventory '
-            "layer is also published to this PostGIS database after each scene (needs an "
-            "engine GDAL with the PostgreSQL driver). The GeoPackage INVENTORY stays the "
-            "record of what was mapped. Empty: GeoPackage only.",
+            "Name of the PostGIS table the inventory is copied to. Empty: the inventory "
+            "layer name.",
             advanced=True,
         ),
         Param(
             "INVENTORY_LAYER",
             "Inventory layer name",
             "text",
-            "Name of the inventory's polygon layer (in the GeoPackage and in PostGIS).",
+            "Name of the inventory's polygon layer in the GeoPackage (and, unless "
+            "POSTGIS_TABLE is given, of the PostGIS table).",
             default=INVENTORY_LAYER,
             advanced=True,
         ),
@@ -133,4 +158,5 @@ SPEC = AlgorithmSpec(
         ),
         MAP_SPEC["COG"],
     ),
+    in_qgis=frozenset(POSTGIS_NAMES),
 )

@@ -45,8 +45,6 @@ from slidewise.engine.mapping.inventory import (
     SceneRecord,
     SceneTags,
     open_inventory,
-    publish_postgis,
-    require_postgis,
 )
 from slidewise.engine.mapping.scenes_list import Scene, SceneFields, list_scenes
 
@@ -71,7 +69,6 @@ class MapScenesParams(JobParams):
             path, region and acquisition date.
         inventory_crs: CRS of the inventory; ``None``: the existing inventory's,
             else the first scene's.
-        postgis: OGR PostgreSQL connection string the inventory is also published to.
         inventory_layer: Name of the inventory's polygon layer.
         output_folder: Folder of each scene's probability and polygons.
         inventory: The inventory GeoPackage (created, or added to).
@@ -103,7 +100,6 @@ class MapScenesParams(JobParams):
     workers: int = 1
     scheduler: str | None = None
     inventory_crs: str | None = None
-    postgis: str | None = None
     inventory_layer: str = "landslide_inventory"
     output_folder: str = ""
     inventory: str = ""
@@ -220,8 +216,6 @@ def run_map_scenes(params: dict[str, Any], ctx: JobContext) -> JobResult:
     options = MapScenesParams.from_params(params)
     cog = not is_unset(params.get("COG")) and bool(SCENES_SPEC["COG"].read(params["COG"]))
     inventory = open_inventory(options.inventory, options.inventory_layer, options.inventory_crs)
-    if options.postgis:
-        require_postgis()
     names = SceneFields(options.path_field, options.scene_region_field, options.date_field)
     scenes = list_scenes(options.scene_folder, options.scene_list, options.footprints, names)
     model = model_identity(resolve_model(options.model, ctx.log))
@@ -346,8 +340,6 @@ def run_scene(
         )
     )
     inventory.commit()
-    if job.options.postgis:
-        publish_postgis(inventory, job.options.postgis)
     summary.mapped[scene.name] = {
         "polygons": len(geoms),
         "merged": merged,

@@ -397,12 +397,15 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
     ) -> tuple[dict[str, Any], list[str]]:
         """Engine job parameters and the output paths (for clean-up on cancel).
 
-        By default every parameter of ``SPEC`` the user set, plus SEED when the job
-        takes it; subclasses add checks across parameters.
+        By default every parameter of ``SPEC`` the user set (but those used in QGIS,
+        ``SPEC.in_qgis``), plus SEED when the job takes it; subclasses add checks across
+        parameters.
         """
         from slidewise.processing_provider.algorithms.spec_parameters import job_values
 
-        params = job_values(self, self.spec_params(), parameters, context)
+        in_qgis = self.SPEC.in_qgis if self.SPEC is not None else frozenset()
+        sent = [p for p in self.spec_params() if p.name not in in_qgis]
+        params = job_values(self, sent, parameters, context)
         if self.SPEC is not None and "SEED" in self.SPEC.names and "SEED" not in params:
             params["SEED"] = self.parameterAsInt(parameters, "SEED", context)
         self.keep_models(params, feedback)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 from qgis.core import QgsProcessingException, QgsProcessingParameterField
 
-from slidewise.contract.specs.mapscenes import SOURCE_NAMES, SPEC
+from slidewise.contract.specs.mapscenes import INVENTORY_LAYER, POSTGIS_NAMES, SOURCE_NAMES, SPEC
 from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm, tr
+from slidewise.processing_provider.algorithms.postgis import (
+    PostgisError,
+    PostgisTarget,
+    check_target,
+    copy_inventory,
+)
+from slidewise.processing_provider.algorithms.spec_parameters import job_value
 
 
 class MapScenesAlgorithm(SlidewiseAlgorithm):
@@ -34,7 +43,10 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
         "run that was stopped, or a folder that gained scenes, continues where it was. A "
         "scene that cannot be mapped is named in the log and the others go on. The "
         "inventory is rewritten in one step after each scene: a cancel or a crash leaves it "
-        "with the scenes finished before."
+        "with the scenes finished before. With a PostGIS connection (advanced), QGIS then "
+        "copies the inventory's polygons into a PostGIS table, replacing it in one "
+        "transaction; the connection, the PostGIS extension and your rights are checked "
+        "before any scene is mapped."
     )
 
     def initAlgorithm(self, config=None) -> None:
@@ -55,6 +67,59 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
                 ).format(count=len(given))
             )
         return params, outputs
+
+    def inventory_layer(self, parameters, context) -> str:
+        """The inventory's layer name in the GeoPackage."""
+        return job_value(self, SPEC["INVENTORY_LAYER"], parameters, context) or INVENTORY_LAYER
+
+    def postgis_target(self, parameters, context) -> PostgisTarget | None:
+        """Where the inventory is copied in PostGIS (``None``: no connection given)."""
+        values = {name: job_value(self, SPEC[name], parameters, context) for name in POSTGIS_NAMES}
+        if not values["POSTGIS"]:
+            return None
+        table = values["POSTGIS_TABLE"] or self.inventory_layer(parameters, context)
+        schema = values["POSTGIS_SCHEMA"] or SPEC["POSTGIS_SCHEMA"].default
+        return PostgisTarget(values["POSTGIS"], schema, table)
+
+    def processAlgorithm(self, parameters, context, feedback):
+        """Map the scenes in the engine, then copy the inventory to PostGIS if asked.
+
+        The PostGIS target is checked before the engine starts, so a wrong connection
+        costs no mapping; the copy replaces the table in one transaction.
+        """
+        target = self.postgis_target(parameters, context)
+        try:
+            if target is not None:
+                check_target(target)
+        except PostgisError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        results = super().processAlgorithm(parameters, context, feedback)
+        if target is None:
+            return results
+        feedback.pushInfo(
+            tr("Copying the inventory to PostGIS table {table}...").format(table=target.name)
+        )
+        layer = self.inventory_layer(parameters, context)
+        started = time.perf_counter()
+        try:
+            count = copy_inventory(results["INVENTORY"], layer, target, feedback)
+        except PostgisError as exc:
+            raise QgsProcessingException(
+                tr(
+                    "{reason} The GeoPackage inventory {path} is complete; run again to copy it "
+                    "(finished scenes are skipped)."
+                ).format(reason=exc, path=results["INVENTORY"])
+            ) from None
+        feedback.pushInfo(
+            tr("PostGIS table {table}: {count} polygon(s), copied in {seconds:.2f} s.").format(
+                table=target.name, count=count, seconds=time.perf_counter() - started
+            )
+        )
+        return {
+            **results,
+            "POSTGIS_TABLE": target.name,
+            "POSTGIS_FEATURES": count,
+        }
 
     def style_outputs(self, results, context) -> None:
         self.style_output(results.get("INVENTORY", ""), "landslide_polygons.qml", context)

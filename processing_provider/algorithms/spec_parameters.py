@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDatabaseSchema,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
@@ -23,6 +24,7 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterProviderConnection,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
@@ -79,6 +81,14 @@ def _input(param: Param, label: str, optional: bool) -> QgsProcessingParameterDe
     if kind == "rasters":
         return QgsProcessingParameterMultipleLayers(
             param.name, label, QgsProcessing.TypeRaster, optional=optional
+        )
+    if kind == "connection":
+        return QgsProcessingParameterProviderConnection(
+            param.name, label, param.provider, defaultValue=param.default, optional=optional
+        )
+    if kind == "schema":
+        return QgsProcessingParameterDatabaseSchema(
+            param.name, label, param.parent, defaultValue=param.default, optional=optional
         )
     if kind == "field":
         return QgsProcessingParameterField(
@@ -157,6 +167,10 @@ def job_value(
         return param.choices[alg.parameterAsEnum(parameters, name, context)]
     if kind in ("text", "names", "numbers", "field"):
         return alg.parameterAsString(parameters, name, context).strip() or None
+    if kind == "connection":
+        return alg.parameterAsConnectionName(parameters, name, context).strip() or None
+    if kind == "schema":
+        return alg.parameterAsSchema(parameters, name, context).strip() or None
     if kind in ("file", "folder"):
         return alg.parameterAsFile(parameters, name, context) or None
     if kind == "raster":

@@ -78,6 +78,42 @@ def assert_fails(alg: str, params: dict, needle: str, folder: Path) -> None:
     assert set(folder.iterdir()) == before
 
 
+def scene_footprints(folder: Path, scenes: dict[str, tuple[int, str, str]]) -> Path:
+    """Georeferenced 256 x 256 crops of a real Bijie image and a GeoJSON of their footprints.
+
+    Args:
+        folder: Where the crops (``<name>.tif``) and ``footprints.geojson`` are written.
+        scenes: Scene name -> (first column of its crop, date, region); 1 m pixels in
+            UTM 48N, so crops 128 columns apart overlap by half.
+    """
+    import json
+
+    from osgeo import gdal
+
+    features = []
+    for name, (col, date, region) in scenes.items():
+        left, top = 430000.0 + col, 3019800.0
+        gdal.Translate(
+            str(folder / f"{name}.tif"),
+            str(BIJIE / "test" / "images" / "10105.png"),
+            srcWin=[col, 200, 256, 256],
+            outputSRS="EPSG:32648",
+            outputBounds=[left, top, left + 256, top - 256],
+        )
+        ring = [[left, top], [left + 256, top], [left + 256, top - 256], [left, top - 256]]
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"path": f"{name}.tif", "region": region, "date": date},
+                "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+            }
+        )
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32648"}}
+    path = folder / "footprints.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": features}))
+    return path
+
+
 def model_metadata(path: str | Path) -> dict:
     """The Slidewise metadata of a model file, read from the safetensors header.
 

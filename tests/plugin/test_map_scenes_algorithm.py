@@ -6,46 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
-from plugin_helpers import BIJIE, run_qgis_process
+from plugin_helpers import run_qgis_process, scene_footprints
 
-TEST_IMAGE = BIJIE / "test" / "images" / "10105.png"
 #: Scene name -> (first column of the 256 x 256 crop, date, region); 1 m pixels, UTM 48N.
 SCENES = {"west": (0, "2020-08-01", "bijie"), "middle": (128, "2021-07-15", "bijie")}
-
-
-def _footprints(folder: Path) -> Path:
-    """Two georeferenced crops overlapping by half, and a GeoJSON of their footprints."""
-    from osgeo import gdal
-
-    features = []
-    for name, (col, date, region) in SCENES.items():
-        left, top = 430000.0 + col, 3019800.0
-        gdal.Translate(
-            str(folder / f"{name}.tif"),
-            str(TEST_IMAGE),
-            srcWin=[col, 200, 256, 256],
-            outputSRS="EPSG:32648",
-            outputBounds=[left, top, left + 256, top - 256],
-        )
-        ring = [[left, top], [left + 256, top], [left + 256, top - 256], [left, top - 256]]
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {"path": f"{name}.tif", "region": region, "date": date},
-                "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
-            }
-        )
-    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32648"}}
-    path = folder / "footprints.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": features}))
-    return path
 
 
 @pytest.mark.slow
 def test_qgis_process_maps_footprints_into_one_inventory(qgis_process_env, tmp_path: Path) -> None:
     from osgeo import ogr
 
-    footprints = _footprints(tmp_path)
+    footprints = scene_footprints(tmp_path, SCENES)
     inventory = tmp_path / "inventory.gpkg"
     proc = run_qgis_process(
         qgis_process_env,

@@ -42,6 +42,8 @@ PROCESSING_TYPES = {
     "output_vector": "vectorDestination",
     "output_file": "fileDestination",
     "output_folder": "folderDestination",
+    "connection": "providerconnection",
+    "schema": "databaseschema",
 }
 
 
@@ -119,8 +121,10 @@ def expected(param: Param) -> dict[str, Any]:
         out["folder"] = param.kind == "folder"
     if param.file_filter:
         out["file_filter"] = param.file_filter
-    if param.kind == "field":
+    if param.kind in ("field", "schema"):
         out["parent"] = param.parent
+    if param.kind == "connection":
+        out["provider"] = param.provider
     if param.kind.startswith("output_"):
         out["create_by_default"] = param.create_by_default
     return out
@@ -155,6 +159,10 @@ def actual(definition: Any, param: Param) -> dict[str, Any]:
         out["file_filter"] = definition.fileFilter()
     if param.kind == "field":
         out["parent"] = definition.parentLayerParameterName()
+    if param.kind == "schema":
+        out["parent"] = definition.parentConnectionParameterName()
+    if param.kind == "connection":
+        out["provider"] = definition.providerId()
     if param.kind.startswith("output_"):
         out["create_by_default"] = definition.createByDefault()
     return out
