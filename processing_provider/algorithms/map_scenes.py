@@ -54,7 +54,11 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
                     "scene footprints ({count} given)."
                 ).format(count=len(given))
             )
-        return params, outputs
+        # The inventory is whole after every scene (rewritten in one rename): a cancel or a
+        # crash keeps it with the scenes finished before, for the next run to continue. It
+        # is no unfinished output to remove (one from earlier runs would go with it).
+        inventory = str(params.get("INVENTORY", ""))
+        return params, [path for path in outputs if path != inventory]
 
     def style_outputs(self, results, context) -> None:
         self.style_output(results.get("INVENTORY", ""), "landslide_polygons.qml", context)

@@ -7,6 +7,7 @@ PyQGIS); the engine runs in the environment named by ``SLIDEWISE_PYTHON``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -109,3 +110,40 @@ def qgis_desktop_command(profiles: Path, script: Path, screen: str = "1600x1000x
         "--code",
         str(script),
     ]
+
+
+# --- Map scenes into an inventory (slidewise:mapscenes) ------------------------------
+SCENE_IMAGE = BIJIE / "test" / "images" / "10105.png"
+#: Scene name -> (first column of the 256 x 256 crop, date, region); 1 m pixels, UTM 48N.
+TWO_SCENES = {"west": (0, "2020-08-01", "bijie"), "middle": (128, "2021-07-15", "bijie")}
+
+
+def two_scene_footprints(folder: Path) -> Path:
+    """Two georeferenced Bijie crops overlapping by half, and a GeoJSON of their footprints.
+
+    Each footprint has the scene's path (relative to the GeoJSON), region and date.
+    """
+    from osgeo import gdal
+
+    features = []
+    for name, (col, date, region) in TWO_SCENES.items():
+        left, top = 430000.0 + col, 3019800.0
+        gdal.Translate(
+            str(folder / f"{name}.tif"),
+            str(SCENE_IMAGE),
+            srcWin=[col, 200, 256, 256],
+            outputSRS="EPSG:32648",
+            outputBounds=[left, top, left + 256, top - 256],
+        )
+        ring = [[left, top], [left + 256, top], [left + 256, top - 256], [left, top - 256]]
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"path": f"{name}.tif", "region": region, "date": date},
+                "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+            }
+        )
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32648"}}
+    path = folder / "footprints.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": features}))
+    return path

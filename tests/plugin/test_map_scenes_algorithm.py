@@ -6,46 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from plugin_helpers import BIJIE, run_qgis_process
-
-TEST_IMAGE = BIJIE / "test" / "images" / "10105.png"
-#: Scene name -> (first column of the 256 x 256 crop, date, region); 1 m pixels, UTM 48N.
-SCENES = {"west": (0, "2020-08-01", "bijie"), "middle": (128, "2021-07-15", "bijie")}
-
-
-def _footprints(folder: Path) -> Path:
-    """Two georeferenced crops overlapping by half, and a GeoJSON of their footprints."""
-    from osgeo import gdal
-
-    features = []
-    for name, (col, date, region) in SCENES.items():
-        left, top = 430000.0 + col, 3019800.0
-        gdal.Translate(
-            str(folder / f"{name}.tif"),
-            str(TEST_IMAGE),
-            srcWin=[col, 200, 256, 256],
-            outputSRS="EPSG:32648",
-            outputBounds=[left, top, left + 256, top - 256],
-        )
-        ring = [[left, top], [left + 256, top], [left + 256, top - 256], [left, top - 256]]
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {"path": f"{name}.tif", "region": region, "date": date},
-                "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
-            }
-        )
-    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32648"}}
-    path = folder / "footprints.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": features}))
-    return path
+from plugin_helpers import run_qgis_process, two_scene_footprints
 
 
 @pytest.mark.slow
 def test_qgis_process_maps_footprints_into_one_inventory(qgis_process_env, tmp_path: Path) -> None:
     from osgeo import ogr
 
-    footprints = _footprints(tmp_path)
+    footprints = two_scene_footprints(tmp_path)
     inventory = tmp_path / "inventory.gpkg"
     proc = run_qgis_process(
         qgis_process_env,
@@ -69,3 +37,23 @@ def test_qgis_process_maps_footprints_into_one_inventory(qgis_process_env, tmp_p
     assert ("west;middle", "2020-08-01", "2021-07-15", "bijie") in rows  # merged, not twice
     scenes = [f["scene"] for f in dataset.GetLayerByName("mapped_scenes")]
     assert scenes == ["west", "middle"]
+
+
+def test_a_cancel_or_crash_keeps_the_inventory(qgis_app, tmp_path: Path) -> None:
+    """The inventory is whole after every scene: it is no unfinished output to remove.
+
+    The engine client removes the outputs a stopped run created or replaced; the
+    inventory, rewritten in one rename after each scene, would go with the scenes
+    finished before (and those of earlier runs) if it were among them.
+    """
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("slidewise:mapscenes")
+    inventory, folder = tmp_path / "inventory.gpkg", tmp_path / "scenes"
+    parameters = {"SCENE_FOLDER": str(tmp_path), "OUTPUT_FOLDER": str(folder)}
+    parameters["INVENTORY"] = str(inventory)
+    params, outputs = alg.job_parameters(
+        parameters, QgsProcessingContext(), QgsProcessingFeedback()
+    )
+    assert params["INVENTORY"] == str(inventory)
+    assert outputs == [str(folder)]

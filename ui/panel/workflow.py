@@ -76,12 +76,15 @@ class Presentation:
         rank: Order in the run's group; polygons and outlines rank above rasters.
         opacity: Layer opacity, 0-1.
         visible: Whether the layer is switched on when added.
+        layer_param: Parameter naming the layer to show inside a file of several layers
+            ('' = the file's only layer).
     """
 
     qml: str
     rank: int
     opacity: float = 1.0
     visible: bool = True
+    layer_param: str = ""
 
 
 #: Tabs of the panel and their steps, in the order of the work.
@@ -135,6 +138,13 @@ WORKFLOWS: dict[str, tuple[Step, ...]] = {
             "Evaluate",
             "Compare the mapped probability with reference landslides.",
         ),
+        Step(
+            "mapscenes",
+            "Map many scenes",
+            "Map every scene of a folder, a list or a footprint layer with one model into one "
+            "landslide inventory: polygons of overlapping scenes are merged, scenes already "
+            "in the inventory are skipped.",
+        ),
     ),
     "detection": (
         Step(
@@ -177,6 +187,8 @@ LINKS: tuple[Link, ...] = (
     Link("terrainfactors", "INPUT", "evaluatesusceptibility", "DEM"),
     Link("trainmapping", "OUTPUT", "maplandslides", "MODEL"),
     Link("maplandslides", "OUTPUT_PROBABILITY", "evaluatemapping", "INPUT"),
+    Link("trainmapping", "OUTPUT", "mapscenes", "MODEL"),
+    Link("maplandslides", "MODEL", "mapscenes", "MODEL"),
     Link("traindetection", "OUTPUT", "detectlandslides", "MODEL"),
 )
 
@@ -190,6 +202,9 @@ PRESENTATIONS: dict[tuple[str, str], Presentation] = {
     ("maplandslides", "OUTPUT_MASK"): Presentation("landslide_mask.qml", 20, 1.0, False),
     ("maplandslides", "OUTPUT_POLYGONS"): Presentation("landslide_polygons.qml", 40),
     ("detectlandslides", "OUTPUT"): Presentation("detection_boxes.qml", 45),
+    ("mapscenes", "INVENTORY"): Presentation(
+        "landslide_polygons.qml", 40, layer_param="INVENTORY_LAYER"
+    ),
 }
 
 #: Optional outputs the panel leaves unset (the algorithm then skips them).
@@ -204,6 +219,30 @@ WANTED_OUTPUTS: dict[str, frozenset[str]] = {
     "evaluatemapping": frozenset({"OUTPUT_HTML"}),
     "trainsusceptibility": frozenset({"OUTPUT_REPORT"}),
     "traindetection": frozenset({"OUTPUT_REPORT"}),
+}
+
+#: Outputs a step adds to when it runs again in the same run (not a new file each time):
+#: the inventory of Map many scenes and its scenes' folder, so that a second run skips the
+#: scenes already mapped and adds those new in the folder, list or footprints.
+KEPT_OUTPUTS: dict[str, frozenset[str]] = {
+    "mapscenes": frozenset({"INVENTORY", "OUTPUT_FOLDER"}),
+}
+
+#: What a cancel leaves of a step whose kept outputs are whole after each part of the work.
+KEPT_ON_CANCEL: dict[str, str] = {
+    "mapscenes": "Cancelled: the inventory keeps the scenes finished before; Run continues "
+    "with the others.",
+}
+
+#: File names of outputs whose parameter name makes a poor one (``<alg>_<name>``).
+OUTPUT_FILE_NAMES: dict[tuple[str, str], str] = {
+    ("mapscenes", "OUTPUT_FOLDER"): "scenes",
+}
+
+#: What an empty input means, shown in its empty widget (the algorithm's default).
+EMPTY_MEANS: dict[tuple[str, str], str] = {
+    ("maplandslides", "MODEL"): "[the shipped landslide model]",
+    ("mapscenes", "MODEL"): "[the shipped landslide model]",
 }
 
 #: Where a map is computed (Map a raster): the whole raster, the canvas, or an AOI layer.
@@ -355,10 +394,35 @@ def default_outputs(
             name = slot.name.lower().replace("output_", "").replace("output", "")
             if name and name == suffix.lstrip("."):
                 name = "report"  # OUTPUT_HTML: evaluatemapping_report.html
+            name = OUTPUT_FILE_NAMES.get((alg, slot.name), name)
             stem = f"{alg}_{name}" if name else alg
             path = unique_path(run_dir / f"{stem}{suffix}")
         paths[slot.name] = str(path)
     return paths
+
+
+def kept_output(alg: str, name: str) -> bool:
+    """Whether output ``name`` of ``alg`` is added to when the step runs again in a run."""
+    return name in KEPT_OUTPUTS.get(alg, frozenset())
+
+
+def layer_source(alg: str, name: str, path: str, parameters: Mapping[str, Any]) -> str:
+    """The data source of the layer to show for output ``name``: ``path``, or one of its layers.
+
+    A GeoPackage of several tables (the inventory of Map many scenes holds its polygons
+    and the table of the scenes mapped) is shown by the layer that the parameter named
+    in the output's :class:`Presentation` gives (its spec default when unset):
+    ``inventory.gpkg|layername=landslide_inventory``.
+    """
+    presentation = PRESENTATIONS.get((alg, name))
+    if presentation is None or not presentation.layer_param:
+        return path
+    layer = parameters.get(presentation.layer_param)
+    if layer in (None, ""):
+        from slidewise.contract.specs import spec_of
+
+        layer = spec_of(alg)[presentation.layer_param].default
+    return f"{path}|layername={layer}"
 
 
 def chained_values(
