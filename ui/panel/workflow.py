@@ -141,9 +141,9 @@ WORKFLOWS: dict[str, tuple[Step, ...]] = {
         Step(
             "mapscenes",
             "Map many scenes",
-            "Map every scene of a folder, a list or a footprint layer with one model into one "
-            "landslide inventory: polygons of overlapping scenes are merged, scenes already "
-            "in the inventory are skipped.",
+            "Map every scene of a folder, a list or a footprint layer (give one of the three) "
+            "with one model into one landslide inventory: polygons of overlapping scenes are "
+            "merged, scenes already in the inventory are skipped.",
         ),
     ),
     "detection": (
