@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import QgsProcessingException, QgsProcessingParameterField
 
 from slidewise.contract.specs.mapscenes import SOURCE_NAMES, SPEC
@@ -59,6 +61,21 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
         # is no unfinished output to remove (one from earlier runs would go with it).
         inventory = str(params.get("INVENTORY", ""))
         return params, [path for path in outputs if path != inventory]
+
+    def run_engine(self, params, options, outputs, feedback):
+        """The job; a cancel says what the inventory kept (not "no output was written")."""
+        try:
+            return super().run_engine(params, options, outputs, feedback)
+        except QgsProcessingException:
+            inventory = str(params.get("INVENTORY", ""))
+            if not (feedback.isCanceled() and inventory and Path(inventory).is_file()):
+                raise
+            raise QgsProcessingException(
+                tr(
+                    "Cancelled: the inventory {path} keeps the scenes finished before; run "
+                    "again with the same parameters to map the others."
+                ).format(path=inventory)
+            ) from None
 
     def style_outputs(self, results, context) -> None:
         self.style_output(results.get("INVENTORY", ""), "landslide_polygons.qml", context)

@@ -57,3 +57,26 @@ def test_a_cancel_or_crash_keeps_the_inventory(qgis_app, tmp_path: Path) -> None
     )
     assert params["INVENTORY"] == str(inventory)
     assert outputs == [str(folder)]
+
+
+def test_a_cancel_says_what_the_inventory_kept(
+    qgis_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
+
+    from slidewise.processing_provider.algorithms.base import SlidewiseAlgorithm
+
+    def cancelled(*args: object) -> None:
+        raise QgsProcessingException("Cancelled: no output was written.")
+
+    monkeypatch.setattr(SlidewiseAlgorithm, "run_engine", cancelled)
+    alg = QgsApplication.processingRegistry().createAlgorithmById("slidewise:mapscenes")
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()
+    inventory = tmp_path / "inventory.gpkg"
+    params = {"INVENTORY": str(inventory)}
+    with pytest.raises(QgsProcessingException, match="no output was written"):
+        alg.run_engine(params, {}, [], feedback)  # no inventory yet: nothing was kept
+    inventory.write_bytes(b"GPKG")
+    with pytest.raises(QgsProcessingException, match="keeps the scenes finished before"):
+        alg.run_engine(params, {}, [], feedback)

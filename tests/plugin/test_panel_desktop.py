@@ -180,6 +180,7 @@ def test_map_many_scenes_adds_the_styled_inventory(desktop_run: dict) -> None:
     assert first["merged"] > 0, "polygons of the overlapping scenes were not merged"
     assert first["renderer"] == first["polygon_renderer"], "not styled as landslide polygons"
     assert max(first["progress"]) == 100
+    assert len(set(first["progress"])) > 2, "progress never moved"
     # run again in the same run: the same inventory, both scenes skipped, one layer
     again = scenes["runs"][1]
     assert again["ok"], desktop_run["_log"]
