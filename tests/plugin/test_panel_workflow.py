@@ -134,6 +134,18 @@ def test_map_many_scenes_writes_one_inventory_per_run(tmp_path: Path) -> None:
     assert presentation.qml == workflow.PRESENTATIONS[("maplandslides", "OUTPUT_POLYGONS")].qml
 
 
+def test_map_many_scenes_starts_a_new_inventory_when_the_mapping_changes() -> None:
+    """Same mapping, new scenes or workers: the same inventory; another threshold: a new one."""
+    first = {"SCENE_FOLDER": "/a", "THRESHOLD": 0.5, "MODEL": None, "WORKERS": 1, "DEM": "NULL"}
+    assert not workflow.keeps_outputs("mapscenes", None, first), "no earlier run"
+    more_scenes = {**first, "SCENE_FOLDER": "/b", "WORKERS": 2, "SCHEDULER": "tcp://h:8786"}
+    assert workflow.keeps_outputs("mapscenes", first, more_scenes)
+    assert workflow.keeps_outputs("mapscenes", first, {**first, "MODEL": "", "DEM": None})
+    for name, value in {"THRESHOLD": 0.4, "MODEL": "/m/b.safetensors", "MIN_AREA": 50}.items():
+        assert not workflow.keeps_outputs("mapscenes", first, {**first, name: value}), name
+    assert not workflow.keeps_outputs("maplandslides", first, first), "new files each run"
+
+
 def test_models_go_to_a_persistent_folder(tmp_path: Path) -> None:
     assert workflow.models_folder(str(tmp_path), "/profile") == tmp_path / "slidewise_models"
     assert workflow.models_folder("", "/profile") == Path("/profile/slidewise/models")

@@ -62,6 +62,7 @@ class Run:
     started: datetime
     folder: Path
     outputs_set: dict[str, dict[str, str]] = field(default_factory=dict)
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def stamp(self) -> str:
@@ -240,6 +241,7 @@ class SlidewisePanel(QgsDockWidget):
     def parameters_for(self, step: StepWidget, run: Run) -> dict[str, Any]:
         """The step's widget values, outputs the user left unset going to the run's places."""
         params = step.values()
+        keep = workflow.keeps_outputs(step.step.alg, run.parameters.get(step.step.alg), params)
         filled = run.outputs_set.setdefault(step.step.alg, {})
         defaults = workflow.default_outputs(
             step.step.alg, step.output_slots(), run.folder, self.models_folder(), run.stamp
@@ -247,7 +249,7 @@ class SlidewisePanel(QgsDockWidget):
         for name, path in defaults.items():
             current = output_value(params.get(name))
             own = isinstance(current, str) and current == filled.get(name)
-            if own and workflow.kept_output(step.step.alg, name):
+            if own and keep and workflow.kept_output(step.step.alg, name):
                 params[name] = current  # added to again: scenes already mapped are skipped
                 continue
             if is_unset_output(current) or own:
@@ -256,6 +258,7 @@ class SlidewisePanel(QgsDockWidget):
                 step.set_value(name, path)
         if step.step.alg == "maplandslides":
             self._apply_extent(step, params, run)
+        run.parameters[step.step.alg] = dict(params)
         return params
 
     def _apply_extent(self, step: StepWidget, params: dict[str, Any], run: Run) -> None:
@@ -364,7 +367,7 @@ class SlidewisePanel(QgsDockWidget):
             return False
         kept = {
             name: str(params[name])
-            for name in workflow.KEPT_OUTPUTS.get(alg, ())
+            for name in workflow.KEPT_OUTPUTS[alg].outputs
             if name in params and Path(str(params[name])).is_file()
         }
         return bool(self._load_outputs(step, params, kept, run))

@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from slidewise.contract.specs.mapscenes import MAPPING_NAMES, PLACEMENT_NAMES
+
 #: Folder of a saved project that holds its models.
 PROJECT_MODELS = "slidewise_models"
 #: Folder of a saved project that holds its runs (one sub-folder per run).
@@ -221,11 +223,30 @@ WANTED_OUTPUTS: dict[str, frozenset[str]] = {
     "traindetection": frozenset({"OUTPUT_REPORT"}),
 }
 
-#: Outputs a step adds to when it runs again in the same run (not a new file each time):
-#: the inventory of Map many scenes and its scenes' folder, so that a second run skips the
-#: scenes already mapped and adds those new in the folder, list or footprints.
-KEPT_OUTPUTS: dict[str, frozenset[str]] = {
-    "mapscenes": frozenset({"INVENTORY", "OUTPUT_FOLDER"}),
+
+@dataclass(frozen=True)
+class KeptOutputs:
+    """Outputs a step adds to when it runs again in the same run, instead of new files.
+
+    Attributes:
+        outputs: The outputs kept.
+        key: Parameters that decide what is written: when one of them changed since the
+            step's last run, the step starts new outputs (a scene mapped again with
+            another threshold would otherwise add its new polygons to its old ones).
+    """
+
+    outputs: frozenset[str]
+    key: tuple[str, ...]
+
+
+#: The inventory of Map many scenes and its scenes' folder: a second run with the same
+#: mapping parameters skips the scenes already mapped and adds those new in the folder,
+#: list or footprints (the parameters that only place the work are not in the key).
+KEPT_OUTPUTS: dict[str, KeptOutputs] = {
+    "mapscenes": KeptOutputs(
+        frozenset({"INVENTORY", "OUTPUT_FOLDER"}),
+        tuple(name for name in MAPPING_NAMES if name not in PLACEMENT_NAMES),
+    ),
 }
 
 #: What a cancel leaves of a step whose kept outputs are whole after each part of the work.
@@ -403,7 +424,27 @@ def default_outputs(
 
 def kept_output(alg: str, name: str) -> bool:
     """Whether output ``name`` of ``alg`` is added to when the step runs again in a run."""
-    return name in KEPT_OUTPUTS.get(alg, frozenset())
+    return alg in KEPT_OUTPUTS and name in KEPT_OUTPUTS[alg].outputs
+
+
+def _plain(value: Any) -> str | None:
+    """A widget value for comparison: unset values (None, '', Qt's NULL) are ``None``."""
+    text = None if value is None else str(value)
+    return None if text in (None, "", "NULL", "[]") else text
+
+
+def keeps_outputs(alg: str, previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    """Whether a run of ``alg`` with ``current`` adds to the kept outputs of ``previous``.
+
+    Args:
+        alg: The step's algorithm.
+        previous: The parameters of its last run in this run (``None``: none yet).
+        current: The parameters it is about to run with.
+    """
+    kept = KEPT_OUTPUTS.get(alg)
+    if kept is None or previous is None:
+        return False
+    return all(_plain(previous.get(name)) == _plain(current.get(name)) for name in kept.key)
 
 
 def layer_source(alg: str, name: str, path: str, parameters: Mapping[str, Any]) -> str:
