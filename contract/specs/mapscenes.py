@@ -25,6 +25,9 @@ MAPPING_NAMES = (
     "WORKERS",
     "SCHEDULER",
 )
+#: Mapping parameters that choose where the windows are computed, not what a scene's
+#: polygons are: they are not in a scene's key (changing them skips the scenes done).
+PLACEMENT_NAMES = ("WORKERS", "SCHEDULER")
 #: Where the scenes come from; exactly one is given.
 SOURCE_NAMES = ("SCENE_FOLDER", "SCENE_LIST", "FOOTPRINTS")
 #: The PostGIS copy, made by the Processing algorithm in QGIS after the job (never the engine).

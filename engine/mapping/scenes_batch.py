@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from slidewise.contract.spec import is_unset
-from slidewise.contract.specs.mapscenes import MAPPING_NAMES
+from slidewise.contract.specs.mapscenes import MAPPING_NAMES, PLACEMENT_NAMES
 from slidewise.contract.specs.mapscenes import SPEC as SCENES_SPEC
 from slidewise.engine.core.errors import EngineError, InputError
 from slidewise.engine.core.job import JobContext, JobResult
@@ -50,8 +50,6 @@ from slidewise.engine.mapping.scenes_list import Scene, SceneFields, list_scenes
 
 #: Test hook: the job SIGKILLs itself after committing this many scenes (tests only).
 KILL_AFTER_SCENES_ENV = "SLIDEWISE_TEST_KILL_AFTER_SCENES"
-#: Mapping parameters that choose where the windows are computed (not in the key).
-PLACEMENT_NAMES = ("WORKERS", "SCHEDULER")
 
 
 @dataclass(frozen=True)

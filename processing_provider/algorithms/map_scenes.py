@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from qgis.core import QgsProcessingException, QgsProcessingParameterField
 
@@ -66,7 +67,26 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
                     "scene footprints ({count} given)."
                 ).format(count=len(given))
             )
-        return params, outputs
+        # The inventory is whole after every scene (rewritten in one rename): a cancel or a
+        # crash keeps it with the scenes finished before, for the next run to continue. It
+        # is no unfinished output to remove (one from earlier runs would go with it).
+        inventory = str(params.get("INVENTORY", ""))
+        return params, [path for path in outputs if path != inventory]
+
+    def run_engine(self, params, options, outputs, feedback):
+        """The job; a cancel says what the inventory kept (not "no output was written")."""
+        try:
+            return super().run_engine(params, options, outputs, feedback)
+        except QgsProcessingException:
+            inventory = str(params.get("INVENTORY", ""))
+            if not (feedback.isCanceled() and inventory and Path(inventory).is_file()):
+                raise
+            raise QgsProcessingException(
+                tr(
+                    "Cancelled: the inventory {path} keeps the scenes finished before; run "
+                    "again with the same parameters to map the others."
+                ).format(path=inventory)
+            ) from None
 
     def inventory_layer(self, parameters, context) -> str:
         """The inventory's layer name in the GeoPackage."""

@@ -7,6 +7,7 @@ PyQGIS); the engine runs in the environment named by ``SLIDEWISE_PYTHON``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -86,7 +87,6 @@ def scene_footprints(folder: Path, scenes: dict[str, tuple[int, str, str]]) -> P
         scenes: Scene name -> (first column of its crop, date, region); 1 m pixels in
             UTM 48N, so crops 128 columns apart overlap by half.
     """
-    import json
 
     from osgeo import gdal
 
@@ -121,7 +121,6 @@ def model_metadata(path: str | Path) -> dict:
     little-endian length followed by JSON, whose ``__metadata__["slidewise"]``
     is the engine's metadata JSON.
     """
-    import json
     import struct
 
     with open(path, "rb") as f:
@@ -145,3 +144,13 @@ def qgis_desktop_command(profiles: Path, script: Path, screen: str = "1600x1000x
         "--code",
         str(script),
     ]
+
+
+# --- Map scenes into an inventory (slidewise:mapscenes) ------------------------------
+#: Scene name -> (first column of the 256 x 256 crop, date, region); 1 m pixels, UTM 48N.
+TWO_SCENES = {"west": (0, "2020-08-01", "bijie"), "middle": (128, "2021-07-15", "bijie")}
+
+
+def two_scene_footprints(folder: Path) -> Path:
+    """Two Bijie crops overlapping by half, and a GeoJSON of their footprints."""
+    return scene_footprints(folder, TWO_SCENES)

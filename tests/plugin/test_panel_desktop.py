@@ -149,6 +149,47 @@ def _extent(text: str) -> tuple[float, float, float, float]:
     return float(low[0]), float(low[1]), float(high[0]), float(high[1])
 
 
+def test_map_many_scenes_step_is_built_from_the_spec(desktop_run: dict) -> None:
+    """The Mapping tab's last step shows mapscenes' parameters, in order, with their help."""
+    from slidewise.contract.specs import spec_of
+
+    scenes = desktop_run["scenes"]
+    assert scenes["title"] == "4. Map many scenes"
+    spec = spec_of("mapscenes")
+    shown = [p.name for p in spec.params if p.name not in spec.hidden]
+    assert [name for name in scenes["widgets"] if name in spec.names] == shown
+    for param in spec.params:
+        if param.name in shown:
+            assert param.help in scenes["tooltips"][param.name], param.name
+    assert set(scenes["advanced"]) >= {p.name for p in spec.params if p.advanced}
+    assert "FOOTPRINTS" not in scenes["advanced"]
+    assert scenes["model_placeholder"] == "[the shipped landslide model]"
+
+
+def test_map_many_scenes_adds_the_styled_inventory(desktop_run: dict) -> None:
+    """Two overlapping scenes from a footprint layer: one inventory layer, merged polygons."""
+    scenes = desktop_run["scenes"]
+    assert scenes["model"] == desktop_run["train"]["model"], "the trained model is chained"
+    first = scenes["runs"][0]
+    assert first["ok"], desktop_run["_log"]
+    assert (first["mapped"], first["skipped"]) == (2, 0)
+    assert first["layers"] == ["Landslide inventory"]
+    assert first["source"].endswith("mapscenes_inventory.gpkg|layername=landslide_inventory")
+    assert "slidewise_runs" in first["source"]
+    assert first["features"] == first["polygons"] > 0
+    assert first["merged"] > 0, "polygons of the overlapping scenes were not merged"
+    assert first["renderer"] == first["polygon_renderer"], "not styled as landslide polygons"
+    assert max(first["progress"]) == 100
+    assert len(set(first["progress"])) > 2, "progress never moved"
+    # run again in the same run: the same inventory, both scenes skipped, one layer
+    again = scenes["runs"][1]
+    assert again["ok"], desktop_run["_log"]
+    assert (again["mapped"], again["skipped"]) == (0, 2)
+    assert again["source"] == first["source"]
+    assert again["layers"] == ["Landslide inventory"]
+    assert again["features"] == first["features"]
+
+
 def test_models_and_reports_are_found_again_after_a_restart(desktop_run: dict) -> None:
     restart = desktop_run["restart"]
     assert desktop_run["train"]["model"] in restart["models"]
@@ -476,6 +517,82 @@ def _after_restart(window, canvas, bar) -> dict:
     return listed
 
 
+def _scroll_to(widget) -> None:
+    """Scroll the panel's tab so that ``widget`` (a step) shows from its title down."""
+    from qgis.PyQt.QtWidgets import QScrollArea
+
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QScrollArea):
+        parent = parent.parentWidget()
+    if parent is not None:
+        parent.verticalScrollBar().setValue(widget.y())
+
+
+def _scenes_step(app, panel, out: Path, shots: list[str]) -> dict:
+    """Map many scenes: the step's widgets, then two overlapping scenes of a footprint layer.
+
+    The scenes are mapped with the model trained above (chained from Train), run twice in
+    the same run: the second run adds to the same inventory and skips both scenes.
+    """
+    from plugin_helpers import two_scene_footprints
+    from qgis.core import QgsProject, QgsVectorLayer
+    from qgis.PyQt.QtWidgets import QLineEdit
+
+    started = time.time()
+    mapping = panel.pages["mapping"]
+    for widget in mapping.steps:
+        widget.setCollapsed(True)
+    step = mapping.step("mapscenes")
+    step.setCollapsed(False)
+    model_edits = step.wrappers["MODEL"].wrappedWidget().findChildren(QLineEdit)
+    found: dict = {
+        "title": step.title(),
+        "widgets": list(step.wrappers),
+        "tooltips": {n: w.wrappedWidget().toolTip() for n, w in step.wrappers.items()},
+        "advanced": list(step.advanced_names),
+        "model_placeholder": model_edits[0].placeholderText() if model_edits else "",
+        "model": step.values().get("MODEL", ""),
+        "runs": [],
+    }
+    folder = out / "scenes"
+    folder.mkdir()
+    footprints = QgsVectorLayer(str(two_scene_footprints(folder)), "scene footprints", "ogr")
+    QgsProject.instance().addMapLayer(footprints)
+    step.set_value("FOOTPRINTS", footprints.id())
+    app.processEvents()
+    step.set_value("THRESHOLD", 0.01)  # a one-epoch model: polygons to merge
+    step.set_value("TILE_SIZE", 256)
+    for _ in range(2):
+        step.run_button.click()
+        ok, results, progress = _wait(app, panel, 600)
+        group = QgsProject.instance().layerTreeRoot().findGroup(panel.runs["mapping"].group_name)
+        in_group = [n.layer() for n in (group.findLayers() if group else [])]
+        nodes = [lyr for lyr in in_group if "inventory" in lyr.source()]
+        layer = nodes[0] if nodes else None
+        mapped = [lyr.renderer().type() for lyr in in_group if lyr.name() == "Landslide polygons"]
+        found["runs"].append(
+            {
+                "ok": ok,
+                "mapped": results.get("SCENES_MAPPED"),
+                "skipped": results.get("SCENES_SKIPPED"),
+                "polygons": results.get("INVENTORY_POLYGONS"),
+                "merged": results.get("POLYGONS_MERGED"),
+                "layers": [lyr.name() for lyr in nodes],
+                "source": layer.source() if layer else "",
+                "features": layer.featureCount() if layer else -1,
+                "renderer": layer.renderer().type() if layer else "",
+                "polygon_renderer": mapped[0] if mapped else "none",
+                "progress": progress,
+            }
+        )
+    found["seconds"] = round(time.time() - started, 1)  # its share of the test's time
+    panel.show_workflow("mapping")
+    _scroll_to(step)
+    app.processEvents()
+    _shot(panel, "panel_mapscenes.png", shots)
+    return found
+
+
 def main(out: Path) -> None:
     sys.path.insert(0, "/usr/share/qgis/python/plugins")
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
@@ -671,6 +788,8 @@ def main(out: Path) -> None:
         time.sleep(1)
         app.processEvents()
         _shot(viewers[-1], "panel_report.png", shots)
+    # 5. map many scenes into one inventory with the trained model
+    result["scenes"] = _scenes_step(app, panel, out, shots)
     panel.show_workflow("results")
     app.processEvents()
     _shot(panel, "panel_results.png", shots)

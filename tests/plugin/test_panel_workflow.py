@@ -80,11 +80,70 @@ def test_susceptibility_chain_fills_the_next_steps() -> None:
 def test_mapping_and_detection_chain_the_model() -> None:
     model = {"OUTPUT": "/m/trainmapping.safetensors"}
     assert workflow.chained_values("trainmapping", {}, model) == {
-        "maplandslides": {"MODEL": "/m/trainmapping.safetensors"}
+        "maplandslides": {"MODEL": "/m/trainmapping.safetensors"},
+        "mapscenes": {"MODEL": "/m/trainmapping.safetensors"},
     }
     assert workflow.chained_values("traindetection", {}, {"OUTPUT": "/m/d.safetensors"}) == {
         "detectlandslides": {"MODEL": "/m/d.safetensors"}
     }
+
+
+def test_map_many_scenes_follows_map_a_raster() -> None:
+    """The batch step closes the Mapping tab and maps with the model the raster was mapped with."""
+    assert [step.alg for step in workflow.steps_of("mapping")] == [
+        "trainmapping",
+        "maplandslides",
+        "evaluatemapping",
+        "mapscenes",
+    ]
+    assert workflow.workflow_of("mapscenes") == "mapping"
+    values = workflow.chained_values(
+        "maplandslides", {"INPUT": "img", "MODEL": "/m/a.safetensors"}, {"OUTPUT_PROBABILITY": "p"}
+    )
+    assert values["mapscenes"] == {"MODEL": "/m/a.safetensors"}
+    shipped = workflow.chained_values("maplandslides", {"INPUT": "img"}, {})
+    assert "mapscenes" not in shipped, "no MODEL: both steps map with the shipped model"
+    assert workflow.EMPTY_MEANS[("mapscenes", "MODEL")] == "[the shipped landslide model]"
+
+
+def test_map_many_scenes_writes_one_inventory_per_run(tmp_path: Path) -> None:
+    run, models = tmp_path / "run", tmp_path / "models"
+    slots = workflow.spec_outputs("mapscenes")
+    assert slots is not None
+    paths = workflow.default_outputs("mapscenes", slots, run, models, "s")
+    assert paths == {
+        "OUTPUT_FOLDER": str(run / "mapscenes_scenes"),
+        "INVENTORY": str(run / "mapscenes_inventory.gpkg"),
+    }
+    # run again in the same run: the inventory is added to (scenes done are skipped)
+    assert workflow.kept_output("mapscenes", "INVENTORY")
+    assert workflow.kept_output("mapscenes", "OUTPUT_FOLDER")
+    assert not workflow.kept_output("maplandslides", "OUTPUT_POLYGONS")
+    # the inventory GeoPackage also holds the table of scenes: the polygons are shown
+    inventory = paths["INVENTORY"]
+    assert workflow.layer_source("mapscenes", "INVENTORY", inventory, {}) == (
+        f"{inventory}|layername=landslide_inventory"
+    )
+    named = {"INVENTORY_LAYER": "monsoon_2024"}
+    assert workflow.layer_source("mapscenes", "INVENTORY", inventory, named).endswith(
+        "|layername=monsoon_2024"
+    )
+    polygons = str(run / "maplandslides_polygons.gpkg")
+    assert workflow.layer_source("maplandslides", "OUTPUT_POLYGONS", polygons, named) == polygons
+    presentation = workflow.PRESENTATIONS[("mapscenes", "INVENTORY")]
+    assert presentation.qml == workflow.PRESENTATIONS[("maplandslides", "OUTPUT_POLYGONS")].qml
+
+
+def test_map_many_scenes_starts_a_new_inventory_when_the_mapping_changes() -> None:
+    """Same mapping, new scenes or workers: the same inventory; another threshold: a new one."""
+    first = {"SCENE_FOLDER": "/a", "THRESHOLD": 0.5, "MODEL": None, "WORKERS": 1, "DEM": "NULL"}
+    assert not workflow.keeps_outputs("mapscenes", None, first), "no earlier run"
+    more_scenes = {**first, "SCENE_FOLDER": "/b", "WORKERS": 2, "SCHEDULER": "tcp://h:8786"}
+    assert workflow.keeps_outputs("mapscenes", first, more_scenes)
+    assert workflow.keeps_outputs("mapscenes", first, {**first, "MODEL": "", "DEM": None})
+    for name, value in {"THRESHOLD": 0.4, "MODEL": "/m/b.safetensors", "MIN_AREA": 50}.items():
+        assert not workflow.keeps_outputs("mapscenes", first, {**first, name: value}), name
+    assert not workflow.keeps_outputs("maplandslides", first, first), "new files each run"
 
 
 def test_models_go_to_a_persistent_folder(tmp_path: Path) -> None:

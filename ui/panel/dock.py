@@ -45,7 +45,7 @@ from qgis.PyQt.QtWidgets import (
 
 from slidewise.processing_provider.algorithms.base import tr
 from slidewise.ui.panel import workflow
-from slidewise.ui.panel.layers import add_to_group, open_layer, run_group
+from slidewise.ui.panel.layers import add_to_group, open_layer, remove_from_group, run_group
 from slidewise.ui.panel.results import ResultsPage
 from slidewise.ui.panel.runner import StepRunner
 from slidewise.ui.panel.step import StepsPage, StepWidget
@@ -62,6 +62,7 @@ class Run:
     started: datetime
     folder: Path
     outputs_set: dict[str, dict[str, str]] = field(default_factory=dict)
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def stamp(self) -> str:
@@ -77,10 +78,16 @@ def profile_dir() -> str:
     return QgsApplication.qgisSettingsDirPath()
 
 
+def output_value(value: Any) -> Any:
+    """A destination widget value as a path (layer destinations hold it in their sink)."""
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        return value.sink.staticValue()
+    return value
+
+
 def is_unset_output(value: Any) -> bool:
     """Whether a destination widget value asks for a temporary file (or nothing)."""
-    if isinstance(value, QgsProcessingOutputLayerDefinition):
-        value = value.sink.staticValue()
+    value = output_value(value)
     return value in (None, "") or str(value) == QgsProcessing.TEMPORARY_OUTPUT
 
 
@@ -234,19 +241,24 @@ class SlidewisePanel(QgsDockWidget):
     def parameters_for(self, step: StepWidget, run: Run) -> dict[str, Any]:
         """The step's widget values, outputs the user left unset going to the run's places."""
         params = step.values()
+        keep = workflow.keeps_outputs(step.step.alg, run.parameters.get(step.step.alg), params)
         filled = run.outputs_set.setdefault(step.step.alg, {})
         defaults = workflow.default_outputs(
             step.step.alg, step.output_slots(), run.folder, self.models_folder(), run.stamp
         )
         for name, path in defaults.items():
-            current = params.get(name)
+            current = output_value(params.get(name))
             own = isinstance(current, str) and current == filled.get(name)
+            if own and keep and workflow.kept_output(step.step.alg, name):
+                params[name] = current  # added to again: scenes already mapped are skipped
+                continue
             if is_unset_output(current) or own:
                 params[name] = path
                 filled[name] = path
                 step.set_value(name, path)
         if step.step.alg == "maplandslides":
             self._apply_extent(step, params, run)
+        run.parameters[step.step.alg] = dict(params)
         return params
 
     def _apply_extent(self, step: StepWidget, params: dict[str, Any], run: Run) -> None:
@@ -333,6 +345,8 @@ class SlidewisePanel(QgsDockWidget):
             message = (
                 tr("Cancelled: nothing was written.") if cancelled else tr("Failed: see the log.")
             )
+            if cancelled and self._load_kept(step, runner.parameters, run):
+                message = tr(workflow.KEPT_ON_CANCEL[alg])
             if not cancelled:
                 self._log(message, "error")
             step.set_status(message)
@@ -346,7 +360,20 @@ class SlidewisePanel(QgsDockWidget):
         if folder.is_dir() and not any(folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _after_success(self, step: StepWidget, params: dict, results: dict, run: Run) -> None:
+    def _load_kept(self, step: StepWidget, params: dict, run: Run | None) -> bool:
+        """After a cancel: show the outputs kept whole (an inventory's scenes finished)."""
+        alg = step.step.alg
+        if alg not in workflow.KEPT_ON_CANCEL or run is None:
+            return False
+        kept = {
+            name: str(params[name])
+            for name in workflow.KEPT_OUTPUTS[alg].outputs
+            if name in params and Path(str(params[name])).is_file()
+        }
+        return bool(self._load_outputs(step, params, kept, run))
+
+    def _load_outputs(self, step: StepWidget, params: dict, results: dict, run: Run) -> dict:
+        """Add the step's presented outputs to the run's group; output name -> layer id."""
         alg = step.step.alg
         loaded: dict[str, str] = {}
         group = None
@@ -357,12 +384,19 @@ class SlidewisePanel(QgsDockWidget):
             if source_alg != alg or not isinstance(path, str) or not Path(path).exists():
                 continue
             definition = step.algorithm.parameterDefinition(name)
-            layer = open_layer(path, definition.description() if definition else name)
+            source = workflow.layer_source(alg, name, path, params)
+            layer = open_layer(source, definition.description() if definition else name)
             if layer is None:
                 continue
             group = group or run_group(run.group_name)
+            remove_from_group(group, source)  # an inventory added to: its new state only
             add_to_group(group, layer, presentation)
             loaded[name] = layer.id()
+        return loaded
+
+    def _after_success(self, step: StepWidget, params: dict, results: dict, run: Run) -> None:
+        alg = step.step.alg
+        loaded = self._load_outputs(step, params, results, run)
         chained_results = {**results, **loaded}
         for target_alg, values in workflow.chained_values(alg, params, chained_results).items():
             target = self.pages[workflow.workflow_of(target_alg)].step(target_alg)

@@ -32,13 +32,24 @@ def run_group(name: str, project: QgsProject | None = None) -> QgsLayerTreeGroup
 
 
 def open_layer(path: str, name: str) -> QgsMapLayer | None:
-    """A raster or vector layer of a file written by a step (``None`` if unreadable)."""
-    suffix = Path(path).suffix.lower()
+    """A raster or vector layer of a file written by a step (``None`` if unreadable).
+
+    ``path`` may name one layer of a file: ``inventory.gpkg|layername=landslide_inventory``.
+    """
+    suffix = Path(path.split("|", 1)[0]).suffix.lower()
     if suffix in (".gpkg", ".shp", ".geojson", ".json", ".fgb"):
         layer: QgsMapLayer = QgsVectorLayer(path, name, "ogr")
     else:
         layer = QgsRasterLayer(path, name, "gdal")
     return layer if layer.isValid() else None
+
+
+def remove_from_group(group: QgsLayerTreeGroup, source: str) -> None:
+    """Remove the layers of ``group`` that show ``source`` (an output written again)."""
+    for node in group.findLayers():
+        layer = node.layer()
+        if layer is not None and layer.source() == source:
+            QgsProject.instance().removeMapLayer(layer.id())
 
 
 def style_layer(layer: QgsMapLayer, presentation: Presentation) -> None:

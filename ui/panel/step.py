@@ -38,7 +38,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from slidewise.processing_provider.algorithms.base import tr
-from slidewise.ui.panel.workflow import EXTENT_LABELS, EXTENTS, OutputSlot, Step
+from slidewise.ui.panel.workflow import EMPTY_MEANS, EXTENT_LABELS, EXTENTS, OutputSlot, Step
 
 #: Spec kinds of Processing destination parameters.
 DESTINATION_KINDS = {
@@ -76,6 +76,7 @@ class StepWidget(QgsCollapsibleGroupBox):
         self.setTitle(f"{number}. {tr(step.title)}")
         self.algorithm = QgsApplication.processingRegistry().algorithmById(step.alg_id)
         self.wrappers: dict[str, Any] = {}
+        self.advanced_names: list[str] = []
         self.extent_combo: QComboBox | None = None
         self._generator = _ContextGenerator()
         layout = QVBoxLayout(self)
@@ -98,6 +99,8 @@ class StepWidget(QgsCollapsibleGroupBox):
             if definition.flags() & QgsProcessingParameterDefinition.FlagHidden:
                 continue
             is_advanced = bool(definition.flags() & QgsProcessingParameterDefinition.FlagAdvanced)
+            if is_advanced:
+                self.advanced_names.append(definition.name())
             self._add_parameter(definition, advanced if is_advanced else basic, widget_context)
         layout.addLayout(basic)
         if step.alg == "maplandslides":
@@ -135,6 +138,10 @@ class StepWidget(QgsCollapsibleGroupBox):
         widget.setToolTip(definition.help() or "")
         if definition.isDestination():
             self._adapt_destination(definition, widget)
+        empty_means = EMPTY_MEANS.get((self.step.alg, definition.name()))
+        if empty_means:
+            for edit in widget.findChildren(QLineEdit):
+                edit.setPlaceholderText(tr(empty_means))
         if label is not None:
             label.setToolTip(definition.help() or "")
             form.addRow(label, widget)

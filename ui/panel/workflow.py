@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from slidewise.contract.specs.mapscenes import MAPPING_NAMES, PLACEMENT_NAMES
+
 #: Folder of a saved project that holds its models.
 PROJECT_MODELS = "slidewise_models"
 #: Folder of a saved project that holds its runs (one sub-folder per run).
@@ -76,12 +78,15 @@ class Presentation:
         rank: Order in the run's group; polygons and outlines rank above rasters.
         opacity: Layer opacity, 0-1.
         visible: Whether the layer is switched on when added.
+        layer_param: Parameter naming the layer to show inside a file of several layers
+            ('' = the file's only layer).
     """
 
     qml: str
     rank: int
     opacity: float = 1.0
     visible: bool = True
+    layer_param: str = ""
 
 
 #: Tabs of the panel and their steps, in the order of the work.
@@ -135,6 +140,13 @@ WORKFLOWS: dict[str, tuple[Step, ...]] = {
             "Evaluate",
             "Compare the mapped probability with reference landslides.",
         ),
+        Step(
+            "mapscenes",
+            "Map many scenes",
+            "Map every scene of a folder, a list or a footprint layer (give one of the three) "
+            "with one model into one landslide inventory: polygons of overlapping scenes are "
+            "merged, scenes already in the inventory are skipped.",
+        ),
     ),
     "detection": (
         Step(
@@ -177,6 +189,8 @@ LINKS: tuple[Link, ...] = (
     Link("terrainfactors", "INPUT", "evaluatesusceptibility", "DEM"),
     Link("trainmapping", "OUTPUT", "maplandslides", "MODEL"),
     Link("maplandslides", "OUTPUT_PROBABILITY", "evaluatemapping", "INPUT"),
+    Link("trainmapping", "OUTPUT", "mapscenes", "MODEL"),
+    Link("maplandslides", "MODEL", "mapscenes", "MODEL"),
     Link("traindetection", "OUTPUT", "detectlandslides", "MODEL"),
 )
 
@@ -190,6 +204,9 @@ PRESENTATIONS: dict[tuple[str, str], Presentation] = {
     ("maplandslides", "OUTPUT_MASK"): Presentation("landslide_mask.qml", 20, 1.0, False),
     ("maplandslides", "OUTPUT_POLYGONS"): Presentation("landslide_polygons.qml", 40),
     ("detectlandslides", "OUTPUT"): Presentation("detection_boxes.qml", 45),
+    ("mapscenes", "INVENTORY"): Presentation(
+        "landslide_polygons.qml", 40, layer_param="INVENTORY_LAYER"
+    ),
 }
 
 #: Optional outputs the panel leaves unset (the algorithm then skips them).
@@ -204,6 +221,49 @@ WANTED_OUTPUTS: dict[str, frozenset[str]] = {
     "evaluatemapping": frozenset({"OUTPUT_HTML"}),
     "trainsusceptibility": frozenset({"OUTPUT_REPORT"}),
     "traindetection": frozenset({"OUTPUT_REPORT"}),
+}
+
+
+@dataclass(frozen=True)
+class KeptOutputs:
+    """Outputs a step adds to when it runs again in the same run, instead of new files.
+
+    Attributes:
+        outputs: The outputs kept.
+        key: Parameters that decide what is written: when one of them changed since the
+            step's last run, the step starts new outputs (a scene mapped again with
+            another threshold would otherwise add its new polygons to its old ones).
+    """
+
+    outputs: frozenset[str]
+    key: tuple[str, ...]
+
+
+#: The inventory of Map many scenes and its scenes' folder: a second run with the same
+#: mapping parameters skips the scenes already mapped and adds those new in the folder,
+#: list or footprints (the parameters that only place the work are not in the key).
+KEPT_OUTPUTS: dict[str, KeptOutputs] = {
+    "mapscenes": KeptOutputs(
+        frozenset({"INVENTORY", "OUTPUT_FOLDER"}),
+        tuple(name for name in MAPPING_NAMES if name not in PLACEMENT_NAMES),
+    ),
+}
+
+#: What a cancel leaves of a step whose kept outputs are whole after each part of the work.
+KEPT_ON_CANCEL: dict[str, str] = {
+    "mapscenes": "Cancelled: the inventory keeps the scenes finished before; Run continues "
+    "with the others.",
+}
+
+#: File names of outputs whose parameter name makes a poor one (``<alg>_<name>``).
+OUTPUT_FILE_NAMES: dict[tuple[str, str], str] = {
+    ("mapscenes", "OUTPUT_FOLDER"): "scenes",
+}
+
+#: What an empty input means, shown in its empty widget (the algorithm's default).
+EMPTY_MEANS: dict[tuple[str, str], str] = {
+    ("maplandslides", "MODEL"): "[the shipped landslide model]",
+    ("mapscenes", "MODEL"): "[the shipped landslide model]",
 }
 
 #: Where a map is computed (Map a raster): the whole raster, the canvas, or an AOI layer.
@@ -355,10 +415,55 @@ def default_outputs(
             name = slot.name.lower().replace("output_", "").replace("output", "")
             if name and name == suffix.lstrip("."):
                 name = "report"  # OUTPUT_HTML: evaluatemapping_report.html
+            name = OUTPUT_FILE_NAMES.get((alg, slot.name), name)
             stem = f"{alg}_{name}" if name else alg
             path = unique_path(run_dir / f"{stem}{suffix}")
         paths[slot.name] = str(path)
     return paths
+
+
+def kept_output(alg: str, name: str) -> bool:
+    """Whether output ``name`` of ``alg`` is added to when the step runs again in a run."""
+    return alg in KEPT_OUTPUTS and name in KEPT_OUTPUTS[alg].outputs
+
+
+def _plain(value: Any) -> str | None:
+    """A widget value for comparison: unset values (None, '', Qt's NULL) are ``None``."""
+    text = None if value is None else str(value)
+    return None if text in (None, "", "NULL", "[]") else text
+
+
+def keeps_outputs(alg: str, previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    """Whether a run of ``alg`` with ``current`` adds to the kept outputs of ``previous``.
+
+    Args:
+        alg: The step's algorithm.
+        previous: The parameters of its last run in this run (``None``: none yet).
+        current: The parameters it is about to run with.
+    """
+    kept = KEPT_OUTPUTS.get(alg)
+    if kept is None or previous is None:
+        return False
+    return all(_plain(previous.get(name)) == _plain(current.get(name)) for name in kept.key)
+
+
+def layer_source(alg: str, name: str, path: str, parameters: Mapping[str, Any]) -> str:
+    """The data source of the layer to show for output ``name``: ``path``, or one of its layers.
+
+    A GeoPackage of several tables (the inventory of Map many scenes holds its polygons
+    and the table of the scenes mapped) is shown by the layer that the parameter named
+    in the output's :class:`Presentation` gives (its spec default when unset):
+    ``inventory.gpkg|layername=landslide_inventory``.
+    """
+    presentation = PRESENTATIONS.get((alg, name))
+    if presentation is None or not presentation.layer_param:
+        return path
+    layer = parameters.get(presentation.layer_param)
+    if layer in (None, ""):
+        from slidewise.contract.specs import spec_of
+
+        layer = spec_of(alg)[presentation.layer_param].default
+    return f"{path}|layername={layer}"
 
 
 def chained_values(
