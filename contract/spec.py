@@ -90,6 +90,9 @@ class Param:
             unset (a temporary file); ``False``: skipped unless asked for.
         provider: For ``connection``: the QGIS data provider of the connection
             (``postgres``).
+        kept_on_stop: For an output: whole after every step of the job (a training
+            checkpoint, a scene inventory), so a run that stops keeps it to go on from;
+            every other output a stopped run wrote is removed.
     """
 
     name: str
@@ -108,6 +111,7 @@ class Param:
     parent: str = ""
     create_by_default: bool = True
     provider: str = ""
+    kept_on_stop: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -246,6 +246,7 @@ def run_job(
     origin: str = "caller",
     callbacks: JobCallbacks | None = None,
     outputs: list[str] | None = None,
+    kept: list[str] | None = None,
 ) -> JobOutcome:
     """Run one engine job in a worker process.
 
@@ -256,7 +257,10 @@ def run_job(
         python: Engine interpreter; resolved with :func:`engine_python` when ``None``.
         origin: Where ``python`` came from (for messages).
         callbacks: Progress, log and cancel callbacks; none are called when ``None``.
-        outputs: Output paths whose temporary files are removed after a cancel/crash.
+        outputs: Output paths whose temporary files are removed after a cancel/crash,
+            with the outputs the run created or replaced without finishing.
+        kept: Outputs among ``outputs`` that are whole after every step of the job (a
+            checkpoint, an inventory): a stopped run keeps them (their partials go).
 
     Returns:
         The job's outputs, figures and manifest path.
@@ -270,7 +274,7 @@ def run_job(
         python, origin = engine_python()
     check_python(python, origin)
     callbacks = callbacks or JobCallbacks()
-    stamps = output_stamps(outputs or [])
+    stamps = output_stamps([path for path in outputs or [] if path not in (kept or [])])
     job_file = write_job_file(job, params, options, outputs)
     with stop_on_signals() as request:
         try:

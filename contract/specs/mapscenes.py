@@ -158,6 +158,7 @@ SPEC = AlgorithmSpec(
             "existing inventory is added to: scenes already in it with the same parameters "
             "are skipped.",
             required=True,
+            kept_on_stop=True,
         ),
         MAP_SPEC["COG"],
     ),

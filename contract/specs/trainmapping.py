@@ -239,6 +239,7 @@ RUN: tuple[Param, ...] = (
         file_filter="Checkpoint (*.safetensors)",
         advanced=True,
         create_by_default=False,
+        kept_on_stop=True,
     ),
     Param(
         "RESUME",

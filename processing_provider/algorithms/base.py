@@ -417,6 +417,12 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
         ]
         return params, outputs
 
+    def kept_outputs(self, params: dict[str, Any]) -> list[str]:
+        """The outputs a stopped run keeps: whole after every step (``kept_on_stop``)."""
+        return [
+            str(params[p.name]) for p in self.spec_params() if p.kept_on_stop and params.get(p.name)
+        ]
+
     def check_outputs_spare_layers(
         self, params: dict[str, Any], parameters: dict[str, Any], context: QgsProcessingContext
     ) -> None:
@@ -510,6 +516,7 @@ class SlidewiseAlgorithm(QgsProcessingAlgorithm):
                     is_cancelled=feedback.isCanceled,
                 ),
                 outputs=outputs,
+                kept=self.kept_outputs(params),
             )
         except engine_client.EngineJobCancelled as exc:
             feedback.reportError(str(exc))

@@ -67,11 +67,7 @@ class MapScenesAlgorithm(SlidewiseAlgorithm):
                     "scene footprints ({count} given)."
                 ).format(count=len(given))
             )
-        # The inventory is whole after every scene (rewritten in one rename): a cancel or a
-        # crash keeps it with the scenes finished before, for the next run to continue. It
-        # is no unfinished output to remove (one from earlier runs would go with it).
-        inventory = str(params.get("INVENTORY", ""))
-        return params, [path for path in outputs if path != inventory]
+        return params, outputs
 
     def run_engine(self, params, options, outputs, feedback):
         """The job; a cancel says what the inventory kept (not "no output was written")."""

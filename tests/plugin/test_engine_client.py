@@ -261,13 +261,15 @@ def test_output_completed_before_a_stop_without_its_result_is_removed(tmp_path: 
 
     The fake worker does what the engine does up to that point (a whole output file,
     no manifest, no result yet) and then waits; the cancel must leave no orphan output,
-    while a file the run did not write stays.
+    while a file the run did not write, and a checkpoint (whole after every epoch), stay.
     """
     out, kept = tmp_path / "done.tif", tmp_path / "kept.tif"
     kept.write_text("an earlier run's output, not replaced by this one")
+    checkpoint = tmp_path / "epoch.safetensors"  # whole after every epoch: kept_on_stop
     worker = tmp_path / "python"
     worker.write_text(
         "#!/bin/sh\n"
+        f"printf whole > '{checkpoint}'\n"
         f"printf whole > '{out}'\n"
         'echo \'{"type": "progress", "value": 99}\'\n'
         "exec sleep 30\n"
@@ -284,10 +286,12 @@ def test_output_completed_before_a_stop_without_its_result_is_removed(tmp_path: 
             python=str(worker),
             origin="test",
             callbacks=callbacks,
-            outputs=[str(out), str(kept)],
+            outputs=[str(out), str(kept), str(checkpoint)],
+            kept=[str(checkpoint)],
         )
     assert time.monotonic() - started < 10
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.tif", "python"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["epoch.safetensors", "kept.tif", "python"]
 
 
 def test_cancel_after_the_result_is_too_late(tmp_path: Path) -> None:

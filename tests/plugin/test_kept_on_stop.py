@@ -1,6 +1,6 @@
-"""slidewise:mapscenes in Processing: what a cancel keeps and says.
+"""What a stopped run keeps (a scene inventory, a training checkpoint) and says.
 
-The qgis_process run of mapscenes is tests/plugin/test_postgis_inventory.py's round trip.
+(The qgis_process run of mapscenes is tests/plugin/test_postgis_inventory.py's round trip.)
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def test_a_cancel_or_crash_keeps_the_inventory(qgis_app, tmp_path: Path) -> None
     params, outputs = alg.job_parameters(
         parameters, QgsProcessingContext(), QgsProcessingFeedback()
     )
-    assert params["INVENTORY"] == str(inventory)
-    assert outputs == [str(folder)]
+    assert sorted(outputs) == sorted([str(folder), str(inventory)])  # their partials go
+    assert alg.kept_outputs(params) == [str(inventory)]
 
 
 def test_a_cancel_says_what_the_inventory_kept(
@@ -51,3 +51,12 @@ def test_a_cancel_says_what_the_inventory_kept(
     inventory.write_bytes(b"GPKG")
     with pytest.raises(QgsProcessingException, match="keeps the scenes finished before"):
         alg.run_engine(params, {}, [], feedback)
+
+
+def test_a_stopped_training_keeps_its_checkpoint(qgis_app) -> None:
+    """The checkpoint is written whole every epoch: a cancel keeps it, to resume from."""
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("slidewise:trainmapping")
+    params = {"OUTPUT": "/tmp/model.safetensors", "CHECKPOINT": "/tmp/epochs.safetensors"}
+    assert alg.kept_outputs(params) == ["/tmp/epochs.safetensors"]
