@@ -154,3 +154,9 @@ def test_the_benchmark_scores_what_maplandslides_maps(tmp_path):
     expected.update(mapped >= threshold, truth, np.ones_like(truth))
     assert figures["f1"] == pytest.approx(expected.f1, abs=2e-3)
     assert figures["precision"] == pytest.approx(expected.precision, abs=2e-3)
+
+    # Another TILE_SIZE changes what the model sees: the job says so.
+    ctx, stream = job_context("maplandslides")
+    params = {"INPUT": str(tmp_path / "b.tif"), "MODEL": path, "TILE_SIZE": 96}
+    run_map({**params, "OUTPUT_MASK": str(tmp_path / "m.tif")}, ctx)
+    assert "TILE_SIZE 96 changes its probabilities" in stream.getvalue()
