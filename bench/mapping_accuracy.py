@@ -26,7 +26,10 @@ To fit a 2-core CPU in 15 minutes, images are downscaled by :data:`SCALE`
 trains :data:`DEFAULT_EPOCHS` epochs of :data:`CHIPS_PER_EPOCH` chips of
 :data:`CHIP_SIZE` pixels, and test predictions are made at that scale and
 upsampled (bilinear probabilities) to the original mask size, where the pixels
-are counted. Everything else is each recipe's own setting.
+are counted. Everything else is each recipe's own setting. Test images are
+predicted as *Map landslides* maps a raster on the CPU (its tiled predictor and
+default tile for the model, :func:`evaluate_pairs`), so the scores are those of
+the product's maps.
 """
 
 from __future__ import annotations

@@ -347,11 +347,12 @@ def predict_scene(
 ) -> np.ndarray:
     """Landslide probability of a whole (small) scene, window by window.
 
-    For evaluating small images (the seam-free mapping of large rasters lives
-    in the mapping job). Use the training chip size as ``window`` (the model
-    file's ``tile_size``): a network trained on small chips can behave
-    differently on much larger inputs. Overlapping windows are averaged; each
-    window is padded to a multiple of 32 by reflection.
+    For quick checks of small images; it is not the product's path: *Map
+    landslides*, validation of tile-standardised models and
+    ``bench/mapping_accuracy.py`` use
+    :func:`slidewise.engine.imagery.tiling.predict_raster`, whose tile layout a
+    tile-standardised model's probabilities depend on. Overlapping windows are
+    averaged; each window is padded to a multiple of 32 by reflection.
 
     Args:
         model: Trained model.
