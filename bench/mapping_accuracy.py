@@ -26,7 +26,10 @@ To fit a 2-core CPU in 15 minutes, images are downscaled by :data:`SCALE`
 trains :data:`DEFAULT_EPOCHS` epochs of :data:`CHIPS_PER_EPOCH` chips of
 :data:`CHIP_SIZE` pixels, and test predictions are made at that scale and
 upsampled (bilinear probabilities) to the original mask size, where the pixels
-are counted. Everything else is each recipe's own setting.
+are counted. Everything else is each recipe's own setting. Test images are
+predicted as *Map landslides* maps a raster on the CPU (its tiled predictor and
+default tile for the model, :func:`evaluate_pairs`), so the scores are those of
+the product's maps.
 """
 
 from __future__ import annotations
@@ -122,21 +125,42 @@ def evaluate_pairs(
 ) -> dict[str, float]:
     """Landslide-class figures of a model on full-resolution test pairs.
 
+    Each downscaled image is predicted as *Map landslides* maps a raster on the
+    CPU: :func:`slidewise.engine.imagery.tiling.predict_raster` reading the file,
+    with the job's default tile for the model (:func:`default_tile_size`: for a
+    model that standardises each tile, the tile its threshold was chosen with),
+    its default overlap and the model's alignment.
+
     ``mapping`` (a ``LabelMapping``) decodes the masks; default: detect.
     ``threshold``: cut the probability there instead of at the model's threshold.
     """
+    import warnings
+
     import torch
     import torch.nn.functional as F  # noqa: N812
     from PIL import Image
+    from rasterio.errors import NotGeoreferencedWarning
 
     from slidewise.engine.imagery.labels import IGNORE, LabelMapping, decode_mask
-    from slidewise.engine.imagery.scenes import PairScene, read_picture
+    from slidewise.engine.imagery.scenes import read_picture
     from slidewise.engine.imagery.segmetrics import Confusion
     from slidewise.engine.imagery.segmodels import load_mapping_model
-    from slidewise.engine.mapping.validation import predict_scene
+    from slidewise.engine.imagery.tiling import (
+        DEFAULT_OVERLAP,
+        TilingOptions,
+        default_tile_size,
+        model_multiple,
+        predict_raster,
+    )
 
     model, meta = load_mapping_model(model_path)
-    bands = [b - 1 for b in meta.extra.get("band_indices", [1, 2, 3])]
+    indexes = [int(b) for b in meta.extra.get("band_indices", [1, 2, 3])]
+    options = TilingOptions(
+        tile=default_tile_size(meta, "cpu"),
+        overlap=DEFAULT_OVERLAP,
+        device="cpu",
+        multiple=model_multiple(meta),
+    )
     if threshold is None:
         threshold = float(meta.extra.get("threshold", 0.5))
     total = Confusion()
@@ -149,15 +173,12 @@ def evaluate_pairs(
                 size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
                 small = Path(tmp) / f"{image.stem}.png"
                 rgb.resize(size, Image.Resampling.BOX).save(small)
-            window = int(meta.tile_size or 256)
-            prob = predict_scene(
-                model,
-                PairScene(small, None, LabelMapping()),
-                bands,
-                meta.normalisation,
-                window=window,
-                overlap=window // 2,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                prob = predict_raster(
+                    model, str(small), options, bands=indexes, normalisation=meta.normalisation
+                )
+            assert prob is not None
             full = F.interpolate(
                 torch.from_numpy(np.nan_to_num(prob))[None, None],
                 size=truth.shape,

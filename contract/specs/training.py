@@ -132,7 +132,9 @@ TILE_SIZE = Param(
     "Largest tile side (rounded up to the model's alignment, 32 for a U-Net); empty: "
     "the model's training tile, at least 576 for fully convolutional models (U-Net "
     "and friends), at least 1088 when they run on the CPU (less overlap computed twice, "
-    "about 350-650 MB more memory; 576 gives the smaller layout back).",
+    "about 350-650 MB more memory; 576 gives the smaller layout back). A model that "
+    "standardises each tile (the default recipe) gets the tile its threshold was chosen with "
+    "(1088) on every device: another tile changes its probabilities.",
     minimum=32,
     maximum=8192,
     unit="px",

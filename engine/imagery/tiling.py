@@ -933,6 +933,39 @@ FULLY_CONVOLUTIONAL = ("unet", "unetplusplus", "fpn", "linknet", "resunet")
 or attention), so that tiles larger than the training chips are safe."""
 
 
+STANDARDISED_TILE = CPU_TILE
+"""Tile side of a model that standardises every input tile by its own statistics
+(``resunet`` ``input_norm: "tile"``), on every device. Such a model's output depends on
+the tile, so its validation (epoch, calibration and threshold choice), *Map landslides*
+and ``bench/mapping_accuracy.py`` all predict with this one tile layout
+(:func:`prediction_tile`); it is the CPU tile, so CPU throughput is unchanged."""
+
+
+def is_tile_standardised(config: dict[str, Any] | None) -> bool:
+    """Whether a model config (``SegModelConfig`` as a dict) standardises each input tile."""
+    extra = (config or {}).get("extra") or {}
+    return str(extra.get("input_norm", "none")).strip().lower() == "tile"
+
+
+def prediction_tile(meta: Any) -> int | None:
+    """The tile a model must be mapped with, whatever the device; ``None``: free to choose.
+
+    A model that standardises each tile (:func:`is_tile_standardised`) stores the
+    tile its validation predicted with as ``predict_window`` (model metadata
+    ``extra``); older files of such models get :data:`STANDARDISED_TILE`.
+    """
+    stored = (getattr(meta, "extra", None) or {}).get("predict_window")
+    if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0:
+        return stored
+    return STANDARDISED_TILE if is_tile_standardised(getattr(meta, "config", None)) else None
+
+
+def config_multiple(config: dict[str, Any] | None) -> int:
+    """Tile alignment of a model config: its output stride ``2 ** encoder_depth``, at least 32."""
+    depth = int((config or {}).get("encoder_depth", 5) or 5)
+    return max(DEFAULT_MULTIPLE, 2**depth)
+
+
 def default_tile_size(meta: Any, device: str | torch.device | None = None) -> int:
     """Largest tile side for a model when TILE_SIZE is empty (see :meth:`TileLayout.plan`).
 
@@ -956,7 +989,13 @@ def default_tile_size(meta: Any, device: str | torch.device | None = None) -> in
     ResNet-50 alike (docs/benchmarks.md "Tile size and the per-layer floor");
     TILE_SIZE 576 gives the old layout back. A raster smaller than the tile
     gets one tile of its own size (the layout spreads the tiles evenly).
+
+    A model that standardises each tile gets its :func:`prediction_tile` on
+    every device: the tile its threshold and calibration were chosen with.
     """
+    fixed = prediction_tile(meta)
+    if fixed is not None:
+        return fixed
     trained = int(meta.tile_size or 0)
     config = meta.config or {}
     arch = str(config.get("architecture", meta.architecture)).lower()
@@ -971,5 +1010,4 @@ def default_tile_size(meta: Any, device: str | torch.device | None = None) -> in
 
 def model_multiple(meta: Any) -> int:
     """Tile alignment of a mapping model: its output stride ``2 ** encoder_depth``, at least 32."""
-    depth = int((meta.config or {}).get("encoder_depth", 5) or 5)
-    return max(DEFAULT_MULTIPLE, 2**depth)
+    return config_multiple(meta.config)

@@ -43,6 +43,7 @@ from slidewise.engine.imagery.tiling import (
     default_batch_size,
     default_tile_size,
     model_multiple,
+    prediction_tile,
 )
 from slidewise.engine.mapping.shipped import resolve_model
 
@@ -557,6 +558,13 @@ def _tiling(
     multiple = loaded.multiple
     tile = options.tile_size if options.tile_size is not None else loaded.default_tile
     tile = -(-tile // multiple) * multiple
+    fixed = prediction_tile(loaded.meta) if loaded.multi is None else None
+    if fixed is not None and tile != fixed:
+        ctx.warn(
+            f"The model standardises each tile by its own statistics and its threshold was "
+            f"chosen with {fixed}-px tiles; TILE_SIZE {tile} changes its probabilities: leave "
+            "TILE_SIZE empty to map as it was validated."
+        )
     overlap = -(-options.overlap // multiple) * multiple
     if overlap >= tile:
         raise InputError(

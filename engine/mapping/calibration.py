@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from slidewise.engine.imagery.labels import IGNORE
-from slidewise.engine.imagery.segmodels import main_logits
-from slidewise.engine.imagery.training import chip_batches
+from slidewise.engine.imagery.tiling import TilingOptions
+from slidewise.engine.mapping.validation import validation_outputs
 
 #: Bins of the expected calibration error.
 ECE_BINS = 15
@@ -68,13 +68,18 @@ def validation_logits(
     batch_size: int,
     device: torch.device,
     seed: int = 0,
+    tiling: TilingOptions | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and 0/1 targets of the labelled validation pixels (at most :data:`MAX_PIXELS`)."""
-    model.eval()
+    """Logits and 0/1 targets of the labelled validation pixels (at most :data:`MAX_PIXELS`).
+
+    ``tiling``: predict each validation scene with the mapping job's tile layout
+    instead of chip by chip (:func:`slidewise.engine.mapping.validation.validation_tiling`;
+    models that standardise each tile), so that the calibration is fitted on the
+    probabilities the mapping will produce.
+    """
     logits, targets = [], []
     with torch.no_grad():
-        for images, masks in chip_batches(data, torch.arange(len(data)), batch_size):
-            out = main_logits(model(images.to(device))).float()[:, 0].cpu()
+        for out, masks in validation_outputs(model, data, batch_size, device, tiling):
             valid = masks != IGNORE
             logits.append(out[valid])
             targets.append((masks[valid] == 1).float())
@@ -169,15 +174,22 @@ def fold_platt(model: nn.Module, calibration: Calibration) -> bool:
 
 
 def calibrate_model(
-    model: nn.Module, data: Any, batch_size: int, device: torch.device, seed: int = 0
+    model: nn.Module,
+    data: Any,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    tiling: TilingOptions | None = None,
 ) -> Calibration | None:
-    """Fit Platt scaling on the validation chips and fold it into ``model``.
+    """Fit Platt scaling on the validation pixels and fold it into ``model``.
+
+    ``tiling``: as in :func:`validation_logits`.
 
     Returns:
         The calibration, or ``None`` when there were too few validation pixels of
         a class or the model's output layer cannot hold it (the model is unchanged).
     """
-    logits, target = validation_logits(model, data, batch_size, device, seed)
+    logits, target = validation_logits(model, data, batch_size, device, seed, tiling)
     calibration = fit_platt(logits, target)
     if calibration is None or not fold_platt(model, calibration):
         return None

@@ -310,6 +310,11 @@ def write_model(
             "pos_weight": outcome.pos_weight,
             "label_mapping": asdict(request.train.mapping),
             "calibration": outcome.calibration.as_dict() if outcome.calibration else None,
+            **(
+                {"predict_window": outcome.predict_window}
+                if outcome.predict_window is not None
+                else {}
+            ),
         },
     )
 

@@ -51,6 +51,7 @@ from slidewise.engine.mapping.validation import (
     choose_threshold,
     metrics_at,
     validate,
+    validation_tiling,
 )
 
 
@@ -66,6 +67,8 @@ class TrainOutcome:
         best_epoch: Selected epoch (1-based; 0 when no epoch ran).
         pos_weight: Positive-class weight used (``None`` when off).
         calibration: The Platt scaling folded into the model (``None``: not calibrated).
+        predict_window: Tile side validation predicted with, which mapping must use
+            (models that standardise each tile; ``None``: validated chip by chip).
     """
 
     model: nn.Module
@@ -75,6 +78,7 @@ class TrainOutcome:
     best_epoch: int
     pos_weight: float | None
     calibration: Calibration | None = None
+    predict_window: int | None = None
 
 
 @dataclass
@@ -369,7 +373,8 @@ def validate_epoch(
     metric = settings.select_metric
     has_slides = bool(data.valid_stats[:, 0].sum() > 0)
     batch = settings.batch_size
-    vp = validate(run.model, data.valid, batch, run.device, run.loss_fn, counter.valid_step)
+    tiling = validation_tiling(settings.model, run.device)
+    vp = validate(run.model, data.valid, batch, run.device, run.loss_fn, counter.valid_step, tiling)
     n_chips = len(data.valid)
     threshold = choose_threshold(vp, settings.threshold, metric, n_chips) if has_slides else 0.5
     record.update(metrics_at(vp, threshold))
@@ -395,6 +400,7 @@ def finish_training(run: TrainingRun, settings: TrainSettings, log: Log) -> Trai
     final.load_state_dict(state)
     final.eval()
     best = selection.best
+    tiling = validation_tiling(settings.model, run.device)
     if best["epoch"]:
         key = "valid_loss" if selection.metric == "loss" else metric
         log(
@@ -409,6 +415,7 @@ def finish_training(run: TrainingRun, settings: TrainSettings, log: Log) -> Trai
         threshold=float(best["threshold"]),
         best_epoch=int(best["epoch"]),
         pos_weight=run.pos_weight,
+        predict_window=None if tiling is None else tiling.tile,
     )
 
 
@@ -424,7 +431,10 @@ def calibrate_outcome(
     """
     device = torch.device(settings.device)
     model = outcome.model.to(device)
-    calibration = calibrate_model(model, data.valid, settings.batch_size, device, settings.seed)
+    tiling = validation_tiling(settings.model, device)
+    calibration = calibrate_model(
+        model, data.valid, settings.batch_size, device, settings.seed, tiling
+    )
     outcome.model = model.cpu().eval()
     if calibration is None:
         log(
@@ -432,7 +442,8 @@ def calibrate_outcome(
             "pixels, or the model's scores do not separate them yet (train longer)."
         )
         return
-    vp = validate(outcome.model, data.valid, settings.batch_size, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    vp = validate(outcome.model, data.valid, settings.batch_size, cpu, tiling=tiling)
     metric = settings.select_metric
     threshold = choose_threshold(vp, settings.threshold, metric, len(data.valid), calibrated=True)
     metrics = metrics_at(vp, threshold)

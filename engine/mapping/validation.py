@@ -5,13 +5,23 @@ the landslide probability (:class:`ValidationPass`), from which the metrics at
 any threshold follow; :class:`EpochSelection` keeps the best epoch and
 :func:`choose_threshold` tunes the threshold. :func:`predict_scene` maps a
 whole small scene for evaluation.
+
+A model that standardises each input tile (``input_norm: "tile"``) answers
+differently on a 128-px chip and on a mapping tile: the statistics it
+standardises with change with the window. Its validation therefore does not run
+chip by chip: each validation scene's extent is predicted with the mapping job's
+own tiled predictor and tile layout (:func:`validation_tiling`,
+:func:`slidewise.engine.imagery.tiling.predict_raster`), so that the epoch, the
+calibration and the threshold are chosen on the probabilities *Map landslides*
+will produce (issue 16).
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +33,15 @@ from slidewise.engine.imagery.labels import IGNORE
 from slidewise.engine.imagery.scenes import Chip, Scene
 from slidewise.engine.imagery.segmetrics import Confusion
 from slidewise.engine.imagery.segmodels import main_logits, normalise
+from slidewise.engine.imagery.tiling import (
+    DEFAULT_OVERLAP,
+    STANDARDISED_TILE,
+    TilingOptions,
+    config_multiple,
+    default_batch_size,
+    is_tile_standardised,
+    predict_raster,
+)
 from slidewise.engine.imagery.training import chip_batches
 
 #: Candidate thresholds when THRESHOLD is "auto".
@@ -55,6 +74,113 @@ class ValidationPass:
         )
 
 
+def validation_tiling(config: Any, device: str | torch.device) -> TilingOptions | None:
+    """How validation predicts a model: ``None`` = chip by chip (the training chips).
+
+    A model that standardises each input tile
+    (:func:`slidewise.engine.imagery.tiling.is_tile_standardised`) is validated
+    with the tile layout *Map landslides* maps it with: tile
+    :data:`~slidewise.engine.imagery.tiling.STANDARDISED_TILE` on every device,
+    the job's default overlap and the model's alignment. The trained model file
+    stores that tile as ``predict_window``.
+
+    Args:
+        config: The model's ``SegModelConfig`` (or its dict).
+        device: Torch device validation runs on.
+    """
+    cfg = asdict(config) if is_dataclass(config) and not isinstance(config, type) else config
+    if not is_tile_standardised(cfg):
+        return None
+    return TilingOptions(
+        tile=STANDARDISED_TILE,
+        overlap=DEFAULT_OVERLAP,
+        batch_size=default_batch_size(device),
+        device=device,
+        multiple=config_multiple(cfg),
+        gdal_cache_mb=None,
+    )
+
+
+def scene_regions(data: Any) -> list[tuple[int, Chip, list[Chip]]]:
+    """Validation chips grouped by scene: ``(scene index, bounding window, chips)``.
+
+    With whole validation images the window is the image; with a stripe of one
+    raster it is the stripe.
+    """
+    by_scene: dict[int, list[Chip]] = {}
+    for chip in data.chips:
+        by_scene.setdefault(chip.scene, []).append(chip)
+    out = []
+    for index, chips in by_scene.items():
+        r0, c0 = min(c.row for c in chips), min(c.col for c in chips)
+        r1 = max(c.row + c.height for c in chips)
+        c1 = max(c.col + c.width for c in chips)
+        out.append((index, Chip(index, r0, c0, r1 - r0, c1 - c0), chips))
+    return out
+
+
+def region_labels(scene: Scene, region: Chip, chips: list[Chip]) -> np.ndarray:
+    """Labels of ``region`` where a validation chip counts them, :data:`IGNORE` elsewhere.
+
+    A chip's rows before ``own_row`` and columns before ``own_col`` are counted
+    by its neighbour (the chip dataset's rule), so every pixel counts once.
+    """
+    labels = np.full((region.height, region.width), IGNORE, np.uint8)
+    for chip in chips:
+        own = scene.read_label(chip)[chip.own_row :, chip.own_col :]
+        r = chip.row + chip.own_row - region.row
+        c = chip.col + chip.own_col - region.col
+        labels[r : r + own.shape[0], c : c + own.shape[1]] = own
+    return labels
+
+
+def predicted_regions(
+    model: nn.Module, data: Any, tiling: TilingOptions
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(logits (1, h, w), labels (1, h, w))`` of each validation scene, tiled like mapping.
+
+    Each scene's validation extent is predicted by
+    :func:`~slidewise.engine.imagery.tiling.predict_raster` with ``tiling`` (the
+    probabilities *Map landslides* would write for a raster of that extent); the
+    logits are those of the blended probabilities (exact where one tile covers
+    the scene). Nodata pixels are :data:`IGNORE`. The predictor runs a copy of
+    ``model``: it prepares the network for inference in place (memory format,
+    folded batch norms), which must not leak into the training.
+    """
+    model = copy.deepcopy(model)
+    for index, region, chips in scene_regions(data):
+        scene = data.scenes[index]
+        image = scene.read_image(region, data.bands)
+        labels = region_labels(scene, region, chips)
+        prob = predict_raster(model, image, tiling, normalisation=data.normalisation)
+        assert prob is not None
+        labels[~np.isfinite(prob)] = IGNORE
+        logits = torch.logit(torch.from_numpy(np.nan_to_num(prob, nan=0.5)).double(), eps=1e-7)
+        yield logits.float()[None], torch.from_numpy(labels)[None]
+
+
+def validation_outputs(
+    model: nn.Module,
+    data: Any,
+    batch_size: int,
+    device: torch.device,
+    tiling: TilingOptions | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Landslide logits (CPU) and labels of the validation pixels, batch by batch.
+
+    Without ``tiling``, the validation chips in batches; with it, each
+    validation scene predicted with that tile layout on ``device``
+    (:func:`predicted_regions`).
+    """
+    model.eval()
+    if tiling is not None:
+        yield from predicted_regions(model, data, replace(tiling, device=device))
+        return
+    with torch.no_grad():
+        for images, masks in chip_batches(data, torch.arange(len(data)), batch_size):
+            yield main_logits(model(images.to(device))).float()[:, 0].cpu(), masks
+
+
 def validate(
     model: nn.Module,
     data: Any,
@@ -62,25 +188,24 @@ def validate(
     device: torch.device,
     loss_fn: Callable[..., torch.Tensor] | None = None,
     on_batch: Callable[[], None] | None = None,
+    tiling: TilingOptions | None = None,
 ) -> ValidationPass:
     """Run the model over validation chips; keep probability histograms per class.
 
-    ``on_batch`` is called after every batch (progress).
+    ``on_batch`` is called after every batch (progress). ``tiling``: predict
+    each validation scene with that tile layout instead of chip by chip
+    (:func:`validation_tiling`).
     """
-    model.eval()
     pos = torch.zeros(BINS, dtype=torch.float64)
     neg = torch.zeros(BINS, dtype=torch.float64)
     total, count = 0.0, 0
-    order = torch.arange(len(data))
     with torch.no_grad():
-        for images, masks in chip_batches(data, order, batch_size):
-            x = images.to(device)
-            logits = main_logits(model(x)).float()[:, 0].cpu()
+        for logits, masks in validation_outputs(model, data, batch_size, device, tiling):
             valid = masks != IGNORE
             target = (masks == 1).float()
             if loss_fn is not None:
-                total += float(loss_fn(logits, target, valid)) * len(images)
-                count += len(images)
+                total += float(loss_fn(logits, target, valid)) * len(logits)
+                count += len(logits)
             prob = torch.sigmoid(logits)
             bins = (prob * BINS).long().clamp_(0, BINS - 1)
             t = target.bool()
@@ -222,11 +347,12 @@ def predict_scene(
 ) -> np.ndarray:
     """Landslide probability of a whole (small) scene, window by window.
 
-    For evaluating small images (the seam-free mapping of large rasters lives
-    in the mapping job). Use the training chip size as ``window`` (the model
-    file's ``tile_size``): a network trained on small chips can behave
-    differently on much larger inputs. Overlapping windows are averaged; each
-    window is padded to a multiple of 32 by reflection.
+    For quick checks of small images; it is not the product's path: *Map
+    landslides*, validation of tile-standardised models and
+    ``bench/mapping_accuracy.py`` use
+    :func:`slidewise.engine.imagery.tiling.predict_raster`, whose tile layout a
+    tile-standardised model's probabilities depend on. Overlapping windows are
+    averaged; each window is padded to a multiple of 32 by reflection.
 
     Args:
         model: Trained model.
