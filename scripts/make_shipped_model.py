@@ -59,8 +59,9 @@ def train(args: argparse.Namespace) -> None:
 def loro_card(paths: list[str], recipe: str) -> dict[str, Any]:
     """Leave-one-region-out figures of every recipe from bench JSONs; means of ``recipe``."""
     folds: dict[str, Any] = {}
-    for path in paths:
-        folds.update(json.loads(Path(path).read_text())["folds"])
+    for path in paths:  # one JSON may hold a fold's recipes, or some of them
+        for fold, rec in json.loads(Path(path).read_text())["folds"].items():
+            folds.setdefault(fold, {"recipes": {}})["recipes"].update(rec["recipes"])
     card: dict[str, Any] = {"folds": {}}
     for fold, rec in folds.items():
         card["folds"][fold] = {
