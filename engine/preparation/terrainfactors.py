@@ -94,6 +94,12 @@ argsort behind the order; the float32 accumulation), measured at 456 MB for a
 is kept for the block pass. A 10 000 x 10 000 DEM thus needs about 3 GB. The
 priority flood takes about 0.5 microseconds per pixel on one core.
 
+**Dask workers.** With ``WORKERS`` > 1 or a ``SCHEDULER`` the windows are
+computed by Dask workers (:mod:`.terrain_cluster`): each reads its window and
+one-pixel halo from the DEM's path and computes every band, the TWI formula
+included; the flow routing, which needs the whole DEM, stays in the job's
+process. The output equals a one-process run bit for bit.
+
 **Units and CRS.** ``Z_FACTOR`` converts elevations to the CRS's horizontal
 unit, as in gdaldem and QGIS (1 when both are metres, or both feet; 3.2808 for
 elevations in metres on a CRS in international feet). Horizontal sizes and the
@@ -110,9 +116,10 @@ CRS are refused.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -171,6 +178,8 @@ class TerrainParams(JobParams):
         block_size: Side of the processing blocks in pixels.
         geographic: ``"refuse"`` or ``"degrees_to_metres"`` for a DEM in degrees.
         min_tan_slope: Floor of ``tan(beta)`` in the TWI.
+        workers: WORKERS, local Dask worker processes computing the windows (1: none).
+        scheduler: SCHEDULER, address of an existing Dask scheduler.
     """
 
     SPEC = TERRAIN_SPEC
@@ -183,6 +192,8 @@ class TerrainParams(JobParams):
     block_size: int = 1024
     geographic: str = "refuse"
     min_tan_slope: float = 1e-3
+    workers: int = 1
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -617,6 +628,45 @@ def _padded_block(
     return z
 
 
+def window_factors(
+    src: Any,
+    windows: tuple[Window, Window],
+    params: TerrainParams,
+    geometry: PixelGeometry,
+    sca: npt.NDArray[np.floating[Any]],
+) -> Float32Array:
+    """The terrain bands of one window, read with its one-pixel halo from ``src``.
+
+    The one-process loop and the Dask workers (:mod:`.terrain_cluster`) both call
+    it, so their outputs are equal bit for bit.
+
+    Args:
+        src: The open DEM dataset.
+        windows: ``(read window with halo, write window)`` of
+            :func:`slidewise.engine.geo.raster.iter_windows` with ``halo=1``.
+        params: Job parameters (z factor, hillshade light, TWI floor).
+        geometry: Pixel sizes per row (:func:`pixel_geometry`).
+        sca: Specific catchment area of the write window, shape ``(h, w)``.
+
+    Returns:
+        ``(8, h, w)`` float32 in the order of :data:`TERRAIN_BANDS`.
+    """
+    read, write = windows
+    z = _padded_block(src, read, write, params.z_factor * geometry.unit)
+    dx, dy = geometry.rows(int(write.row_off), int(write.height))
+    return terrain_block(z, dx, dy, sca, params)
+
+
+def window_sca(sca: npt.NDArray[np.floating[Any]], write: Window) -> npt.NDArray[np.floating[Any]]:
+    """The specific catchment area of a write window (a view of the whole raster's)."""
+    row, col = int(write.row_off), int(write.col_off)
+    return sca[row : row + int(write.height), col : col + int(write.width)]
+
+
+#: The bands of every window, in window order: computed here or by Dask workers.
+BlockSource = Callable[[list[tuple[Window, Window, Any]]], Generator[Float32Array, None, None]]
+
+
 def write_factors(
     src: Any,
     info: raster.RasterInfo,
@@ -625,6 +675,7 @@ def write_factors(
     geometry: PixelGeometry,
     sca: npt.NDArray[np.floating[Any]],
     report: Progress,
+    remote: BlockSource | None = None,
 ) -> BandStats:
     """Write the terrain bands block by block (progress 0.4 to 1) and return their statistics.
 
@@ -636,20 +687,28 @@ def write_factors(
         geometry: Pixel sizes per row (:func:`pixel_geometry`).
         sca: Specific catchment area of the whole DEM.
         report: Callback taking a fraction in [0, 1].
+        remote: The windows' bands computed elsewhere (a Dask cluster), in window
+            order; ``None`` computes them here.
     """
     profile = raster.output_profile(info, count=len(TERRAIN_BANDS), dtype="float32")
     stats = BandStats(TERRAIN_BANDS)
     windows = list(raster.iter_windows(info.width, info.height, block=params.block_size, halo=1))
-    with raster.create_raster(output, profile, band_names=TERRAIN_BANDS) as dst:
+    if remote is None:
+        blocks: Generator[Float32Array, None, None] = (
+            window_factors(src, (read, write), params, geometry, window_sca(sca, write))
+            for read, write, _inner in windows
+        )
+    else:
+        blocks = remote(windows)
+    # Closing the blocks cancels a cluster's outstanding tasks at once (error or cancel).
+    with (
+        contextlib.closing(blocks),
+        raster.create_raster(output, profile, band_names=TERRAIN_BANDS) as dst,
+    ):
         for band, unit in enumerate(BAND_UNITS, start=1):
             if unit:
                 dst.set_band_unit(band, unit)
-        for i, (read, write, _inner) in enumerate(windows):
-            z = _padded_block(src, read, write, params.z_factor * geometry.unit)
-            row, col = int(write.row_off), int(write.col_off)
-            rows, cols = int(write.height), int(write.width)
-            dx, dy = geometry.rows(row, rows)
-            block = terrain_block(z, dx, dy, sca[row : row + rows, col : col + cols], params)
+        for i, ((_read, write, _inner), block) in enumerate(zip(windows, blocks, strict=True)):
             dst.write(block, window=write)
             stats.update(block)
             report(0.4 + 0.6 * (i + 1) / len(windows))
@@ -710,7 +769,11 @@ def compute_terrain(
         del dem
         say(f"Flow routing done in {time.perf_counter() - started:.1f} s.")
 
-        stats = write_factors(src, info, output, params, geometry, sca, report)
+        from slidewise.engine.preparation.terrain_cluster import factors_on_cluster
+
+        with factors_on_cluster(info.path, params, geometry, sca, say) as remote:
+            stats = write_factors(src, info, output, params, geometry, sca, report, remote)
+            cluster = {} if remote is None else {"cluster": remote.figures()}
     flat = stats.count[0] - stats.count[1]
     say(
         f"Wrote {len(TERRAIN_BANDS)} bands to {Path(output).name}; {flat} flat pixels have "
@@ -728,6 +791,7 @@ def compute_terrain(
         "degrees_to_metres": geometry.geographic,
         "flow_routing": f"D8 on the depression-filled DEM (pyflwdir {_version('pyflwdir')})",
         "seconds": round(time.perf_counter() - started, 3),
+        **cluster,
     }
 
 
@@ -743,8 +807,8 @@ def run_job(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     Parameters: ``INPUT`` (DEM path), ``OUTPUT`` (GeoTIFF path), optional
     ``Z_FACTOR`` (1), ``AZIMUTH`` (315), ``ALTITUDE`` (45), ``BLOCK_SIZE`` (1024)
-    and ``GEOGRAPHIC`` (``refuse`` or ``degrees_to_metres``). See the module
-    docstring for the formulas.
+    ``GEOGRAPHIC`` (``refuse`` or ``degrees_to_metres``), ``WORKERS`` (1) and
+    ``SCHEDULER``. See the module docstring for the formulas.
 
     Raises:
         InputError: a parameter or the DEM is unusable; no output is left behind.
