@@ -39,9 +39,9 @@ from slidewise.engine.core.cluster import (
     worker_count,
 )
 from slidewise.engine.preparation.terrainfactors import (
-    Float32Array,
     PixelGeometry,
     TerrainParams,
+    WindowResult,
     window_factors,
     window_sca,
 )
@@ -85,8 +85,8 @@ class TerrainWindowTask:
         state["opened"] = None
         return state
 
-    def __call__(self, item: WindowItem) -> Float32Array:
-        """The ``(8, h, w)`` float32 bands of one window (without its halo)."""
+    def __call__(self, item: WindowItem) -> WindowResult:
+        """The ``(8, h, w)`` float32 bands of one window (without its halo) and their stats."""
         read, write, sca = item
         return window_factors(self.open(), (read, write), self.params, self.geometry, sca)
 
@@ -134,17 +134,17 @@ class RemoteFactors:
 
     def __call__(
         self, windows: list[tuple[Window, Window, Any]]
-    ) -> Generator[Float32Array, None, None]:
-        """The bands of each window, in window order (at most 2 tasks a worker in flight)."""
+    ) -> Generator[WindowResult, None, None]:
+        """The bands and stats of each window, in window order (2 tasks a worker in flight)."""
         started = time.perf_counter()
         items = ((read, write, window_sca(self.sca, write)) for read, write, _ in windows)
         per_task = windows_per_task(windows, worker_count(self.client))
-        for i, block in enumerate(
+        for i, result in enumerate(
             ordered_results(self.client, self.task, items, per_task=per_task)
         ):
             if i == 0:
                 self.first_result_seconds = time.perf_counter() - started
-            yield block
+            yield result
 
     def figures(self) -> dict[str, Any]:
         """The run's ``cluster`` figures: workers and start-up times."""

@@ -562,6 +562,28 @@ def specific_catchment_area(
 # ---------------------------------------------------------------------------
 
 
+#: Statistics of one block: its pixels, and per band (finite pixels, sum, min, max).
+WindowStats = tuple[int, tuple[tuple[int, float, float, float], ...]]
+
+
+def window_stats(block: Float32Array) -> WindowStats:
+    """The finite pixels, sum, minimum and maximum of each band of a ``(bands, h, w)`` block.
+
+    Computed where the block is (a Dask worker sends these few numbers back with
+    it); added up in window order by :meth:`BandStats.add`, the same sums as a
+    one-process run.
+    """
+    per_band = []
+    for band in block:
+        values = band[np.isfinite(band)]
+        if values.size:
+            low, high = float(values.min()), float(values.max())
+            per_band.append((int(values.size), float(values.sum(dtype=np.float64)), low, high))
+        else:
+            per_band.append((0, 0.0, math.inf, -math.inf))
+    return int(block[0].size), tuple(per_band)
+
+
 @dataclass
 class BandStats:
     """Running min, max, mean and counts of the bands of a raster.
@@ -589,14 +611,18 @@ class BandStats:
 
     def update(self, block: Float32Array) -> None:
         """Add a ``(bands, h, w)`` block."""
-        self.total += block[0].size
-        for i, band in enumerate(block):
-            values = band[np.isfinite(band)]
-            if values.size:
-                self.count[i] += int(values.size)
-                self.sums[i] += float(values.sum(dtype=np.float64))
-                self.mins[i] = min(self.mins[i], float(values.min()))
-                self.maxs[i] = max(self.maxs[i], float(values.max()))
+        self.add(window_stats(block))
+
+    def add(self, stats: WindowStats) -> None:
+        """Add the statistics of a block (:func:`window_stats`, maybe from a Dask worker)."""
+        total, per_band = stats
+        self.total += total
+        for i, (n, band_sum, low, high) in enumerate(per_band):
+            if n:
+                self.count[i] += n
+                self.sums[i] += band_sum
+                self.mins[i] = min(self.mins[i], low)
+                self.maxs[i] = max(self.maxs[i], high)
 
     def figures(self) -> dict[str, dict[str, float | int | None]]:
         """Per-band ``min``, ``max``, ``mean``, ``valid_pixels``, ``nodata_pixels``."""
@@ -634,8 +660,8 @@ def window_factors(
     params: TerrainParams,
     geometry: PixelGeometry,
     sca: npt.NDArray[np.floating[Any]],
-) -> Float32Array:
-    """The terrain bands of one window, read with its one-pixel halo from ``src``.
+) -> tuple[Float32Array, WindowStats]:
+    """The terrain bands of one window, read with its one-pixel halo from ``src``, and their stats.
 
     The one-process loop and the Dask workers (:mod:`.terrain_cluster`) both call
     it, so their outputs are equal bit for bit.
@@ -649,12 +675,14 @@ def window_factors(
         sca: Specific catchment area of the write window, shape ``(h, w)``.
 
     Returns:
-        ``(8, h, w)`` float32 in the order of :data:`TERRAIN_BANDS`.
+        ``(8, h, w)`` float32 in the order of :data:`TERRAIN_BANDS`, and its
+        :func:`window_stats`.
     """
     read, write = windows
     z = _padded_block(src, read, write, params.z_factor * geometry.unit)
     dx, dy = geometry.rows(int(write.row_off), int(write.height))
-    return terrain_block(z, dx, dy, sca, params)
+    block = terrain_block(z, dx, dy, sca, params)
+    return block, window_stats(block)
 
 
 def window_sca(sca: npt.NDArray[np.floating[Any]], write: Window) -> npt.NDArray[np.floating[Any]]:
@@ -663,8 +691,10 @@ def window_sca(sca: npt.NDArray[np.floating[Any]], write: Window) -> npt.NDArray
     return sca[row : row + int(write.height), col : col + int(write.width)]
 
 
-#: The bands of every window, in window order: computed here or by Dask workers.
-BlockSource = Callable[[list[tuple[Window, Window, Any]]], Generator[Float32Array, None, None]]
+#: The bands of a window and their statistics.
+WindowResult = tuple[Float32Array, WindowStats]
+#: The results of every window, in window order: computed here or by Dask workers.
+BlockSource = Callable[[list[tuple[Window, Window, Any]]], Generator[WindowResult, None, None]]
 
 
 def write_factors(
@@ -694,7 +724,7 @@ def write_factors(
     stats = BandStats(TERRAIN_BANDS)
     windows = list(raster.iter_windows(info.width, info.height, block=params.block_size, halo=1))
     if remote is None:
-        blocks: Generator[Float32Array, None, None] = (
+        blocks: Generator[WindowResult, None, None] = (
             window_factors(src, (read, write), params, geometry, window_sca(sca, write))
             for read, write, _inner in windows
         )
@@ -708,9 +738,11 @@ def write_factors(
         for band, unit in enumerate(BAND_UNITS, start=1):
             if unit:
                 dst.set_band_unit(band, unit)
-        for i, ((_read, write, _inner), block) in enumerate(zip(windows, blocks, strict=True)):
+        for i, ((_read, write, _inner), (block, block_stats)) in enumerate(
+            zip(windows, blocks, strict=True)
+        ):
             dst.write(block, window=write)
-            stats.update(block)
+            stats.add(block_stats)
             report(0.4 + 0.6 * (i + 1) / len(windows))
     return stats
 
@@ -767,7 +799,8 @@ def compute_terrain(
         say(f"Flow routing for the TWI over {valid} valid pixels (D8 on the filled DEM)...")
         sca = specific_catchment_area(dem, geometry, lambda f: report(0.05 + 0.35 * f))
         del dem
-        say(f"Flow routing done in {time.perf_counter() - started:.1f} s.")
+        routed = time.perf_counter() - started
+        say(f"Flow routing done in {routed:.1f} s.")
 
         from slidewise.engine.preparation.terrain_cluster import factors_on_cluster
 
@@ -790,6 +823,7 @@ def compute_terrain(
         "pixel_size_y_m": float(abs(geometry.dy[mid])),
         "degrees_to_metres": geometry.geographic,
         "flow_routing": f"D8 on the depression-filled DEM (pyflwdir {_version('pyflwdir')})",
+        "flow_routing_seconds": round(routed, 3),
         "seconds": round(time.perf_counter() - started, 3),
         **cluster,
     }
