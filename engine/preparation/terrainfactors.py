@@ -747,6 +747,30 @@ def write_factors(
     return stats
 
 
+def route_dem(
+    src: Any, geometry: PixelGeometry, say: Callable[[str], None], report: Progress
+) -> tuple[Float32Array, int]:
+    """Read the whole DEM and route its flow (progress 0 to 0.4), in the job's process.
+
+    Returns:
+        The specific catchment area (:func:`specific_catchment_area`) and the
+        number of valid DEM pixels.
+
+    Raises:
+        InputError: every pixel of the DEM is nodata.
+    """
+    dem = read_dem(src)
+    valid = int(np.count_nonzero(np.isfinite(dem)))
+    if valid == 0:
+        raise InputError(
+            f"The DEM '{Path(src.name).name}' has no valid elevation (every pixel is nodata): "
+            "choose a DEM with data."
+        )
+    report(0.05)
+    say(f"Flow routing for the TWI over {valid} valid pixels (D8 on the filled DEM)...")
+    return specific_catchment_area(dem, geometry, lambda f: report(0.05 + 0.35 * f)), valid
+
+
 def compute_terrain(
     info: raster.RasterInfo,
     output: str,
@@ -788,24 +812,16 @@ def compute_terrain(
 
     started = time.perf_counter()
     with rasterio.open(info.path) as src:
-        dem = read_dem(src)
-        valid = int(np.count_nonzero(np.isfinite(dem)))
-        if valid == 0:
-            raise InputError(
-                f"The DEM '{name}' has no valid elevation (every pixel is nodata): "
-                "choose a DEM with data."
-            )
-        report(0.05)
-        say(f"Flow routing for the TWI over {valid} valid pixels (D8 on the filled DEM)...")
-        sca = specific_catchment_area(dem, geometry, lambda f: report(0.05 + 0.35 * f))
-        del dem
+        sca, valid = route_dem(src, geometry, say, report)
         routed = time.perf_counter() - started
         say(f"Flow routing done in {routed:.1f} s.")
 
         from slidewise.engine.preparation.terrain_cluster import factors_on_cluster
 
         with factors_on_cluster(info.path, params, geometry, sca, say) as remote:
+            windows_started = time.perf_counter()
             stats = write_factors(src, info, output, params, geometry, sca, report, remote)
+            windows = time.perf_counter() - windows_started
             cluster = {} if remote is None else {"cluster": remote.figures()}
     flat = stats.count[0] - stats.count[1]
     say(
@@ -824,6 +840,7 @@ def compute_terrain(
         "degrees_to_metres": geometry.geographic,
         "flow_routing": f"D8 on the depression-filled DEM (pyflwdir {_version('pyflwdir')})",
         "flow_routing_seconds": round(routed, 3),
+        "windows_seconds": round(windows, 3),
         "seconds": round(time.perf_counter() - started, 3),
         **cluster,
     }
