@@ -88,7 +88,8 @@ def child_job(dem: str, out_dir: str, workers: int, block_size: int) -> dict[str
     start, cpu = time.perf_counter(), cpu_seconds()
     result = run_job(params, quiet_context("terrainfactors", threads=1))
     record = run_record(start, cpu, workers, result.figures, params["OUTPUT"])
-    for key in ("flow_routing_seconds", "windows_seconds"):
+    phases = ("flow_routing", "windows")
+    for key in [f"{p}_{kind}" for p in phases for kind in ("seconds", "cpu_seconds")]:
         record[key] = result.figures[key]
     return record
 
@@ -141,7 +142,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     """The short table of the benchmark."""
     print(
         "workers  seconds  routing s  windows s  px/s      speed-up  efficiency  "
-        "windows speed-up  job CPU s  workers CPU s  job MB  identical"
+        "windows speed-up  job CPU s (routing, windows)  workers CPU s  job MB  identical"
     )
     for r in runs:
         cpu = r["cpu_seconds"]
@@ -149,8 +150,9 @@ def print_table(runs: list[dict[str, Any]]) -> None:
             f"{r['workers']:>7}  {r['seconds']:7.1f}  {r['flow_routing_seconds']:9.1f}  "
             f"{r['windows_seconds']:9.1f}  {r['px_per_s']:<8.0f}  {r['speed_up']:8.2f}  "
             f"{r['efficiency']:10.3f}  {r['windows_speed_up']:16.2f}  "
-            f"{cpu['job']:9.1f}  {cpu['workers']:13.1f}  {r['job_peak_rss_mb']:6.0f}  "
-            f"{r['identical']}"
+            f"{cpu['job']:9.1f} ({r['flow_routing_cpu_seconds']:5.1f}, "
+            f"{r['windows_cpu_seconds']:5.1f})  {cpu['workers']:13.1f}  "
+            f"{r['job_peak_rss_mb']:6.0f}  {r['identical']}"
         )
 
 

@@ -810,18 +810,18 @@ def compute_terrain(
         + (" (converted from degrees at the middle row)" if geometry.geographic else "")
     )
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with rasterio.open(info.path) as src:
         sca, valid = route_dem(src, geometry, say, report)
-        routed = time.perf_counter() - started
+        routed, routed_cpu = time.perf_counter() - started, time.process_time() - cpu_started
         say(f"Flow routing done in {routed:.1f} s.")
 
         from slidewise.engine.preparation.terrain_cluster import factors_on_cluster
 
         with factors_on_cluster(info.path, params, geometry, sca, say) as remote:
-            windows_started = time.perf_counter()
+            windows, windows_cpu = time.perf_counter(), time.process_time()
             stats = write_factors(src, info, output, params, geometry, sca, report, remote)
-            windows = time.perf_counter() - windows_started
+            windows, windows_cpu = time.perf_counter() - windows, time.process_time() - windows_cpu
             cluster = {} if remote is None else {"cluster": remote.figures()}
     flat = stats.count[0] - stats.count[1]
     say(
@@ -841,6 +841,9 @@ def compute_terrain(
         "flow_routing": f"D8 on the depression-filled DEM (pyflwdir {_version('pyflwdir')})",
         "flow_routing_seconds": round(routed, 3),
         "windows_seconds": round(windows, 3),
+        # CPU time of the job's process (its Dask workers' not included)
+        "flow_routing_cpu_seconds": round(routed_cpu, 3),
+        "windows_cpu_seconds": round(windows_cpu, 3),
         "seconds": round(time.perf_counter() - started, 3),
         **cluster,
     }
