@@ -1,30 +1,34 @@
 """terrainfactors on a Dask cluster: the window-local factors as tasks, one ordered writer.
 
-With WORKERS > 1 (or a SCHEDULER) the job's process does what needs the whole
-DEM and writes the output, while Dask workers (:mod:`slidewise.engine.core.cluster`)
-compute the windows:
+With WORKERS > 1 (or a SCHEDULER) Dask workers (:mod:`slidewise.engine.core.cluster`)
+compute the windows and the job's process writes them, in order, through the
+same atomic writer; every band comes from the functions of the one-process
+loop (:func:`.terrainfactors.window_factors`) on the same window and one-pixel
+halo, read by the worker from the DEM's path, so the output equals a
+one-process run bit for bit, and so do its statistics (computed per window on
+the workers, added up in window order by the job).
 
-- **In the job's process**: the TWI's flow routing (priority-flood depression
-  filling and D8 flow accumulation), which is not window-local: a cell's
-  catchment may reach across the whole DEM. It runs first, as in a one-process
-  run; each window's specific catchment area then travels with its task
-  (4 bytes a pixel).
-- **On the workers**: every band of a window (slope, aspect and its sine and
-  cosine, plan and profile curvature, hillshade, and the TWI formula
-  ``ln(a / tan(beta))`` from the window's catchment area), from the window and
-  its one-pixel halo, read by the worker from the DEM's path with
-  :func:`.terrainfactors.window_factors`, the function of the one-process loop.
+The TWI's flow routing (priority-flood depression filling and D8 accumulation)
+is not window-local: a cell's catchment may reach across the whole DEM. It
+runs whole, in one of two places:
 
-The job writes the windows in order through the same atomic writer, so the
-output is equal bit for bit to a one-process run, and its statistics too.
+- **On one worker, while the others compute the windows** (the cluster has
+  2 workers or more, and one has the memory: about
+  :data:`ROUTING_BYTES_PER_PIXEL` bytes a DEM pixel). The job writes the 7 local
+  bands of every window as they come (first pass), then, once the routing is
+  done, the TWI band of every window (second pass, ``ln(a / tan(beta))`` on the
+  workers from the window and its catchment area). The output is band-interleaved
+  so that the second pass writes only band 8.
+- **In the job's process, first** (one worker, or none with the memory), as in
+  a one-process run; each window's catchment area then travels with its task.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,10 +42,22 @@ from slidewise.engine.core.cluster import (
     tasks_for,
     worker_count,
 )
+from slidewise.engine.core.job import Progress
+from slidewise.engine.geo import raster
 from slidewise.engine.preparation.terrainfactors import (
+    TERRAIN_BANDS,
+    BandStats,
+    Float32Array,
     PixelGeometry,
     TerrainParams,
+    TerrainRun,
     WindowResult,
+    no_valid_elevation,
+    read_dem,
+    set_band_units,
+    specific_catchment_area,
+    terrain_here,
+    terrain_windows,
     window_factors,
     window_sca,
 )
@@ -50,15 +66,27 @@ from slidewise.engine.preparation.terrainfactors import (
 WORKER_GDAL_CACHE_MB = 64
 #: Pixels one Dask task computes at least (small windows are grouped up to it).
 TASK_PIXELS = 1_000_000
-#: What the log says about the factor that is not window-local.
-ROUTING_NOTE = (
-    "The TWI's flow routing needs the whole DEM, so it runs in this process before the "
-    "windows are sent; the Dask workers compute every band of each window (slope, aspect, "
-    "curvatures, hillshade and the TWI formula from the routed catchment area)."
+#: Memory of the flow routing per DEM pixel, with a margin (28 bytes measured, see
+#: :mod:`.terrainfactors`), to choose a worker that can route the whole DEM.
+ROUTING_BYTES_PER_PIXEL = 32
+#: Share of a worker's memory limit the routing may take (Dask pauses a worker at 80 %).
+ROUTING_MEMORY_SHARE = 0.7
+#: What the log says about the factor that is not window-local (both start alike).
+ROUTING_NOTE = "The TWI's flow routing needs the whole DEM"
+ROUTING_ON_WORKER = (
+    f"{ROUTING_NOTE}: one Dask worker computes it while the others compute the slope, aspect, "
+    "curvatures and hillshade of each window; the TWI band is then computed per window and "
+    "written in a second pass."
+)
+ROUTING_IN_JOB = (
+    f"{ROUTING_NOTE}, so it runs in this process before the windows are sent ({{why}}); the "
+    "Dask workers compute every band of each window (slope, aspect, curvatures, hillshade and "
+    "the TWI formula from the routed catchment area)."
 )
 
-#: One window as sent to a worker: read window (with halo), write window, catchment area.
-WindowItem = tuple[Window, Window, npt.NDArray[np.floating[Any]]]
+#: One window as sent to a worker: read window (with halo), write window, catchment area
+#: (``None`` for the local bands alone).
+WindowItem = tuple[Window, Window, npt.NDArray[np.floating[Any]] | None]
 
 
 @dataclass
@@ -73,11 +101,14 @@ class TerrainWindowTask:
         source: Path of the DEM, readable from every worker.
         params: The job's parameters.
         geometry: Pixel sizes per row of the DEM.
+        part: The bands computed: ``"all"``, ``"local"`` (all but the TWI) or
+            ``"twi"`` (:func:`.terrainfactors.window_factors`).
     """
 
     source: str
     params: TerrainParams
     geometry: PixelGeometry
+    part: str = "all"
     opened: tuple[Any, contextlib.ExitStack] | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -86,9 +117,10 @@ class TerrainWindowTask:
         return state
 
     def __call__(self, item: WindowItem) -> WindowResult:
-        """The ``(8, h, w)`` float32 bands of one window (without its halo) and their stats."""
+        """The float32 bands of one window (without its halo) and their stats."""
         read, write, sca = item
-        return window_factors(self.open(), (read, write), self.params, self.geometry, sca)
+        src = self.open()
+        return window_factors(src, (read, write), self.params, self.geometry, sca, self.part)
 
     def open(self) -> Any:
         """The DEM, opened once per worker process."""
@@ -115,21 +147,64 @@ def windows_per_task(windows: list[tuple[Window, Window, Any]], workers: int) ->
 
 
 @dataclass
+class RoutingTask:
+    """Routes the flow of the whole DEM on one Dask worker (read from the DEM's path).
+
+    Attributes:
+        source: Path of the DEM, readable from every worker.
+        geometry: Pixel sizes per row of the DEM.
+    """
+
+    source: str
+    geometry: PixelGeometry
+
+    def __call__(self) -> tuple[Float32Array | None, int, float, float]:
+        """``(catchment area or None without valid pixels, valid pixels, wall s, CPU s)``."""
+        import rasterio
+
+        started, cpu = time.perf_counter(), time.process_time()
+        with rasterio.Env(GDAL_CACHEMAX=WORKER_GDAL_CACHE_MB * 2**20):
+            with rasterio.open(self.source) as src:
+                dem = read_dem(src)
+        valid = int(np.count_nonzero(np.isfinite(dem)))
+        sca = specific_catchment_area(dem, self.geometry) if valid else None
+        return sca, valid, time.perf_counter() - started, time.process_time() - cpu
+
+
+def routing_worker(client: Any, pixels: int) -> tuple[str | None, str]:
+    """The worker that routes the flow while the others compute windows, or why there is none.
+
+    Returns:
+        ``(address, "")``, or ``(None, reason)``: fewer than 2 workers, or none
+        whose memory limit holds the routing of ``pixels`` DEM pixels.
+    """
+    workers = client.scheduler_info().get("workers", {})
+    if len(workers) < 2:
+        return None, "one Dask worker"
+    limits = {a: float(w.get("memory_limit") or 0) or float("inf") for a, w in workers.items()}
+    address = max(limits, key=lambda a: limits[a])
+    need = ROUTING_BYTES_PER_PIXEL * pixels
+    if need > ROUTING_MEMORY_SHARE * limits[address]:
+        return None, f"no Dask worker has the {need / 2**30:.1f} GB it needs"
+    return address, ""
+
+
+@dataclass
 class RemoteFactors:
     """The windows of one terrainfactors run, computed on a Dask cluster.
 
     Attributes:
         client: The Dask client.
         task: The window task sent to every worker.
-        sca: Specific catchment area of the whole DEM (from the job's routing).
-        start_seconds: Seconds the cluster took to start (or connect).
+        sca: Specific catchment area of the whole DEM (``None`` for the local bands).
+        workers: Worker addresses the windows may go to (``None``: any).
         first_result_seconds: Seconds from the first task to its result.
     """
 
     client: Any
     task: TerrainWindowTask
-    sca: npt.NDArray[np.floating[Any]]
-    start_seconds: float = 0.0
+    sca: npt.NDArray[np.floating[Any]] | None = None
+    workers: list[str] | None = None
     first_result_seconds: float = 0.0
 
     def __call__(
@@ -137,51 +212,131 @@ class RemoteFactors:
     ) -> Generator[WindowResult, None, None]:
         """The bands and stats of each window, in window order (2 tasks a worker in flight)."""
         started = time.perf_counter()
-        items = ((read, write, window_sca(self.sca, write)) for read, write, _ in windows)
-        per_task = windows_per_task(windows, worker_count(self.client))
-        for i, result in enumerate(
-            ordered_results(self.client, self.task, items, per_task=per_task)
-        ):
-            if i == 0:
+        sca = self.sca
+        items = (
+            (read, write, None if sca is None else window_sca(sca, write))
+            for read, write, _ in windows
+        )
+        count = len(self.workers) if self.workers else worker_count(self.client)
+        per_task = windows_per_task(windows, count)
+        results = ordered_results(
+            self.client, self.task, items, per_task=per_task, workers=self.workers
+        )
+        for i, result in enumerate(results):
+            if i == 0 and not self.first_result_seconds:
                 self.first_result_seconds = time.perf_counter() - started
             yield result
 
-    def figures(self) -> dict[str, Any]:
-        """The run's ``cluster`` figures: workers and start-up times."""
-        return {
-            "workers": worker_count(self.client),
-            "start_seconds": round(self.start_seconds, 2),
-            "first_window_seconds": round(self.first_result_seconds, 2),
-            "distributed": "every band per window; TWI flow routing in the job's process",
+
+def cluster_figures(remote: RemoteFactors, start_seconds: float, where: str) -> dict[str, Any]:
+    """The run's ``cluster`` figures: workers, start-up times, where the routing ran."""
+    return {
+        "cluster": {
+            "workers": worker_count(remote.client),
+            "start_seconds": round(start_seconds, 2),
+            "first_window_seconds": round(remote.first_result_seconds, 2),
+            "flow_routing": where,
         }
+    }
 
 
-@contextlib.contextmanager
-def factors_on_cluster(
-    source: str,
+def terrain_on_cluster(
+    src: Any,
+    info: raster.RasterInfo,
+    output: str,
     params: TerrainParams,
     geometry: PixelGeometry,
-    sca: npt.NDArray[np.floating[Any]],
-    log: Callable[[str], None],
-) -> Iterator[RemoteFactors | None]:
-    """The Dask side of the window loop, or ``None`` when WORKERS is 1 and SCHEDULER empty.
+    say: Callable[[str], None],
+    report: Progress,
+) -> TerrainRun:
+    """The terrainfactors run with its windows on Dask (WORKERS > 1 or a SCHEDULER).
 
-    A local cluster closes when the block ends, also on cancel or error (no
-    worker process outlives the job).
-
-    Args:
-        source: Path of the DEM, readable from every worker.
-        params: The job's parameters (``workers``, ``scheduler``).
-        geometry: Pixel sizes per row of the DEM.
-        sca: Specific catchment area of the whole DEM.
-        log: Callback for log lines.
+    A local cluster closes when the run ends, also on cancel or error (no worker
+    process outlives the job). See the module docstring for where the routing runs.
     """
-    cluster = ClusterOptions(params.workers, params.scheduler)
-    if not cluster.parallel:
-        yield None
-        return
-    log(ROUTING_NOTE)
     started = time.perf_counter()
-    with dask_client(cluster, log) as client:
-        task = TerrainWindowTask(source, params, geometry)
-        yield RemoteFactors(client, task, sca, start_seconds=time.perf_counter() - started)
+    with dask_client(ClusterOptions(params.workers, params.scheduler), say) as client:
+        start_seconds = time.perf_counter() - started
+        task = TerrainWindowTask(info.path, params, geometry)
+        router, why = routing_worker(client, info.width * info.height)
+        if router is None:
+            say(ROUTING_IN_JOB.format(why=why))
+            remote = RemoteFactors(client, task)
+
+            def with_sca(sca: Float32Array) -> RemoteFactors:
+                remote.sca = sca
+                return remote
+
+            run = terrain_here(src, info, output, params, geometry, say, report, with_sca)
+            run.extra = cluster_figures(remote, start_seconds, "job")
+            return run
+        say(ROUTING_ON_WORKER)
+        remote = RemoteFactors(client, task)
+        run = two_passes(remote, router, info, output, params, report)
+        run.extra = cluster_figures(remote, start_seconds, "worker")
+        return run
+
+
+def write_pass(
+    dst: Any,
+    windows: list[tuple[Window, Window, Any]],
+    remote: RemoteFactors,
+    stats: BandStats,
+    first_band: int,
+    span: tuple[float, float],
+    report: Progress,
+) -> None:
+    """Write the bands ``remote`` computes, from band ``first_band`` (1-based), window by window.
+
+    Progress goes from ``span[0]`` to ``span[1]``; closing the results cancels
+    the outstanding tasks (error or cancel).
+    """
+    low, high = span
+    with contextlib.closing(remote(windows)) as blocks:
+        for i, ((_, write, _), (block, part)) in enumerate(zip(windows, blocks, strict=True)):
+            indexes = list(range(first_band, first_band + block.shape[0]))
+            dst.write(block, indexes=indexes, window=write)
+            stats.add(part, first_band=first_band - 1)
+            report(low + (high - low) * (i + 1) / len(windows))
+
+
+def two_passes(
+    remote: RemoteFactors,
+    router: str,
+    info: raster.RasterInfo,
+    output: str,
+    params: TerrainParams,
+    report: Progress,
+) -> TerrainRun:
+    """Route on ``router`` while the other workers compute the local bands; then the TWI.
+
+    Progress: 0 to 0.7 for the first pass, 0.7 to 1 for the second.
+
+    Raises:
+        InputError: the DEM has no valid pixel.
+    """
+    client, task = remote.client, remote.task
+    started, cpu = time.perf_counter(), time.process_time()
+    routing = client.submit(RoutingTask(task.source, task.geometry), workers=[router], pure=False)
+    windows = terrain_windows(info, params)
+    profile = raster.output_profile(info, count=len(TERRAIN_BANDS), dtype="float32")
+    profile["interleave"] = "band"  # the second pass writes band 8 alone
+    stats = BandStats(TERRAIN_BANDS)
+    others = [a for a in client.scheduler_info()["workers"] if a != router]
+    local = RemoteFactors(client, replace(task, part="local"), workers=others)
+    try:
+        with raster.create_raster(output, profile, band_names=TERRAIN_BANDS) as dst:
+            set_band_units(dst)
+            last = len(TERRAIN_BANDS)
+            write_pass(dst, windows, local, stats, 1, (0.0, 0.7), report)
+            sca, valid, routing_s, _worker_cpu = routing.result()
+            if sca is None:
+                raise no_valid_elevation(info.path)
+            twi = RemoteFactors(client, replace(task, part="twi"), sca)
+            write_pass(dst, windows, twi, stats, last, (0.7, 1.0), report)
+    finally:
+        routing.cancel()
+    remote.first_result_seconds = local.first_result_seconds
+    windows_s, windows_cpu = time.perf_counter() - started, time.process_time() - cpu
+    # The routing took no CPU of the job's process.
+    return TerrainRun(stats, valid, routing_s, 0.0, windows_s, windows_cpu)
