@@ -11,10 +11,11 @@ continuous), then runs the ``terrainfactors`` job once per worker count, each
 in a fresh interpreter: ``WORKERS=1`` is the one-process path (the baseline of
 the same run), more workers a local Dask cluster. Reported per run: wall time
 (cluster start included), the flow routing's share (it needs the whole DEM and
-runs in the job's process whatever WORKERS is), the window phase (the part
-the workers share: computing and writing the windows), throughput, the
-speed-up and parallel efficiency against the baseline (whole run and window
-phase), CPU seconds of the job's process and
+runs whole: in the job's process with one process, on one Dask worker beside
+the window tasks with 2 or more), the window phase (computing and writing the
+windows; with the routing on a worker it includes waiting for the routing),
+throughput, the speed-up and parallel efficiency against the baseline (whole
+run and window phase), CPU seconds of the job's process and
 of its workers, peak memory, and whether the 8 bands equal the baseline's bit
 for bit.
 

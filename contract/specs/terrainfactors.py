@@ -12,10 +12,11 @@ TERRAIN_SCALE_OUT = replace_param(
     SCALE_OUT,
     "WORKERS",
     help="Worker processes of a local Dask cluster that compute the blocks in parallel (one "
-    "thread each): slope, aspect, curvatures, hillshade and the TWI formula of each block. "
-    "The TWI's flow routing needs the whole DEM and runs first in the job's process (most "
-    "of the run time on large DEMs), which also writes the blocks in order, so the output "
-    "equals a one-process run. 1: no cluster.",
+    "thread each): slope, aspect, curvatures, hillshade and the TWI of each block. The TWI's "
+    "flow routing needs the whole DEM: one worker computes it while the others compute the "
+    "blocks (in the job's process instead with one worker, or when no worker has the memory, "
+    "about 32 bytes per DEM pixel). The job's process writes the blocks in order, so the "
+    "output equals a one-process run. 1: no cluster.",
 )
 
 SPEC = AlgorithmSpec(

@@ -96,9 +96,11 @@ priority flood takes about 0.5 microseconds per pixel on one core.
 
 **Dask workers.** With ``WORKERS`` > 1 or a ``SCHEDULER`` the windows are
 computed by Dask workers (:mod:`.terrain_cluster`): each reads its window and
-one-pixel halo from the DEM's path and computes every band, the TWI formula
-included; the flow routing, which needs the whole DEM, stays in the job's
-process. The output equals a one-process run bit for bit.
+one-pixel halo from the DEM's path and computes its bands with the functions of
+the one-process loop. The flow routing, which needs the whole DEM, runs whole on
+one worker while the others compute the local bands (or first in the job's
+process, with one worker or when no worker has the memory). The output equals a
+one-process run bit for bit.
 
 **Units and CRS.** ``Z_FACTOR`` converts elevations to the CRS's horizontal
 unit, as in gdaldem and QGIS (1 when both are metres, or both feet; 3.2808 for

@@ -112,4 +112,25 @@ def test_the_spec_carries_workers_and_scheduler() -> None:
     )
     assert (params.workers, params.scheduler) == (3, "tcp://head:8786")
     assert TerrainParams.from_params({"INPUT": "d.tif", "OUTPUT": "o.tif"}).workers == 1
-    assert "TWI's flow routing" in TerrainParams.SPEC["WORKERS"].help
+    assert "TWI's flow routing needs the whole DEM" in TerrainParams.SPEC["WORKERS"].help
+
+
+@pytest.mark.slow
+def test_an_all_nodata_dem_routed_on_a_worker_is_refused_and_leaves_nothing(
+    tmp_path: Path, scheduler: str
+) -> None:
+    from slidewise.engine.core.errors import InputError
+
+    with rasterio.open(DEM) as src:
+        profile = {**src.profile, "width": 40, "height": 30}
+    dem = tmp_path / "in" / "allnodata.tif"
+    dem.parent.mkdir()
+    with rasterio.open(dem, "w", **profile) as dst:
+        dst.write(np.full((1, 30, 40), profile["nodata"], dtype=profile["dtype"]))
+    out = tmp_path / "out"
+    out.mkdir()
+    ctx, _ = job_context("terrainfactors")
+    params = {"INPUT": str(dem), "OUTPUT": str(out / "t.tif"), "BLOCK_SIZE": 16}
+    with pytest.raises(InputError, match=r"no valid elevation.*choose a DEM with data"):
+        run_job({**params, "SCHEDULER": scheduler}, ctx)
+    assert list(out.iterdir()) == []
