@@ -272,7 +272,7 @@ def terrain_on_cluster(
             return run
         say(ROUTING_ON_WORKER)
         remote = RemoteFactors(client, task)
-        run = two_passes(remote, router, info, output, params, report)
+        run = two_passes(remote, router, info, output, params, (say, report))
         run.extra = cluster_figures(remote, start_seconds, "worker")
         return run
 
@@ -306,16 +306,18 @@ def two_passes(
     info: raster.RasterInfo,
     output: str,
     params: TerrainParams,
-    report: Progress,
+    callbacks: tuple[Callable[[str], None], Progress],
 ) -> TerrainRun:
     """Route on ``router`` while the other workers compute the local bands; then the TWI.
 
-    Progress: 0 to 0.7 for the first pass, 0.7 to 1 for the second.
+    ``callbacks`` are the log and progress callbacks. Progress: 0 to 0.7 for the
+    first pass, 0.7 to 1 for the second.
 
     Raises:
         InputError: the DEM has no valid pixel.
     """
     client, task = remote.client, remote.task
+    say, report = callbacks
     started, cpu = time.perf_counter(), time.process_time()
     routing = client.submit(RoutingTask(task.source, task.geometry), workers=[router], pure=False)
     windows = terrain_windows(info, params)
@@ -329,9 +331,12 @@ def two_passes(
             set_band_units(dst)
             last = len(TERRAIN_BANDS)
             write_pass(dst, windows, local, stats, 1, (0.0, 0.7), report)
+            if not routing.done():
+                say("The local bands are written; waiting for the flow routing on its worker...")
             sca, valid, routing_s, _worker_cpu = routing.result()
             if sca is None:
                 raise no_valid_elevation(info.path)
+            say(f"Flow routing done in {routing_s:.1f} s on a Dask worker; now the TWI band.")
             twi = RemoteFactors(client, replace(task, part="twi"), sca)
             write_pass(dst, windows, twi, stats, last, (0.7, 1.0), report)
     finally:

@@ -58,7 +58,7 @@ def test_two_local_workers_write_what_one_process_writes(tmp_path: Path, one_pro
     _assert_same(run, one_process)
     assert run[1]["cluster"]["workers"] == 2
     assert run[1]["cluster"]["flow_routing"] == "worker"
-    assert ROUTING_ON_WORKER in run[2]
+    assert ROUTING_ON_WORKER in run[2] and "s on a Dask worker; now the TWI band" in run[2]
     assert not multiprocessing.active_children()  # the local cluster closed with the job
 
 
