@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from slidewise.contract.spec import AlgorithmSpec, Param
-from slidewise.contract.specs.groups import BLOCK_SIZE, COG
+from slidewise.contract.spec import AlgorithmSpec, Param, replace_param
+from slidewise.contract.specs.groups import BLOCK_SIZE, COG, SCALE_OUT
 
 GEOGRAPHIC_CHOICES = ("refuse", "degrees_to_metres")
+
+#: WORKERS and SCHEDULER, saying what the workers compute and what stays in the job.
+TERRAIN_SCALE_OUT = replace_param(
+    SCALE_OUT,
+    "WORKERS",
+    help="Worker processes of a local Dask cluster that compute the blocks in parallel (one "
+    "thread each): slope, aspect, curvatures, hillshade and the TWI of each block. The TWI's "
+    "flow routing needs the whole DEM: one worker computes it while the others compute the "
+    "blocks (in the job's process instead with one worker, or when no worker has the memory, "
+    "about 32 bytes per DEM pixel). The job's process writes the blocks in order, so the "
+    "output equals a one-process run. 1: no cluster.",
+)
 
 SPEC = AlgorithmSpec(
     "terrainfactors",
@@ -61,6 +73,7 @@ SPEC = AlgorithmSpec(
             advanced=True,
         ),
         BLOCK_SIZE,
+        *TERRAIN_SCALE_OUT,
         Param(
             "OUTPUT",
             "Terrain factors",

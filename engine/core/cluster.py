@@ -201,6 +201,7 @@ def ordered_results(
     items: Iterable[Any],
     in_flight: int | None = None,
     per_task: int = 1,
+    workers: list[str] | None = None,
 ) -> Generator[Any, None, None]:
     """``task(item)`` for every item, computed by the cluster, yielded in item order.
 
@@ -214,13 +215,15 @@ def ordered_results(
         in_flight: Tasks outstanding at once (default: 2 per worker).
         per_task: Consecutive items computed by one Dask task: small items (a
             window of a few thousand pixels) cost less in scheduling together.
+        workers: Addresses of the workers the tasks may run on (default: any),
+            e.g. all but one that runs a long task of the same job.
     """
     limit = in_flight or IN_FLIGHT_PER_WORKER * worker_count(client)
     [shared] = client.scatter([task], broadcast=True, hash=False)
     pending: deque[Any] = deque()
     try:
         for chunk in chunked(items, max(1, per_task)):
-            pending.append(client.submit(call_task, shared, chunk, pure=False))
+            pending.append(client.submit(call_task, shared, chunk, pure=False, workers=workers))
             if len(pending) >= limit:
                 yield from pending.popleft().result()
         while pending:

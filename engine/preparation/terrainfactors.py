@@ -94,6 +94,14 @@ argsort behind the order; the float32 accumulation), measured at 456 MB for a
 is kept for the block pass. A 10 000 x 10 000 DEM thus needs about 3 GB. The
 priority flood takes about 0.5 microseconds per pixel on one core.
 
+**Dask workers.** With ``WORKERS`` > 1 or a ``SCHEDULER`` the windows are
+computed by Dask workers (:mod:`.terrain_cluster`): each reads its window and
+one-pixel halo from the DEM's path and computes its bands with the functions of
+the one-process loop. The flow routing, which needs the whole DEM, runs whole on
+one worker while the others compute the local bands (or first in the job's
+process, with one worker or when no worker has the memory). The output equals a
+one-process run bit for bit.
+
 **Units and CRS.** ``Z_FACTOR`` converts elevations to the CRS's horizontal
 unit, as in gdaldem and QGIS (1 when both are metres, or both feet; 3.2808 for
 elevations in metres on a CRS in international feet). Horizontal sizes and the
@@ -110,9 +118,10 @@ CRS are refused.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -171,6 +180,8 @@ class TerrainParams(JobParams):
         block_size: Side of the processing blocks in pixels.
         geographic: ``"refuse"`` or ``"degrees_to_metres"`` for a DEM in degrees.
         min_tan_slope: Floor of ``tan(beta)`` in the TWI.
+        workers: WORKERS, local Dask worker processes computing the windows (1: none).
+        scheduler: SCHEDULER, address of an existing Dask scheduler.
     """
 
     SPEC = TERRAIN_SPEC
@@ -183,6 +194,8 @@ class TerrainParams(JobParams):
     block_size: int = 1024
     geographic: str = "refuse"
     min_tan_slope: float = 1e-3
+    workers: int = 1
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -442,7 +455,7 @@ def terrain_block(
     z: FloatArray,
     dx: FloatArray,
     dy: FloatArray,
-    sca: npt.NDArray[np.floating[Any]],
+    sca: npt.NDArray[np.floating[Any]] | None,
     params: TerrainParams,
 ) -> Float32Array:
     """All terrain factors of one block.
@@ -452,14 +465,18 @@ def terrain_block(
             shape ``(h + 2, w + 2)``, float64, NaN where invalid or outside the DEM.
         dx: Signed map-x step per column in metres, shape ``(h, 1)`` or scalar.
         dy: Signed map-y step per row in metres, shape ``(h, 1)`` or scalar.
-        sca: Specific catchment area of the block, shape ``(h, w)``.
+        sca: Specific catchment area of the block, shape ``(h, w)``; ``None``
+            leaves the TWI out (the local bands only, for a Dask run whose flow
+            routing is not done yet: :func:`twi_block` adds it later).
         params: Job parameters.
 
     Returns:
-        ``(8, h, w)`` float32 in the order of :data:`TERRAIN_BANDS`.
+        ``(8, h, w)`` float32 in the order of :data:`TERRAIN_BANDS` (``(7, h, w)``
+        without the TWI when ``sca`` is ``None``).
     """
     h, w = z.shape[0] - 2, z.shape[1] - 2
-    out = np.empty((len(TERRAIN_BANDS), h, w), dtype=np.float32)
+    bands = len(TERRAIN_BANDS) - (sca is None)
+    out = np.empty((bands, h, w), dtype=np.float32)
     gx, gy = horn_gradient(z, dx, dy)
     slope, aspect, aspect_sin, aspect_cos = slope_aspect(gx, gy)
     out[0], out[2], out[3] = slope, aspect_sin, aspect_cos
@@ -469,12 +486,32 @@ def terrain_block(
     out[1] = aspect32
     del aspect, aspect32
     out[6] = hillshade(gx, gy, params.azimuth, params.altitude)
-    out[7] = topographic_wetness(sca, np.hypot(gx, gy), params.min_tan_slope)
+    if sca is not None:
+        out[7] = topographic_wetness(sca, np.hypot(gx, gy), params.min_tan_slope)
     del gx, gy
     plan, profile = curvatures(*evans_young(z, dx, dy))
     out[4], out[5] = plan, profile
     # The neighbours' NaN propagate through the formulas; Horn's gradient skips
     # the centre cell itself, so a nodata centre is masked explicitly.
+    out[:, np.isnan(z[1:-1, 1:-1])] = np.nan
+    return out
+
+
+def twi_block(
+    z: FloatArray,
+    dx: FloatArray,
+    dy: FloatArray,
+    sca: npt.NDArray[np.floating[Any]],
+    params: TerrainParams,
+) -> Float32Array:
+    """The TWI band of one block alone, ``(1, h, w)`` float32: band 8 of :func:`terrain_block`.
+
+    The same arithmetic on the same window, so the same bits.
+    """
+    h, w = z.shape[0] - 2, z.shape[1] - 2
+    out = np.empty((1, h, w), dtype=np.float32)
+    gx, gy = horn_gradient(z, dx, dy)
+    out[0] = topographic_wetness(sca, np.hypot(gx, gy), params.min_tan_slope)
     out[:, np.isnan(z[1:-1, 1:-1])] = np.nan
     return out
 
@@ -551,6 +588,28 @@ def specific_catchment_area(
 # ---------------------------------------------------------------------------
 
 
+#: Statistics of one block: its pixels, and per band (finite pixels, sum, min, max).
+WindowStats = tuple[int, tuple[tuple[int, float, float, float], ...]]
+
+
+def window_stats(block: Float32Array) -> WindowStats:
+    """The finite pixels, sum, minimum and maximum of each band of a ``(bands, h, w)`` block.
+
+    Computed where the block is (a Dask worker sends these few numbers back with
+    it); added up in window order by :meth:`BandStats.add`, the same sums as a
+    one-process run.
+    """
+    per_band = []
+    for band in block:
+        values = band[np.isfinite(band)]
+        if values.size:
+            low, high = float(values.min()), float(values.max())
+            per_band.append((int(values.size), float(values.sum(dtype=np.float64)), low, high))
+        else:
+            per_band.append((0, 0.0, math.inf, -math.inf))
+    return int(block[0].size), tuple(per_band)
+
+
 @dataclass
 class BandStats:
     """Running min, max, mean and counts of the bands of a raster.
@@ -578,14 +637,25 @@ class BandStats:
 
     def update(self, block: Float32Array) -> None:
         """Add a ``(bands, h, w)`` block."""
-        self.total += block[0].size
-        for i, band in enumerate(block):
-            values = band[np.isfinite(band)]
-            if values.size:
-                self.count[i] += int(values.size)
-                self.sums[i] += float(values.sum(dtype=np.float64))
-                self.mins[i] = min(self.mins[i], float(values.min()))
-                self.maxs[i] = max(self.maxs[i], float(values.max()))
+        self.add(window_stats(block))
+
+    def add(self, stats: WindowStats, first_band: int = 0) -> None:
+        """Add the statistics of a block (:func:`window_stats`, maybe from a Dask worker).
+
+        Args:
+            stats: The block's statistics.
+            first_band: Index of the block's first band (a Dask run writes the
+                TWI band in a second pass); its pixels are counted once, with band 0.
+        """
+        total, per_band = stats
+        if first_band == 0:
+            self.total += total
+        for i, (n, band_sum, low, high) in enumerate(per_band, start=first_band):
+            if n:
+                self.count[i] += n
+                self.sums[i] += band_sum
+                self.mins[i] = min(self.mins[i], low)
+                self.maxs[i] = max(self.maxs[i], high)
 
     def figures(self) -> dict[str, dict[str, float | int | None]]:
         """Per-band ``min``, ``max``, ``mean``, ``valid_pixels``, ``nodata_pixels``."""
@@ -617,6 +687,72 @@ def _padded_block(
     return z
 
 
+def window_factors(
+    src: Any,
+    windows: tuple[Window, Window],
+    params: TerrainParams,
+    geometry: PixelGeometry,
+    sca: npt.NDArray[np.floating[Any]] | None,
+    part: str = "all",
+) -> tuple[Float32Array, WindowStats]:
+    """The terrain bands of one window, read with its one-pixel halo from ``src``, and their stats.
+
+    The one-process loop and the Dask workers (:mod:`.terrain_cluster`) both call
+    it, so their outputs are equal bit for bit.
+
+    Args:
+        src: The open DEM dataset.
+        windows: ``(read window with halo, write window)`` of
+            :func:`slidewise.engine.geo.raster.iter_windows` with ``halo=1``.
+        params: Job parameters (z factor, hillshade light, TWI floor).
+        geometry: Pixel sizes per row (:func:`pixel_geometry`).
+        sca: Specific catchment area of the write window, shape ``(h, w)``
+            (``None`` for ``part="local"``).
+        part: ``"all"`` (the 8 bands), ``"local"`` (the 7 bands before the TWI)
+            or ``"twi"`` (the TWI band alone).
+
+    Returns:
+        ``(bands, h, w)`` float32 in the order of :data:`TERRAIN_BANDS`, and its
+        :func:`window_stats`.
+    """
+    read, write = windows
+    z = _padded_block(src, read, write, params.z_factor * geometry.unit)
+    dx, dy = geometry.rows(int(write.row_off), int(write.height))
+    if part == "twi":
+        if sca is None:
+            raise ValueError("the TWI band needs the catchment area")
+        block = twi_block(z, dx, dy, sca, params)
+    else:
+        block = terrain_block(z, dx, dy, None if part == "local" else sca, params)
+    return block, window_stats(block)
+
+
+def window_sca(sca: npt.NDArray[np.floating[Any]], write: Window) -> npt.NDArray[np.floating[Any]]:
+    """The specific catchment area of a write window (a view of the whole raster's)."""
+    row, col = int(write.row_off), int(write.col_off)
+    return sca[row : row + int(write.height), col : col + int(write.width)]
+
+
+#: The bands of a window and their statistics.
+WindowResult = tuple[Float32Array, WindowStats]
+#: The results of every window, in window order: computed here or by Dask workers.
+BlockSource = Callable[[list[tuple[Window, Window, Any]]], Generator[WindowResult, None, None]]
+
+
+def terrain_windows(
+    info: raster.RasterInfo, params: TerrainParams
+) -> list[tuple[Window, Window, Any]]:
+    """The job's windows: ``BLOCK_SIZE`` blocks, each read with a one-pixel halo."""
+    return list(raster.iter_windows(info.width, info.height, block=params.block_size, halo=1))
+
+
+def set_band_units(dst: Any) -> None:
+    """Write :data:`BAND_UNITS` as the output's GeoTIFF band units."""
+    for band, unit in enumerate(BAND_UNITS, start=1):
+        if unit:
+            dst.set_band_unit(band, unit)
+
+
 def write_factors(
     src: Any,
     info: raster.RasterInfo,
@@ -625,6 +761,7 @@ def write_factors(
     geometry: PixelGeometry,
     sca: npt.NDArray[np.floating[Any]],
     report: Progress,
+    remote: BlockSource | None = None,
 ) -> BandStats:
     """Write the terrain bands block by block (progress 0.4 to 1) and return their statistics.
 
@@ -636,24 +773,118 @@ def write_factors(
         geometry: Pixel sizes per row (:func:`pixel_geometry`).
         sca: Specific catchment area of the whole DEM.
         report: Callback taking a fraction in [0, 1].
+        remote: The windows' bands computed elsewhere (a Dask cluster), in window
+            order; ``None`` computes them here.
     """
     profile = raster.output_profile(info, count=len(TERRAIN_BANDS), dtype="float32")
     stats = BandStats(TERRAIN_BANDS)
-    windows = list(raster.iter_windows(info.width, info.height, block=params.block_size, halo=1))
-    with raster.create_raster(output, profile, band_names=TERRAIN_BANDS) as dst:
-        for band, unit in enumerate(BAND_UNITS, start=1):
-            if unit:
-                dst.set_band_unit(band, unit)
-        for i, (read, write, _inner) in enumerate(windows):
-            z = _padded_block(src, read, write, params.z_factor * geometry.unit)
-            row, col = int(write.row_off), int(write.col_off)
-            rows, cols = int(write.height), int(write.width)
-            dx, dy = geometry.rows(row, rows)
-            block = terrain_block(z, dx, dy, sca[row : row + rows, col : col + cols], params)
+    windows = terrain_windows(info, params)
+    if remote is None:
+        blocks: Generator[WindowResult, None, None] = (
+            window_factors(src, (read, write), params, geometry, window_sca(sca, write))
+            for read, write, _inner in windows
+        )
+    else:
+        blocks = remote(windows)
+    # Closing the blocks cancels a cluster's outstanding tasks at once (error or cancel).
+    with (
+        contextlib.closing(blocks),
+        raster.create_raster(output, profile, band_names=TERRAIN_BANDS) as dst,
+    ):
+        set_band_units(dst)
+        for i, ((_read, write, _inner), (block, block_stats)) in enumerate(
+            zip(windows, blocks, strict=True)
+        ):
             dst.write(block, window=write)
-            stats.update(block)
+            stats.add(block_stats)
             report(0.4 + 0.6 * (i + 1) / len(windows))
     return stats
+
+
+def no_valid_elevation(path: str) -> InputError:
+    """The error for a DEM whose every pixel is nodata."""
+    return InputError(
+        f"The DEM '{Path(path).name}' has no valid elevation (every pixel is nodata): "
+        "choose a DEM with data."
+    )
+
+
+@dataclass
+class TerrainRun:
+    """What a run of the routing and the windows leaves for the figures.
+
+    Attributes:
+        stats: Statistics of the written bands.
+        valid: Valid DEM pixels.
+        routing_seconds: Wall time of the flow routing.
+        routing_cpu_seconds: CPU time of the job's process in the routing.
+        windows_seconds: Wall time of the window loop.
+        windows_cpu_seconds: CPU time of the job's process in the window loop.
+        extra: More figures (the Dask cluster's).
+    """
+
+    stats: BandStats
+    valid: int
+    routing_seconds: float = 0.0
+    routing_cpu_seconds: float = 0.0
+    windows_seconds: float = 0.0
+    windows_cpu_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def terrain_here(
+    src: Any,
+    info: raster.RasterInfo,
+    output: str,
+    params: TerrainParams,
+    geometry: PixelGeometry,
+    say: Callable[[str], None],
+    report: Progress,
+    remote: Callable[[Float32Array], BlockSource] | None = None,
+) -> TerrainRun:
+    """Route the flow in this process, then write the windows (computed here or by ``remote``).
+
+    Args:
+        src: The open DEM dataset.
+        info: The DEM.
+        output: GeoTIFF path, written atomically.
+        params: Job parameters.
+        geometry: Pixel sizes per row.
+        say: Callback for log lines.
+        report: Callback taking a fraction in [0, 1].
+        remote: Given the routed catchment area, the windows' source on a Dask
+            cluster; ``None`` computes them here.
+    """
+    started, cpu = time.perf_counter(), time.process_time()
+    sca, valid = route_dem(src, geometry, say, report)
+    routed, routed_cpu = time.perf_counter() - started, time.process_time() - cpu
+    say(f"Flow routing done in {routed:.1f} s.")
+    started, cpu = time.perf_counter(), time.process_time()
+    source = None if remote is None else remote(sca)
+    stats = write_factors(src, info, output, params, geometry, sca, report, source)
+    windows, windows_cpu = time.perf_counter() - started, time.process_time() - cpu
+    return TerrainRun(stats, valid, routed, routed_cpu, windows, windows_cpu)
+
+
+def route_dem(
+    src: Any, geometry: PixelGeometry, say: Callable[[str], None], report: Progress
+) -> tuple[Float32Array, int]:
+    """Read the whole DEM and route its flow (progress 0 to 0.4), in the job's process.
+
+    Returns:
+        The specific catchment area (:func:`specific_catchment_area`) and the
+        number of valid DEM pixels.
+
+    Raises:
+        InputError: every pixel of the DEM is nodata.
+    """
+    dem = read_dem(src)
+    valid = int(np.count_nonzero(np.isfinite(dem)))
+    if valid == 0:
+        raise no_valid_elevation(src.name)
+    report(0.05)
+    say(f"Flow routing for the TWI over {valid} valid pixels (D8 on the filled DEM)...")
+    return specific_catchment_area(dem, geometry, lambda f: report(0.05 + 0.35 * f)), valid
 
 
 def compute_terrain(
@@ -695,22 +926,16 @@ def compute_terrain(
         + (" (converted from degrees at the middle row)" if geometry.geographic else "")
     )
 
+    from slidewise.engine.core.cluster import ClusterOptions
+    from slidewise.engine.preparation.terrain_cluster import terrain_on_cluster
+
     started = time.perf_counter()
     with rasterio.open(info.path) as src:
-        dem = read_dem(src)
-        valid = int(np.count_nonzero(np.isfinite(dem)))
-        if valid == 0:
-            raise InputError(
-                f"The DEM '{name}' has no valid elevation (every pixel is nodata): "
-                "choose a DEM with data."
-            )
-        report(0.05)
-        say(f"Flow routing for the TWI over {valid} valid pixels (D8 on the filled DEM)...")
-        sca = specific_catchment_area(dem, geometry, lambda f: report(0.05 + 0.35 * f))
-        del dem
-        say(f"Flow routing done in {time.perf_counter() - started:.1f} s.")
-
-        stats = write_factors(src, info, output, params, geometry, sca, report)
+        if ClusterOptions(params.workers, params.scheduler).parallel:
+            run = terrain_on_cluster(src, info, output, params, geometry, say, report)
+        else:
+            run = terrain_here(src, info, output, params, geometry, say, report)
+    stats, valid = run.stats, run.valid
     flat = stats.count[0] - stats.count[1]
     say(
         f"Wrote {len(TERRAIN_BANDS)} bands to {Path(output).name}; {flat} flat pixels have "
@@ -727,7 +952,13 @@ def compute_terrain(
         "pixel_size_y_m": float(abs(geometry.dy[mid])),
         "degrees_to_metres": geometry.geographic,
         "flow_routing": f"D8 on the depression-filled DEM (pyflwdir {_version('pyflwdir')})",
+        "flow_routing_seconds": round(run.routing_seconds, 3),
+        "windows_seconds": round(run.windows_seconds, 3),
+        # CPU time of the job's process (its Dask workers' not included)
+        "flow_routing_cpu_seconds": round(run.routing_cpu_seconds, 3),
+        "windows_cpu_seconds": round(run.windows_cpu_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
+        **run.extra,
     }
 
 
@@ -743,8 +974,8 @@ def run_job(params: dict[str, Any], ctx: JobContext) -> JobResult:
 
     Parameters: ``INPUT`` (DEM path), ``OUTPUT`` (GeoTIFF path), optional
     ``Z_FACTOR`` (1), ``AZIMUTH`` (315), ``ALTITUDE`` (45), ``BLOCK_SIZE`` (1024)
-    and ``GEOGRAPHIC`` (``refuse`` or ``degrees_to_metres``). See the module
-    docstring for the formulas.
+    ``GEOGRAPHIC`` (``refuse`` or ``degrees_to_metres``), ``WORKERS`` (1) and
+    ``SCHEDULER``. See the module docstring for the formulas.
 
     Raises:
         InputError: a parameter or the DEM is unusable; no output is left behind.
