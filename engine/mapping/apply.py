@@ -58,26 +58,17 @@ POLYGON_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json")
 
 
 @dataclass(frozen=True)
-class MapParams(JobParams):
-    """Parameters of the ``maplandslides`` job (declared in ``contract/specs/maplandslides.py``).
+class MappingSettings(JobParams):
+    """How a raster is mapped, shared by ``maplandslides`` and ``mapscenes``.
 
     Attributes:
-        input: Image to map, with the model's bands (any size; read window by window).
         model: Mapping model (``.safetensors``) from ``trainmapping`` or ``addregion``;
             empty: the shipped model (:mod:`slidewise.engine.mapping.shipped`).
-        aoi: Area of interest: a polygon layer, or a mask raster (non-zero = inside;
-            aligned with nearest neighbour). Outside it every output is nodata.
         threshold: Probability at or above which a pixel is a landslide (mask and
             polygons); ``None``: the threshold stored in the model (tuned on its
             validation split; per region for multi-region models), else 0.5.
-        region: Multi-region models: the region whose decoder maps the raster, or
-            the pixels outside ``region_polygons``. May be empty for a one-region
-            model, or when ``region_polygons`` covers what should be mapped.
-        region_polygons: Multi-region models: polygons with a region attribute;
-            each pixel inside is mapped by its polygon's region decoder (overlaps:
-            the first region in the model's order wins). Pixels outside every
-            polygon use ``region``, or are nodata when ``region`` is empty.
-        region_field: The attribute of ``region_polygons`` holding region names.
+        region: Multi-region models: the region whose decoder maps the raster (for
+            ``maplandslides``: or the pixels outside ``region_polygons``).
         min_area, max_hole_area, opening_radius, closing_radius, simplify_tolerance,
             dem: Post-processing of the polygons (the mask keeps every pixel); see
             :mod:`slidewise.engine.geo.postprocess` (``None``: from the pixel size).
@@ -86,35 +77,22 @@ class MapParams(JobParams):
             Empty: the raster's bands as they are, checked against the model's.
         tile_size: Largest tile side in pixels (rounded up to the model's alignment;
             tiles are spread evenly, so they may come out a little smaller);
-            ``None``: the model's training tile, at least 576 for fully
-            convolutional models; 576 when unknown.
+            ``None``: the job's default for the model and device
+            (:func:`slidewise.engine.imagery.tiling.default_tile_size`).
         overlap: Overlap of neighbouring tiles in pixels (rounded up like the tile);
             tiles are blended over it.
         batch_size: Tiles per forward pass; ``None``: 1 on CPU, 8 on GPU.
         tta: Test-time augmentation: average over the 8 flips and rotations (8x slower).
         backend: Runtime of the forward passes: ``auto``, ``torch``, ``onnxruntime`` or
             ``openvino`` (:mod:`slidewise.engine.imagery.backends`).
-        output_probability: Float32 GeoTIFF of the landslide probability (0..1; NaN = nodata).
-        output_mask: Uint8 GeoTIFF: 1 = landslide, 0 = not landslide, 255 = nodata.
-        output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with the fields
-            :data:`slidewise.contract.specs.polygons.POLYGON_FIELDS`.
-        output_uncertainty: Float32 GeoTIFF of the standard deviation of the 8 TTA
-            members' probabilities (0..0.5; NaN = nodata); turns TTA on.
-            At least one of the four outputs is required.
         workers: WORKERS, local Dask worker processes predicting the tile rows (1: none;
             :mod:`slidewise.engine.mapping.map_cluster`).
         scheduler: SCHEDULER, address of an existing Dask scheduler.
     """
 
-    SPEC = MAP_SPEC
-
-    input: str = ""
     model: str = ""
-    aoi: str | None = None
     threshold: float | None = None
     region: str | None = None
-    region_polygons: str | None = None
-    region_field: str = "region"
     min_area: float | None = None
     max_hole_area: float | None = None
     opening_radius: int = 1
@@ -127,12 +105,44 @@ class MapParams(JobParams):
     batch_size: int | None = None
     tta: bool = False
     backend: str = "auto"
+    workers: int = 1
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class MapParams(MappingSettings):
+    """Parameters of the ``maplandslides`` job (declared in ``contract/specs/maplandslides.py``).
+
+    The mapping settings are :class:`MappingSettings`'.
+
+    Attributes:
+        input: Image to map, with the model's bands (any size; read window by window).
+        aoi: Area of interest: a polygon layer, or a mask raster (non-zero = inside;
+            aligned with nearest neighbour). Outside it every output is nodata.
+        region_polygons: Multi-region models: polygons with a region attribute;
+            each pixel inside is mapped by its polygon's region decoder (overlaps:
+            the first region in the model's order wins). Pixels outside every
+            polygon use ``region``, or are nodata when ``region`` is empty.
+        region_field: The attribute of ``region_polygons`` holding region names.
+        output_probability: Float32 GeoTIFF of the landslide probability (0..1; NaN = nodata).
+        output_mask: Uint8 GeoTIFF: 1 = landslide, 0 = not landslide, 255 = nodata.
+        output_polygons: Landslide polygons (.gpkg, .shp, .geojson) with the fields
+            :data:`slidewise.contract.specs.polygons.POLYGON_FIELDS`.
+        output_uncertainty: Float32 GeoTIFF of the standard deviation of the 8 TTA
+            members' probabilities (0..0.5; NaN = nodata); turns TTA on.
+            At least one of the four outputs is required.
+    """
+
+    SPEC = MAP_SPEC
+
+    input: str = ""
+    aoi: str | None = None
+    region_polygons: str | None = None
+    region_field: str = "region"
     output_probability: str | None = None
     output_mask: str | None = None
     output_polygons: str | None = None
     output_uncertainty: str | None = None
-    workers: int = 1
-    scheduler: str | None = None
 
     def outputs(self) -> dict[str, str]:
         """Output name -> path, ``""`` for an output not chosen."""

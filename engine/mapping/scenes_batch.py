@@ -38,8 +38,9 @@ from slidewise.contract.specs.mapscenes import MAPPING_NAMES, PLACEMENT_NAMES
 from slidewise.contract.specs.mapscenes import SPEC as SCENES_SPEC
 from slidewise.engine.core.errors import EngineError, InputError
 from slidewise.engine.core.job import JobContext, JobResult
-from slidewise.engine.core.params import JobParams, field_name
+from slidewise.engine.core.params import field_name
 from slidewise.engine.core.protocol import Reporter
+from slidewise.engine.mapping.apply import MappingSettings
 from slidewise.engine.mapping.inventory import (
     Inventory,
     SceneRecord,
@@ -53,11 +54,11 @@ KILL_AFTER_SCENES_ENV = "SLIDEWISE_TEST_KILL_AFTER_SCENES"
 
 
 @dataclass(frozen=True)
-class MapScenesParams(JobParams):
+class MapScenesParams(MappingSettings):
     """Parameters of the ``mapscenes`` job (declared in ``contract/specs/mapscenes.py``).
 
-    The mapping parameters (``model`` ... ``scheduler``) are Map landslides' own
-    (:class:`slidewise.engine.mapping.apply.MapParams`) and mean the same.
+    The mapping settings (``model`` ... ``scheduler``) are Map landslides' own
+    (:class:`slidewise.engine.mapping.apply.MappingSettings`) and mean the same.
 
     Attributes:
         scene_folder: Folder whose rasters are the scenes.
@@ -80,23 +81,6 @@ class MapScenesParams(JobParams):
     path_field: str = "path"
     scene_region_field: str = "region"
     date_field: str = "date"
-    model: str = ""
-    threshold: float | None = None
-    region: str | None = None
-    min_area: float | None = None
-    max_hole_area: float | None = None
-    opening_radius: int = 1
-    closing_radius: int = 1
-    simplify_tolerance: float | None = None
-    dem: str | None = None
-    bands: str | None = None
-    tile_size: int | None = None
-    overlap: int = 64
-    batch_size: int | None = None
-    tta: bool = False
-    backend: str = "auto"
-    workers: int = 1
-    scheduler: str | None = None
     inventory_crs: str | None = None
     inventory_layer: str = "landslide_inventory"
     output_folder: str = ""
