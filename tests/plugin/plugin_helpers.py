@@ -154,3 +154,30 @@ TWO_SCENES = {"west": (0, "2020-08-01", "bijie"), "middle": (128, "2021-07-15", 
 def two_scene_footprints(folder: Path) -> Path:
     """Two Bijie crops overlapping by half, and a GeoJSON of their footprints."""
     return scene_footprints(folder, TWO_SCENES)
+
+
+def styled_ramp(alg, output: str, folder: Path, top: float) -> list:
+    """Style an 8 x 8 float raster (0..``top``) as ``alg`` styles its ``output``.
+
+    Returns:
+        The colour ramp items of the single-band pseudocolour renderer it got.
+    """
+    import numpy as np
+    from osgeo import gdal
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsRasterLayer
+
+    path = str(folder / f"{output.lower()}.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(path, 8, 8, 1, gdal.GDT_Float32)
+    ds.SetGeoTransform([0, 10, 0, 80, 0, -10])
+    ds.GetRasterBand(1).WriteArray(np.linspace(0, top, 64, dtype="float32").reshape(8, 8))
+    ds = None
+    context = QgsProcessingContext()
+    details = QgsProcessingContext.LayerDetails(output.lower(), QgsProject.instance(), output)
+    context.addLayerToLoadOnCompletion(path, details)
+    alg.style_outputs({output: path}, context)
+    processor = context.layerToLoadOnCompletionDetails(path).postProcessor()
+    assert processor is not None, f"{output} gets no style"
+    layer = QgsRasterLayer(path, output.lower())
+    processor.postProcessLayer(layer, context, QgsProcessingFeedback())
+    assert layer.renderer().type() == "singlebandpseudocolor"
+    return layer.renderer().shader().rasterShaderFunction().colorRampItemList()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_helpers import BIJIE, run_qgis_process
+from plugin_helpers import BIJIE, run_qgis_process, styled_ramp
 
 TEST_IMAGE = BIJIE / "test" / "images" / "10105.png"
 
@@ -55,37 +55,10 @@ def test_qgis_process_writes_the_uncertainty(qgis_process_env, tmp_path: Path) -
 
 
 def test_uncertainty_is_optional_and_styled(qgis_app, tmp_path: Path) -> None:
-    from osgeo import gdal
-    from qgis.core import (
-        QgsProcessingContext,
-        QgsProcessingFeedback,
-        QgsProject,
-        QgsRasterLayer,
-    )
-
     alg = _algorithm()
     param = alg.parameterDefinition("OUTPUT_UNCERTAINTY")
     assert param is not None and not param.createByDefault()  # 8 times slower: asked for
-    path = str(tmp_path / "uncertainty.tif")
-    ds = gdal.GetDriverByName("GTiff").Create(path, 8, 8, 1, gdal.GDT_Float32)
-    ds.SetGeoTransform([0, 1, 0, 8, 0, -1])
-    ds.GetRasterBand(1).WriteArray(np.linspace(0, 0.25, 64, dtype="float32").reshape(8, 8))
-    ds = None
-    context = QgsProcessingContext()
-    context.addLayerToLoadOnCompletion(
-        path,
-        QgsProcessingContext.LayerDetails(
-            "uncertainty", QgsProject.instance(), "OUTPUT_UNCERTAINTY"
-        ),
-    )
-    alg.style_outputs({"OUTPUT_UNCERTAINTY": path}, context)
-    processor = context.layerToLoadOnCompletionDetails(path).postProcessor()
-    assert processor is not None
-    layer = QgsRasterLayer(path, "uncertainty")
-    processor.postProcessLayer(layer, context, QgsProcessingFeedback())
+    items = styled_ramp(alg, "OUTPUT_UNCERTAINTY", tmp_path, top=0.25)
     # landslide_uncertainty.qml: light (the 8 members agree) to dark purple over 0-0.1.
-    renderer = layer.renderer()
-    assert renderer.type() == "singlebandpseudocolor"
-    items = renderer.shader().rasterShaderFunction().colorRampItemList()
     assert [round(i.value, 3) for i in items] == [0.0, 0.01, 0.025, 0.05, 0.1]
     assert items[-1].color.name() == "#4d004b"
