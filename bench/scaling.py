@@ -269,11 +269,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detect-size", type=int, default=1536)
     parser.add_argument("--child-detect", nargs=3, metavar=("IMAGE", "MODEL", "OUT_DIR"))
     args = parser.parse_args(argv)
-    args.workers = [int(w) for w in str(args.workers).split(",")]
+    child = bool(args.child_job or args.child_map or args.child_detect)
+    args.workers = worker_counts(parser, args.workers, child)
     args.tasks = [t.strip() for t in str(args.tasks).split(",") if t.strip()]
-    if not (args.child_job or args.child_map or args.child_detect) and args.workers[0] != 1:
-        parser.error("--workers must start with 1 (the one-process baseline)")
     return args
+
+
+def worker_counts(parser: argparse.ArgumentParser, text: str, child: bool) -> list[int]:
+    """``--workers`` as numbers; a run (not a child job) starts with the 1-worker baseline."""
+    counts = [int(w) for w in str(text).split(",")]
+    if not child and counts[0] != 1:
+        parser.error("--workers must start with 1 (the one-process baseline)")
+    return counts
 
 
 def print_table(runs: list[dict[str, Any]]) -> None:

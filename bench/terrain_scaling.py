@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from slidewise.bench.memory import quiet_context, run_child
-from slidewise.bench.scaling import cpu_seconds, run_record
+from slidewise.bench.scaling import cpu_seconds, run_record, worker_counts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEM = REPO / "tests" / "data" / "ecuador" / "dem_10m.tif"
@@ -133,9 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--child-job", nargs=2, metavar=("DEM", "OUT_DIR"))
     args = parser.parse_args(argv)
-    args.workers = [int(w) for w in str(args.workers).split(",")]
-    if not args.child_job and args.workers[0] != 1:
-        parser.error("--workers must start with 1 (the one-process baseline)")
+    args.workers = worker_counts(parser, args.workers, bool(args.child_job))
     return args
 
 
