@@ -33,16 +33,10 @@ from typing import IO, Any
 
 from slidewise.contract.partials import manifest_path
 from slidewise.engine import jobs
-from slidewise.engine.core.distributed import (
-    DATA_PARALLEL_JOBS,
-    Placement,
-    end_process_group,
-    private_outputs,
-    start_process_group,
-)
 from slidewise.engine.core.errors import EngineError, ModelFileError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.manifest import build_manifest, write_manifest
+from slidewise.engine.core.placement import DATA_PARALLEL_JOBS, Placement, private_outputs
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.core.runtime import RuntimeOptions
 from slidewise.engine.lifeline import Lifeline, exit_now_if_cancelled
@@ -227,6 +221,8 @@ def run_placed(job: dict[str, Any], reporter: Reporter, placement: Placement) ->
             kind="input",
         )
         return EXIT_USER
+    from slidewise.engine.core.distributed import end_process_group, start_process_group
+
     device = str((job.get("options") or {}).get("device", "auto"))
     start_process_group(placement, device)
     try:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from engine_helpers import REPO as REPO_ROOT
 
-from slidewise.engine.core.distributed import Placement, batch_share, private_outputs
+from slidewise.engine.core.distributed import batch_share
+from slidewise.engine.core.placement import Placement, private_outputs
 from slidewise.engine.core.protocol import Reporter
 from slidewise.engine.imagery.segmodels import load_mapping_model
 from slidewise.engine.worker import EXIT_USER, run_placed

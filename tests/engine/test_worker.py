@@ -476,3 +476,14 @@ def test_a_worker_started_by_hand_keeps_its_job_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert job_path.is_file() and output.is_file()
+
+
+def test_the_worker_watches_its_parent_before_importing_torch() -> None:
+    """Importing PyTorch takes seconds on a loaded machine: the lifeline must not wait for it.
+
+    The worker module (and what it imports up to the job) stays free of torch, so the
+    parent's death is noticed within the 2 s the plugin promises even during start-up.
+    """
+    code = "import sys, slidewise.engine.worker; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
