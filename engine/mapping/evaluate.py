@@ -392,7 +392,7 @@ def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ignore = _values(options.ignore_values, "IGNORE_VALUES", ())
     started = time.perf_counter()
     info = open_raster(options.input, what="prediction raster")
-    collect = ReportCollector(info.width, info.height, options.threshold) if html_path else None
+    collect = ReportCollector(info.width, info.height, options.threshold)
     figures = evaluate_rasters(
         options.input,
         options.reference,
@@ -404,9 +404,8 @@ def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
         collect=collect,
     )
     figures["seconds"] = round(time.perf_counter() - started, 3)
-    report = None
-    if collect is not None:
-        report = evaluation_report(options, figures, collect, info)
+    suggest_threshold(figures, collect, options.reference_kind, ctx)
+    report = evaluation_report(options, figures, collect, info) if html_path else None
     outputs = _write_outputs(figures, options.output, html_path, report)
     ctx.log(
         f"F1 {figures['f1']:.3f}, IoU {figures['iou']:.3f}, precision "
@@ -414,6 +413,25 @@ def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
         f"on {figures['evaluated_pixels']} pixels."
     )
     return JobResult(outputs=outputs, figures=figures, inputs=[options.input, options.reference])
+
+
+def suggest_threshold(
+    figures: dict[str, Any], collect: ReportCollector, kind: str, ctx: JobContext
+) -> None:
+    """Add the best-F1 threshold of a probability map on complete outlines, and say it.
+
+    With a few labelled images of a new region this is how a model is fitted to it
+    without training: its stored threshold was chosen on its own validation images.
+    """
+    best = collect.best_threshold() if kind == "mask" else None
+    if best is None:
+        return
+    figures["best_threshold"], figures["best_f1"] = round(best[0], 2), round(best[1], 4)
+    ctx.log(
+        f"The best threshold on this reference is {best[0]:.2f} (F1 {best[1]:.3f}, against "
+        f"{figures['f1']:.3f} at {figures['threshold']}): to map more of this area, give it as "
+        "THRESHOLD to Map landslides."
+    )
 
 
 def _check_outputs(output: str, html_path: str) -> None:

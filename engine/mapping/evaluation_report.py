@@ -119,6 +119,21 @@ class ReportCollector:
             precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)  # nothing mapped
         return np.arange(CURVE_BINS) / CURVE_BINS, precision, tp / total
 
+    def best_threshold(self) -> tuple[float, float] | None:
+        """The threshold (a bin edge) with the best pixel F1 on this reference, and that F1.
+
+        ``None`` for a 0/1 map or a reference without landslide pixels. On a few
+        labelled images of a new region it is the threshold to map that region with:
+        a model's stored threshold was tuned on its own validation images.
+        """
+        if self.binary or not self.slides.sum():
+            return None
+        thresholds, precision, recall = self.curve()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+        best = int(np.argmax(f1))
+        return float(thresholds[best]), float(f1[best])
+
     def overview(self, transform: Any, crs: str) -> Overview:
         """The decimated outcome codes with their grid."""
         codes = np.ma.masked_equal(np.asarray(self.rows, dtype=np.uint8), 255)
@@ -142,8 +157,15 @@ def summary_rows(figures: dict[str, Any]) -> list[tuple[str, Any]]:
         if key in figures:
             rows.append((OBJECT_LABELS[key].split(" (")[0] + " (%)", percent(figures[key], 2)))
     rows.append(("Threshold (landslide where the map is at or above it)", figures["threshold"]))
+    if "best_threshold" in figures:
+        rows.append(("Best threshold on this reference (F1 at it)", best_text(figures)))
     rows.append(("Evaluated pixels", figures["evaluated_pixels"]))
     return rows
+
+
+def best_text(figures: dict[str, Any]) -> str:
+    """``0.06 (F1 62.1 %)``: the best threshold and its F1."""
+    return f"{figures['best_threshold']:.2f} (F1 {100 * figures['best_f1']:.1f} %)"
 
 
 def _pixel_section(figures: dict[str, Any], collector: ReportCollector | None) -> Section:
@@ -165,6 +187,13 @@ def _pixel_section(figures: dict[str, Any], collector: ReportCollector | None) -
             "for the precision-recall and F1-threshold curves)."
         ]
     )
+    if "best_threshold" in figures:
+        text.append(
+            f"The best threshold on this reference is {best_text(figures)}. A model's stored "
+            "threshold was chosen on its own validation images; on a few labelled images of "
+            "a new region, this one is the threshold to map the rest of it with (Map "
+            "landslides, THRESHOLD)."
+        )
     return Section("Pixels", text=text, tables=[table, mcc], images=images, key="pixels")
 
 

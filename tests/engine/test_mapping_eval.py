@@ -249,3 +249,34 @@ def test_parameters_come_from_the_contract() -> None:
         EvaluateMappingParams.from_params({**given, "THRESHOLD": 2})
     with pytest.raises(InputError, match="Missing required parameter"):
         EvaluateMappingParams.from_params({"INPUT": "a.tif"})
+
+
+def test_the_best_threshold_on_the_reference_is_reported(tmp_path) -> None:
+    """A map whose landslides score 0.10-0.20 (a model from a region with fewer landslides):
+    the stored 0.5 finds none, and the report names the threshold that finds them all."""
+    rng = np.random.default_rng(1)
+    ref = np.zeros((120, 100), np.uint8)
+    ref[30:70, 20:60] = 1
+    prob = np.where(ref == 1, 0.10 + 0.10 * rng.random(ref.shape), 0.05 * rng.random(ref.shape))
+    ctx, stream = job_context("evaluatemapping")
+    out, html = tmp_path / "eval.json", tmp_path / "eval.html"
+    run_evaluate(
+        {
+            "INPUT": _write(tmp_path / "prob.tif", prob.astype(np.float32)),
+            "REFERENCE": _write(tmp_path / "ref.tif", ref),
+            "OUTPUT": str(out),
+            "OUTPUT_HTML": str(html),
+        },
+        ctx,
+    )
+    figures = json.loads(out.read_text())
+    assert figures["f1"] == 0.0
+    assert 0.05 <= figures["best_threshold"] <= 0.10 and figures["best_f1"] == 1.0
+    assert "give it as THRESHOLD to Map landslides" in stream.getvalue()
+    assert "The best threshold on this reference is" in html.read_text()
+    mask = tmp_path / "mask.tif"
+    _write(mask, (prob >= 0.1).astype(np.uint8))
+    run_evaluate(
+        {"INPUT": str(mask), "REFERENCE": str(tmp_path / "ref.tif"), "OUTPUT": str(out)}, _ctx()
+    )
+    assert "best_threshold" not in json.loads(out.read_text())  # a 0/1 map has no curve
