@@ -40,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -125,14 +126,33 @@ def evaluate_pairs(
 ) -> dict[str, float]:
     """Landslide-class figures of a model on full-resolution test pairs.
 
+    The images are predicted as *Map landslides* maps them (:func:`predicted_pairs`).
+    ``mapping`` (a ``LabelMapping``) decodes the masks; default: detect.
+    ``threshold``: cut the probability there instead of at the model's threshold.
+    """
+    from slidewise.engine.imagery.labels import IGNORE
+    from slidewise.engine.imagery.segmetrics import Confusion
+    from slidewise.engine.imagery.segmodels import load_mapping_model
+
+    model, meta = load_mapping_model(model_path)
+    if threshold is None:
+        threshold = float(meta.extra.get("threshold", 0.5))
+    total = Confusion()
+    for prob, truth in predicted_pairs(model, meta, pairs, scale, mapping):
+        total.update(prob >= threshold, truth == 1, truth != IGNORE)
+    return {"f1": total.f1, "precision": total.precision, "recall": total.recall, "iou": total.iou}
+
+
+def predicted_pairs(
+    model: Any, meta: Any, pairs: list[tuple[Path, Path]], scale: float, mapping: Any = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each pair's landslide probability (at the mask's size) and its decoded mask.
+
     Each downscaled image is predicted as *Map landslides* maps a raster on the
     CPU: :func:`slidewise.engine.imagery.tiling.predict_raster` reading the file,
     with the job's default tile for the model (:func:`default_tile_size`: for a
     model that standardises each tile, the tile its threshold was chosen with),
     its default overlap and the model's alignment.
-
-    ``mapping`` (a ``LabelMapping``) decodes the masks; default: detect.
-    ``threshold``: cut the probability there instead of at the model's threshold.
     """
     import warnings
 
@@ -141,10 +161,8 @@ def evaluate_pairs(
     from PIL import Image
     from rasterio.errors import NotGeoreferencedWarning
 
-    from slidewise.engine.imagery.labels import IGNORE, LabelMapping, decode_mask
+    from slidewise.engine.imagery.labels import LabelMapping, decode_mask
     from slidewise.engine.imagery.scenes import read_picture
-    from slidewise.engine.imagery.segmetrics import Confusion
-    from slidewise.engine.imagery.segmodels import load_mapping_model
     from slidewise.engine.imagery.tiling import (
         DEFAULT_OVERLAP,
         TilingOptions,
@@ -153,7 +171,6 @@ def evaluate_pairs(
         predict_raster,
     )
 
-    model, meta = load_mapping_model(model_path)
     indexes = [int(b) for b in meta.extra.get("band_indices", [1, 2, 3])]
     options = TilingOptions(
         tile=default_tile_size(meta, "cpu"),
@@ -161,9 +178,6 @@ def evaluate_pairs(
         device="cpu",
         multiple=model_multiple(meta),
     )
-    if threshold is None:
-        threshold = float(meta.extra.get("threshold", 0.5))
-    total = Confusion()
     mapping = mapping or LabelMapping()
     with tempfile.TemporaryDirectory(prefix="slidewise-bench-") as tmp:
         for image, mask in pairs:
@@ -185,8 +199,7 @@ def evaluate_pairs(
                 mode="bilinear",
                 align_corners=False,
             )[0, 0].numpy()
-            total.update(full >= threshold, truth == 1, truth != IGNORE)
-    return {"f1": total.f1, "precision": total.precision, "recall": total.recall, "iou": total.iou}
+            yield full, truth
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,25 @@ def test_detection_interface(tmp_path: Path) -> None:
     for figures in models.values():
         assert 0.0 <= figures["map50"] <= 1.0 and 0.0 <= figures["map"] <= 1.0
         assert figures["train_s"] > 0
+
+
+def test_threshold_transfer_chooses_on_the_drawn_images_and_scores_the_rest() -> None:
+    """Landslides scoring 0.10-0.20: the stored 0.5 finds none; a threshold chosen on two
+    labelled images finds them on the other two (the choice is Evaluate mapping's)."""
+    import numpy as np
+
+    from slidewise.bench.threshold_transfer import transfer
+    from slidewise.engine.mapping.evaluation_report import ReportCollector
+
+    rng = np.random.default_rng(0)
+    collectors = []
+    for _ in range(4):
+        truth = np.zeros((40, 40), bool)
+        truth[10:25, 5:30] = True
+        prob = np.where(truth, 0.1 + 0.1 * rng.random(truth.shape), 0.05 * rng.random(truth.shape))
+        collector = ReportCollector(40, 40, 0.5)
+        collector.add(0, prob, truth, np.ones_like(truth))
+        collectors.append(collector)
+    result = transfer(collectors, 0.5, [np.array([0, 1]), np.array([2, 3])])
+    assert result["f1_stored"] == 0.0 and result["f1_chosen"] == 1.0
+    assert 0.05 <= result["chosen_threshold_median"] <= 0.1
