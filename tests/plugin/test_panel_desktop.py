@@ -594,6 +594,9 @@ def _scenes_step(app, panel, out: Path, shots: list[str]) -> dict:
 
 
 def main(out: Path) -> None:
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)  # a crash of QGIS says where, in the test's log
     sys.path.insert(0, "/usr/share/qgis/python/plugins")
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
