@@ -123,23 +123,31 @@ def evaluate_pairs(
     scale: float,
     mapping: Any = None,
     threshold: float | None = None,
+    rule: str = "expected_f1",
 ) -> dict[str, float]:
     """Landslide-class figures of a model on full-resolution test pairs.
 
     The images are predicted as *Map landslides* maps them (:func:`predicted_pairs`).
     ``mapping`` (a ``LabelMapping``) decodes the masks; default: detect.
-    ``threshold``: cut the probability there instead of at the model's threshold.
+    ``threshold``: cut the probability there instead of as *Map landslides* does
+    by default (THRESHOLD_RULE ``expected_f1``: each image, a raster of its own,
+    at the best expected F1 of its probabilities when the model is calibrated;
+    else the model's stored threshold). ``rule="stored"``: the stored threshold.
     """
     from slidewise.engine.imagery.labels import IGNORE
     from slidewise.engine.imagery.segmetrics import Confusion
     from slidewise.engine.imagery.segmodels import load_mapping_model
+    from slidewise.engine.mapping.scene_threshold import calibrated, raster_threshold
 
     model, meta = load_mapping_model(model_path)
-    if threshold is None:
-        threshold = float(meta.extra.get("threshold", 0.5))
+    stored = float(meta.extra.get("threshold", 0.5))
+    per_image = threshold is None and rule == "expected_f1" and calibrated(meta.extra)
     total = Confusion()
     for prob, truth in predicted_pairs(model, meta, pairs, scale, mapping):
-        total.update(prob >= threshold, truth == 1, truth != IGNORE)
+        cut = threshold if threshold is not None else stored
+        if per_image:
+            cut = raster_threshold(prob) or stored
+        total.update(prob >= cut, truth == 1, truth != IGNORE)
     return {"f1": total.f1, "precision": total.precision, "recall": total.recall, "iou": total.iou}
 
 
@@ -219,6 +227,8 @@ class AccuracySettings:
             ``overrides``).
         verbose: Print the jobs' log lines.
         keep: Folder that keeps the trained models (``--loro``; empty: none kept).
+        rescore: Folder of models an earlier ``--loro --keep`` run kept: they are
+            scored again (with today's scoring) instead of trained.
     """
 
     epochs: int = DEFAULT_EPOCHS
@@ -232,6 +242,7 @@ class AccuracySettings:
     variants: dict[str, str] = field(default_factory=dict)
     verbose: bool = True
     keep: str = ""
+    rescore: str = ""
 
 
 def run_benchmark(
@@ -389,7 +400,8 @@ def run_loro(
             train = [r for r in regions if r.name != test.name]
             fold = f"{'+'.join(r.name for r in train)}->{test.name}"
             folder = Path(tmp) / fold.replace(">", "_").replace("+", "_")
-            for region in train:
+            scaled = (Path(), Path())
+            for region in train if not settings.rescore else []:
                 scaled = write_scaled(
                     region.pairs(), folder, settings.scale, region.mapping(), f"{region.name}_"
                 )
@@ -398,11 +410,8 @@ def run_loro(
                 run = replace(settings, seed=seed)
                 for name in settings.recipes:
                     t0 = time.time()
-                    model = train_recipe(name, scaled, folder / f"{name}-{seed}.safetensors", run)
+                    model = loro_model(name, test.name, scaled, folder / f"{name}-{seed}", run)
                     fig = evaluate_pairs(model, test.pairs(), settings.scale, test.mapping())
-                    if settings.keep:
-                        Path(settings.keep).mkdir(parents=True, exist_ok=True)
-                        shutil.copy(model, Path(settings.keep) / f"{test.name}-{model.name}")
                     fig["seconds"] = round(time.time() - t0, 1)
                     per_recipe.setdefault(name, {})[str(seed)] = fig
                     print(
@@ -423,6 +432,26 @@ def run_loro(
         }
     )
     return doc
+
+
+def loro_model(
+    name: str, test: str, scaled: tuple[Path, Path], stem: Path, settings: AccuracySettings
+) -> Path:
+    """A fold's model of recipe ``name``: trained (and kept), or the one kept earlier.
+
+    Kept models are named ``<test region>-<recipe>-<seed>.safetensors``.
+    """
+    kept_name = f"{test}-{stem.name}.safetensors"
+    if settings.rescore:
+        kept = Path(settings.rescore) / kept_name
+        if not kept.is_file():
+            raise SystemExit(f"--rescore: {kept} is missing")
+        return kept
+    model = train_recipe(name, scaled, stem.with_suffix(".safetensors"), settings)
+    if settings.keep:
+        Path(settings.keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(model, Path(settings.keep) / kept_name)
+    return model
 
 
 def print_loro(doc: dict[str, Any]) -> None:
@@ -460,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=SCALE)
     parser.add_argument("--chip-size", type=int, default=CHIP_SIZE)
     parser.add_argument("--keep", default="", help="--loro: keep the trained models here")
+    parser.add_argument(
+        "--rescore", default="", help="--loro: score the models an earlier --keep kept here"
+    )
     parser.add_argument("--chips-per-epoch", type=int, default=CHIPS_PER_EPOCH)
     parser.add_argument("--quiet", action="store_true", help="do not print the jobs' log lines")
     args = parser.parse_args(argv)
@@ -476,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         variants={label: recipe for label, recipe, _ in args.variant},
         verbose=not args.quiet,
         keep=args.keep,
+        rescore=args.rescore,
     )
     if args.loro:
         if len(args.region) < 2:

@@ -9,6 +9,7 @@ from slidewise.contract.specs.maplandslides import SPEC as MAP_SPEC
 MAPPING_NAMES = (
     "MODEL",
     "THRESHOLD",
+    "THRESHOLD_RULE",
     "REGION",
     "MIN_AREA",
     "MAX_HOLE_AREA",

@@ -67,6 +67,10 @@ class MappingSettings(JobParams):
         threshold: Probability at or above which a pixel is a landslide (mask and
             polygons); ``None``: the threshold stored in the model (tuned on its
             validation split; per region for multi-region models), else 0.5.
+        threshold_rule: THRESHOLD_RULE, how the threshold is chosen when ``threshold``
+            is ``None``: ``expected_f1`` (calibrated single-decoder models: the best
+            expected F1 of the raster's own probabilities,
+            :mod:`slidewise.engine.mapping.scene_threshold`) or ``stored``.
         region: Multi-region models: the region whose decoder maps the raster (for
             ``maplandslides``: or the pixels outside ``region_polygons``).
         min_area, max_hole_area, opening_radius, closing_radius, simplify_tolerance,
@@ -92,6 +96,7 @@ class MappingSettings(JobParams):
 
     model: str = ""
     threshold: float | None = None
+    threshold_rule: str = "expected_f1"
     region: str | None = None
     min_area: float | None = None
     max_hole_area: float | None = None
@@ -186,12 +191,15 @@ class MapPlan:
         threshold: The threshold reported (the chosen region's for multi-region models).
         lookup: Threshold per region index (multi-region), or the threshold everywhere.
         tiling: Tiles, batches, device and progress.
+        rule: How the threshold was chosen: ``fixed`` (THRESHOLD), ``stored`` or
+            ``expected_f1`` (chosen on the raster once it is predicted).
     """
 
     bands: list[int]
     threshold: float
     lookup: np.ndarray
     tiling: TilingOptions
+    rule: str = "stored"
 
 
 # --------------------------------------------------------------------------- AOI
@@ -359,7 +367,7 @@ def run_map(params: dict[str, Any], ctx: JobContext) -> JobResult:
     started = time.perf_counter()
     figures, stats = map_raster(options, info, loaded, plan, ctx)
     seconds = time.perf_counter() - started
-    figures.update(run_figures(info, plan, stats, seconds), backend=backend)
+    figures = run_figures(info, plan, stats, seconds) | figures | {"backend": backend}
     report_mapping(figures, seconds, ctx)
     extra = [p for p in (options.aoi, options.region_polygons, options.dem) if p]
     return JobResult(
@@ -492,14 +500,33 @@ def plan_mapping(
     choice = match_bands(info, loaded.bands, options.bands, loaded.trained_indexes)
     if choice.warning:
         ctx.warn(choice.warning)
-    threshold, lookup = _thresholds(options, loaded, ctx)
+    rule = threshold_rule(options, loaded, ctx)
+    threshold, lookup = _thresholds(options, loaded, ctx, quiet=rule == "expected_f1")
     tiling = _tiling(options, loaded, device, ctx)
     ctx.log(
         f"Mapping {info.width} x {info.height} px with {loaded.described} on {device}: "
         f"bands {choice.indexes}, tile {tiling.tile}, overlap {tiling.overlap}, batch "
         f"{tiling.batch_size}, TTA {'on' if tiling.tta else 'off'}."
     )
-    return MapPlan(choice.indexes, threshold, lookup, tiling)
+    return MapPlan(choice.indexes, threshold, lookup, tiling, rule)
+
+
+def threshold_rule(options: MappingSettings, loaded: LoadedModel, ctx: JobContext) -> str:
+    """The rule in effect: ``fixed`` (THRESHOLD given), ``stored`` or ``expected_f1``."""
+    if options.threshold is not None:
+        return "fixed"
+    if options.threshold_rule != "expected_f1":
+        return "stored"
+    from slidewise.engine.mapping.scene_threshold import calibrated
+
+    if loaded.multi is None and calibrated(loaded.meta.extra):
+        return "expected_f1"
+    why = "has region decoders" if loaded.multi is not None else "has no calibration"
+    ctx.log(
+        f"THRESHOLD_RULE expected_f1 needs a calibrated single-decoder model and this one "
+        f"{why}: its stored threshold is used."
+    )
+    return "stored"
 
 
 def use_backend(
@@ -538,9 +565,13 @@ def use_backend(
 
 
 def _thresholds(
-    options: MapParams, loaded: LoadedModel, ctx: JobContext
+    options: MapParams, loaded: LoadedModel, ctx: JobContext, quiet: bool = False
 ) -> tuple[float, np.ndarray]:
-    """The threshold reported and the threshold per region index (256 entries)."""
+    """The threshold reported and the threshold per region index (256 entries).
+
+    ``quiet``: do not log a single-decoder model's stored threshold (the rule
+    ``expected_f1`` logs the threshold it chooses instead).
+    """
     threshold = 0.5 if options.threshold is None else options.threshold
     lookup = np.full(256, threshold, dtype=np.float64)
     stored = loaded.thresholds
@@ -549,7 +580,8 @@ def _thresholds(
     if loaded.multi is None:
         threshold = stored[""]
         lookup[:] = threshold
-        ctx.log(f"THRESHOLD {threshold:g}: the threshold stored in the model (tuned in training).")
+        if not quiet:
+            ctx.log(f"THRESHOLD {threshold:g}: the model's stored threshold (tuned in training).")
         return threshold, lookup
     regions = loaded.multi.regions
     for k, r in enumerate(regions):
@@ -611,13 +643,16 @@ def map_raster(
         if loaded.multi is None:
             stats = PredictionStats()
             strips = _single_strips(loaded, reader, plan, output_mask, stats)
+            chosen: dict[str, Any] = {}
+            if plan.rule == "expected_f1":
+                strips, plan, chosen = _scene_threshold(strips, info, plan, options, stack, ctx)
             sinks = _open_outputs(options, info, plan.threshold, stack)
             for window, data in rechunk(strips):
                 if data.ndim == 3:  # the probability and the TTA members' spread
                     sinks.add(window, data[..., 0], spread=data[..., 1])
                 else:
                     sinks.add(window, data)
-            return sinks.finish(ctx) | cluster_figures(plan), stats
+            return sinks.finish(ctx) | chosen | cluster_figures(plan), stats
         region_stats: dict[str, Any] = {}
         strips = _region_strips(options, loaded, reader, plan, output_mask, region_stats)
         sinks = _open_outputs(options, info, plan.threshold, stack)
@@ -626,6 +661,59 @@ def map_raster(
         figures = sinks.finish(ctx)
     region_figures, stats = _region_figures(loaded, plan, region_stats)
     return figures | region_figures, stats
+
+
+def _scene_threshold(
+    strips: Iterator[tuple[Window, np.ndarray]],
+    info: RasterInfo,
+    plan: MapPlan,
+    options: MapParams,
+    stack: ExitStack,
+    ctx: JobContext,
+) -> tuple[Iterator[tuple[Window, np.ndarray]], MapPlan, dict[str, Any]]:
+    """THRESHOLD_RULE ``expected_f1``: predict the whole raster, then choose its threshold.
+
+    The strips are staged next to the first output and read back once the
+    threshold is known (:func:`slidewise.engine.mapping.scene_threshold.stage_strips`).
+    """
+    import tempfile
+
+    from slidewise.engine.mapping.scene_threshold import (
+        LOW_EXPECTED_F1,
+        expected_f1_threshold,
+        stage_strips,
+    )
+
+    first = next(v for v in options.outputs().values() if v)
+    folder = stack.enter_context(
+        tempfile.TemporaryDirectory(prefix=".slidewise-", dir=Path(first).resolve().parent)
+    )
+    staged, histogram = stage_strips(strips, info, folder, WRITE_ROWS)
+    chosen = expected_f1_threshold(histogram.counts)
+    if chosen is None:
+        ctx.log(f"THRESHOLD {plan.threshold:g}: no probability above 0, the stored threshold.")
+        return staged, plan, {"threshold_rule": "stored"}
+    ctx.log(
+        f"THRESHOLD {chosen.threshold:g}: the best expected F1 ({chosen.expected_f1:.2f}) of this "
+        f"raster's calibrated probabilities (THRESHOLD_RULE expected_f1; expected landslide "
+        f"share {chosen.expected_fraction:.1%}; the model's stored threshold is "
+        f"{plan.threshold:g})."
+    )
+    if chosen.expected_f1 < LOW_EXPECTED_F1:
+        ctx.warn(
+            f"The model is unsure on this raster (expected F1 {chosen.expected_f1:.2f}): its "
+            f"most likely pixels are mapped at threshold {chosen.threshold:g}. Check the mask, "
+            "or set THRESHOLD (e.g. the best threshold Evaluate mapping reports on a few "
+            "outlined images of this region)."
+        )
+    figures = {
+        "threshold_rule": "expected_f1",
+        "stored_threshold": plan.threshold,
+        "threshold": chosen.threshold,
+        "expected_f1": round(chosen.expected_f1, 4),
+    }
+    lookup = np.full_like(plan.lookup, chosen.threshold)
+    return staged, dc_replace(plan, threshold=chosen.threshold, lookup=lookup), figures
 
 
 def _single_strips(

@@ -118,11 +118,12 @@ def test_threshold_transfer_chooses_on_the_drawn_images_and_scores_the_rest() ->
     labelled images finds them on the other two (the choice is Evaluate mapping's)."""
     import numpy as np
 
-    from slidewise.bench.threshold_transfer import transfer
+    from slidewise.bench.threshold_transfer import mask_counts, transfer
     from slidewise.engine.mapping.evaluation_report import ReportCollector
+    from slidewise.engine.mapping.scene_threshold import raster_threshold
 
     rng = np.random.default_rng(0)
-    collectors = []
+    collectors, counts = [], []
     for _ in range(4):
         truth = np.zeros((40, 40), bool)
         truth[10:25, 5:30] = True
@@ -130,6 +131,25 @@ def test_threshold_transfer_chooses_on_the_drawn_images_and_scores_the_rest() ->
         collector = ReportCollector(40, 40, 0.5)
         collector.add(0, prob, truth, np.ones_like(truth))
         collectors.append(collector)
-    result = transfer(collectors, 0.5, [np.array([0, 1]), np.array([2, 3])])
+        counts.append(mask_counts(prob >= raster_threshold(prob), truth, np.ones_like(truth)))
+    result = transfer(collectors, 0.5, [np.array([0, 1]), np.array([2, 3])], np.array(counts))
     assert result["f1_stored"] == 0.0 and result["f1_chosen"] == 1.0
     assert 0.05 <= result["chosen_threshold_median"] <= 0.1
+    # Without labels, each image's expected-F1 threshold (below 0.1 here) finds most of them.
+    assert result["f1_rule"] > 0.8
+    assert result["f1_all_rule"] == pytest.approx(result["f1_rule"], abs=0.01)
+
+
+def test_loro_rescore_takes_the_kept_models_instead_of_training(tmp_path) -> None:
+    """``--rescore``: a fold's model is the one ``--keep`` named ``<test>-<recipe>-<seed>``."""
+    from pathlib import Path
+
+    from slidewise.bench.mapping_accuracy import AccuracySettings, loro_model
+
+    kept = tmp_path / "sichuan-default-3.safetensors"
+    kept.write_bytes(b"")
+    settings = AccuracySettings(rescore=str(tmp_path))
+    scaled = (Path(), Path())
+    assert loro_model("default", "sichuan", scaled, tmp_path / "default-3", settings) == kept
+    with pytest.raises(SystemExit, match="bijie-default-3"):
+        loro_model("default", "bijie", scaled, tmp_path / "default-3", settings)
