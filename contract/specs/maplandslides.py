@@ -44,8 +44,9 @@ SPEC = AlgorithmSpec(
             "Threshold",
             "float",
             "Probability at or above which a pixel is a landslide (mask and polygons); empty: "
-            "the threshold stored in the model (tuned on validation in training; per region for "
-            "multi-region models), else 0.5.",
+            "chosen by the threshold rule (advanced; by default the best expected F1 on this "
+            "raster for calibrated models), else the threshold stored in the model (tuned on "
+            "validation in training; per region for multi-region models), else 0.5.",
             minimum=0.0,
             maximum=1.0,
         ),
