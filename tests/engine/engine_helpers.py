@@ -10,6 +10,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slidewise.engine.core.job import JobContext
@@ -37,6 +38,28 @@ def context_text(c: JobContext) -> str:
     stream = c.reporter.stream
     assert isinstance(stream, io.StringIO)
     return stream.getvalue()
+
+
+def write_geotiff(
+    path: Path, image: np.ndarray, crs: str = "EPSG:32648", pixel: float = 1.0
+) -> str:
+    """Write ``image`` (bands, rows, cols) as a GeoTIFF on a north-up UTM grid; its path."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    bands, rows, cols = image.shape
+    profile = {
+        "driver": "GTiff",
+        "width": cols,
+        "height": rows,
+        "count": bands,
+        "dtype": str(image.dtype),
+        "crs": crs,
+        "transform": from_origin(500000, 3000000, pixel, pixel),
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(image)
+    return str(path)
 
 
 def log_messages(stream: io.StringIO) -> list[str]:

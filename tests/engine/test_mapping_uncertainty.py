@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from engine_helpers import job_context, log_messages
-from rasterio.transform import from_origin
+from engine_helpers import job_context, log_messages, write_geotiff
 from torch import nn
 
 from slidewise.engine.imagery.tile_cache import TileRowCache
@@ -44,19 +43,7 @@ def crop(tmp_path_factory: pytest.TempPathFactory) -> str:
     from PIL import Image
 
     rgb = np.asarray(Image.open(BIJIE_IMAGE).convert("RGB"))[CROP].transpose(2, 0, 1)
-    path = tmp_path_factory.mktemp("bijie") / "crop.tif"
-    profile = {
-        "driver": "GTiff",
-        "width": rgb.shape[2],
-        "height": rgb.shape[1],
-        "count": 3,
-        "dtype": "uint8",
-        "crs": "EPSG:32648",
-        "transform": from_origin(500000, 3000000, 1.0, 1.0),
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(rgb)
-    return str(path)
+    return write_geotiff(tmp_path_factory.mktemp("bijie") / "crop.tif", rgb)
 
 
 def _map(crop: str, folder: Path, **extra: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

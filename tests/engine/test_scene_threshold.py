@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from engine_helpers import job_context
-from rasterio.transform import from_origin
+from engine_helpers import job_context, log_messages, write_geotiff
 
 from slidewise.engine.mapping.apply import run_map
 from slidewise.engine.mapping.scene_threshold import (
@@ -18,10 +15,13 @@ from slidewise.engine.mapping.scene_threshold import (
     ProbabilityHistogram,
     expected_f1_threshold,
 )
+from slidewise.engine.mapping.shipped import shipped_model_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-CALIBRATION = {"method": "platt", "a": 1.0, "b": 0.0, "pixels": 1000}
+BIJIE_IMAGE = (
+    Path(__file__).resolve().parents[1] / "data" / "bijie" / "test" / "images" / "10105.png"
+)
 
 
 def _f1(prob: np.ndarray, truth: np.ndarray, threshold: float) -> float:
@@ -59,74 +59,60 @@ def test_empty_and_nodata_histograms() -> None:
     assert counts.sum() == 3 and counts[-1] == 1 and counts[250] == 1
 
 
-def _raster(path: Path) -> str:
-    rng = np.random.default_rng(1)
-    image = rng.normal(0.1, 0.05, (3, 96, 96)).astype(np.float32)
-    profile = {
-        "driver": "GTiff",
-        "width": 96,
-        "height": 96,
-        "count": 3,
-        "dtype": "float32",
-        "crs": "EPSG:32646",
-        "transform": from_origin(400000, 2500000, 10, 10),
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(image)
-    return str(path)
+@pytest.fixture(scope="module")
+def bijie_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The held-out Bijie demo image 10105 (real data), as a GeoTIFF."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(BIJIE_IMAGE).convert("RGB")).transpose(2, 0, 1)
+    return write_geotiff(tmp_path_factory.mktemp("bijie") / "10105.tif", rgb)
 
 
-def _model(folder: Path, extra: dict) -> str:
-    import torch
-
-    from slidewise.engine.imagery.segmodels import SegModelConfig, build_model, save_mapping_model
-
-    torch.manual_seed(0)
-    config = SegModelConfig(architecture="linknet", encoder="mobilenet_v2", in_channels=3)
-    path = folder / "model.safetensors"
-    norm = {"kind": "fit", "mean": [0.1] * 3, "std": [0.05] * 3}
-    save_mapping_model(
-        path, build_model(config).eval(), config, ["r", "g", "b"], norm, tile_size=64, extra=extra
+def _uncalibrated_copy(folder: Path) -> str:
+    """The shipped model's file without its calibration record (as an older model)."""
+    from slidewise.engine.imagery.segmodels import (
+        SegModelConfig,
+        load_mapping_model,
+        save_mapping_model,
     )
+
+    model, meta = load_mapping_model(shipped_model_path())
+    extra = {k: v for k, v in meta.extra.items() if k != "calibration"}
+    path = folder / "uncalibrated.safetensors"
+    config = SegModelConfig(**meta.config)
+    save_mapping_model(path, model, config, meta.bands, meta.normalisation, extra=extra)
     return str(path)
 
 
-def _logs(stream: io.StringIO) -> list[str]:
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    return [m["message"] for m in lines if m.get("type") == "log"]
-
-
-def test_map_landslides_thresholds_each_raster_by_its_expected_f1(tmp_path) -> None:
-    """The mask is the staged probability cut at the chosen threshold, not the stored one."""
-    image = _raster(tmp_path / "image.tif")
-    model = _model(tmp_path, {"threshold": 0.99, "calibration": CALIBRATION})
+def test_map_landslides_thresholds_each_raster_by_its_expected_f1(bijie_image, tmp_path) -> None:
+    """Shipped model on a real image: the mask is the probability cut at the chosen threshold."""
     out = tmp_path / "out"
     out.mkdir()
-    params = {"INPUT": image, "MODEL": model, "OUTPUT_PROBABILITY": str(out / "p.tif")}
+    params = {"INPUT": bijie_image, "OUTPUT_PROBABILITY": str(out / "p.tif"), "BACKEND": "torch"}
     ctx, stream = job_context("maplandslides")
     result = run_map(params | {"OUTPUT_MASK": str(out / "m.tif")}, ctx)
     with rasterio.open(out / "p.tif") as p, rasterio.open(out / "m.tif") as m:
         prob, mask = p.read(1), m.read(1)
     chosen = expected_f1_threshold(_histogram(prob))
     assert chosen is not None
-    assert result.figures["threshold_rule"] == "expected_f1"
-    assert result.figures["threshold"] == chosen.threshold != 0.99
-    assert result.figures["stored_threshold"] == 0.99
+    figures = result.figures
+    assert figures["threshold_rule"] == "expected_f1" and figures["stored_threshold"] == 0.28
+    assert figures["threshold"] == chosen.threshold != 0.28
     np.testing.assert_array_equal(mask, (prob >= chosen.threshold).astype(np.uint8))
-    assert any("best expected F1" in m for m in _logs(stream))
+    assert any("best expected F1" in m for m in log_messages(stream))
     assert not any(p.name.startswith(".slidewise-") for p in out.iterdir())  # staging removed
 
     stored = run_map(
         params | {"OUTPUT_MASK": str(out / "s.tif"), "THRESHOLD_RULE": "stored"},
         job_context("maplandslides")[0],
     )
-    assert stored.figures["threshold"] == 0.99 and "threshold_rule" not in stored.figures
+    assert stored.figures["threshold"] == 0.28 and "threshold_rule" not in stored.figures
 
 
-def test_models_without_calibration_keep_their_stored_threshold(tmp_path) -> None:
-    image = _raster(tmp_path / "image.tif")
-    model = _model(tmp_path, {"threshold": 0.7})
+def test_models_without_calibration_keep_their_stored_threshold(bijie_image, tmp_path) -> None:
+    model = _uncalibrated_copy(tmp_path)
     ctx, stream = job_context("maplandslides")
-    result = run_map({"INPUT": image, "MODEL": model, "OUTPUT_MASK": str(tmp_path / "m.tif")}, ctx)
-    assert result.figures["threshold"] == 0.7
-    assert any("has no calibration" in m for m in _logs(stream))
+    params = {"INPUT": bijie_image, "MODEL": model, "OUTPUT_MASK": str(tmp_path / "m.tif")}
+    result = run_map(params | {"BACKEND": "torch"}, ctx)
+    assert result.figures["threshold"] == 0.28
+    assert any("has no calibration" in m for m in log_messages(stream))
