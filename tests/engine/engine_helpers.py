@@ -41,9 +41,18 @@ def context_text(c: JobContext) -> str:
 
 
 def write_geotiff(
-    path: Path, image: np.ndarray, crs: str = "EPSG:32648", pixel: float = 1.0
+    path: Path,
+    image: np.ndarray,
+    crs: str = "EPSG:32648",
+    pixel: float = 1.0,
+    origin: tuple[float, float] = (500000, 3000000),
+    nodata: float | None = None,
+    names: list[str] | None = None,
 ) -> str:
-    """Write ``image`` (bands, rows, cols) as a GeoTIFF on a north-up UTM grid; its path."""
+    """Write ``image`` (bands, rows, cols) as a GeoTIFF on a north-up grid; its path.
+
+    ``names`` are band descriptions; ``origin`` is the upper-left corner.
+    """
     import rasterio
     from rasterio.transform import from_origin
 
@@ -55,10 +64,13 @@ def write_geotiff(
         "count": bands,
         "dtype": str(image.dtype),
         "crs": crs,
-        "transform": from_origin(500000, 3000000, pixel, pixel),
+        "transform": from_origin(*origin, pixel, pixel),
+        "nodata": nodata,
     }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(image)
+        for i, name in enumerate(names or [], start=1):
+            dst.set_band_description(i, name)
     return str(path)
 
 

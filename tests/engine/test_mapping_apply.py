@@ -12,8 +12,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from engine_helpers import SHARED, job_context
-from rasterio.transform import from_origin
+from engine_helpers import SHARED, job_context, write_geotiff
 from scipy import ndimage
 
 from slidewise.engine.core.errors import InputError, ModelFileError
@@ -47,22 +46,7 @@ def _write_raster(
     nodata: float | None = None,
     crs: str = CRS,
 ) -> str:
-    bands, rows, cols = image.shape
-    profile = {
-        "driver": "GTiff",
-        "width": cols,
-        "height": rows,
-        "count": bands,
-        "dtype": str(image.dtype),
-        "crs": crs,
-        "transform": from_origin(400000, 2500000, 10, 10),
-        "nodata": nodata,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(image)
-        for i, name in enumerate(names or [], start=1):
-            dst.set_band_description(i, name)
-    return str(path)
+    return write_geotiff(path, image, crs, 10.0, (400000, 2500000), nodata, names)
 
 
 @pytest.fixture(scope="module")

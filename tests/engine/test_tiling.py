@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from engine_helpers import write_geotiff
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch import nn
@@ -57,20 +58,9 @@ def _image(bands: int, rows: int, cols: int, seed: int = 0) -> np.ndarray:
 
 
 def _write(path, image: np.ndarray, nodata: float | None = None) -> str:
-    bands, rows, cols = image.shape
-    profile = {
-        "driver": "GTiff",
-        "width": cols,
-        "height": rows,
-        "count": bands,
-        "dtype": "float32",
-        "crs": "EPSG:32645",
-        "transform": from_origin(400000, 2500000, 10, 10),
-        "nodata": nodata,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(image)
-    return str(path)
+    return write_geotiff(
+        path, image.astype(np.float32), "EPSG:32645", 10.0, (400000, 2500000), nodata
+    )
 
 
 def test_reflect_indices_match_numpy_pad() -> None:
