@@ -55,6 +55,7 @@ from slidewise.engine.susceptibility.models import (
     FittedModel,
     TrainSettings,
     fit_model,
+    hybrid_config,
     model_tensors,
 )
 
@@ -522,9 +523,9 @@ def model_config(
         config.update(fitted.classical.config)
         return config
     if settings.method == "hybrid":
-        assert fitted.classical is not None
-        config["gbm"] = fitted.classical.config
-        config["offset_precision"] = fitted.offset_precision
+        config.update(hybrid_config(fitted))
+        figures["hybrid_mix"] = fitted.mix.to_dict()
+        ctx.log(f"Hybrid mix chosen on the training blocks: {fitted.mix.describe()}")
         figures["block_offsets"] = {str(k): round(v, 4) for k, v in sorted(fitted.offsets.items())}
     config["meta"] = settings.meta.to_dict()
     config["fallback"] = {str(k): v for k, v in sorted(fitted.fallback.items())}
