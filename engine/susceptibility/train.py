@@ -559,12 +559,12 @@ def listed_blocks(blocks: dict[int, str], ellipsis: bool) -> str:
     return text + (" ..." if ellipsis and len(blocks) > LISTED_BLOCKS else "")
 
 
-def architecture(method: str) -> str:
-    """The model file's architecture name of a fitted ``method``."""
+def architecture(method: str, hybrid_global: str = "gbm") -> str:
+    """The model file's architecture name of a fitted ``method`` (and a hybrid's global part)."""
     if method == "meta":
         return "maml-mlp"
     if method == "hybrid":
-        return "maml-mlp+gradient-boosting"
+        return f"maml-mlp+{ARCHITECTURES[hybrid_global]}"
     return ARCHITECTURES[method]
 
 
@@ -582,7 +582,7 @@ def save_trained(
 
     metadata = ModelMetadata(
         task="susceptibility",
-        architecture=architecture(settings.method),
+        architecture=architecture(settings.method, fitted.mix.global_method),
         config=config,
         bands=data.bands,
         normalisation=encoder.to_dict(),
