@@ -26,7 +26,7 @@ METHOD_LABELS = (
     "Frequency ratio",
     "Support vector machine (RBF)",
     "Gradient boosting",
-    "Block-wise hybrid: meta-learning + gradient boosting, corrected per block",
+    "Block-wise hybrid: meta-learning + a global model, corrected per block",
     "Automatic: the best by leave-blocks-out cross-validation",
 )
 #: Methods that adapt to each block (the others fit one model for the whole area).
@@ -76,8 +76,10 @@ SOURCES: tuple[Param, ...] = (
         "leave-blocks-out cross-validation on the training data (CV_FOLDS folds, SHOTS "
         "samples per held-out block) and keeps the best; the comparison goes into the model "
         "and the log. Block-wise meta-learning (MAML, 'meta') learns a start that adapts to "
-        "each terrain block from a few samples; the block-wise hybrid ('hybrid') averages it "
-        "with gradient boosting and corrects each block's level from its samples; random "
+        "each terrain block from a few samples; the block-wise hybrid ('hybrid') mixes it "
+        "with a global model (gradient boosting, random forest or logistic regression, and "
+        "the weight, chosen on the training blocks) and corrects each block's level from its "
+        "samples; random "
         "forest ('rf'), logistic regression ('lr'), a small neural network ('mlp'), a "
         "support vector machine ('svm') and gradient boosting ('gbm') fit one model for the "
         "whole area; frequency ratio ('fr') is the classic statistical method.",

@@ -5,9 +5,9 @@ initialisation of a small MLP. This job adapts that initialisation to every
 block of an area (new blocks of the same area, or a new area with the same
 factors) with a few new samples per block, using :func:`.maml.adapt_many` (the
 inner loop of meta-training, all blocks at once): no meta-training again,
-seconds on a CPU. A ``hybrid`` model keeps its global gradient-boosting part as
-it was trained and refits each block's logit offset on the block's new samples
-under the prior precision it learned in training (:mod:`.blockoffset`); its
+seconds on a CPU. A ``hybrid`` model keeps its global part and the mix chosen in
+training (:mod:`.hybridmix`) and refits each block's logit offset on the
+block's new samples under the prior precision it learned in training (:mod:`.blockoffset`); its
 bootstrap members are adapted the same way, each from its own initialisation.
 Global models (``rf``, ``lr``, ``gbm``, ``svm``, ``mlp``, ``fr``) have nothing
 block-wise to adapt and are refused with what to do instead.

@@ -8,7 +8,7 @@ calibration report next to the model (:mod:`.calibration_report`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -78,7 +78,9 @@ def calibrate_and_ensemble(
                 "the samples lie in one block only, and out-of-block predictions need two "
                 "or more (use more blocks, or CALIBRATION=none)."
             )
-        fold_of, p = out_of_block_predictions(data, settings, CALIBRATION_FOLDS, settings.seed)
+        # a hybrid's refits keep the mix the model chose (not one inner split per fold)
+        refit = replace(settings, hybrid_mix=fitted.mix)
+        fold_of, p = out_of_block_predictions(data, refit, CALIBRATION_FOLDS, settings.seed)
         ok = np.isfinite(p)  # samples whose fold could be scored
         calibrator: Calibrator = fit_calibrator(data.labels[ok], p[ok], method)
     except InputError as exc:

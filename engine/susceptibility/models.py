@@ -2,9 +2,10 @@
 
 Methods (:data:`METHODS`): ``meta`` meta-learns an MLP initialisation over the
 blocks (MAML, :mod:`.maml`) and adapts it to every block with that block's
-samples; ``hybrid`` averages the logits of that adapted MLP and of a global
-gradient-boosting model, then shifts each block's logit by an offset fitted on
-the block's samples under a prior learned across the training blocks
+samples; ``hybrid`` mixes the logits of that adapted MLP and of a global
+model (weight and global model chosen by an inner leave-blocks-out split of the
+training blocks, :mod:`.hybridmix`), then shifts each block's logit by an offset
+fitted on the block's samples under a prior learned across the training blocks
 (:mod:`.blockoffset`); ``rf``, ``lr``, ``mlp``, ``svm``, ``gbm`` and ``fr`` fit
 one global model (:mod:`.classical`). ``auto`` is resolved to one of these by
 cross-validation before fitting (:mod:`.selection`). Label convention:
@@ -29,6 +30,7 @@ from slidewise.engine.susceptibility.blockoffset import (
     sigmoid,
 )
 from slidewise.engine.susceptibility.classical import ClassicalModel, fit_classical
+from slidewise.engine.susceptibility.hybridmix import HybridMix, MetaFit, choose_mix
 from slidewise.engine.susceptibility.maml import MetaConfig, MetaState, Params
 
 
@@ -38,7 +40,7 @@ class FittedModel:
 
     Attributes:
         method: One of :data:`METHODS` but ``auto``.
-        classical: The global model (global methods; the boosting part of ``hybrid``).
+        classical: The global model (global methods; the global part of ``hybrid``).
         skeleton: The MLP module (``meta``, ``hybrid``).
         state: Meta-learned initialisation (``meta``, ``hybrid``).
         blocks: Adapted parameters per block ID (``meta``, ``hybrid``).
@@ -47,6 +49,7 @@ class FittedModel:
         history: Meta-training loss per iteration.
         offsets: Block ID -> logit offset (``hybrid``).
         offset_precision: Prior precision of the offsets (``hybrid``).
+        mix: Weight of the adapted MLP and the global model (``hybrid``).
     """
 
     method: str
@@ -59,6 +62,7 @@ class FittedModel:
     history: list[float] = field(default_factory=list)
     offsets: dict[int, float] = field(default_factory=dict)
     offset_precision: float = 0.0
+    mix: HybridMix = field(default_factory=HybridMix)
 
     @property
     def blockwise(self) -> bool:
@@ -75,9 +79,11 @@ class FittedModel:
         return self.meta_proba(x, block_ids)
 
     def hybrid_logit(self, x: np.ndarray, block_ids: np.ndarray | None) -> np.ndarray:
-        """``hybrid``: mean of the adapted MLP's and the boosting logits, plus the block offset."""
+        """``hybrid``: the adapted MLP's and the global logits mixed, plus the block offset."""
         assert self.classical is not None
-        z = 0.5 * (logit(self.meta_proba(x, block_ids)) + logit(self.classical.predict_proba(x)))
+        z = self.mix.combine(
+            logit(self.meta_proba(x, block_ids)), logit(self.classical.predict_proba(x))
+        )
         ids = np.zeros(x.shape[0], dtype=np.int64) if block_ids is None else block_ids
         return apply_offsets(z, np.asarray(ids), self.offsets)
 
@@ -113,6 +119,8 @@ class TrainSettings:
         n_estimators: Trees of the random forest.
         seed: Random seed.
         selected_by: ``auto`` when cross-validation chose ``method``, else empty.
+        hybrid_mix: ``hybrid``: use this mix (bootstrap members reuse their
+            model's) instead of choosing one on the training blocks.
     """
 
     method: str = "meta"
@@ -122,6 +130,7 @@ class TrainSettings:
     n_estimators: int = 200
     seed: int = 0
     selected_by: str = ""
+    hybrid_mix: HybridMix | None = None
 
 
 def fit_model(
@@ -160,7 +169,7 @@ def fit_model(
     fitted = FittedModel(settings.method, skeleton=skeleton, state=state, history=state.history)
     ax, ay, ab = adapt_on if adapt_on is not None else (x, y, blocks)
     adapt_blocks(fitted, ax, ay, ab, settings)
-    return finish_blockwise(fitted, (x, y, blocks), adapt_on, settings.seed)
+    return finish_blockwise(fitted, (x, y, blocks), adapt_on, settings)
 
 
 def reuse_blockwise(
@@ -176,24 +185,50 @@ def reuse_blockwise(
     with one meta-training per fold.
     """
     fitted = replace(reuse, method=settings.method, classical=None, offsets={})
-    return finish_blockwise(fitted, train, adapt_on, settings.seed)
+    return finish_blockwise(fitted, train, adapt_on, settings)
 
 
 def finish_blockwise(
     fitted: FittedModel,
     train: tuple[np.ndarray, np.ndarray, np.ndarray],
     adapt_on: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    seed: int,
+    settings: TrainSettings,
 ) -> FittedModel:
-    """Add ``hybrid``'s boosting model and block offsets to an adapted meta model."""
+    """Add ``hybrid``'s mix, global model and block offsets to an adapted meta model."""
     if fitted.method != "hybrid":
         return fitted
-    fit_hybrid_global(fitted, train, adapt_on, seed)
-    assert fitted.classical is not None
+    fitted.offset_precision = offset_prior(train, settings.seed)
+    if settings.hybrid_mix is not None:
+        fitted.mix = settings.hybrid_mix
+    else:
+        fitted.mix = choose_mix(
+            train,
+            inner_meta_fit(train, settings),
+            settings.meta.support,
+            fitted.offset_precision,
+            settings.seed,
+        )
+    fit_hybrid_global(fitted, train, adapt_on, settings.seed)
     ax, ay, ab = adapt_on if adapt_on is not None else train
-    z = 0.5 * (logit(fitted.meta_proba(ax, ab)) + logit(fitted.classical.predict_proba(ax)))
+    z = replace(fitted, offsets={}).hybrid_logit(ax, ab)
     fitted.offsets = block_offsets(z, ay, ab, fitted.offset_precision)
     return fitted
+
+
+def inner_meta_fit(
+    train: tuple[np.ndarray, np.ndarray, np.ndarray], settings: TrainSettings
+) -> MetaFit:
+    """``fit_meta`` of :func:`.hybridmix.choose_mix`: meta-train, then adapt on support."""
+    x, y, blocks = train
+    meta = replace(settings, method="meta", hybrid_mix=None)
+
+    def fit_meta(
+        inner: np.ndarray, support: np.ndarray
+    ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        adapt_on = (x[support], y[support], blocks[support])
+        return fit_model(x[inner], y[inner], blocks[inner], meta, adapt_on=adapt_on).meta_proba
+
+    return fit_meta
 
 
 def fit_hybrid_global(
@@ -202,24 +237,31 @@ def fit_hybrid_global(
     adapt_on: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     seed: int,
 ) -> None:
-    """The boosting part of ``hybrid`` and the prior of its block offsets.
+    """The global part of ``hybrid`` (``fitted.mix.global_method``).
 
-    The boosting model trains on the training samples plus the adaptation
-    samples (when they are others), as a global model would; the offsets' prior
-    precision is learned by an inner leave-blocks-out split of the training
-    blocks (:func:`learn_offset_prior`).
+    It trains on the training samples plus the adaptation samples (when they
+    are others), as a global model would.
     """
     x, y, _ = train
     if adapt_on is not None:
         x, y = np.r_[x, adapt_on[0]], np.r_[y, adapt_on[1]]
-    fitted.classical = fit_classical("gbm", x, y, seed)
+    fitted.classical = fit_classical(fitted.mix.global_method, x, y, seed)
+
+
+def offset_prior(train: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int) -> float:
+    """Prior precision of ``hybrid``'s block offsets.
+
+    Learned by an inner leave-blocks-out split of the training blocks
+    (:func:`learn_offset_prior`) with gradient boosting as the global model,
+    whatever global part the mix then chooses.
+    """
 
     def fit_logit(xa: np.ndarray, ya: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         model = fit_classical("gbm", xa, ya, seed)
         return lambda xb: logit(model.predict_proba(xb))
 
     tx, ty, tb = train
-    fitted.offset_precision = learn_offset_prior(tx, ty, tb, fit_logit, seed=seed)
+    return learn_offset_prior(tx, ty, tb, fit_logit, seed=seed)
 
 
 def adapt_blocks(
@@ -259,6 +301,16 @@ def adapt_blocks(
         strict=False,
     ):
         fitted.blocks[bid] = params
+
+
+def hybrid_config(fitted: FittedModel) -> dict[str, Any]:
+    """The model file's config entries of a ``hybrid``: its global part, mix and offset prior."""
+    assert fitted.classical is not None
+    return {
+        fitted.mix.global_method: fitted.classical.config,
+        "hybrid": fitted.mix.to_dict(),
+        "offset_precision": fitted.offset_precision,
+    }
 
 
 def model_tensors(fitted: FittedModel) -> dict[str, Any]:
@@ -312,7 +364,9 @@ def model_from_tensors(tensors: dict[str, Any], config: dict[str, Any]) -> Fitte
     fallback = {int(k): str(v) for k, v in config.get("fallback", {}).items()}
     fitted = FittedModel(method, skeleton=skeleton, state=state, blocks=blocks, fallback=fallback)
     if method == "hybrid":
-        fitted.classical = ClassicalModel.from_tensors("gbm", tensors, config.get("gbm", {}))
+        fitted.mix = HybridMix.from_dict(config.get("hybrid"))
+        glob = fitted.mix.global_method
+        fitted.classical = ClassicalModel.from_tensors(glob, tensors, config.get(glob, {}))
         ids = tensors["offsets.ids"].numpy().tolist() if "offsets.ids" in tensors else []
         values = tensors["offsets.values"].numpy().tolist() if ids else []
         fitted.offsets = {int(i): float(v) for i, v in zip(ids, values, strict=True)}

@@ -55,6 +55,7 @@ from slidewise.engine.susceptibility.models import (
     FittedModel,
     TrainSettings,
     fit_model,
+    hybrid_config,
     model_tensors,
 )
 
@@ -522,9 +523,9 @@ def model_config(
         config.update(fitted.classical.config)
         return config
     if settings.method == "hybrid":
-        assert fitted.classical is not None
-        config["gbm"] = fitted.classical.config
-        config["offset_precision"] = fitted.offset_precision
+        config.update(hybrid_config(fitted))
+        figures["hybrid_mix"] = fitted.mix.to_dict()
+        ctx.log(f"Hybrid mix chosen on the training blocks: {fitted.mix.describe()}")
         figures["block_offsets"] = {str(k): round(v, 4) for k, v in sorted(fitted.offsets.items())}
     config["meta"] = settings.meta.to_dict()
     config["fallback"] = {str(k): v for k, v in sorted(fitted.fallback.items())}
@@ -558,12 +559,12 @@ def listed_blocks(blocks: dict[int, str], ellipsis: bool) -> str:
     return text + (" ..." if ellipsis and len(blocks) > LISTED_BLOCKS else "")
 
 
-def architecture(method: str) -> str:
-    """The model file's architecture name of a fitted ``method``."""
+def architecture(method: str, hybrid_global: str = "gbm") -> str:
+    """The model file's architecture name of a fitted ``method`` (and a hybrid's global part)."""
     if method == "meta":
         return "maml-mlp"
     if method == "hybrid":
-        return "maml-mlp+gradient-boosting"
+        return f"maml-mlp+{ARCHITECTURES[hybrid_global]}"
     return ARCHITECTURES[method]
 
 
@@ -581,7 +582,7 @@ def save_trained(
 
     metadata = ModelMetadata(
         task="susceptibility",
-        architecture=architecture(settings.method),
+        architecture=architecture(settings.method, fitted.mix.global_method),
         config=config,
         bands=data.bands,
         normalisation=encoder.to_dict(),

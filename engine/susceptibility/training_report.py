@@ -80,6 +80,15 @@ def block_rows(figures: dict[str, Any]) -> list[list[Any]]:
             ],
             ["Blocks adapted on one class only", len(figures.get("one_class_blocks") or {})],
         ]
+    mix = figures.get("hybrid_mix")
+    if mix:
+        rows += [
+            [
+                "Hybrid: weight of the adapted MLP's logit (chosen on the training blocks)",
+                mix["weight"],
+            ],
+            ["Hybrid: global model mixed in (weight 1 - the MLP's)", mix["global"]],
+        ]
     return [r for r in rows if r[1] is not None]
 
 

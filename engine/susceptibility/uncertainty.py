@@ -70,7 +70,7 @@ def fit_ensemble(
             member = FittedModel("meta", skeleton=fitted.skeleton, state=fitted.state)
             adapt_blocks(member, x[idx], y[idx], blocks[idx], settings)
         else:
-            s = replace(settings, seed=settings.seed + m + 1)
+            s = replace(settings, seed=settings.seed + m + 1, hybrid_mix=fitted.mix)
             member = fit_model(x[idx], y[idx], blocks[idx], s, groups=groups)
         out.append(member)
     return out
@@ -107,6 +107,9 @@ def ensemble_from_model(
                 FittedModel("meta", skeleton=fitted.skeleton, state=fitted.state, blocks=blocks)
             )
         else:
-            cfg = {"method": fitted.method, **doc.get("configs", [{}] * (m + 1))[m]}
+            own_config = doc.get("configs", [{}] * (m + 1))[m]
+            cfg = {"method": fitted.method, **own_config}
+            if fitted.method == "hybrid":  # members share their model's mix
+                cfg.update({"hybrid": fitted.mix.to_dict(), fitted.mix.global_method: own_config})
             members.append(model_from_tensors(own, cfg))
     return members

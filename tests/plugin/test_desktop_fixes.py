@@ -147,7 +147,7 @@ def test_method_choice_shows_plain_names_and_sends_the_words(qgis_app) -> None:
         "Frequency ratio",
         "Support vector machine (RBF)",
         "Gradient boosting",
-        "Block-wise hybrid: meta-learning + gradient boosting, corrected per block",
+        "Block-wise hybrid: meta-learning + a global model, corrected per block",
         "Automatic: the best by leave-blocks-out cross-validation",
     ]
     method = next(p for p in SPEC.params if p.name == "METHOD")
