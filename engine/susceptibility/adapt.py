@@ -281,7 +281,7 @@ def model_before(model: LoadedModel, block_doc: dict[str, Any]) -> FittedModel:
 
     On the block raster it was trained with, each block keeps its adapted weights
     (and ``hybrid`` offsets); on other blocks every block starts from the
-    meta-learned initialisation (``hybrid``: with its boosting part, no offset).
+    meta-learned initialisation (``hybrid``: with its global part, no offset).
     """
     return unadapted(model.fitted, model, block_doc)
 
@@ -313,7 +313,7 @@ def area_ensemble(
     The source model's members were adapted to its own blocks; the area's blocks
     get their own, each re-adapted on a resample of its support samples (``meta``:
     from the shared initialisation; ``hybrid``: each source member from its own
-    initialisation, with its own boosting part and refitted offsets).
+    initialisation, with its own global part and refitted offsets).
     """
     from slidewise.engine.susceptibility.uncertainty import ensemble_tensors, fit_ensemble
 
@@ -334,7 +334,7 @@ def hybrid_members(
 ) -> list[FittedModel]:
     """The ``hybrid`` source model's bootstrap members, adapted to a resample of ``samples``.
 
-    Each member keeps its own initialisation and boosting part and uses the
+    Each member keeps its own initialisation and global part and uses the
     model's offset prior; on the area's blocks (``block_doc``) it starts as the
     model does (:func:`unadapted`).
     """
@@ -375,7 +375,7 @@ def adapt_fitted(
 ) -> FittedModel:
     """``before`` with every block of ``samples`` adapted on its samples.
 
-    ``hybrid``: the boosting part is kept, and each block with samples gets an
+    ``hybrid``: the global part is kept, and each block with samples gets an
     offset refitted on them under the model's prior precision (as in training,
     on the samples its MLP adapted on); other blocks keep their offsets.
     """

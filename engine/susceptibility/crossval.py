@@ -5,7 +5,7 @@ with ``python -m slidewise.bench.susceptibility``): the blocks are split into
 folds; in each fold, every held-out block gives ``shots`` random *support*
 samples and its other samples are *query* samples. ``meta`` is meta-trained on
 the other blocks and adapted to each held-out block with its support samples
-(``hybrid`` too; its boosting part trains on the other blocks plus the support
+(``hybrid`` too; its global part trains on the other blocks plus the support
 samples); the global methods are trained on the other blocks plus all support
 samples.
 Every method is scored on the same pooled query samples.
