@@ -38,8 +38,9 @@ SPEC = AlgorithmSpec(
             "THRESHOLD",
             "Threshold",
             "float",
-            "Map values at or above it count as landslide.",
-            default=0.5,
+            "Map values at or above it count as landslide; empty: for a probability raster "
+            "from Map landslides, the threshold its mask and polygons were cut at (read from "
+            "the run manifest beside it), else 0.5.",
             minimum=0.0,
             maximum=1.0,
         ),

@@ -29,7 +29,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,8 @@ class EvaluateMappingParams(JobParams):
             object figures) or ``points`` (labels only in blobs around inventory
             points: pixel figures on labelled pixels, blob hit rate and false-alarm rate).
         threshold: Prediction values at or above it are landslide (for a 0/1 mask
-            any value in (0, 1] works).
+            any value in (0, 1] works); ``None``: the threshold a ``maplandslides``
+            probability raster's mask was cut at (:func:`map_threshold`), else 0.5.
         landslide_values: Reference raster values meaning landslide, comma
             separated (Chattogram labels: 2).
         ignore_values: Reference raster values not evaluated, comma separated
@@ -80,7 +81,7 @@ class EvaluateMappingParams(JobParams):
     input: str = ""
     reference: str = ""
     reference_kind: str = "mask"
-    threshold: float = 0.5
+    threshold: float | None = None
     landslide_values: str = "1"
     ignore_values: str | None = None
     output: str = ""
@@ -392,11 +393,13 @@ def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ignore = _values(options.ignore_values, "IGNORE_VALUES", ())
     started = time.perf_counter()
     info = open_raster(options.input, what="prediction raster")
-    collect = ReportCollector(info.width, info.height, options.threshold)
+    threshold = map_threshold(options, ctx)
+    options = replace(options, threshold=threshold)
+    collect = ReportCollector(info.width, info.height, threshold)
     figures = evaluate_rasters(
         options.input,
         options.reference,
-        threshold=options.threshold,
+        threshold=threshold,
         kind=options.reference_kind,
         landslide_values=landslide,
         ignore_values=ignore,
@@ -413,6 +416,46 @@ def run_evaluate(params: dict[str, Any], ctx: JobContext) -> JobResult:
         f"on {figures['evaluated_pixels']} pixels."
     )
     return JobResult(outputs=outputs, figures=figures, inputs=[options.input, options.reference])
+
+
+def map_threshold(options: EvaluateMappingParams, ctx: JobContext) -> float:
+    """THRESHOLD, or the threshold the map's mask was cut at, or 0.5 (said in the log).
+
+    A probability raster written by ``maplandslides`` has a run manifest beside
+    it whose figures hold the threshold of its mask and polygons (chosen on the
+    raster by THRESHOLD_RULE ``expected_f1``, or stored in the model): scoring the
+    map at another threshold would not score what the user sees.
+    """
+    if options.threshold is not None:
+        return float(options.threshold)
+    used = manifest_threshold(options.input)
+    if used is None:
+        ctx.log("THRESHOLD 0.5 (no Map landslides run manifest beside the map).")
+        return 0.5
+    ctx.log(f"THRESHOLD {used:g}: the threshold the map's mask was cut at (its run manifest).")
+    return used
+
+
+def manifest_threshold(path: str) -> float | None:
+    """The mask threshold in the ``maplandslides`` manifest of probability raster ``path``.
+
+    ``None`` when there is no such manifest, it describes another raster or job,
+    or the map has several region thresholds.
+    """
+    from slidewise.contract.partials import manifest_path
+
+    try:
+        doc = json.loads(manifest_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    written = (doc.get("outputs") or {}).get("OUTPUT_PROBABILITY") or ""
+    figures = doc.get("figures") or {}
+    value = figures.get("threshold")
+    if not str(doc.get("algorithm", "")).endswith("maplandslides") or not written:
+        return None
+    if Path(written).resolve() != Path(path).resolve() or "," in str(figures.get("regions", "")):
+        return None
+    return float(value) if isinstance(value, int | float) and 0 <= value <= 1 else None
 
 
 def suggest_threshold(

@@ -244,7 +244,7 @@ def test_parameters_come_from_the_contract() -> None:
     given = {"INPUT": "a.tif", "REFERENCE": "r.tif", "OUTPUT": "e.json"}
     options = EvaluateMappingParams.from_params({**given, "REFERENCE_KIND": 1})
     assert options.reference_kind == "points"  # qgis_process passes the index
-    assert (options.threshold, options.landslide_values, options.ignore_values) == (0.5, "1", None)
+    assert (options.threshold, options.landslide_values, options.ignore_values) == (None, "1", None)
     with pytest.raises(InputError, match="THRESHOLD must be between 0 and 1, got 2"):
         EvaluateMappingParams.from_params({**given, "THRESHOLD": 2})
     with pytest.raises(InputError, match="Missing required parameter"):

@@ -116,3 +116,29 @@ def test_models_without_calibration_keep_their_stored_threshold(bijie_image, tmp
     result = run_map(params | {"BACKEND": "torch"}, ctx)
     assert result.figures["threshold"] == 0.28
     assert any("has no calibration" in m for m in log_messages(stream))
+
+
+def test_evaluate_mapping_scores_the_map_at_its_mask_threshold(bijie_image, tmp_path) -> None:
+    """No THRESHOLD: Evaluate mapping reads the threshold the mask was cut at from the manifest."""
+    from PIL import Image
+
+    from slidewise.contract.partials import manifest_path
+    from slidewise.engine.core.manifest import build_manifest, write_manifest
+    from slidewise.engine.mapping.evaluate import run_evaluate
+
+    prob_path = str(tmp_path / "p.tif")
+    map_params = {"INPUT": bijie_image, "OUTPUT_PROBABILITY": prob_path, "BACKEND": "torch"}
+    mapped = run_map(map_params, job_context("maplandslides")[0])
+    record = build_manifest(  # as the worker writes it after the job
+        "slidewise:maplandslides", map_params, [], mapped.outputs, "cpu", 0, 0.0, mapped.figures
+    )
+    write_manifest(manifest_path(prob_path), record)
+    mask = np.asarray(Image.open(BIJIE_IMAGE.parents[1] / "masks" / "10105.png").convert("L"))
+    reference = write_geotiff(tmp_path / "ref.tif", (mask[None] > 127).astype(np.uint8))
+    params = {"INPUT": prob_path, "REFERENCE": reference, "OUTPUT": str(tmp_path / "e.json")}
+    ctx, stream = job_context("evaluatemapping")
+    figures = run_evaluate(params, ctx).figures
+    assert figures["threshold"] == mapped.figures["threshold"] != 0.5
+    assert any("its run manifest" in m for m in log_messages(stream))
+    fixed = run_evaluate(params | {"THRESHOLD": 0.5}, job_context("evaluatemapping")[0]).figures
+    assert fixed["threshold"] == 0.5 and fixed["f1"] != figures["f1"]
