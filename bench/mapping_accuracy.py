@@ -137,16 +137,14 @@ def evaluate_pairs(
     from slidewise.engine.imagery.labels import IGNORE
     from slidewise.engine.imagery.segmetrics import Confusion
     from slidewise.engine.imagery.segmodels import load_mapping_model
-    from slidewise.engine.mapping.scene_threshold import calibrated, raster_threshold
+    from slidewise.engine.mapping.scene_threshold import default_threshold
 
     model, meta = load_mapping_model(model_path)
-    stored = float(meta.extra.get("threshold", 0.5))
-    per_image = threshold is None and rule == "expected_f1" and calibrated(meta.extra)
+    if threshold is None and rule == "stored":
+        threshold = float(meta.extra.get("threshold", 0.5))
     total = Confusion()
     for prob, truth in predicted_pairs(model, meta, pairs, scale, mapping):
-        cut = threshold if threshold is not None else stored
-        if per_image:
-            cut = raster_threshold(prob) or stored
+        cut = threshold if threshold is not None else default_threshold(prob, meta.extra)
         total.update(prob >= cut, truth == 1, truth != IGNORE)
     return {"f1": total.f1, "precision": total.precision, "recall": total.recall, "iou": total.iou}
 

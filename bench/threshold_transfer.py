@@ -42,7 +42,7 @@ def image_collectors(
     """
     from slidewise.engine.imagery.labels import IGNORE
     from slidewise.engine.imagery.segmodels import load_mapping_model
-    from slidewise.engine.mapping.scene_threshold import calibrated, raster_threshold
+    from slidewise.engine.mapping.scene_threshold import default_threshold
 
     model, meta = load_mapping_model(model_path)
     stored = float(meta.extra.get("threshold", 0.5))
@@ -52,8 +52,7 @@ def image_collectors(
         evaluated, slide = truth != IGNORE, truth == 1
         collector.add(0, prob, slide, evaluated)
         collectors.append(collector)
-        cut = (raster_threshold(prob) if calibrated(meta.extra) else None) or stored
-        counts.append(mask_counts(prob >= cut, slide, evaluated))
+        counts.append(mask_counts(prob >= default_threshold(prob, meta.extra), slide, evaluated))
     return stored, collectors, np.asarray(counts, dtype=np.int64).reshape(-1, 3)
 
 

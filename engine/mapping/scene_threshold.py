@@ -49,6 +49,18 @@ def raster_threshold(prob: np.ndarray) -> float | None:
     return None if chosen is None else chosen.threshold
 
 
+def default_threshold(prob: np.ndarray, extra: dict[str, Any] | None) -> float:
+    """The threshold *Map landslides* cuts a single-decoder model's raster ``prob`` at by default.
+
+    The ``expected_f1`` threshold of ``prob`` for a calibrated model (``extra`` is
+    the model file's metadata ``extra``), else the model's stored threshold (0.5
+    when none is stored).
+    """
+    stored = float((extra or {}).get("threshold", 0.5))
+    chosen = raster_threshold(prob) if calibrated(extra) else None
+    return stored if chosen is None else chosen
+
+
 @dataclass
 class ProbabilityHistogram:
     """Counts of a raster's landslide probabilities in :data:`BINS` equal bins.
@@ -139,17 +151,20 @@ def stage_strips(
     histogram = ProbabilityHistogram()
     path = str(Path(folder) / "probability-staging.tif")
     writer: Any = None
-    for window, data in strips:
-        layers = data[None] if data.ndim == 2 else np.moveaxis(data, -1, 0)
-        if writer is None:
-            profile = output_profile(info, layers.shape[0], "float32")
-            profile.pop("predictor", None)
-            writer = rasterio.open(path, "w", **(profile | {"compress": None}))
-        writer.write(layers.astype(np.float32, copy=False), window=window)
-        histogram.add(layers[0])
+    try:
+        for window, data in strips:
+            layers = data[None] if data.ndim == 2 else np.moveaxis(data, -1, 0)
+            if writer is None:
+                profile = output_profile(info, layers.shape[0], "float32")
+                profile.pop("predictor", None)
+                writer = rasterio.open(path, "w", **(profile | {"compress": None}))
+            writer.write(layers.astype(np.float32, copy=False), window=window)
+            histogram.add(layers[0])
+    finally:  # also when the run is cancelled mid-raster
+        if writer is not None:
+            writer.close()
     if writer is None:
         return iter(()), histogram
-    writer.close()
     return _read_strips(path, info.height, rows), histogram
 
 

@@ -142,3 +142,15 @@ def test_evaluate_mapping_scores_the_map_at_its_mask_threshold(bijie_image, tmp_
     assert any("its run manifest" in m for m in log_messages(stream))
     fixed = run_evaluate(params | {"THRESHOLD": 0.5}, job_context("evaluatemapping")[0]).figures
     assert fixed["threshold"] == 0.5 and fixed["f1"] != figures["f1"]
+
+
+def test_default_threshold_is_the_rule_only_for_calibrated_models() -> None:
+    """The benches cut each image where Map landslides would: rule if calibrated, else stored."""
+    from slidewise.engine.mapping.scene_threshold import default_threshold, raster_threshold
+
+    prob = np.random.default_rng(0).beta(0.6, 3.0, (64, 64))
+    assert default_threshold(prob, {"threshold": 0.9}) == 0.9
+    assert default_threshold(prob, {}) == 0.5
+    calibrated = {"threshold": 0.9, "calibration": {"method": "platt"}}
+    assert default_threshold(prob, calibrated) == raster_threshold(prob) != 0.9
+    assert default_threshold(np.zeros((4, 4)), calibrated) == 0.9  # nothing to choose from
