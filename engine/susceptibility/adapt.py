@@ -6,9 +6,10 @@ block of an area (new blocks of the same area, or a new area with the same
 factors) with a few new samples per block, using :func:`.maml.adapt_many` (the
 inner loop of meta-training, all blocks at once): no meta-training again,
 seconds on a CPU. A ``hybrid`` model keeps its global part and the mix chosen in
-training (:mod:`.hybridmix`) and refits each block's logit offset on the
-block's new samples under the prior precision it learned in training (:mod:`.blockoffset`); its
-bootstrap members are adapted the same way, each from its own initialisation.
+training (:mod:`.hybridmix`); its bootstrap members are adapted the same way,
+each from its own initialisation. (A hybrid file from before wave 2 session 6
+also holds per-block logit offsets, :mod:`.blockoffset`: an adapted block drops
+its offset, as new hybrids have none.)
 Global models (``rf``, ``lr``, ``gbm``, ``svm``, ``mlp``, ``fr``) have nothing
 block-wise to adapt and are refused with what to do instead.
 
@@ -35,7 +36,6 @@ from slidewise.engine.core.errors import InputError
 from slidewise.engine.core.job import JobContext, JobResult
 from slidewise.engine.core.outputs import check_writable
 from slidewise.engine.geo.samples import FeatureEncoder, SampleSet, collect_samples
-from slidewise.engine.susceptibility.blockoffset import block_offsets
 from slidewise.engine.susceptibility.blocks import (
     BlockJobParams,
     auto_blocks,
@@ -140,6 +140,7 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
             check_writable(path)
     start = time.time()
     model = load_blockwise_model(options.model)
+    warn_unweighted_mlp(model.fitted, ctx)
     area = area_samples(options, model, ctx)
     ctx.progress(40)
     seed = options.seed_or(ctx.options.seed)
@@ -151,8 +152,6 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
     ctx.progress(80)
     figures = adaptation_figures(model, area, support, before, adapted, ctx)
     figures["adaptation_seconds"] = round(toc - tic, 3)
-    if adapted.method == "hybrid":
-        figures["block_offsets"] = offset_figures(adapted, area.blocks[support], ctx)
     figures["seconds"] = round(time.time() - start, 3)
     ensemble = area_ensemble(model, adapted, area, support)
     save_adapted(options, model, adapted, (area.block_doc, ensemble), figures)
@@ -167,6 +166,17 @@ def run_adapt(params: dict[str, Any], ctx: JobContext) -> JobResult:
         f"(adaptation {figures['adaptation_seconds']} s)."
     )
     return JobResult(outputs=outputs, figures=figures, inputs=options.inputs())
+
+
+def warn_unweighted_mlp(fitted: FittedModel, ctx: JobContext) -> None:
+    """Warn when a ``hybrid``'s mix gives its adapted MLP no weight: adapting changes nothing."""
+    if fitted.method == "hybrid" and fitted.mix.weight == 0.0:
+        ctx.warn(
+            "This hybrid model's mix, chosen on its training blocks, gives the adapted MLP "
+            f"weight 0 ({fitted.mix.describe()}): its maps are those of its global part, so "
+            "adapting changes no probability. Train a meta model to adapt block by block, or "
+            "add the new samples to the inventory and train again."
+        )
 
 
 def load_blockwise_model(path: str) -> LoadedModel:
@@ -279,9 +289,9 @@ def split_support(
 def model_before(model: LoadedModel, block_doc: dict[str, Any]) -> FittedModel:
     """The model as it predicts the area before adaptation.
 
-    On the block raster it was trained with, each block keeps its adapted weights
-    (and ``hybrid`` offsets); on other blocks every block starts from the
-    meta-learned initialisation (``hybrid``: with its global part, no offset).
+    On the block raster it was trained with, each block keeps its adapted weights;
+    on other blocks every block starts from the meta-learned initialisation
+    (``hybrid``: with its global part).
     """
     return unadapted(model.fitted, model, block_doc)
 
@@ -313,7 +323,7 @@ def area_ensemble(
     The source model's members were adapted to its own blocks; the area's blocks
     get their own, each re-adapted on a resample of its support samples (``meta``:
     from the shared initialisation; ``hybrid``: each source member from its own
-    initialisation, with its own global part and refitted offsets).
+    initialisation, with its own global part).
     """
     from slidewise.engine.susceptibility.uncertainty import ensemble_tensors, fit_ensemble
 
@@ -334,9 +344,8 @@ def hybrid_members(
 ) -> list[FittedModel]:
     """The ``hybrid`` source model's bootstrap members, adapted to a resample of ``samples``.
 
-    Each member keeps its own initialisation and global part and uses the
-    model's offset prior; on the area's blocks (``block_doc``) it starts as the
-    model does (:func:`unadapted`).
+    Each member keeps its own initialisation and global part; on the area's
+    blocks (``block_doc``) it starts as the model does (:func:`unadapted`).
     """
     from slidewise.engine.susceptibility.uncertainty import (
         bootstrap_within_blocks,
@@ -348,7 +357,6 @@ def hybrid_members(
     members = []
     for member in ensemble_from_model(model.tensors, model.metadata.config, model.fitted):
         member.skeleton = model.fitted.skeleton  # the members' config omits the MLP's layers
-        member.offset_precision = model.fitted.offset_precision
         before = unadapted(member, model, block_doc)
         idx = bootstrap_within_blocks(blocks, rng)
         members.append(adapt_fitted(before, (x[idx], y[idx], blocks[idx]), settings))
@@ -375,9 +383,9 @@ def adapt_fitted(
 ) -> FittedModel:
     """``before`` with every block of ``samples`` adapted on its samples.
 
-    ``hybrid``: the global part is kept, and each block with samples gets an
-    offset refitted on them under the model's prior precision (as in training,
-    on the samples its MLP adapted on); other blocks keep their offsets.
+    ``hybrid``: the global part and the mix are kept; an old file's block that
+    is adapted here drops its offset (new hybrids have none), other blocks keep
+    theirs.
     """
     x, y, blocks = samples
     adapted = replace(before, blocks=dict(before.blocks), fallback={}, one_class={})
@@ -385,30 +393,9 @@ def adapt_fitted(
     for bid in list(adapted.fallback):
         if bid in before.blocks:  # a block trained before keeps its weights
             del adapted.fallback[bid]
-    if adapted.method == "hybrid" and adapted.offset_precision > 0 and y.size:
-        z = replace(adapted, offsets={}).hybrid_logit(x, blocks)
-        new = block_offsets(z, y, blocks, adapted.offset_precision)
-        adapted.offsets = {**before.offsets, **new}
+    here = {int(b) for b in np.unique(blocks)}
+    adapted.offsets = {b: c for b, c in before.offsets.items() if b not in here}
     return adapted
-
-
-def offset_figures(
-    adapted: FittedModel, support_blocks: np.ndarray, ctx: JobContext
-) -> dict[str, float]:
-    """``hybrid``: the offsets refitted on the blocks with support samples, logged."""
-    refitted = {
-        str(b): round(adapted.offsets[int(b)], 4)
-        for b in np.unique(support_blocks)
-        if int(b) in adapted.offsets
-    }
-    if refitted:
-        values = list(refitted.values())
-        ctx.log(
-            f"Block offsets refitted on {len(refitted)} blocks under the model's prior "
-            f"(precision {adapted.offset_precision:.3g}): {min(values):+.3f} to "
-            f"{max(values):+.3f} (logit)."
-        )
-    return refitted
 
 
 def block_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:

@@ -1,19 +1,22 @@
 """How ``hybrid`` mixes its adapted MLP with a global model, chosen on the training blocks.
 
-The hybrid's logit is ``w * z_mlp + (1 - w) * z_global`` plus a per-block
-offset (:mod:`.blockoffset`), where ``z_mlp`` is the logit of the MAML MLP
-adapted to the sample's block and ``z_global`` that of one global model. Where
-the adapted MLP is weak (a table whose blocks do not differ in a way a few
-samples can tell, or a poor meta-learned start) a fixed ``w = 1/2`` lets it
-drag a good global model down; where it is strong, a low ``w`` throws its
-block-wise gain away. :func:`choose_mix` measures instead of guessing: an inner
-leave-blocks-out split of the **training blocks only** plays the few-shot task
-the model will face (meta-train on two thirds of the blocks, adapt to each
-held-out block on ``K`` support samples, score its other samples), fits each
-candidate global model on the same samples, and keeps the weight and global
-model whose mixed logits (with offsets refitted on the support samples) have
-the lowest pooled log-loss on the held-out samples. It costs one meta-training
-per inner fold.
+The hybrid's logit is ``w * z_mlp + (1 - w) * z_global``, where ``z_mlp`` is the logit
+of the MAML MLP adapted to the sample's block and ``z_global`` that of one global model.
+Where the adapted MLP is weak (a table whose blocks do not differ in a way a few samples
+can tell, or a poor meta-learned start) a fixed ``w = 1/2`` lets it drag a good global
+model down; where it is strong, a low ``w`` throws its block-wise gain away.
+:func:`choose_mix` measures instead of guessing: an inner leave-blocks-out split of the
+**training blocks only** plays the few-shot task the model will face (meta-train on two
+thirds of the blocks, adapt to each held-out block on ``K`` support samples, score its
+other samples), fits each candidate global model on the same samples, and keeps the
+weight and global model whose mixed logits have the lowest pooled log-loss on the
+held-out samples. It costs one meta-training per inner fold.
+
+Hybrids trained before session 6 of wave 2 also shifted each block's logit by
+an offset fitted on its support samples (:mod:`.blockoffset`). On both
+benchmark tables the offsets did not help (Hong Kong) or cost AUC (Ecuador,
+where the mix takes a random forest whose in-sample support predictions make
+the offsets wrong), so new hybrids have none; old model files keep theirs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from slidewise.engine.susceptibility.blockoffset import apply_offsets, block_offsets, logit, sigmoid
+from slidewise.engine.susceptibility.blockoffset import logit, sigmoid
 from slidewise.engine.susceptibility.classical import fit_classical
 
 #: Candidate weights of the adapted MLP's logit.
@@ -101,21 +104,18 @@ class InnerPredictions:
     """Pooled predictions of the inner folds.
 
     Attributes:
-        query: ``(labels, blocks, fold)`` of the held-out query samples.
-        support: ``(labels, blocks, fold)`` of the support samples.
-        logits: ``"mlp"`` or a global method -> ``(query logits, support logits)``.
+        labels: Labels of the held-out query samples.
+        logits: ``"mlp"`` or a global method -> its logits of the query samples.
     """
 
-    query: tuple[np.ndarray, np.ndarray, np.ndarray]
-    support: tuple[np.ndarray, np.ndarray, np.ndarray]
-    logits: dict[str, tuple[np.ndarray, np.ndarray]]
+    labels: np.ndarray
+    logits: dict[str, np.ndarray]
 
 
 def choose_mix(
     data: tuple[np.ndarray, np.ndarray, np.ndarray],
     fit_meta: MetaFit,
     shots: int,
-    precision: float,
     seed: int,
 ) -> HybridMix:
     """The weight and global model of the lowest inner leave-blocks-out log-loss.
@@ -124,7 +124,6 @@ def choose_mix(
         data: ``(x, y, blocks)`` of the training samples (encoded features).
         fit_meta: Meta-trains and adapts the MLP (see :data:`MetaFit`).
         shots: Support samples per inner held-out block (K).
-        precision: Prior precision of the block offsets.
         seed: Seed of the inner folds, support draws and global models.
 
     Returns:
@@ -134,11 +133,7 @@ def choose_mix(
     found = inner_predictions(data, fit_meta, shots, seed)
     if found is None:
         return HybridMix(note=f"fewer than {INNER_FOLDS} usable training blocks: mix kept at 1/2")
-    losses = {
-        mix_key(w, g): inner_log_loss(found, w, g, precision)
-        for g in GLOBAL_METHODS
-        for w in WEIGHTS
-    }
+    losses = {mix_key(w, g): inner_log_loss(found, w, g) for g in GLOBAL_METHODS for w in WEIGHTS}
     losses = {k: v if np.isfinite(v) else np.inf for k, v in losses.items()}
     best = min(losses.values())
     if not np.isfinite(best):
@@ -164,44 +159,27 @@ def inner_predictions(
         return None
     rng = np.random.default_rng(seed + SUPPORT_SALT)
     parts: dict[str, list[np.ndarray]] = {}
-    for j, (train, test) in enumerate(block_folds(blocks, INNER_FOLDS, seed)):
+    for train, test in block_folds(blocks, INNER_FOLDS, seed):
         found = support_and_query(blocks, test, shots, rng)
         if found is None or np.unique(y[train]).size < 2:
             continue
         sup, qry = found
-        both = np.r_[sup, qry]
         predict = fit_meta(train, sup)
-        scores = {"mlp": predict(x[both], blocks[both])}
+        parts.setdefault("mlp", []).append(logit(predict(x[qry], blocks[qry])))
+        idx = np.r_[train, sup]
         for g in GLOBAL_METHODS:
-            idx = np.r_[train, sup]
-            scores[g] = fit_classical(g, x[idx], y[idx], seed).predict_proba(x[both])
-        for name, p in scores.items():
-            parts.setdefault(f"{name}.s", []).append(logit(p[: sup.size]))
-            parts.setdefault(f"{name}.q", []).append(logit(p[sup.size :]))
-        for tag, idx in (("s", sup), ("q", qry)):
-            parts.setdefault(f"y.{tag}", []).append(y[idx])
-            parts.setdefault(f"b.{tag}", []).append(blocks[idx])
-            parts.setdefault(f"f.{tag}", []).append(np.full(idx.size, j))
-    if not parts or np.unique(np.concatenate(parts["y.q"])).size < 2:
+            model = fit_classical(g, x[idx], y[idx], seed)
+            parts.setdefault(g, []).append(logit(model.predict_proba(x[qry])))
+        parts.setdefault("y", []).append(y[qry])
+    if not parts or np.unique(np.concatenate(parts["y"])).size < 2:
         return None
     cat = {k: np.concatenate(v) for k, v in parts.items()}
-    return InnerPredictions(
-        query=(cat["y.q"], cat["b.q"], cat["f.q"]),
-        support=(cat["y.s"], cat["b.s"], cat["f.s"]),
-        logits={n: (cat[f"{n}.q"], cat[f"{n}.s"]) for n in ("mlp", *GLOBAL_METHODS)},
-    )
+    return InnerPredictions(labels=cat["y"], logits={n: cat[n] for n in ("mlp", *GLOBAL_METHODS)})
 
 
-def inner_log_loss(found: InnerPredictions, weight: float, method: str, precision: float) -> float:
-    """Pooled log-loss of one mix on the inner query samples, offsets refitted per fold."""
-    mix = HybridMix(weight, method)
-    zq = mix.combine(found.logits["mlp"][0], found.logits[method][0])
-    zs = mix.combine(found.logits["mlp"][1], found.logits[method][1])
-    yq, bq, fq = found.query
-    ys, bs, fs = found.support
-    z = np.empty_like(zq)
-    for j in np.unique(fq):
-        offsets = block_offsets(zs[fs == j], ys[fs == j], bs[fs == j], precision)
-        z[fq == j] = apply_offsets(zq[fq == j], bq[fq == j], offsets)
+def inner_log_loss(found: InnerPredictions, weight: float, method: str) -> float:
+    """Pooled log-loss of one mix on the inner query samples."""
+    z = HybridMix(weight, method).combine(found.logits["mlp"], found.logits[method])
     p = np.clip(sigmoid(z), 1e-6, 1.0 - 1e-6)
-    return float(-np.mean(yq * np.log(p) + (1 - yq) * np.log1p(-p)))
+    y = found.labels
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))

@@ -1,16 +1,14 @@
 """Fitted susceptibility models: training on encoded features, model-file tensors.
 
-Methods (:data:`METHODS`): ``meta`` meta-learns an MLP initialisation over the
-blocks (MAML, :mod:`.maml`) and adapts it to every block with that block's
-samples; ``hybrid`` mixes the logits of that adapted MLP and of a global
-model (weight and global model chosen by an inner leave-blocks-out split of the
-training blocks, :mod:`.hybridmix`), then shifts each block's logit by an offset
-fitted on the block's samples under a prior learned across the training blocks
-(:mod:`.blockoffset`); ``rf``, ``lr``, ``mlp``, ``svm``, ``gbm`` and ``fr`` fit
-one global model (:mod:`.classical`). ``auto`` is resolved to one of these by
-cross-validation before fitting (:mod:`.selection`). Label convention:
-1 = landslide, 0 = not landslide.
-"""
+Methods (:data:`METHODS`): ``meta`` meta-learns an MLP initialisation over the blocks
+(MAML, :mod:`.maml`) and adapts it to every block with that block's samples; ``hybrid``
+mixes the logits of that adapted MLP and of a global model (weight and global model
+chosen by an inner leave-blocks-out split of the training blocks, :mod:`.hybridmix`;
+files from before wave 2 session 6 also shift each block's logit by an offset,
+:mod:`.blockoffset`); ``rf``, ``lr``, ``mlp``, ``svm``, ``gbm`` and ``fr`` fit one
+global model (:mod:`.classical`). ``auto`` is resolved to one of these by
+cross-validation before fitting (:mod:`.selection`). Label convention: 1 = landslide, 0
+= not landslide."""
 
 from __future__ import annotations
 
@@ -24,8 +22,6 @@ from slidewise.contract.specs.trainsusceptibility import BLOCKWISE_METHODS, METH
 from slidewise.engine.core.errors import ModelFileError
 from slidewise.engine.susceptibility.blockoffset import (
     apply_offsets,
-    block_offsets,
-    learn_offset_prior,
     logit,
     sigmoid,
 )
@@ -47,8 +43,9 @@ class FittedModel:
         fallback: Block ID -> why it uses the meta-learned initialisation.
         one_class: Block ID -> description, for blocks adapted on one class only.
         history: Meta-training loss per iteration.
-        offsets: Block ID -> logit offset (``hybrid``).
-        offset_precision: Prior precision of the offsets (``hybrid``).
+        offsets: Block ID -> logit offset (``hybrid`` files from before wave 2
+            session 6; new hybrids have none).
+        offset_precision: Prior precision of those offsets.
         mix: Weight of the adapted MLP and the global model (``hybrid``).
     """
 
@@ -79,7 +76,7 @@ class FittedModel:
         return self.meta_proba(x, block_ids)
 
     def hybrid_logit(self, x: np.ndarray, block_ids: np.ndarray | None) -> np.ndarray:
-        """``hybrid``: the adapted MLP's and the global logits mixed, plus the block offset."""
+        """``hybrid``: the adapted MLP's and the global logits mixed (plus an old file's offset)."""
         assert self.classical is not None
         z = self.mix.combine(
             logit(self.meta_proba(x, block_ids)), logit(self.classical.predict_proba(x))
@@ -194,10 +191,9 @@ def finish_blockwise(
     adapt_on: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     settings: TrainSettings,
 ) -> FittedModel:
-    """Add ``hybrid``'s mix, global model and block offsets to an adapted meta model."""
+    """Add ``hybrid``'s mix and global model to an adapted meta model."""
     if fitted.method != "hybrid":
         return fitted
-    fitted.offset_precision = offset_prior(train, settings.seed)
     if settings.hybrid_mix is not None:
         fitted.mix = settings.hybrid_mix
     else:
@@ -205,13 +201,9 @@ def finish_blockwise(
             train,
             inner_meta_fit(train, settings),
             settings.meta.support,
-            fitted.offset_precision,
             settings.seed,
         )
     fit_hybrid_global(fitted, train, adapt_on, settings.seed)
-    ax, ay, ab = adapt_on if adapt_on is not None else train
-    z = replace(fitted, offsets={}).hybrid_logit(ax, ab)
-    fitted.offsets = block_offsets(z, ay, ab, fitted.offset_precision)
     return fitted
 
 
@@ -246,22 +238,6 @@ def fit_hybrid_global(
     if adapt_on is not None:
         x, y = np.r_[x, adapt_on[0]], np.r_[y, adapt_on[1]]
     fitted.classical = fit_classical(fitted.mix.global_method, x, y, seed)
-
-
-def offset_prior(train: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int) -> float:
-    """Prior precision of ``hybrid``'s block offsets.
-
-    Learned by an inner leave-blocks-out split of the training blocks
-    (:func:`learn_offset_prior`) with gradient boosting as the global model,
-    whatever global part the mix then chooses.
-    """
-
-    def fit_logit(xa: np.ndarray, ya: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        model = fit_classical("gbm", xa, ya, seed)
-        return lambda xb: logit(model.predict_proba(xb))
-
-    tx, ty, tb = train
-    return learn_offset_prior(tx, ty, tb, fit_logit, seed=seed)
 
 
 def adapt_blocks(
@@ -304,13 +280,18 @@ def adapt_blocks(
 
 
 def hybrid_config(fitted: FittedModel) -> dict[str, Any]:
-    """The model file's config entries of a ``hybrid``: its global part, mix and offset prior."""
+    """The model file's config entries of a ``hybrid``: its global part and mix.
+
+    An old file's offsets keep their prior precision.
+    """
     assert fitted.classical is not None
-    return {
+    config: dict[str, Any] = {
         fitted.mix.global_method: fitted.classical.config,
         "hybrid": fitted.mix.to_dict(),
-        "offset_precision": fitted.offset_precision,
     }
+    if fitted.offsets:
+        config["offset_precision"] = fitted.offset_precision
+    return config
 
 
 def model_tensors(fitted: FittedModel) -> dict[str, Any]:
@@ -330,6 +311,7 @@ def model_tensors(fitted: FittedModel) -> dict[str, Any]:
     if fitted.method == "hybrid":
         assert fitted.classical is not None
         tensors.update(fitted.classical.tensors())
+    if fitted.method == "hybrid" and fitted.offsets:
         ids = sorted(fitted.offsets)
         tensors["offsets.ids"] = torch.as_tensor(np.asarray(ids, dtype=np.int64))
         tensors["offsets.values"] = torch.as_tensor(

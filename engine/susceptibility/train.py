@@ -526,7 +526,6 @@ def model_config(
         config.update(hybrid_config(fitted))
         figures["hybrid_mix"] = fitted.mix.to_dict()
         ctx.log(f"Hybrid mix chosen on the training blocks: {fitted.mix.describe()}")
-        figures["block_offsets"] = {str(k): round(v, 4) for k, v in sorted(fitted.offsets.items())}
     config["meta"] = settings.meta.to_dict()
     config["fallback"] = {str(k): v for k, v in sorted(fitted.fallback.items())}
     config["min_block_samples"] = settings.min_block_samples

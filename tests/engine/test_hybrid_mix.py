@@ -38,7 +38,7 @@ def test_a_useless_adapted_mlp_gets_weight_zero() -> None:
     def fit_meta(train: np.ndarray, support: np.ndarray) -> Predict:
         return lambda xq, bq: noise.uniform(0.05, 0.95, size=len(xq))
 
-    mix = choose_mix((x, y, blocks), fit_meta, shots=5, precision=10.0, seed=0)
+    mix = choose_mix((x, y, blocks), fit_meta, shots=5, seed=0)
     assert mix.weight == 0.0
     assert mix.global_method in ("gbm", "rf", "lr")
     assert len(mix.inner_log_loss) == 15  # 5 weights x 3 global models
@@ -68,7 +68,7 @@ def test_blocks_that_differ_give_the_adapted_mlp_weight() -> None:
 
         return predict
 
-    mix = choose_mix((x, y, blocks), fit_meta, shots=5, precision=10.0, seed=0)
+    mix = choose_mix((x, y, blocks), fit_meta, shots=5, seed=0)
     assert len(calls) == 3 and all(s == 5 * 4 for _, s in calls)  # 3 inner folds, 4 blocks each
     assert mix.weight >= 0.75, mix
     assert mix.inner_log_loss[mix_key(mix.weight, mix.global_method)] < min(
@@ -83,7 +83,7 @@ def test_too_few_blocks_keep_the_default_mix() -> None:
     def fit_meta(train: np.ndarray, support: np.ndarray) -> Predict:
         raise AssertionError("no meta-training without enough blocks")
 
-    mix = choose_mix((x[keep], y[keep], blocks[keep]), fit_meta, 5, 10.0, 0)
+    mix = choose_mix((x[keep], y[keep], blocks[keep]), fit_meta, 5, 0)
     assert (mix.weight, mix.global_method, mix.inner_log_loss) == (0.5, "gbm", {})
     assert "fewer than 3" in mix.note
 

@@ -205,21 +205,26 @@ def support_features(model: str, samples_csv: str) -> tuple[np.ndarray, np.ndarr
     )
 
 
-def test_hybrid_adapts_its_mlp_and_offsets_and_keeps_its_boosting(hybrid: dict[str, Any]) -> None:
+def test_hybrid_adapts_its_mlp_and_keeps_its_global_part(hybrid: dict[str, Any]) -> None:
     from dataclasses import replace
 
     from slidewise.engine.core.modelfile import load_model
-    from slidewise.engine.susceptibility.blockoffset import block_offsets
-    from slidewise.engine.susceptibility.models import model_from_tensors
+    from slidewise.engine.susceptibility.adapt import adapt_fitted
+    from slidewise.engine.susceptibility.models import TrainSettings, model_from_tensors
 
     result, out = hybrid["result"], hybrid["dir"]
     fig = result.figures
     assert fig["support_samples"] + fig["holdout_samples"] == 761
     assert 0 < fig["holdout_auc_before"] < 1 and 0.5 < fig["holdout_auc_after"] <= 1
-    assert fig["holdout_auc_after"] != fig["holdout_auc_before"]
     src, _ = load_model(hybrid["source"], task="susceptibility")
     new, meta = load_model(result.outputs["OUTPUT"], task="susceptibility")
     assert meta.config["method"] == "hybrid"
+    # The adapted MLP counts only as far as the mix chosen in training weighs it.
+    if meta.config["hybrid"]["weight"] > 0:
+        assert fig["holdout_auc_after"] != fig["holdout_auc_before"]
+    else:
+        assert fig["holdout_auc_after"] == fig["holdout_auc_before"]
+        assert any("gives the adapted MLP weight 0" in m for m in hybrid["log"])
     # The global part (the model's and each member's) is kept bit for bit; its method
     # is the one the hybrid's mix chose on the training blocks.
     glob = meta.config.get("hybrid", {}).get("global", "gbm")
@@ -232,16 +237,16 @@ def test_hybrid_adapts_its_mlp_and_offsets_and_keeps_its_boosting(hybrid: dict[s
         for prefix in ("", "ensemble.0.", "ensemble.4."):
             name = f"{prefix}blocks.{b}.net.0.weight"
             assert name in new and not (name in src and np.allclose(new[name], src[name]))
-    # Offsets: the MAP fit on each block's support samples under the stored prior.
+    # New hybrids have no per-block offsets, before or after adaptation.
     fitted = model_from_tensors(new, meta.config)
+    assert not fitted.offsets and not any(k.startswith("offsets.") for k in new)
+    assert "block_offsets" not in fig
+    # An old file's offsets: a block adapted here drops its offset, the others keep theirs.
     x, y, blocks = support_features(result.outputs["OUTPUT"], hybrid["params"]["OUTPUT_SAMPLES"])
-    z = replace(fitted, offsets={}).hybrid_logit(x, blocks)
-    expected = block_offsets(z, y, blocks, meta.config["offset_precision"])
-    assert set(expected) == set(np.unique(blocks)) and len(expected) >= 5
-    for b, c in expected.items():
-        assert fitted.offsets[b] == pytest.approx(c, abs=1e-4)
-        assert fig["block_offsets"][str(b)] == pytest.approx(c, abs=1e-4)
-    assert any("Block offsets refitted on" in m for m in hybrid["log"])
+    here = int(blocks[0])
+    old = replace(fitted, offsets={here: 0.5, 10_000: -0.3}, offset_precision=2.0)
+    again = adapt_fitted(old, (x, y, blocks), TrainSettings(method="hybrid"))
+    assert again.offsets == {10_000: -0.3}
     # predictsusceptibility maps with the adapted hybrid as it is.
     mapped, after = mapped_at_samples(
         result.outputs["OUTPUT"], out, hybrid["params"]["OUTPUT_SAMPLES"]

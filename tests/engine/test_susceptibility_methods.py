@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from engine_helpers import SHARED, context_text, quiet_context
 
-from slidewise.engine.susceptibility.blockoffset import fit_offset, learn_offset_prior, logit
 from slidewise.engine.susceptibility.classical import ClassicalModel, fit_classical
 from slidewise.engine.susceptibility.selection import MethodScore, choose
 
@@ -57,35 +55,13 @@ def test_svm_decision_equals_sklearn_and_probability_ranks() -> None:
     np.testing.assert_array_equal(back.predict_proba(test), p)
 
 
-def test_block_offset_follows_data_and_prior() -> None:
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=4000)
-    y = (rng.random(4000) < 1 / (1 + np.exp(-(z + 1.5)))).astype(float)
-    many, _ = fit_offset(z, y, precision=1.0)
-    assert abs(many - 1.5) < 0.15
-    few, _ = fit_offset(z[:5], np.ones(5), precision=1.0)
-    assert 0 < few < many + 1.5  # five landslides move the block, the prior holds it back
-    assert abs(fit_offset(z[:5], np.ones(5), precision=1e4)[0]) < 0.01
+def test_an_old_hybrid_files_offsets_still_shift_its_blocks() -> None:
+    """Hybrids from before wave 2 session 6 stored a logit offset per block; they still apply."""
+    from slidewise.engine.susceptibility.blockoffset import apply_offsets
 
-
-def test_offset_prior_is_wide_only_when_blocks_differ() -> None:
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(0)
-    blocks = np.repeat(np.arange(1, 13), 150)
-    x = rng.normal(size=(blocks.size, 2))
-
-    def fit(xa: np.ndarray, ya: np.ndarray) -> Any:
-        model = LogisticRegression().fit(xa, ya)
-        return lambda xb: logit(model.predict_proba(xb)[:, 1])
-
-    precisions = []
-    for spread in (0.0, 1.5):
-        shift = rng.normal(0, spread, 13)[blocks]
-        y = (rng.random(blocks.size) < 1 / (1 + np.exp(-(x[:, 0] + shift)))).astype(int)
-        precisions.append(learn_offset_prior(x, y, blocks, fit, seed=0))
-    assert precisions[0] > 10 * precisions[1]
-    assert 0.1 < 1 / precisions[1] < 6  # tau^2 near the true 2.25
+    z = np.array([0.0, 1.0, -1.0, 2.0])
+    shifted = apply_offsets(z, np.array([1, 2, 1, 9]), {1: 0.5, 2: -0.25})
+    np.testing.assert_allclose(shifted, [0.5, 0.75, -0.5, 2.0])
 
 
 def test_choose_warns_when_a_global_model_wins() -> None:
@@ -130,6 +106,7 @@ def test_auto_picks_the_best_method_on_ecuador_and_stores_the_comparison(tmp_pat
 def test_auto_without_cv_trains_the_hybrid_which_saves_and_predicts(tmp_path: Path) -> None:
     from sklearn.metrics import roc_auc_score
 
+    from slidewise.engine.core.modelfile import load_model
     from slidewise.engine.susceptibility.predict import run_predict
     from slidewise.engine.susceptibility.train import run_train
 
@@ -141,7 +118,10 @@ def test_auto_without_cv_trains_the_hybrid_which_saves_and_predicts(tmp_path: Pa
     result = run_train({**params, "TASKS_PER_BATCH": 4, "OUTPUT": str(model)}, c)
     assert "CV_FOLDS is below 2: no methods were compared and hybrid was trained" in context_text(c)
     assert result.figures["method"] == "hybrid"
-    assert len(result.figures["block_offsets"]) == 8
+    assert "block_offsets" not in result.figures  # new hybrids have no per-block offsets
+    tensors, meta = load_model(str(model), task="susceptibility")
+    assert not any(k.startswith("offsets.") for k in tensors)
+    assert "offset_precision" not in meta.config
     out = tmp_path / "p.csv"
     where = {"TABLE": str(LSL), "X_FIELD": "x", "Y_FIELD": "y"}
     run_predict({"MODEL": str(model), **where, "OUTPUT": str(out)}, quiet_context())
