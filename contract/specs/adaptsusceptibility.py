@@ -20,8 +20,8 @@ SOURCES: tuple[Param, ...] = (
         "file",
         "A model from Train susceptibility model with a block-wise method (METHOD hybrid or "
         "meta; auto picks one of them when it wins): its meta-learned initialisation is "
-        "adapted here, not trained again (hybrid: its global boosting part is kept and each "
-        "block's offset is refitted). Global models (rf, lr, gbm, svm, mlp) are refused.",
+        "adapted here, not trained again (hybrid: its global part and mix are kept). "
+        "Global models (rf, lr, gbm, svm, mlp) are refused.",
         required=True,
         file_filter="Slidewise model (*.safetensors)",
     ),

@@ -671,49 +671,15 @@ def _scene_threshold(
     stack: ExitStack,
     ctx: JobContext,
 ) -> tuple[Iterator[tuple[Window, np.ndarray]], MapPlan, dict[str, Any]]:
-    """THRESHOLD_RULE ``expected_f1``: predict the whole raster, then choose its threshold.
-
-    The strips are staged next to the first output and read back once the
-    threshold is known (:func:`slidewise.engine.mapping.scene_threshold.stage_strips`).
-    """
-    import tempfile
-
-    from slidewise.engine.mapping.scene_threshold import (
-        LOW_EXPECTED_F1,
-        expected_f1_threshold,
-        stage_strips,
-    )
+    """THRESHOLD_RULE ``expected_f1``: the plan with the threshold chosen on the whole raster."""
+    from slidewise.engine.mapping.scene_threshold import choose_on_raster
 
     first = next(v for v in options.outputs().values() if v)
-    folder = stack.enter_context(
-        tempfile.TemporaryDirectory(prefix=".slidewise-", dir=Path(first).resolve().parent)
-    )
-    staged, histogram = stage_strips(strips, info, folder, WRITE_ROWS)
-    chosen = expected_f1_threshold(histogram.counts)
-    if chosen is None:
-        ctx.log(f"THRESHOLD {plan.threshold:g}: no probability above 0, the stored threshold.")
-        return staged, plan, {"threshold_rule": "stored"}
-    ctx.log(
-        f"THRESHOLD {chosen.threshold:g}: the best expected F1 ({chosen.expected_f1:.2f}) of this "
-        f"raster's calibrated probabilities (THRESHOLD_RULE expected_f1; expected landslide "
-        f"share {chosen.expected_fraction:.1%}; the model's stored threshold is "
-        f"{plan.threshold:g})."
-    )
-    if chosen.expected_f1 < LOW_EXPECTED_F1:
-        ctx.warn(
-            f"The model is unsure on this raster (expected F1 {chosen.expected_f1:.2f}): its "
-            f"most likely pixels are mapped at threshold {chosen.threshold:g}. Check the mask, "
-            "or set THRESHOLD (e.g. the best threshold Evaluate mapping reports on a few "
-            "outlined images of this region)."
-        )
-    figures = {
-        "threshold_rule": "expected_f1",
-        "stored_threshold": plan.threshold,
-        "threshold": chosen.threshold,
-        "expected_f1": round(chosen.expected_f1, 4),
-    }
-    lookup = np.full_like(plan.lookup, chosen.threshold)
-    return staged, dc_replace(plan, threshold=chosen.threshold, lookup=lookup), figures
+    staged, figures = choose_on_raster(strips, info, first, plan.threshold, WRITE_ROWS, stack, ctx)
+    if "threshold" in figures:
+        lookup = np.full_like(plan.lookup, figures["threshold"])
+        plan = dc_replace(plan, threshold=figures["threshold"], lookup=lookup)
+    return staged, plan, figures
 
 
 def _single_strips(

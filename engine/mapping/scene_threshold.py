@@ -21,6 +21,7 @@ landslides than the training region needs.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from slidewise.engine.core.job import JobContext
 from slidewise.engine.geo.raster import RasterInfo
 
 #: Histogram bins over [0, 1]: thresholds are multiples of 1 / BINS.
@@ -121,6 +123,64 @@ def expected_f1_threshold(counts: np.ndarray) -> SceneThreshold | None:
         expected_f1=float(f1[best]),
         expected_fraction=expected_positives / float(counts.sum()),
     )
+
+
+def choose_on_raster(
+    strips: Iterator[tuple[Window, np.ndarray]],
+    info: RasterInfo,
+    first_output: str,
+    stored: float,
+    rows: int,
+    stack: ExitStack,
+    ctx: JobContext,
+) -> tuple[Iterator[tuple[Window, np.ndarray]], dict[str, Any]]:
+    """Predict the whole raster, then choose its threshold by expected F1.
+
+    The strips are staged in a temporary folder next to the first output
+    (:func:`stage_strips`; ``stack`` removes it) and read back once the
+    threshold is known.
+
+    Args:
+        strips: The probability strips (see :func:`stage_strips`).
+        info: The raster's grid.
+        first_output: Path of the job's first output (the staging folder's place).
+        stored: The model's stored threshold (kept when no pixel is above 0).
+        rows: Rows per strip read back.
+        stack: Closes the staging folder when the job ends.
+        ctx: Log and warnings.
+
+    Returns:
+        The staged strips and the run's figures (``threshold`` when one was chosen).
+    """
+    import tempfile
+
+    folder = stack.enter_context(
+        tempfile.TemporaryDirectory(prefix=".slidewise-", dir=Path(first_output).resolve().parent)
+    )
+    staged, histogram = stage_strips(strips, info, folder, rows)
+    chosen = expected_f1_threshold(histogram.counts)
+    if chosen is None:
+        ctx.log(f"THRESHOLD {stored:g}: no probability above 0, the stored threshold.")
+        return staged, {"threshold_rule": "stored"}
+    ctx.log(
+        f"THRESHOLD {chosen.threshold:g}: the best expected F1 ({chosen.expected_f1:.2f}) of this "
+        f"raster's calibrated probabilities (THRESHOLD_RULE expected_f1; expected landslide "
+        f"share {chosen.expected_fraction:.1%}; the model's stored threshold is {stored:g})."
+    )
+    if chosen.expected_f1 < LOW_EXPECTED_F1:
+        ctx.warn(
+            f"The model is unsure on this raster (expected F1 {chosen.expected_f1:.2f}): its "
+            f"most likely pixels are mapped at threshold {chosen.threshold:g}. Check the mask, "
+            "or set THRESHOLD (e.g. the best threshold Evaluate mapping reports on a few "
+            "outlined images of this region)."
+        )
+    figures = {
+        "threshold_rule": "expected_f1",
+        "stored_threshold": stored,
+        "threshold": chosen.threshold,
+        "expected_f1": round(chosen.expected_f1, 4),
+    }
+    return staged, figures
 
 
 def stage_strips(

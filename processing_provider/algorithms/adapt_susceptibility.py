@@ -24,7 +24,8 @@ class AdaptSusceptibilityAlgorithm(FactorStackAlgorithm):
         "on: the log and the results give the AUC and Brier score of the model before and "
         "after adaptation on those samples, for all blocks together and block by block. "
         "The adapted model file is used by Predict susceptibility as it is. A hybrid model "
-        "keeps its global boosting part and refits each block's offset on the new samples. "
+        "keeps its global part and its mix as trained (when the mix gives the adapted MLP "
+        "weight 0, adapting changes nothing and the log says so). "
         "A global model (rf, lr, gbm, svm, mlp) has nothing block-wise to adapt: train it "
         "again with the new samples."
     )
