@@ -135,9 +135,9 @@ def evaluate_pairs(
     else the model's stored threshold). ``rule="stored"``: the stored threshold.
     """
     from slidewise.engine.imagery.labels import IGNORE
+    from slidewise.engine.imagery.scene_threshold import default_threshold
     from slidewise.engine.imagery.segmetrics import Confusion
     from slidewise.engine.imagery.segmodels import load_mapping_model
-    from slidewise.engine.mapping.scene_threshold import default_threshold
 
     model, meta = load_mapping_model(model_path)
     if threshold is None and rule == "stored":

@@ -41,8 +41,8 @@ def image_collectors(
     else at the stored threshold.
     """
     from slidewise.engine.imagery.labels import IGNORE
+    from slidewise.engine.imagery.scene_threshold import default_threshold
     from slidewise.engine.imagery.segmodels import load_mapping_model
-    from slidewise.engine.mapping.scene_threshold import default_threshold
 
     model, meta = load_mapping_model(model_path)
     stored = float(meta.extra.get("threshold", 0.5))

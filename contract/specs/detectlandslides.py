@@ -7,6 +7,7 @@ from dataclasses import replace
 from slidewise.contract.spec import AlgorithmSpec, Param
 from slidewise.contract.specs.groups import SCALE_OUT
 from slidewise.contract.specs.inference import BACKEND
+from slidewise.contract.specs.maplandslides import THRESHOLD_RULE
 from slidewise.contract.specs.polygons import COMPONENT_PARAMS
 from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
@@ -83,11 +84,15 @@ SPEC = AlgorithmSpec(
             "THRESHOLD",
             "Probability threshold (segmentation)",
             "float",
-            "Pixel probability for landslide; empty: the mapping model's stored threshold (0.5 "
-            "for a probability raster).",
+            "Pixel probability for landslide; empty: the threshold Map landslides would use "
+            "(THRESHOLD_RULE; 0.5 for a probability raster).",
             minimum=0.0,
             maximum=1.0,
             advanced=True,
+        ),
+        replace(
+            THRESHOLD_RULE,
+            help=THRESHOLD_RULE.help + " Source segmentation with a mapping model only.",
         ),
         *COMPONENT_PARAMS,
         replace(TILE_BATCH, help="Tiles per forward pass; empty: 1 on CPU, 4 on GPU."),

@@ -10,8 +10,26 @@ from slidewise.contract.specs.training import OVERLAP, TILE_BATCH, TILE_SIZE
 
 #: The outputs; the job needs at least one.
 OUTPUT_NAMES = ("OUTPUT_PROBABILITY", "OUTPUT_MASK", "OUTPUT_POLYGONS", "OUTPUT_UNCERTAINTY")
-#: How the threshold is chosen when THRESHOLD is empty (engine/mapping/scene_threshold.py).
+#: How the threshold is chosen when THRESHOLD is empty (engine/imagery/scene_threshold.py).
 THRESHOLD_RULES = ("expected_f1", "stored")
+
+#: THRESHOLD_RULE, shared with detectlandslides (source segmentation).
+THRESHOLD_RULE = Param(
+    "THRESHOLD_RULE",
+    "Threshold rule",
+    "choice",
+    "How the threshold is chosen when THRESHOLD is empty. Best expected F1 on this "
+    "raster: for a calibrated model (the default recipe, the shipped model), the "
+    "threshold with the best expected F1 of this raster's own probabilities, so it "
+    "follows a region where landslides are more common or the model less sure than in "
+    "training (the probability output is the same; the mask and polygons change). "
+    "Stored threshold: the threshold tuned on the model's validation images. Models "
+    "without calibration and multi-region models always use their stored thresholds.",
+    default="expected_f1",
+    choices=THRESHOLD_RULES,
+    choice_labels=("Best expected F1 on this raster", "Stored threshold of the model"),
+    advanced=True,
+)
 
 SPEC = AlgorithmSpec(
     "maplandslides",
@@ -50,22 +68,7 @@ SPEC = AlgorithmSpec(
             minimum=0.0,
             maximum=1.0,
         ),
-        Param(
-            "THRESHOLD_RULE",
-            "Threshold rule",
-            "choice",
-            "How the threshold is chosen when THRESHOLD is empty. Best expected F1 on this "
-            "raster: for a calibrated model (the default recipe, the shipped model), the "
-            "threshold with the best expected F1 of this raster's own probabilities, so it "
-            "follows a region where landslides are more common or the model less sure than in "
-            "training (the probability output is the same; the mask and polygons change). "
-            "Stored threshold: the threshold tuned on the model's validation images. Models "
-            "without calibration and multi-region models always use their stored thresholds.",
-            default="expected_f1",
-            choices=THRESHOLD_RULES,
-            choice_labels=("Best expected F1 on this raster", "Stored threshold of the model"),
-            advanced=True,
-        ),
+        THRESHOLD_RULE,
         Param(
             "REGION",
             "Region",

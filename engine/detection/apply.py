@@ -88,6 +88,7 @@ class DetectParams(JobParams):
     score_threshold: float | None = None
     nms_iou: float = DEFAULT_NMS_IOU
     threshold: float | None = None
+    threshold_rule: str = "expected_f1"
     min_area: float | None = None
     opening_radius: int = 1
     closing_radius: int = 1
@@ -635,8 +636,33 @@ def _probability_from_model(
             model, info.path, tiling, bands=band_choice.indexes, normalisation=meta.normalisation
         )
     assert prob is not None
-    threshold = float((meta.extra or {}).get("threshold", 0.5))
-    return prob, threshold, notes, backend
+    return (
+        prob,
+        segmentation_threshold(prob, meta.extra, options.threshold_rule, log),
+        notes,
+        backend,
+    )
+
+
+def segmentation_threshold(
+    prob: np.ndarray, extra: dict[str, Any] | None, rule: str, log: Callable[[str], None]
+) -> float:
+    """The threshold *Map landslides* would cut the mapping model's ``prob`` at (THRESHOLD_RULE).
+
+    ``expected_f1`` and a calibrated model: the best expected F1 of ``prob``
+    (:mod:`slidewise.engine.imagery.scene_threshold`); else the stored threshold.
+    """
+    from slidewise.engine.imagery.scene_threshold import calibrated, default_threshold
+
+    stored = float((extra or {}).get("threshold", 0.5))
+    if rule != "expected_f1" or not calibrated(extra):
+        return stored
+    chosen = default_threshold(prob, extra)
+    log(
+        f"Threshold {chosen:g}: the best expected F1 of this raster's calibrated probabilities "
+        f"(THRESHOLD_RULE expected_f1; the model's stored threshold is {stored:g})."
+    )
+    return chosen
 
 
 # --------------------------------------------------------------------------- the job

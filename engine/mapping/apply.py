@@ -70,7 +70,7 @@ class MappingSettings(JobParams):
         threshold_rule: THRESHOLD_RULE, how the threshold is chosen when ``threshold``
             is ``None``: ``expected_f1`` (calibrated single-decoder models: the best
             expected F1 of the raster's own probabilities,
-            :mod:`slidewise.engine.mapping.scene_threshold`) or ``stored``.
+            :mod:`slidewise.engine.imagery.scene_threshold`) or ``stored``.
         region: Multi-region models: the region whose decoder maps the raster (for
             ``maplandslides``: or the pixels outside ``region_polygons``).
         min_area, max_hole_area, opening_radius, closing_radius, simplify_tolerance,
@@ -517,7 +517,7 @@ def threshold_rule(options: MappingSettings, loaded: LoadedModel, ctx: JobContex
         return "fixed"
     if options.threshold_rule != "expected_f1":
         return "stored"
-    from slidewise.engine.mapping.scene_threshold import calibrated
+    from slidewise.engine.imagery.scene_threshold import calibrated
 
     if loaded.multi is None and calibrated(loaded.meta.extra):
         return "expected_f1"
@@ -672,7 +672,7 @@ def _scene_threshold(
     ctx: JobContext,
 ) -> tuple[Iterator[tuple[Window, np.ndarray]], MapPlan, dict[str, Any]]:
     """THRESHOLD_RULE ``expected_f1``: the plan with the threshold chosen on the whole raster."""
-    from slidewise.engine.mapping.scene_threshold import choose_on_raster
+    from slidewise.engine.imagery.scene_threshold import choose_on_raster
 
     first = next(v for v in options.outputs().values() if v)
     staged, figures = choose_on_raster(strips, info, first, plan.threshold, WRITE_ROWS, stack, ctx)

@@ -119,8 +119,8 @@ def test_threshold_transfer_chooses_on_the_drawn_images_and_scores_the_rest() ->
     import numpy as np
 
     from slidewise.bench.threshold_transfer import mask_counts, transfer
+    from slidewise.engine.imagery.scene_threshold import raster_threshold
     from slidewise.engine.mapping.evaluation_report import ReportCollector
-    from slidewise.engine.mapping.scene_threshold import raster_threshold
 
     rng = np.random.default_rng(0)
     collectors, counts = [], []

@@ -9,12 +9,12 @@ import pytest
 import rasterio
 from engine_helpers import job_context, log_messages, write_geotiff
 
-from slidewise.engine.mapping.apply import run_map
-from slidewise.engine.mapping.scene_threshold import (
+from slidewise.engine.imagery.scene_threshold import (
     BINS,
     ProbabilityHistogram,
     expected_f1_threshold,
 )
+from slidewise.engine.mapping.apply import run_map
 from slidewise.engine.mapping.shipped import shipped_model_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -146,7 +146,7 @@ def test_evaluate_mapping_scores_the_map_at_its_mask_threshold(bijie_image, tmp_
 
 def test_default_threshold_is_the_rule_only_for_calibrated_models() -> None:
     """The benches cut each image where Map landslides would: rule if calibrated, else stored."""
-    from slidewise.engine.mapping.scene_threshold import default_threshold, raster_threshold
+    from slidewise.engine.imagery.scene_threshold import default_threshold, raster_threshold
 
     prob = np.random.default_rng(0).beta(0.6, 3.0, (64, 64))
     assert default_threshold(prob, {"threshold": 0.9}) == 0.9
@@ -154,3 +154,34 @@ def test_default_threshold_is_the_rule_only_for_calibrated_models() -> None:
     calibrated = {"threshold": 0.9, "calibration": {"method": "platt"}}
     assert default_threshold(prob, calibrated) == raster_threshold(prob) != 0.9
     assert default_threshold(np.zeros((4, 4)), calibrated) == 0.9  # nothing to choose from
+
+
+def test_detect_landslides_cuts_a_mapping_model_where_map_landslides_would(
+    bijie_image, tmp_path
+) -> None:
+    """Source segmentation: the shipped model's probability is cut by THRESHOLD_RULE too."""
+    from slidewise.engine.detection.apply import run_detect
+
+    prob_path = str(tmp_path / "p.tif")
+    run_map(
+        {"INPUT": bijie_image, "OUTPUT_PROBABILITY": prob_path, "BACKEND": "torch"},
+        job_context("maplandslides")[0],
+    )
+    with rasterio.open(prob_path) as src:
+        chosen = expected_f1_threshold(_histogram(src.read(1)))
+    assert chosen is not None and chosen.threshold != 0.28
+    params = {
+        "SOURCE": "segmentation",
+        "INPUT": bijie_image,
+        "MODEL": shipped_model_path(),
+        "BACKEND": "torch",
+    }
+    ctx, stream = job_context("detectlandslides")
+    found = run_detect(params | {"OUTPUT": str(tmp_path / "d.gpkg")}, ctx)
+    assert found.figures["threshold"] == pytest.approx(chosen.threshold, abs=2 / BINS)
+    assert any("best expected F1" in m for m in log_messages(stream))
+    stored = run_detect(
+        params | {"OUTPUT": str(tmp_path / "s.gpkg"), "THRESHOLD_RULE": "stored"},
+        job_context("detectlandslides")[0],
+    )
+    assert stored.figures["threshold"] == 0.28
