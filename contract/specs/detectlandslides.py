@@ -92,6 +92,7 @@ SPEC = AlgorithmSpec(
         ),
         replace(
             THRESHOLD_RULE,
+            label="Threshold rule (segmentation)",
             help=THRESHOLD_RULE.help + " Source segmentation with a mapping model only.",
         ),
         *COMPONENT_PARAMS,
