@@ -652,12 +652,20 @@ def segmentation_threshold(
     ``expected_f1`` and a calibrated model: the best expected F1 of ``prob``
     (:mod:`slidewise.engine.imagery.scene_threshold`); else the stored threshold.
     """
-    from slidewise.engine.imagery.scene_threshold import calibrated, default_threshold
+    from slidewise.engine.imagery.scene_threshold import calibrated, raster_threshold
 
     stored = float((extra or {}).get("threshold", 0.5))
-    if rule != "expected_f1" or not calibrated(extra):
+    if rule != "expected_f1":
         return stored
-    chosen = default_threshold(prob, extra)
+    if not calibrated(extra):
+        log(
+            "THRESHOLD_RULE expected_f1 needs a calibrated mapping model and this one has no "
+            f"calibration: its stored threshold {stored:g} is used."
+        )
+        return stored
+    chosen = raster_threshold(prob)
+    if chosen is None:
+        return stored
     log(
         f"Threshold {chosen:g}: the best expected F1 of this raster's calibrated probabilities "
         f"(THRESHOLD_RULE expected_f1; the model's stored threshold is {stored:g})."

@@ -1,14 +1,15 @@
 """Fitted susceptibility models: training on encoded features, model-file tensors.
 
-Methods (:data:`METHODS`): ``meta`` meta-learns an MLP initialisation over the blocks
-(MAML, :mod:`.maml`) and adapts it to every block with that block's samples; ``hybrid``
-mixes the logits of that adapted MLP and of a global model (weight and global model
-chosen by an inner leave-blocks-out split of the training blocks, :mod:`.hybridmix`;
-files from before wave 2 session 6 also shift each block's logit by an offset,
-:mod:`.blockoffset`); ``rf``, ``lr``, ``mlp``, ``svm``, ``gbm`` and ``fr`` fit one
-global model (:mod:`.classical`). ``auto`` is resolved to one of these by
-cross-validation before fitting (:mod:`.selection`). Label convention: 1 = landslide, 0
-= not landslide."""
+Methods (:data:`METHODS`): ``meta`` meta-learns an MLP initialisation over the
+blocks (MAML, :mod:`.maml`) and adapts it to every block with that block's
+samples; ``hybrid`` mixes the logits of that adapted MLP and of a global model
+(weight and global model chosen by an inner leave-blocks-out split of the
+training blocks, :mod:`.hybridmix`; files from before wave 2 session 6 also shift
+each block's logit by a stored offset, :mod:`.blockoffset`); ``rf``, ``lr``,
+``mlp``, ``svm``, ``gbm`` and ``fr`` fit one global model (:mod:`.classical`).
+``auto`` is resolved to one of these by cross-validation before fitting
+(:mod:`.selection`). Label convention: 1 = landslide, 0 = not landslide.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ class FittedModel:
         history: Meta-training loss per iteration.
         offsets: Block ID -> logit offset (``hybrid`` files from before wave 2
             session 6; new hybrids have none).
-        offset_precision: Prior precision of those offsets.
         mix: Weight of the adapted MLP and the global model (``hybrid``).
     """
 
@@ -58,7 +58,6 @@ class FittedModel:
     one_class: dict[int, str] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)
     offsets: dict[int, float] = field(default_factory=dict)
-    offset_precision: float = 0.0
     mix: HybridMix = field(default_factory=HybridMix)
 
     @property
@@ -280,18 +279,9 @@ def adapt_blocks(
 
 
 def hybrid_config(fitted: FittedModel) -> dict[str, Any]:
-    """The model file's config entries of a ``hybrid``: its global part and mix.
-
-    An old file's offsets keep their prior precision.
-    """
+    """The model file's config entries of a ``hybrid``: its global part and mix."""
     assert fitted.classical is not None
-    config: dict[str, Any] = {
-        fitted.mix.global_method: fitted.classical.config,
-        "hybrid": fitted.mix.to_dict(),
-    }
-    if fitted.offsets:
-        config["offset_precision"] = fitted.offset_precision
-    return config
+    return {fitted.mix.global_method: fitted.classical.config, "hybrid": fitted.mix.to_dict()}
 
 
 def model_tensors(fitted: FittedModel) -> dict[str, Any]:
@@ -352,5 +342,4 @@ def model_from_tensors(tensors: dict[str, Any], config: dict[str, Any]) -> Fitte
         ids = tensors["offsets.ids"].numpy().tolist() if "offsets.ids" in tensors else []
         values = tensors["offsets.values"].numpy().tolist() if ids else []
         fitted.offsets = {int(i): float(v) for i, v in zip(ids, values, strict=True)}
-        fitted.offset_precision = float(config.get("offset_precision", 0.0))
     return fitted

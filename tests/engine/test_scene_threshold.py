@@ -185,3 +185,10 @@ def test_detect_landslides_cuts_a_mapping_model_where_map_landslides_would(
         job_context("detectlandslides")[0],
     )
     assert stored.figures["threshold"] == 0.28
+    uncalibrated, stream = job_context("detectlandslides")
+    plain = run_detect(
+        params | {"MODEL": _uncalibrated_copy(tmp_path), "OUTPUT": str(tmp_path / "u.gpkg")},
+        uncalibrated,
+    )
+    assert plain.figures["threshold"] == 0.28
+    assert any("has no calibration" in m for m in log_messages(stream))

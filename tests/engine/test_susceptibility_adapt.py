@@ -210,7 +210,11 @@ def test_hybrid_adapts_its_mlp_and_keeps_its_global_part(hybrid: dict[str, Any])
 
     from slidewise.engine.core.modelfile import load_model
     from slidewise.engine.susceptibility.adapt import adapt_fitted
-    from slidewise.engine.susceptibility.models import TrainSettings, model_from_tensors
+    from slidewise.engine.susceptibility.models import (
+        TrainSettings,
+        model_from_tensors,
+        model_tensors,
+    )
 
     result, out = hybrid["result"], hybrid["dir"]
     fig = result.figures
@@ -241,10 +245,15 @@ def test_hybrid_adapts_its_mlp_and_keeps_its_global_part(hybrid: dict[str, Any])
     fitted = model_from_tensors(new, meta.config)
     assert not fitted.offsets and not any(k.startswith("offsets.") for k in new)
     assert "block_offsets" not in fig
-    # An old file's offsets: a block adapted here drops its offset, the others keep theirs.
+    # An old file's offsets load from its tensors and shift their blocks' logits; a block
+    # adapted here drops its offset, the others keep theirs.
     x, y, blocks = support_features(result.outputs["OUTPUT"], hybrid["params"]["OUTPUT_SAMPLES"])
     here = int(blocks[0])
-    old = replace(fitted, offsets={here: 0.5, 10_000: -0.3}, offset_precision=2.0)
+    saved = model_tensors(replace(fitted, offsets={here: 0.5, 10_000: -0.3}))
+    old = model_from_tensors(saved, meta.config)
+    assert old.offsets == {here: 0.5, 10_000: -0.3}
+    shift = old.hybrid_logit(x, blocks) - fitted.hybrid_logit(x, blocks)
+    np.testing.assert_allclose(shift, np.where(blocks == here, 0.5, 0.0), atol=1e-9)
     again = adapt_fitted(old, (x, y, blocks), TrainSettings(method="hybrid"))
     assert again.offsets == {10_000: -0.3}
     # predictsusceptibility maps with the adapted hybrid as it is.

@@ -55,15 +55,6 @@ def test_svm_decision_equals_sklearn_and_probability_ranks() -> None:
     np.testing.assert_array_equal(back.predict_proba(test), p)
 
 
-def test_an_old_hybrid_files_offsets_still_shift_its_blocks() -> None:
-    """Hybrids from before wave 2 session 6 stored a logit offset per block; they still apply."""
-    from slidewise.engine.susceptibility.blockoffset import apply_offsets
-
-    z = np.array([0.0, 1.0, -1.0, 2.0])
-    shifted = apply_offsets(z, np.array([1, 2, 1, 9]), {1: 0.5, 2: -0.25})
-    np.testing.assert_allclose(shifted, [0.5, 0.75, -0.5, 2.0])
-
-
 def test_choose_warns_when_a_global_model_wins() -> None:
     table = [MethodScore("rf", 0.80, 0.05, 5), MethodScore("meta", 0.75, 0.1, 5)]
     chosen, lines, warnings = choose("auto", table)
