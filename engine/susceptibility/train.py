@@ -88,7 +88,7 @@ class TrainParams(BlockJobParams, FactorAnalysisParams):
         meta_lr: META_LR, outer Adam learning rate.
         tasks_per_batch: TASKS_PER_BATCH, blocks per meta-batch.
         support: SUPPORT samples per block in meta-training.
-        query: QUERY samples per block in meta-training.
+        query: QUERY samples per block in meta-training, at most.
         pretrain_epochs: PRETRAIN_EPOCHS of the denoising autoencoder (0 = none).
         min_block_samples: MIN_BLOCK_SAMPLES to adapt a block.
         one_class_blocks: ONE_CLASS_BLOCKS, ``adapt`` or ``fallback``.
