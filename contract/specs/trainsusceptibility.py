@@ -103,7 +103,7 @@ META: tuple[Param, ...] = (
         "Adaptation steps",
         "Gradient steps of the per-block adaptation, the same in meta-training and when "
         "adapting to each block.",
-        10,
+        5,
         1,
         100,
     ),
@@ -149,9 +149,9 @@ META: tuple[Param, ...] = (
     _count(
         "QUERY",
         "Query samples per block",
-        "Samples a block is scored on in meta-training, at most; a smaller block is scored on "
-        "every sample beyond its support. Blocks with more samples than the support are tasks.",
-        32,
+        "Samples a block is scored on in meta-training; blocks with at least support + "
+        "query samples are tasks.",
+        6,
         1,
         10_000,
     ),

@@ -48,8 +48,7 @@ class MetaConfig:
         iterations: Meta-iterations (outer steps).
         tasks_per_batch: Tasks (blocks) per meta-batch.
         support: Support samples per task.
-        query: Query samples per task, at most (a block with fewer samples gives
-            every sample beyond its support).
+        query: Query samples per task.
         second_order: Differentiate through the inner gradients (else first-order MAML).
         weight_by_samples: Weight task losses by the sample count of their block.
         pretrain_epochs: Epochs of denoising-autoencoder pretraining (0 = none).
@@ -58,14 +57,14 @@ class MetaConfig:
     """
 
     hidden: tuple[int, ...] = (32, 32, 16)
-    inner_steps: int = 10
+    inner_steps: int = 5
     inner_lr: float = 0.1
     learn_inner_lr: bool = False
     meta_lr: float = 1e-3
     iterations: int = 2000
     tasks_per_batch: int = 16
     support: int = 6
-    query: int = 32
+    query: int = 6
     second_order: bool = True
     weight_by_samples: bool = True
     pretrain_epochs: int = 0
@@ -112,14 +111,13 @@ class SusceptibilityMLP(nn.Module):
 
 @dataclass
 class TaskBatch:
-    """A meta-batch of tasks, queries padded to one size.
+    """A meta-batch of tasks with fixed support/query sizes.
 
     Attributes:
         xs: Support features (T, K, d).
         ys: Support labels (T, K) int64.
         xq: Query features (T, Q, d).
         yq: Query labels (T, Q).
-        wq: Query sample weights (T, Q): 1 for samples, 0 for padding.
         weight: Task weights (T), summing to 1.
     """
 
@@ -127,7 +125,6 @@ class TaskBatch:
     ys: Tensor
     xq: Tensor
     yq: Tensor
-    wq: Tensor
     weight: Tensor
 
 
@@ -223,11 +220,11 @@ def meta_loss_vmap(
 ) -> Tensor:
     """Weighted query loss after adaptation, all tasks at once with ``vmap``."""
 
-    def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, wq: Tensor) -> Tensor:
+    def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
         adapted = adapt(model, params, inner_lrs, xs, ys, None, steps, second_order)
-        return task_loss(model, adapted, xq, yq, wq)
+        return task_loss(model, adapted, xq, yq)
 
-    losses = vmap(one_task)(batch.xs, batch.ys, batch.xq, batch.yq, batch.wq)
+    losses = vmap(one_task)(batch.xs, batch.ys, batch.xq, batch.yq)
     return (losses * batch.weight).sum()
 
 
@@ -245,8 +242,7 @@ def meta_loss_loop(
         adapted = adapt_autograd(
             model, params, inner_lrs, batch.xs[t], batch.ys[t], None, steps, second_order
         )
-        query_loss = task_loss(model, adapted, batch.xq[t], batch.yq[t], batch.wq[t])
-        total = total + batch.weight[t] * query_loss
+        total = total + batch.weight[t] * task_loss(model, adapted, batch.xq[t], batch.yq[t])
     return total
 
 
@@ -288,22 +284,18 @@ def meta_gradients(
 
 
 class TaskSampler:
-    """Draws meta-batches of tasks from blocks with more samples than the support.
-
-    Each task adapts on ``support`` samples of its block and is scored on up to
-    ``query`` others; a smaller block gives every sample beyond its support
-    (the rest of the query is zero-weight padding).
+    """Draws meta-batches of tasks from blocks with enough samples.
 
     Args:
         x: Normalised features (n, d).
         y: Labels (n,) 0/1.
         blocks: Block ID per sample (n,).
         support: Support samples per task.
-        query: Query samples per task, at most.
+        query: Query samples per task.
         seed: Random seed.
 
     Raises:
-        InputError: no block has more than ``support`` samples.
+        InputError: no block has more than ``support + query - 1`` samples.
     """
 
     def __init__(
@@ -319,17 +311,18 @@ class TaskSampler:
         self.y = torch.as_tensor(np.asarray(y, dtype=np.int64))
         self.support, self.query = int(support), int(query)
         ids, counts = np.unique(blocks, return_counts=True)
-        eligible = ids[counts > self.support]
+        need = self.support + self.query
+        eligible = ids[counts >= need]
         if eligible.size == 0:
             raise InputError(
-                f"No block has the {self.support + 1} samples a meta-learning task needs "
+                f"No block has the {need} samples a meta-learning task needs "
                 f"(largest block: {int(counts.max()) if counts.size else 0} samples): use fewer, "
-                "larger blocks, more samples, or a smaller SUPPORT size."
+                "larger blocks, more samples, or smaller SUPPORT/QUERY sizes."
             )
         self.block_ids = eligible
         members = [np.flatnonzero(blocks == b) for b in eligible]
         self.counts = np.array([m.size for m in members])
-        width = max(int(self.counts.max()), self.support + self.query)
+        width = int(self.counts.max())
         self.index = np.zeros((eligible.size, width), dtype=np.int64)
         for i, m in enumerate(members):
             self.index[i, : m.size] = m
@@ -339,24 +332,16 @@ class TaskSampler:
         """Draw ``n_tasks`` tasks (blocks without replacement when possible)."""
         nb = self.block_ids.size
         chosen = self.rng.choice(nb, size=n_tasks, replace=n_tasks > nb)
-        width = self.index.shape[1]
-        counts = self.counts[chosen]
-        keys = self.rng.random((n_tasks, width))
-        keys[np.arange(width)[None, :] >= counts[:, None]] = np.inf
+        keys = self.rng.random((n_tasks, self.index.shape[1]))
+        keys[np.arange(self.index.shape[1])[None, :] >= self.counts[chosen][:, None]] = np.inf
         order = np.argsort(keys, axis=1)[:, : self.support + self.query]
         rows = np.take_along_axis(self.index[chosen], order, axis=1)
         idx = torch.as_tensor(rows)
-        k = self.support
-        filled = np.arange(k, k + self.query)[None, :] < counts[:, None]
-        w = counts.astype(np.float64) if weight_by_samples else np.ones(n_tasks)
-        return TaskBatch(
-            xs=self.x[idx[:, :k]],
-            ys=self.y[idx[:, :k]],
-            xq=self.x[idx[:, k:]],
-            yq=self.y[idx[:, k:]],
-            wq=torch.as_tensor(filled, dtype=torch.float32),
-            weight=torch.as_tensor(w / w.sum(), dtype=torch.float32),
-        )
+        xs, xq = self.x[idx[:, : self.support]], self.x[idx[:, self.support :]]
+        ys, yq = self.y[idx[:, : self.support]], self.y[idx[:, self.support :]]
+        w = self.counts[chosen].astype(np.float64) if weight_by_samples else np.ones(n_tasks)
+        weight = torch.as_tensor(w / w.sum(), dtype=torch.float32)
+        return TaskBatch(xs=xs, ys=ys, xq=xq, yq=yq, weight=weight)
 
 
 def pretrain_dae(
