@@ -665,6 +665,7 @@ def segmentation_threshold(
         return stored
     chosen = raster_threshold(prob)
     if chosen is None:
+        log(f"No probability above 0 on this raster: its stored threshold {stored:g} is used.")
         return stored
     log(
         f"Threshold {chosen:g}: the best expected F1 of this raster's calibrated probabilities "

@@ -156,6 +156,19 @@ def test_default_threshold_is_the_rule_only_for_calibrated_models() -> None:
     assert default_threshold(np.zeros((4, 4)), calibrated) == 0.9  # nothing to choose from
 
 
+def test_detection_says_why_it_keeps_the_stored_threshold() -> None:
+    """Detect landslides logs why it cuts at the stored threshold, as Map landslides does."""
+    from slidewise.engine.detection.apply import segmentation_threshold
+
+    calibrated = {"threshold": 0.9, "calibration": {"method": "platt"}}
+    lines: list[str] = []
+    assert segmentation_threshold(np.zeros((4, 4)), calibrated, "expected_f1", lines.append) == 0.9
+    assert any("No probability above 0" in line for line in lines)
+    lines.clear()
+    assert segmentation_threshold(np.ones((4, 4)), calibrated, "stored", lines.append) == 0.9
+    assert not lines
+
+
 def test_detect_landslides_cuts_a_mapping_model_where_map_landslides_would(
     bijie_image, tmp_path
 ) -> None:
