@@ -281,7 +281,9 @@ def timing(data: Any, meta: Any, args: argparse.Namespace) -> dict[str, float]:
     )
 
     x = FeatureEncoder.fit(data.values, data.bands).transform(data.values)
-    sampler = TaskSampler(x, data.labels, data.blocks, meta.support, meta.query, seed=args.seed)
+    sampler = TaskSampler(
+        x, data.labels, data.blocks, meta.support, meta.query, args.seed, meta.min_query
+    )
     skeleton = SusceptibilityMLP(x.shape[1], meta.hidden)
     state = MetaState(
         init_params(skeleton),

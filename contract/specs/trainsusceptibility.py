@@ -103,7 +103,7 @@ META: tuple[Param, ...] = (
         "Adaptation steps",
         "Gradient steps of the per-block adaptation, the same in meta-training and when "
         "adapting to each block.",
-        5,
+        10,
         1,
         100,
     ),
@@ -149,9 +149,10 @@ META: tuple[Param, ...] = (
     _count(
         "QUERY",
         "Query samples per block",
-        "Samples a block is scored on in meta-training; blocks with at least support + "
-        "query samples are tasks.",
-        6,
+        "Samples a block is scored on in meta-training, at most. Blocks with at least support "
+        "+ 6 samples are tasks (support + query if query is below 6); a task block with fewer "
+        "than support + query samples is scored on every sample beyond its support.",
+        32,
         1,
         10_000,
     ),

@@ -48,7 +48,9 @@ class MetaConfig:
         iterations: Meta-iterations (outer steps).
         tasks_per_batch: Tasks (blocks) per meta-batch.
         support: Support samples per task.
-        query: Query samples per task.
+        query: Query samples per task, at most (a task block with fewer samples is
+            scored on every sample beyond its support).
+        min_query: Query samples a block needs beyond its support to be a task.
         second_order: Differentiate through the inner gradients (else first-order MAML).
         weight_by_samples: Weight task losses by the sample count of their block.
         pretrain_epochs: Epochs of denoising-autoencoder pretraining (0 = none).
@@ -57,19 +59,25 @@ class MetaConfig:
     """
 
     hidden: tuple[int, ...] = (32, 32, 16)
-    inner_steps: int = 5
+    inner_steps: int = 10
     inner_lr: float = 0.1
     learn_inner_lr: bool = False
     meta_lr: float = 1e-3
     iterations: int = 2000
     tasks_per_batch: int = 16
     support: int = 6
-    query: int = 6
+    query: int = 32
+    min_query: int = 6
     second_order: bool = True
     weight_by_samples: bool = True
     pretrain_epochs: int = 0
     pretrain_noise: float = 0.3
     weight_decay: float = 0.0
+
+    @property
+    def task_samples(self) -> int:
+        """Samples a block needs to be a meta-learning task."""
+        return self.support + min(self.min_query, self.query)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (stored in the model file)."""
@@ -111,13 +119,14 @@ class SusceptibilityMLP(nn.Module):
 
 @dataclass
 class TaskBatch:
-    """A meta-batch of tasks with fixed support/query sizes.
+    """A meta-batch of tasks, queries padded to one size.
 
     Attributes:
         xs: Support features (T, K, d).
         ys: Support labels (T, K) int64.
         xq: Query features (T, Q, d).
         yq: Query labels (T, Q).
+        wq: Query sample weights (T, Q): 1 for samples, 0 for padding.
         weight: Task weights (T), summing to 1.
     """
 
@@ -125,6 +134,7 @@ class TaskBatch:
     ys: Tensor
     xq: Tensor
     yq: Tensor
+    wq: Tensor
     weight: Tensor
 
 
@@ -220,11 +230,11 @@ def meta_loss_vmap(
 ) -> Tensor:
     """Weighted query loss after adaptation, all tasks at once with ``vmap``."""
 
-    def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+    def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, wq: Tensor) -> Tensor:
         adapted = adapt(model, params, inner_lrs, xs, ys, None, steps, second_order)
-        return task_loss(model, adapted, xq, yq)
+        return task_loss(model, adapted, xq, yq, wq)
 
-    losses = vmap(one_task)(batch.xs, batch.ys, batch.xq, batch.yq)
+    losses = vmap(one_task)(batch.xs, batch.ys, batch.xq, batch.yq, batch.wq)
     return (losses * batch.weight).sum()
 
 
@@ -242,7 +252,8 @@ def meta_loss_loop(
         adapted = adapt_autograd(
             model, params, inner_lrs, batch.xs[t], batch.ys[t], None, steps, second_order
         )
-        total = total + batch.weight[t] * task_loss(model, adapted, batch.xq[t], batch.yq[t])
+        query_loss = task_loss(model, adapted, batch.xq[t], batch.yq[t], batch.wq[t])
+        total = total + batch.weight[t] * query_loss
     return total
 
 
@@ -286,16 +297,22 @@ def meta_gradients(
 class TaskSampler:
     """Draws meta-batches of tasks from blocks with enough samples.
 
+    A block is a task when it holds at least ``support + min_query`` samples. Each
+    task adapts on ``support`` samples of its block and is scored on up to ``query``
+    others; a smaller block is scored on every sample beyond its support (the rest
+    of the query is zero-weight padding).
+
     Args:
         x: Normalised features (n, d).
         y: Labels (n,) 0/1.
         blocks: Block ID per sample (n,).
         support: Support samples per task.
-        query: Query samples per task.
+        query: Query samples per task, at most.
         seed: Random seed.
+        min_query: Query samples a block needs beyond its support to be a task.
 
     Raises:
-        InputError: no block has more than ``support + query - 1`` samples.
+        InputError: no block has ``support + min_query`` samples.
     """
 
     def __init__(
@@ -306,12 +323,13 @@ class TaskSampler:
         support: int,
         query: int,
         seed: int = 0,
+        min_query: int = 6,
     ) -> None:
         self.x = torch.as_tensor(np.asarray(x, dtype=np.float32))
         self.y = torch.as_tensor(np.asarray(y, dtype=np.int64))
         self.support, self.query = int(support), int(query)
         ids, counts = np.unique(blocks, return_counts=True)
-        need = self.support + self.query
+        need = self.support + min(int(min_query), self.query)
         eligible = ids[counts >= need]
         if eligible.size == 0:
             raise InputError(
@@ -322,7 +340,7 @@ class TaskSampler:
         self.block_ids = eligible
         members = [np.flatnonzero(blocks == b) for b in eligible]
         self.counts = np.array([m.size for m in members])
-        width = int(self.counts.max())
+        width = max(int(self.counts.max()), self.support + self.query)
         self.index = np.zeros((eligible.size, width), dtype=np.int64)
         for i, m in enumerate(members):
             self.index[i, : m.size] = m
@@ -332,16 +350,24 @@ class TaskSampler:
         """Draw ``n_tasks`` tasks (blocks without replacement when possible)."""
         nb = self.block_ids.size
         chosen = self.rng.choice(nb, size=n_tasks, replace=n_tasks > nb)
-        keys = self.rng.random((n_tasks, self.index.shape[1]))
-        keys[np.arange(self.index.shape[1])[None, :] >= self.counts[chosen][:, None]] = np.inf
+        width = self.index.shape[1]
+        counts = self.counts[chosen]
+        keys = self.rng.random((n_tasks, width))
+        keys[np.arange(width)[None, :] >= counts[:, None]] = np.inf
         order = np.argsort(keys, axis=1)[:, : self.support + self.query]
         rows = np.take_along_axis(self.index[chosen], order, axis=1)
         idx = torch.as_tensor(rows)
-        xs, xq = self.x[idx[:, : self.support]], self.x[idx[:, self.support :]]
-        ys, yq = self.y[idx[:, : self.support]], self.y[idx[:, self.support :]]
-        w = self.counts[chosen].astype(np.float64) if weight_by_samples else np.ones(n_tasks)
-        weight = torch.as_tensor(w / w.sum(), dtype=torch.float32)
-        return TaskBatch(xs=xs, ys=ys, xq=xq, yq=yq, weight=weight)
+        k = self.support
+        filled = np.arange(k, k + self.query)[None, :] < counts[:, None]
+        w = counts.astype(np.float64) if weight_by_samples else np.ones(n_tasks)
+        return TaskBatch(
+            xs=self.x[idx[:, :k]],
+            ys=self.y[idx[:, :k]],
+            xq=self.x[idx[:, k:]],
+            yq=self.y[idx[:, k:]],
+            wq=torch.as_tensor(filled, dtype=torch.float32),
+            weight=torch.as_tensor(w / w.sum(), dtype=torch.float32),
+        )
 
 
 def pretrain_dae(
@@ -452,7 +478,9 @@ def _meta_train(
             v.requires_grad_(True)
         trainable += list(lrs.values())
     opt = torch.optim.Adam(trainable, lr=config.meta_lr, weight_decay=config.weight_decay)
-    sampler = TaskSampler(x, y, blocks, config.support, config.query, seed=seed)
+    sampler = TaskSampler(
+        x, y, blocks, config.support, config.query, seed=seed, min_query=config.min_query
+    )
     history: list[float] = []
     for it in range(config.iterations):
         batch = sampler.sample(config.tasks_per_batch, config.weight_by_samples)

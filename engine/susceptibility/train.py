@@ -108,13 +108,13 @@ class TrainParams(BlockJobParams, FactorAnalysisParams):
     blocks: str | None = None
     method: str = "auto"
     iterations_meta: int = 2000
-    inner_steps: int = 5
+    inner_steps: int = 10
     inner_lr: float = 0.1
     learn_inner_lr: bool = False
     meta_lr: float = 0.001
     tasks_per_batch: int = 16
     support: int = 6
-    query: int = 6
+    query: int = 32
     pretrain_epochs: int = 0
     min_block_samples: int = 3
     one_class_blocks: str = "adapt"
@@ -427,7 +427,7 @@ def block_figures(data: TrainingData, settings: TrainSettings, ctx: JobContext) 
             f"{int(np.sum(data.blocks == 0))} samples lie on block 0 (nodata in BLOCKS) "
             "and use the meta-learned initialisation."
         )
-    eligible = int(np.sum(counts >= settings.meta.support + settings.meta.query))
+    eligible = int(np.sum(counts >= settings.meta.task_samples))
     ctx.log(f"{ids.size} blocks hold samples; {eligible} have enough for meta-learning tasks.")
     return {
         "method": settings.method,

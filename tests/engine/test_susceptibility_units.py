@@ -3,6 +3,7 @@ global models without pickle, and MAML (vmap == loop)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -200,10 +201,34 @@ def test_meta_train_reduces_loss_and_learns_inner_lr() -> None:
     assert any(abs(float(v) - 0.01) > 1e-4 for v in state.inner_lrs.values())
 
 
+def test_task_sampler_scores_small_blocks_on_all_their_other_samples() -> None:
+    x, y = _toy(70, 3)
+    blocks = np.r_[np.zeros(11), np.zeros(9) + 2, np.ones(50)].astype(int)  # 11, 50 and 9 samples
+    assert TaskSampler(x, y, blocks, support=6, query=32).block_ids.tolist() == [1]
+    sampler = TaskSampler(x, y, blocks, support=6, query=32, seed=0, min_query=3)
+    batch = sampler.sample(3)
+    assert batch.xq.shape[:2] == (3, 32)
+    filled = sorted(int(v) for v in batch.wq.sum(1))
+    assert filled == [3, 5, 32]  # min(32, block size - support)
+    for t in range(3):
+        rows = {tuple(r) for r in batch.xs[t].tolist()}
+        real = batch.xq[t][batch.wq[t] > 0].tolist()
+        assert not rows & {tuple(r) for r in real}  # query samples are not support samples
+    torch.manual_seed(0)
+    model = SusceptibilityMLP(3)
+    params = init_params(model)
+    lrs = {k: torch.tensor(0.1) for k in params}
+    loss = meta_gradients(model, params, lrs, batch, 2, False, "vmap")[2]
+    pad = batch.wq == 0
+    noisy = replace(batch, xq=torch.where(pad[..., None], 99.0, batch.xq), yq=batch.yq * 0)
+    noisy.yq[~pad] = batch.yq[~pad]
+    assert meta_gradients(model, params, lrs, noisy, 2, False, "loop")[2] == pytest.approx(loss)
+
+
 def test_task_sampler_refuses_small_blocks() -> None:
     x, y = _toy(40, 3)
     with pytest.raises(InputError, match="No block has the 12 samples"):
-        TaskSampler(x, y, np.arange(40) % 10, 6, 6)
+        TaskSampler(x, y, np.arange(40) % 4, 6, 32)  # 10 samples each
 
 
 def test_dae_pretraining_initialises_hidden_layers() -> None:
