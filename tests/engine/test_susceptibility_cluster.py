@@ -42,6 +42,7 @@ def meta_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "BLOCKS": blocks,
             "ITERATIONS_META": 40,
             "TASKS_PER_BATCH": 4,
+            "INNER_STEPS": 5,  # quick: the test compares one process with two workers
             "CV_FOLDS": 0,
             "IMPORTANCE_SAMPLES": 0,
             "OUTPUT": model,

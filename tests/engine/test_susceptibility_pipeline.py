@@ -29,7 +29,14 @@ DATA = SHARED / "susceptibility"
 ECUADOR = DATA / "ecuador"
 TA, LSL = ECUADOR / "ta.tif", ECUADOR / "lsl.csv"
 HK = DATA / "hongkong" / "samples_HK_noTS.csv"
-FAST = {"METHOD": "meta", "ITERATIONS_META": 40, "TASKS_PER_BATCH": 4, "CV_FOLDS": 0}
+#: A quick meta model for tests of the plumbing (5 adaptation steps: half the default's time).
+FAST = {
+    "METHOD": "meta",
+    "ITERATIONS_META": 40,
+    "TASKS_PER_BATCH": 4,
+    "INNER_STEPS": 5,
+    "CV_FOLDS": 0,
+}
 
 
 def need_ecuador() -> None:
