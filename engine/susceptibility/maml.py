@@ -35,6 +35,20 @@ from slidewise.engine.core.errors import InputError
 Params = dict[str, Tensor]
 
 
+def task_samples(support: int, query: int, min_query: int) -> int:
+    """Samples a block needs to be a meta-learning task.
+
+    Args:
+        support: Support samples per task.
+        query: Query samples per task, at most.
+        min_query: Query samples a block needs beyond its support.
+
+    Returns:
+        ``support`` plus ``min_query`` (or ``query`` when it is smaller).
+    """
+    return support + min(min_query, query)
+
+
 @dataclass
 class MetaConfig:
     """Hyper-parameters of meta-learning and few-shot adaptation.
@@ -77,7 +91,7 @@ class MetaConfig:
     @property
     def task_samples(self) -> int:
         """Samples a block needs to be a meta-learning task."""
-        return self.support + min(self.min_query, self.query)
+        return task_samples(self.support, self.query, self.min_query)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (stored in the model file)."""
@@ -329,7 +343,7 @@ class TaskSampler:
         self.y = torch.as_tensor(np.asarray(y, dtype=np.int64))
         self.support, self.query = int(support), int(query)
         ids, counts = np.unique(blocks, return_counts=True)
-        need = self.support + min(int(min_query), self.query)
+        need = task_samples(self.support, self.query, int(min_query))
         eligible = ids[counts >= need]
         if eligible.size == 0:
             raise InputError(
